@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from tuneset.curation.audit import audit_frame, check_accounting, summary_by_source
+from tuneset.curation.curate import curate_rows
+from tuneset.curation.dedup import contaminated, exact_duplicates, normalise
+from tuneset.data.io import load_rows
+from tuneset.errors import TunesetError, UnknownNameError
+from tuneset.recipe import CurateConfig, FilterRule
+
+OFF = CurateConfig(dedup=False, decontaminate=False)
+
+
+def _rows(*recs: tuple[str, str, str, str]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {"id": [r[0] for r in recs], "source": [r[1] for r in recs],
+         "instruction": [r[2] for r in recs], "response": [r[3] for r in recs]}
+    )
+
+
+def _eval(**tasks: list[tuple[str, str]]) -> dict[str, pl.DataFrame]:
+    return {t: pl.DataFrame({"id": [i for i, _ in rs], "instruction": [q for _, q in rs]}) for t, rs in tasks.items()}
+
+
+def _reasons(audit: pl.DataFrame) -> dict[str, tuple[str, str]]:
+    return {i: (a, r) for i, a, r in audit.select("id", "action", "reason").iter_rows()}
+
+
+def test_normalise_ignores_case_space_and_punctuation():
+    assert normalise("  What's the\tCAPITAL of  France?! ") == "what s the capital of france"
+    assert normalise("ﬁne") == "fine"
+
+
+def test_duplicates_name_the_first_row():
+    rows = _rows(
+        ("a", "s", "What is 2+2?", "4"),
+        ("b", "s", "what is 2 + 2", "4."),
+        ("c", "s", "What is 2+2?", "5"),
+        ("d", "t", "WHAT IS 2+2?", " 4 "),
+    )
+    assert exact_duplicates(rows) == {"b": "a", "d": "a"}
+    kept, audit = curate_rows(rows, CurateConfig(decontaminate=False), {})
+    assert kept["id"].to_list() == ["a", "c"]
+    reasons = _reasons(audit)
+    assert reasons["b"] == reasons["d"] == ("dropped", "duplicate of a")
+    assert reasons["a"] == reasons["c"] == ("kept", "passed all checks")
+
+
+def test_dedup_off_keeps_duplicates():
+    rows = _rows(("a", "s", "q", "r"), ("b", "s", "q", "r"))
+    kept, audit = curate_rows(rows, OFF, {})
+    assert kept.height == 2
+    assert set(audit["action"]) == {"kept"}
+
+
+def test_contaminated_rows_name_the_evaluation_row():
+    rows = _rows(
+        ("a", "s", "What is the capital of France?", "Paris"),
+        ("b", "s", "what is the capital of   FRANCE", "Paris"),
+        ("c", "s", "What is the capital of Spain?", "Madrid"),
+    )
+    evals = _eval(capitals=[("t7", "What is the capital of France?")], sentiment=[("s1", "Great blender!")])
+    kept, audit = curate_rows(rows, CurateConfig(dedup=False), evals)
+    assert kept["id"].to_list() == ["c"]
+    reasons = _reasons(audit)
+    assert reasons["a"] == reasons["b"] == ("dropped", "contaminated: matches evaluation row capitals/t7")
+
+
+def test_ngram_decontamination_only_when_enabled():
+    rows = _rows(("a", "s", "Please tell me: the quick brown fox jumps, okay?", "r"))
+    evals = _eval(t=[("e1", "Story: the quick brown fox jumps over the dog")])
+    assert contaminated(rows, evals) == {}
+    assert contaminated(rows, evals, ngram=4) == {"a": "t/e1"}
+    assert contaminated(rows, evals, ngram=6) == {}
+    kept, audit = curate_rows(rows, CurateConfig(decontaminate_ngram=4), evals)
+    assert kept.is_empty()
+    assert _reasons(audit)["a"] == ("dropped", "contaminated: matches evaluation row t/e1")
+
+
+def test_first_applicable_reason_is_recorded():
+    rows = _rows(("a", "s", "q one", "r"), ("b", "s", "q one", "r"), ("c", "s", "q two", "r"))
+    scores = pl.DataFrame({"id": ["a", "b", "c"], "length": [1.0, 1.0, 1.0]})
+    cfg = CurateConfig(filters=[FilterRule(column="length", min=2)])
+    _, audit = curate_rows(rows, cfg, _eval(t=[("e1", "Q one")]), scores=scores)
+    reasons = _reasons(audit)
+    assert reasons["a"][1] == "contaminated: matches evaluation row t/e1"
+    assert reasons["b"][1] == "contaminated: matches evaluation row t/e1"
+    assert reasons["c"][1] == "length=1 below min 2.0"
+
+
+def test_filter_rules_record_the_value():
+    rows = _rows(*[(i, "s", f"q {i}", "r") for i in "abcd"])
+    scores = pl.DataFrame({"id": ["d", "c", "b", "a"], "length": [500.25, 40.0, 3.0, 12345.678]})
+    cfg = OFF.model_copy(update={"filters": [FilterRule(column="length", min=5, max=1000)]})
+    kept, audit = curate_rows(rows, cfg, {}, scores=scores)
+    assert kept["id"].to_list() == ["c", "d"]
+    reasons = _reasons(audit)
+    assert reasons["b"] == ("dropped", "length=3 below min 5.0")
+    assert reasons["a"] == ("dropped", "length=1.235e+04 above max 1000.0")
+    assert reasons["d"] == ("kept", "passed all checks")
+
+
+def test_filter_on_unknown_column_lists_valid_ones():
+    rows = _rows(("a", "s", "q", "r"))
+    scores = pl.DataFrame({"id": ["a"], "length": [1.0], "ppl": [2.0]})
+    cfg = OFF.model_copy(update={"filters": [FilterRule(column="perplexity", max=3)]})
+    with pytest.raises(UnknownNameError, match="unknown filter column 'perplexity'; valid: length, ppl"):
+        curate_rows(rows, cfg, {}, scores=scores)
+
+
+def test_audit_keeps_responses_and_sources():
+    rows = _rows(("a", "s1", "q", "r1"), ("b", "s2", "q", "r1"))
+    _, audit = curate_rows(rows, CurateConfig(), {})
+    assert audit.select("id", "source", "old_response").rows() == [("a", "s1", "r1"), ("b", "s2", "r1")]
+    assert audit["new_response"].null_count() == 2
+
+
+@pytest.fixture
+def loaded(tmp_path):
+    lines = [
+        {"id": "a", "source": "s1", "instruction": "What is the capital of France?", "response": "Paris"},
+        {"id": "b", "source": "s1", "instruction": "Say hi", "response": "hi"},
+        {"id": "c", "source": "s2", "instruction": "say HI!", "response": "hi"},
+        {"id": "d", "source": "s2", "instruction": "q"},
+        "{not json",
+        {"id": "e", "source": "s2", "instruction": "Name a colour", "response": "blue"},
+    ]
+    p = tmp_path / "pool.jsonl"
+    p.write_text("".join((ln if isinstance(ln, str) else json.dumps(ln)) + "\n" for ln in lines))
+    return p, load_rows(p, quarantine=tmp_path / "q.jsonl")
+
+
+def test_quarantined_rows_appear_in_the_audit_and_accounting_balances(loaded):
+    path, res = loaded
+    evals = _eval(capitals=[("t1", "what is the capital of france")])
+    kept, audit = curate_rows(res.rows, CurateConfig(), evals, quarantined=res.quarantined)
+    assert kept["id"].to_list() == ["b", "e"]
+    assert check_accounting(audit, res.n_read) == {"kept": 2, "dropped": 2, "corrected": 0, "quarantined": 2}
+    q = audit.filter(pl.col("action") == "quarantined")
+    assert q["id"].to_list() == ["d", None]
+    assert q["reason"].to_list() == [
+        f"{path}:4: field 'response': field required",
+        f"{path}:5: field '<line>': broken JSON: Expecting property name enclosed in double quotes (column 2)",
+    ]
+    assert set(audit.filter(pl.col("action") == "kept")["id"]) == set(kept["id"])
+    summary = summary_by_source(audit)
+    assert summary.select("source", "kept", "dropped", "quarantined").rows() == [
+        ("<quarantined>", 0, 0, 2), ("s1", 1, 1, 0), ("s2", 1, 1, 0)]
+
+
+def test_check_accounting_raises_when_a_row_is_missing(loaded):
+    _, res = loaded
+    _, audit = curate_rows(res.rows, CurateConfig(), {}, quarantined=res.quarantined)
+    with pytest.raises(TunesetError, match=f"accounting broken: .* sums to 5, input had {res.n_read} rows"):
+        check_accounting(audit.slice(1), res.n_read)
+    with pytest.raises(TunesetError, match="accounting broken"):
+        check_accounting(audit, res.n_read + 1)
+
+
+def test_check_accounting_raises_when_a_row_is_duplicated(loaded):
+    _, res = loaded
+    _, audit = curate_rows(res.rows, CurateConfig(), {}, quarantined=res.quarantined)
+    with pytest.raises(TunesetError, match="accounting broken"):
+        check_accounting(pl.concat([audit, audit.head(1)]), res.n_read)
+    swapped = pl.concat([audit.head(1), audit.head(1), audit.slice(2)])
+    with pytest.raises(TunesetError, match="an id appears twice"):
+        check_accounting(swapped, res.n_read)
+
+
+def test_check_accounting_rejects_unknown_actions():
+    audit = audit_frame([{"id": "a", "source": "s", "action": "kept", "reason": "ok"},
+                         {"id": "b", "source": "s", "action": "lost", "reason": "?"}])
+    with pytest.raises(TunesetError, match=r"unknown actions \['lost'\]"):
+        check_accounting(audit, 2)
+
+
+def test_quarantined_rows_without_ids_are_not_duplicates():
+    audit = audit_frame([{"id": None, "action": "quarantined", "reason": "x"},
+                         {"id": None, "action": "quarantined", "reason": "y"},
+                         {"id": "a", "action": "kept", "reason": "ok"}])
+    assert check_accounting(audit, 3)["quarantined"] == 2

@@ -1,0 +1,239 @@
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tuneset import __version__
+from tuneset.data.fingerprint import dataset_fingerprint, fingerprint
+from tuneset.data.io import detect_format, load_rows, read_jsonl, write_jsonl, write_rows
+from tuneset.data.schema import ROW_COLUMNS, Example
+from tuneset.errors import DataError, TunesetError
+
+GOOD = [
+    {"id": "a", "source": "s1", "instruction": "What is 2+2?", "response": "4"},
+    {"id": "b", "source": "s2", "instruction": "Pick one", "response": "x", "choices": ["x", "y"]},
+    {"id": "c", "source": "s1", "instruction": "Say hi", "response": "hi"},
+]
+PLAIN = [{k: v for k, v in r.items() if k != "choices"} for r in GOOD]
+
+
+def _jsonl(path: Path, lines: list[bytes | dict]) -> Path:
+    raw = [ln if isinstance(ln, bytes) else json.dumps(ln).encode() for ln in lines]
+    path.write_bytes(b"\n".join(raw) + b"\n")
+    return path
+
+
+def test_load_good_rows(tmp_path):
+    res = load_rows(_jsonl(tmp_path / "pool.jsonl", GOOD))
+    assert res.n_read == 3
+    assert res.quarantined == []
+    assert res.rows.columns == ROW_COLUMNS
+    assert res.rows["id"].to_list() == ["a", "b", "c"]
+    assert res.rows["choices"].to_list() == [None, ["x", "y"], None]
+
+
+def test_missing_source_defaults_and_extras_travel_as_metadata(tmp_path):
+    rec = {"id": "a", "instruction": "q", "response": "r", "zeta": 1, "alpha": "x"}
+    rows = load_rows(_jsonl(tmp_path / "p.jsonl", [rec])).rows
+    assert rows["source"][0] == "unknown"
+    assert rows["metadata"][0] == '{"alpha": "x", "zeta": 1}'
+
+
+def test_blank_lines_are_skipped_but_line_numbers_stay_physical(tmp_path):
+    p = tmp_path / "p.jsonl"
+    p.write_bytes(json.dumps(GOOD[0]).encode() + b"\n\n   \n" + b'{"id": "z", "instruction": "q"}\n')
+    with pytest.raises(DataError) as e:
+        load_rows(p)
+    assert e.value.line == 4
+    res = load_rows(p, quarantine=tmp_path / "q.jsonl")
+    assert res.n_read == 2
+
+
+BAD_LINES = [
+    pytest.param(b'{"id": "x", "instruction": "q", "response": ', "<line>", "broken JSON", id="broken-json"),
+    pytest.param({"id": "x", "instruction": "q"}, "response", "field required", id="missing-response"),
+    pytest.param({"id": "x", "instruction": "q", "response": 3}, "response", "valid string", id="response-int"),
+    pytest.param(b'{"id": "x", "instruction": "q", "response": "\xff\xfe"}', "<line>", "invalid UTF-8", id="bad-utf8"),
+    pytest.param({"id": "a", "instruction": "q", "response": "r"}, "id", "repeats the id of line 1", id="repeated-id"),
+    pytest.param(b"[1, 2]", "<line>", "expected a JSON object, got list", id="not-object"),
+    pytest.param({"id": "", "instruction": "q", "response": "r"}, "id", "at least 1 character", id="empty-id"),
+    pytest.param({"id": 7, "instruction": "q", "response": "r"}, "id", "valid string", id="int-id"),
+    pytest.param({"id": "x", "instruction": "  ", "response": "r"}, "instruction", "must not be empty", id="blank-instr"),
+    pytest.param({"id": "x", "instruction": "q", "response": "r", "choices": ["r"]}, "choices",
+                 "at least two choices", id="one-choice"),
+]
+
+
+@pytest.mark.parametrize(("line", "field", "reason"), BAD_LINES)
+def test_bad_row_raises_data_error_naming_file_line_field(tmp_path, line, field, reason):
+    p = _jsonl(tmp_path / "pool.jsonl", [GOOD[0], GOOD[2], line, GOOD[1]])
+    with pytest.raises(DataError) as e:
+        load_rows(p)
+    err = e.value
+    assert (err.file, err.line, err.field) == (str(p), 3, field)
+    assert reason in err.reason
+    assert str(err).startswith(f"{p}:3: field '{field}': ")
+
+
+def test_quarantine_completes_and_accounts_for_every_row(tmp_path):
+    lines = [
+        GOOD[0],
+        b'{"id": "x1", "instruction": ',
+        {"id": "x2", "instruction": "q"},
+        {"id": "x3", "instruction": "q", "response": 3},
+        b'{"id": "x4", "instruction": "q", "response": "\xc3\x28"}',
+        {"id": "a", "instruction": "again", "response": "r"},
+        GOOD[1],
+        GOOD[2],
+    ]
+    src = _jsonl(tmp_path / "pool.jsonl", lines)
+    qfile = tmp_path / "out" / "quarantine.jsonl"
+    res = load_rows(src, quarantine=qfile)
+
+    assert res.rows["id"].to_list() == ["a", "b", "c"]
+    assert res.n_read == 8 == res.rows.height + len(res.quarantined)
+    recs = read_jsonl(qfile)
+    assert recs == res.quarantined
+    assert [(r["file"], r["line"], r["field"]) for r in recs] == [
+        (str(src), 2, "<line>"), (str(src), 3, "response"), (str(src), 4, "response"),
+        (str(src), 5, "<line>"), (str(src), 6, "id"),
+    ]
+    assert all(r["reason"] for r in recs)
+    assert recs[4]["reason"] == "repeats the id of line 1"
+    assert [r["id"] for r in recs] == [None, "x2", "x3", None, "a"]
+    assert json.loads(recs[2]["raw"]) == {"id": "x3", "instruction": "q", "response": 3}
+    assert recs[0]["raw"] is None
+
+
+def test_quarantine_file_written_even_when_nothing_is_bad(tmp_path):
+    qfile = tmp_path / "q.jsonl"
+    res = load_rows(_jsonl(tmp_path / "p.jsonl", GOOD), quarantine=qfile)
+    assert res.quarantined == []
+    assert qfile.read_text() == ""
+
+
+def test_broken_json_column_points_into_the_line(tmp_path):
+    """A truncated line (the usual result of an interrupted write) should report the column
+    where parsing stopped, not column 1 of the newline that follows it."""
+    prefix = '{"id": "x", "instruction": '
+    try:
+        json.loads(prefix)
+    except json.JSONDecodeError as e:
+        expected_col = e.colno
+    p = _jsonl(tmp_path / "p.jsonl", [GOOD[0], prefix.encode()])
+    with pytest.raises(DataError) as e:
+        load_rows(p)
+    assert f"(column {expected_col})" in e.value.reason
+
+
+def test_csv_line_numbers_count_the_header(tmp_path):
+    p = tmp_path / "p.csv"
+    p.write_text("id,source,instruction,response\na,s,q1,r1\nb,s,q2,\n")
+    with pytest.raises(DataError) as e:
+        load_rows(p)
+    assert (e.value.line, e.value.field) == (3, "response")
+
+
+def test_parquet_type_errors_are_named(tmp_path):
+    p = tmp_path / "p.parquet"
+    pl.DataFrame({"id": ["a", "b"], "instruction": ["q", "q"], "response": [1, 2]}).write_parquet(p)
+    with pytest.raises(DataError) as e:
+        load_rows(p)
+    assert (e.value.file, e.value.line, e.value.field) == (str(p), 1, "response")
+
+
+def test_same_rows_give_same_fingerprint_in_every_format(tmp_path):
+    import datasets
+
+    fp_jsonl = dataset_fingerprint(load_rows(_jsonl(tmp_path / "p.jsonl", GOOD)).rows)
+
+    pl.DataFrame(GOOD).write_parquet(tmp_path / "p.parquet")
+    datasets.Dataset.from_list([{**r, "choices": r.get("choices")} for r in GOOD]).save_to_disk(str(tmp_path / "hf"))
+    assert detect_format(tmp_path / "hf") == "hf"
+    assert dataset_fingerprint(load_rows(tmp_path / "p.parquet").rows) == fp_jsonl
+    assert dataset_fingerprint(load_rows(tmp_path / "hf").rows) == fp_jsonl
+
+    plain_jsonl = dataset_fingerprint(load_rows(_jsonl(tmp_path / "plain.jsonl", PLAIN)).rows)
+    pl.DataFrame(PLAIN).write_csv(tmp_path / "plain.csv")
+    assert dataset_fingerprint(load_rows(tmp_path / "plain.csv").rows) == plain_jsonl
+    assert plain_jsonl != fp_jsonl
+
+
+def test_fingerprint_tracks_content_and_order_not_metadata(tmp_path):
+    base = dataset_fingerprint(load_rows(_jsonl(tmp_path / "a.jsonl", GOOD)).rows)
+    changed = [dict(r) for r in GOOD]
+    changed[2]["response"] = "hello"
+    assert dataset_fingerprint(load_rows(_jsonl(tmp_path / "b.jsonl", changed)).rows) != base
+    assert dataset_fingerprint(load_rows(_jsonl(tmp_path / "c.jsonl", GOOD[::-1])).rows) != base
+    with_meta = [{**r, "note": "extra"} for r in GOOD]
+    assert dataset_fingerprint(load_rows(_jsonl(tmp_path / "d.jsonl", with_meta)).rows) == base
+
+
+def test_fingerprint_parts():
+    assert fingerprint("a", {"x": 1, "y": 2}) == fingerprint("a", {"y": 2, "x": 1})
+    assert fingerprint("a", 1) != fingerprint("a", 2)
+    assert len(fingerprint("a")) == 24
+    assert fingerprint(Path("/x/y")) == fingerprint("/x/y")
+    ex = Example(id="a", instruction="q", response="r")
+    assert fingerprint(ex) == fingerprint(ex.model_dump(mode="json"))
+    with pytest.raises(TypeError, match="cannot fingerprint object"):
+        fingerprint(object())
+
+
+def test_fingerprint_changes_with_package_version(monkeypatch):
+    fpmod = sys.modules["tuneset.data.fingerprint"]  # the package re-exports a function of the same name
+    before = fingerprint("a")
+    monkeypatch.setattr(fpmod, "__version__", __version__ + ".post1")
+    assert fingerprint("a") != before
+
+
+def test_write_rows_round_trips_metadata_and_choices(tmp_path):
+    recs = [{**GOOD[0], "difficulty": 3}, GOOD[1]]
+    first = load_rows(_jsonl(tmp_path / "in.jsonl", recs)).rows
+    write_rows(tmp_path / "out.jsonl", first)
+    assert read_jsonl(tmp_path / "out.jsonl") == recs
+    again = load_rows(tmp_path / "out.jsonl").rows
+    assert again.equals(first)
+
+
+def test_canonical_frame_saved_as_parquet_reads_back_unchanged(tmp_path):
+    """The store keeps rows as parquet in the canonical schema (with a `metadata` JSON column);
+    reading that file back must not nest the metadata inside itself."""
+    recs = [{**GOOD[0], "difficulty": 3}, GOOD[2]]
+    first = load_rows(_jsonl(tmp_path / "in.jsonl", recs)).rows
+    first.write_parquet(tmp_path / "rows.parquet")
+    again = load_rows(tmp_path / "rows.parquet").rows
+    assert again["metadata"].to_list() == first["metadata"].to_list() == ['{"difficulty": 3}', None]
+
+
+def test_write_jsonl_leaves_old_file_when_writer_raises(tmp_path):
+    target = write_jsonl(tmp_path / "x.jsonl", [{"v": 1}])
+
+    def records():
+        yield {"v": 2}
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        write_jsonl(target, records())
+    assert read_jsonl(target) == [{"v": 1}]
+    assert [p.name for p in tmp_path.iterdir()] == ["x.jsonl"]
+
+
+@pytest.mark.parametrize(("name", "fmt"), [("a.jsonl", "jsonl"), ("a.JSON", "jsonl"), ("a.ndjson", "jsonl"),
+                                           ("a.parquet", "parquet"), ("a.csv", "csv")])
+def test_detect_format(tmp_path, name, fmt):
+    assert detect_format(tmp_path / name) == fmt
+
+
+def test_unknown_suffix_and_plain_folder_and_missing_file(tmp_path):
+    with pytest.raises(TunesetError, match=r"unknown file type '\.txt'; valid: \.jsonl"):
+        detect_format(tmp_path / "rows.txt")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(TunesetError, match="save_to_disk"):
+        load_rows(tmp_path / "folder")
+    with pytest.raises(TunesetError, match="nope.jsonl: no such file"):
+        load_rows(tmp_path / "nope.jsonl")

@@ -1,0 +1,85 @@
+import json
+import random
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from tuneset.data import ArtifactStore, load_rows
+from tuneset.evaluate import evaluate_task
+from tuneset.finetune.sft import grouped_batches, train
+from tuneset.models.loading import load_lm
+from tuneset.recipe import FinetuneConfig, TaskSpec
+
+
+def _rows(n: int = 8) -> pl.DataFrame:
+    from tuneset.data.schema import Example, rows_frame
+
+    return rows_frame([Example(id=f"r{i}", instruction="What is 3 plus 4? Answer:", response="7") for i in range(n)])
+
+
+def test_grouped_batches_visit_every_row_once_per_epoch():
+    lengths = [random.Random(1).randint(1, 50) for _ in range(103)]
+    batches = grouped_batches(lengths, 8, random.Random(0))
+    assert sorted(i for b in batches for i in b) == list(range(103))
+    assert all(len(b) <= 8 for b in batches)
+
+
+@pytest.mark.parametrize(("method", "lr"), [("lora", 3e-2), ("full", 5e-3)])
+def test_training_lowers_the_loss_and_saves_a_loadable_model(method, lr, tiny_lm_dir, tmp_path):
+    store = ArtifactStore(tmp_path / "store")
+    cfg = FinetuneConfig(method=method, lr=lr, epochs=6, batch_size=4, warmup_ratio=0.0, seed=0)
+    res = train(_rows(), cfg, str(tiny_lm_dir), store, tmp_path / "run", max_length=64, device="cpu", show_progress=False)
+    losses = json.loads((tmp_path / "run" / "train.json").read_text())["losses"]
+    assert res.steps == 12 and len(losses) == 12
+    # A random 32-dim model's frozen head caps how low LoRA can go; any real learning clears 0.1 nats.
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.1
+    base = load_lm(str(tiny_lm_dir), store, "cpu")
+    tuned = (load_lm(str(tiny_lm_dir), store, "cpu", adapter=str(tmp_path / "run" / "adapter")) if method == "lora"
+             else load_lm(str(tmp_path / "run" / "model"), store, "cpu"))
+    ids = base.tokenizer("What is 3 plus 4? Answer: 7", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert not torch.allclose(base.model(ids).logits, tuned.model(ids).logits)
+
+
+def test_same_seed_same_model(tiny_lm_dir, tmp_path):
+    store = ArtifactStore(tmp_path / "store")
+    cfg = FinetuneConfig(lr=1e-3, epochs=1, batch_size=4)
+    a = train(_rows(), cfg, str(tiny_lm_dir), store, tmp_path / "a", 64, "cpu", False)
+    b = train(_rows(), cfg, str(tiny_lm_dir), store, tmp_path / "b", 64, "cpu", False)
+    assert a.final_loss == b.final_loss
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_lm_dir, tmp_path_factory):
+    return load_lm(str(tiny_lm_dir), ArtifactStore(tmp_path_factory.mktemp("s")), "cpu")
+
+
+def test_choice_accuracy_picks_the_most_likely_choice(lm, demo_dir):
+    task = TaskSpec(name="sentiment", metric="choice_accuracy", dev=demo_dir / "x", test=demo_dir / "targets/sentiment/test.jsonl",
+                    choices=["negative", "positive"])
+    rows = load_rows(task.test).rows.head(10)
+    out = evaluate_task(lm, task, rows, max_length=64)
+    assert out.height == 10 and set(out["prediction"]) <= {"negative", "positive"}
+    assert out["score"].to_list() == [float(p == g) for p, g in zip(out["prediction"], rows["response"])]
+    assert (out["loss"] > 0).all()
+
+
+def test_per_row_choices_are_checked(lm, tmp_path):
+    bad = tmp_path / "test.jsonl"
+    bad.write_text('{"id": "a", "instruction": "Q?", "response": "x", "choices": ["y", "z"]}\n')
+    task = TaskSpec(name="t", metric="choice_accuracy", dev=bad, test=bad)
+    from tuneset.errors import DataError
+
+    with pytest.raises(DataError, match="test.jsonl:1: field 'response'"):
+        evaluate_task(lm, task, load_rows(bad).rows)
+
+
+def test_exact_match_and_target_loss(lm, demo_dir):
+    test = demo_dir / "targets/capitals/test.jsonl"
+    rows = load_rows(test).rows.head(4)
+    em = evaluate_task(lm, TaskSpec(name="c", metric="exact_match", dev=test, test=test), rows, 64, max_new_tokens=3)
+    assert set(em["score"].to_list()) <= {0.0, 1.0} and em["prediction"].dtype == pl.String
+    tl = evaluate_task(lm, TaskSpec(name="c", metric="target_loss", dev=test, test=test), rows, 64)
+    np.testing.assert_allclose(tl["score"].to_numpy(), -tl["loss"].to_numpy())

@@ -1,0 +1,141 @@
+"""Flows end to end on tiny models, inside a throwaway Prefect server (no server needed by users)."""
+
+import json
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from tuneset.selectors.base import Selector
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_interrupted_score_run_resumes_from_finished_shards(tiny_recipe, monkeypatch):
+    from tuneset.flows.common import load_pool, store_of
+    from tuneset.flows.score import score_flow
+
+    recipe = tiny_recipe("score.selectors=[perplexity]")
+    rows, _, _ = load_pool(recipe)
+    calls: list[int] = []
+    real = Selector.score
+
+    def crash_on_third(self, frame):
+        calls.append(frame.height)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return real(self, frame)
+
+    monkeypatch.setattr(Selector, "score", crash_on_third)
+    with pytest.raises(BaseException):
+        score_flow(recipe, rows)
+    finished = len(list((store_of(recipe).root / "scores").glob("*/shards/*.parquet")))
+    assert 2 <= finished < 4  # 4 shards of 16 rows; the killed one left nothing behind
+    calls.clear()
+    monkeypatch.setattr(Selector, "score", lambda self, frame: calls.append(frame.height) or real(self, frame))
+    ref = score_flow(recipe, rows)
+    assert len(calls) == 4 - finished  # only unfinished shards are computed
+    assert ref.read().height == rows.n
+    calls.clear()
+    score_flow(recipe, rows)
+    assert calls == []  # finished: nothing recomputed
+
+
+def test_curate_quarantines_bad_rows_and_accounts_for_every_row(tiny_recipe, tmp_path):
+    from tuneset.flows.curate import curate_flow
+
+    recipe = tiny_recipe("quarantine=true")
+    lines = recipe.pool.read_text().splitlines()
+    lines[3] = '{"id": "bad", "instruction": "x"'
+    lines[5] = json.dumps({"id": "bad2", "instruction": "x", "response": 3})
+    lines.append(lines[0].replace('"id": "', '"id": "copy-'))
+    recipe.pool.write_text("\n".join(lines) + "\n")
+    res = curate_flow(recipe)
+    assert sum(res.counts.values()) == len(lines)
+    assert res.counts["quarantined"] == 2 and res.counts["dropped"] >= 1
+    audit = pl.read_parquet(res.audit)
+    assert audit.filter(pl.col("action") == "quarantined")["reason"].str.contains(":6: field 'response'").any()
+    assert audit.filter(pl.col("id").str.starts_with("copy-"))["reason"][0].startswith("duplicate of ")
+
+
+def test_compare_writes_a_leaderboard_with_paired_differences(tiny_recipe):
+    from tuneset.flows.compare import compare_flow
+
+    recipe = tiny_recipe("compare.strategies=[random, length, ifd]", "compare.budgets=['25%']", "compare.seeds=[0, 1]")
+    out = compare_flow(recipe)
+    board = pl.read_csv(out["csv"])
+    assert set(board["task"]) == {"sentiment", "capitals"}
+    assert board.height == 2 * 5  # none, random, length, ifd, full per task
+    length = board.filter((pl.col("strategy") == "length") & (pl.col("task") == "sentiment")).row(0, named=True)
+    assert length["seeds"] == 2 and length["vs_random_lo"] <= length["vs_random"] <= length["vs_random_hi"]
+    runs = pl.read_csv(out["csv"].replace("leaderboard.csv", "runs.csv"))
+    random_rows = runs.filter((pl.col("strategy") == "random") & (pl.col("task") == "sentiment"))["n_rows"]
+    assert random_rows.to_list() == [14, 14]  # 25% of the 56 rows left after dedup and decontamination
+    md = open(out["markdown"]).read()
+    assert "Δ vs random" in md and "Wall time per stage" in md
+    assert open(out["plot"], "rb").read(4) == b"\x89PNG"
+
+
+def test_compare_reuses_finished_runs(tiny_recipe, monkeypatch):
+    from tuneset.flows import compare as compare_mod
+    from tuneset.finetune import sft
+
+    recipe = tiny_recipe("compare.strategies=[length]", "compare.seeds=[0]", "compare.baselines=[none]")
+    compare_mod.compare_flow(recipe)
+    monkeypatch.setattr(sft, "train", lambda *a, **k: pytest.fail("retrained a finished run"))
+    compare_mod.compare_flow(recipe)
+
+
+def test_pipeline_runs_every_stage(tiny_recipe):
+    from tuneset.flows.pipeline import pipeline_flow
+
+    summary = pipeline_flow(tiny_recipe("score.selectors=[length, embedding_knn]", "select.weights={embedding_knn: 2, length: 1}", "select.budget=10"))
+    assert summary["selected"] == 10
+    assert set(summary["finetuned"]) == {"sentiment", "capitals"}
+    table = pl.read_parquet(summary["selection_table"])
+    assert table["selected"].sum() == 10 and table["reason"].str.len_chars().min() > 0
+
+
+runner = CliRunner()
+
+
+def test_cli_lists_selectors():
+    from tuneset.cli import app
+
+    res = runner.invoke(app, ["selectors"])
+    assert res.exit_code == 0
+    for name in ("random", "length", "perplexity", "ifd", "embedding_knn"):
+        assert name in res.output
+
+
+def test_cli_names_the_bad_recipe_field(tmp_path):
+    from tuneset.cli import app
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("pool: p.jsonl\nselect:\n  budjet: 3\n")
+    res = runner.invoke(app, ["curate", str(recipe)])
+    assert res.exit_code == 2 and "select.budjet" in res.output
+
+
+def test_cli_names_file_line_and_field_of_bad_input(tmp_path, tiny_recipe):
+    from tuneset.cli import app
+
+    pool = tmp_path / "bad.jsonl"
+    pool.write_bytes(b'{"id": "a", "instruction": "x", "response": "y"}\n{"id": "b", "instruction": "\xff\xfe", "response": "y"}\n')
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"pool: {pool}\n")
+    res = runner.invoke(app, ["curate", str(recipe)])
+    assert res.exit_code == 2 and "bad.jsonl:2" in res.output and "invalid UTF-8" in res.output
+
+
+def test_bench_skips_cleanly_without_shared(tmp_path):
+    from tuneset.cli import app
+
+    res = runner.invoke(app, ["bench", "--shared", str(tmp_path / "nowhere")])
+    assert res.exit_code == 0 and "skipped" in res.output

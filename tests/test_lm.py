@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+import torch
+
+from tuneset.models.lm import encode, length_batches, pad_batch, response_nll, token_nll
+from tuneset.models.loading import load_lm
+from tuneset.data.store import ArtifactStore
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_lm_dir, tmp_path_factory):
+    return load_lm(str(tiny_lm_dir), ArtifactStore(tmp_path_factory.mktemp("store")), "cpu")
+
+
+def test_encode_scores_only_the_response_and_respects_max_length(lm):
+    enc = encode(lm.tokenizer, ["What is the capital of France? Answer:" * 5, None], ["Paris", "positive"], max_length=24)
+    long, alone = enc
+    assert len(long.ids) <= 24
+    assert long.ids[long.n_prompt:] == lm.tokenizer(" Paris", add_special_tokens=False)["input_ids"]
+    assert alone.n_prompt == 1 and alone.ids[0] == lm.tokenizer.bos_token_id
+
+
+def test_encode_appends_eos_for_training(lm):
+    (e,) = encode(lm.tokenizer, ["Sentiment:"], ["positive"], add_eos=True)
+    assert e.ids[-1] == lm.tokenizer.eos_token_id
+
+
+def test_length_batches_cover_every_index_once_within_budget():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 200, size=500).tolist()
+    batches = length_batches(lengths, max_tokens=1000, max_batch=16)
+    flat = sorted(i for b in batches for i in b)
+    assert flat == list(range(500))
+    for b in batches:
+        assert len(b) <= 16
+        assert len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 1000
+
+
+def test_batched_losses_equal_one_at_a_time(lm):
+    """Padding and length sorting must not change any example's loss."""
+    prompts = ["Review: the blender is great.", "What is 3 plus 4? Answer:", "Tone:", "What is the capital of France?"]
+    responses = ["positive", "7", "good and fine and great", "Paris"]
+    enc = encode(lm.tokenizer, prompts, responses)
+    total, count = response_nll(lm.model, enc, lm.tokenizer.pad_token_id, max_tokens=4096)
+    for i, e in enumerate(enc):
+        ids, mask, labels = pad_batch([e], lm.tokenizer.pad_token_id, torch.device("cpu"))
+        with torch.no_grad():
+            nll = token_nll(lm.model(input_ids=ids, attention_mask=mask).logits, labels)
+        assert count[i] == len(e.ids) - e.n_prompt
+        assert total[i] == pytest.approx(float(nll.sum()), rel=1e-4)

@@ -1,0 +1,240 @@
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tuneset.curation.policy import apply_policy, budget_count, combined_score, rank_normalise
+from tuneset.errors import TunesetError, UnknownNameError
+from tuneset.recipe import PolicyConfig
+
+FAST = settings(max_examples=60, deadline=None)
+
+
+def _scores(**cols: list[float]) -> pl.DataFrame:
+    n = len(next(iter(cols.values())))
+    return pl.DataFrame({"id": [f"r{i:02d}" for i in range(n)], **{k: [float(v) for v in vs] for k, vs in cols.items()}})
+
+
+def _ranks(values: list[float]) -> np.ndarray:
+    """1-based ranks of distinct values, computed independently of the code under test."""
+    return np.argsort(np.argsort(values)) + 1.0
+
+
+@pytest.mark.parametrize(("budget", "n", "k"), [
+    (None, 7, 7), (3, 7, 3), (50, 7, 7), ("100%", 9, 9), ("1%", 10, 1), ("0.5%", 3, 1),
+    ("10%", 25, 2), ("10%", 35, 4), ("50%", 7, 4), ("30%", 5, 2), ("33%", 100, 33),
+])
+def test_budget_count(budget, n, k):
+    """Percent budgets round half to even (Python's round): 2.5 -> 2, 3.5 -> 4; never below 1."""
+    assert budget_count(budget, n) == k
+
+
+@FAST
+@given(n=st.integers(1, 5000), pct=st.floats(0.01, 100, allow_nan=False))
+def test_percent_budget_is_nearest_count(n, pct):
+    k = budget_count(f"{pct}%", n)
+    assert 1 <= k <= n
+    assert abs(k - n * pct / 100) <= 0.5 or k == 1
+
+
+def test_rank_normalise_ties_share_rank():
+    assert rank_normalise(np.array([3.0, 1.0, 3.0, 2.0])).tolist() == [0.875, 0.25, 0.875, 0.5]
+
+
+@FAST
+@given(
+    data=st.lists(st.tuples(st.floats(-1e6, 1e6), st.floats(-1e6, 1e6)), min_size=2, max_size=40),
+    wa=st.floats(0.1, 5), wb=st.floats(-5, 5).filter(lambda w: abs(w) > 0.1),
+    b_higher=st.booleans(),
+)
+def test_combined_score_matches_independent_formula(data, wa, wb, b_higher):
+    a_vals = list(dict.fromkeys(x for x, _ in data))
+    b_vals = list(dict.fromkeys(y for _, y in data))
+    n = min(len(a_vals), len(b_vals))
+    a_vals, b_vals = a_vals[:n], b_vals[:n]
+    comb = combined_score(_scores(a=a_vals, b=b_vals), {"a": wa, "-b": wb}, {"b": b_higher})
+    ra, rb = _ranks(a_vals) / n, _ranks(b_vals) / n
+    rb_oriented = (n - _ranks(b_vals) + 1) / n if b_higher else rb  # '-' flips the declared direction
+    expected = (wa * ra + wb * rb_oriented) / (wa + abs(wb))
+    np.testing.assert_allclose(comb, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_minus_prefix_equals_lower_is_better():
+    s = _scores(ppl=[30, 10, 20, 50])
+    flipped = combined_score(s, {"-ppl": 1}, {})
+    declared = combined_score(s, {"ppl": 1}, {"ppl": False})
+    np.testing.assert_allclose(flipped, declared)
+    assert np.argmax(flipped) == 1
+    assert np.argmax(combined_score(s, {"ppl": 1}, {})) == 3
+    assert np.argmax(combined_score(s, {"-ppl": 1}, {"ppl": False})) == 3
+
+
+@FAST
+@given(vals=st.lists(st.floats(-100, 100), min_size=1, max_size=30), w=st.floats(0.1, 10))
+def test_column_and_its_negation_cancel_to_a_constant(vals, w):
+    n = len(vals)
+    comb = combined_score(_scores(x=vals), {"x": w, "-x": w}, {})
+    np.testing.assert_allclose(comb, np.full(n, (1 + 1 / n) / 2))
+
+
+def test_cancelled_weights_still_select_exactly_the_budget():
+    s = _scores(x=list(range(20)))
+    out = apply_policy(s, PolicyConfig(weights={"x": 1, "-x": 1}, budget=5), {})
+    assert out["selected"].sum() == 5
+    assert sorted(out["rank"].to_list()) == list(range(1, 21))
+    again = apply_policy(s, PolicyConfig(weights={"x": 1, "-x": 1}, budget=5), {})
+    assert again.equals(out)
+
+
+def test_empty_weights_and_unknown_column():
+    s = _scores(x=[1, 2])
+    with pytest.raises(TunesetError, match="weights are empty"):
+        combined_score(s, {}, {})
+    with pytest.raises(UnknownNameError, match="unknown score column 'y'; valid: x"):
+        combined_score(s, {"-y": 1}, {})
+
+
+@FAST
+@given(
+    vals=st.lists(st.floats(-1e3, 1e3), min_size=1, max_size=60, unique=True),
+    budget=st.one_of(st.integers(1, 80), st.integers(1, 100).map(lambda p: f"{p}%")),
+)
+def test_top_k_picks_exactly_the_budget_of_best_rows(vals, budget):
+    s = _scores(q=vals)
+    out = apply_policy(s, PolicyConfig(weights={"q": 1}, budget=budget), {})
+    k = budget_count(budget, len(vals))
+    sel = out.filter(pl.col("selected"))
+    assert sel.height == k
+    best = sorted(vals, reverse=True)[:k]
+    assert sorted(s.filter(pl.col("id").is_in(sel["id"].to_list()))["q"].to_list(), reverse=True) == best
+    assert sorted(sel["rank"].to_list()) == list(range(1, k + 1))
+    assert all(r.startswith(f"selected (rank ") and r.endswith(f", budget {k})") for r in sel["reason"])
+    assert set(out.filter(~pl.col("selected"))["reason"]) <= {f"not selected: outside budget {k}"}
+
+
+def test_top_k_with_two_weighted_columns():
+    s = _scores(quality=[1, 2, 3, 4, 5, 6], ppl=[6, 5, 4, 3, 2, 1])
+    # quality and -ppl agree, so the best three are the last three
+    out = apply_policy(s, PolicyConfig(weights={"quality": 2, "-ppl": 1}, budget=3), {})
+    assert out.filter(pl.col("selected"))["id"].to_list() == ["r03", "r04", "r05"]
+    assert out["rank"].to_list() == [6, 5, 4, 3, 2, 1]
+
+
+def test_threshold_excludes_with_reason():
+    s = _scores(q=list(range(10)))
+    out = apply_policy(s, PolicyConfig(weights={"q": 1}, budget=8, threshold=0.55), {})
+    below = out.filter(pl.col("combined") < 0.55)
+    assert below.height == 5
+    assert set(below["reason"]) == {"combined score below threshold 0.55"}
+    assert not below["selected"].any()
+    assert out["selected"].sum() == 5
+
+
+def test_band_excludes_with_reason_and_threshold_reason_wins():
+    s = _scores(q=list(range(10)))
+    out = apply_policy(s, PolicyConfig(weights={"q": 1}, budget=None, band=(0.3, 0.8)), {})
+    assert out.filter(pl.col("selected"))["id"].to_list() == ["r02", "r03", "r04", "r05", "r06", "r07"]
+    assert out.filter(~pl.col("selected"))["reason"].to_list() == ["outside quantile band [0.3, 0.8]"] * 4
+
+    both = apply_policy(s, PolicyConfig(weights={"q": 1}, budget=None, band=(0.3, 0.8), threshold=0.35), {})
+    reasons = dict(zip(both["id"], both["reason"]))
+    assert reasons["r00"] == reasons["r02"] == "combined score below threshold 0.35"
+    assert reasons["r09"] == "outside quantile band [0.3, 0.8]"
+    assert both["selected"].sum() == 5
+
+
+GROUPS = ["a"] * 6 + ["b"] * 3 + ["c"]
+# Interleave so the global order differs from the group order.
+QVALS = [10, 9, 8, 1, 2, 3, 7, 6, 0.5, 5]
+
+
+def _quota_run(budget, quotas) -> tuple[pl.DataFrame, dict[str, list[str]]]:
+    s = _scores(q=QVALS)
+    out = apply_policy(s, PolicyConfig(weights={"q": 1}, budget=budget, quota_by="source", quotas=quotas), {},
+                       pl.Series(GROUPS))
+    picked: dict[str, list[str]] = {}
+    for i, g, sel in zip(out["id"], GROUPS, out["selected"]):
+        if sel:
+            picked.setdefault(g, []).append(i)
+    return out, picked
+
+
+def test_proportional_quotas_use_largest_remainder():
+    out, picked = _quota_run(5, "proportional")
+    # shares 3, 1.5, 0.5 -> floors 3, 1, 0; the one left goes to b (ties on remainder break by name)
+    assert picked == {"a": ["r00", "r01", "r02"], "b": ["r06", "r07"]}
+    assert set(out.filter(pl.col("selected"))["reason"].str.extract(r"(budget .*)\)$").to_list()) == {
+        "budget 5 with quotas by source"}
+
+
+def test_equal_quotas_refill_from_best_remaining():
+    out, picked = _quota_run(6, "equal")
+    # 2 each, but c has one row: the spare slot goes to the best unpicked row overall (r02, a)
+    assert picked == {"a": ["r00", "r01", "r02"], "b": ["r06", "r07"], "c": ["r09"]}
+    assert out["selected"].sum() == 6
+
+
+def test_dict_quotas_take_each_groups_best():
+    _, picked = _quota_run(None, {"a": 2, "b": "50%"})
+    assert picked == {"a": ["r00", "r01"], "b": ["r06", "r07"]}
+
+
+def test_dict_quota_of_zero_selects_nothing_from_that_group():
+    _, picked = _quota_run(None, {"a": 0, "b": 1})
+    assert picked == {"b": ["r06"]}
+
+
+def test_quota_errors():
+    s = _scores(q=QVALS)
+    with pytest.raises(TunesetError, match="quota_by='source' needs that column"):
+        apply_policy(s, PolicyConfig(weights={"q": 1}, quota_by="source"), {})
+    with pytest.raises(UnknownNameError, match="unknown source in quotas 'zz'; valid: a, b, c"):
+        apply_policy(s, PolicyConfig(weights={"q": 1}, quota_by="source", quotas={"zz": 1}), {}, pl.Series(GROUPS))
+
+
+@FAST
+@given(
+    data=st.lists(st.tuples(st.floats(0, 1), st.sampled_from("abcd")), min_size=1, max_size=50),
+    budget=st.integers(1, 60),
+    quotas=st.sampled_from(["proportional", "equal"]),
+)
+def test_quotas_spend_the_budget_and_respect_group_shares(data, budget, quotas):
+    vals, groups = [v for v, _ in data], [g for _, g in data]
+    s = _scores(q=vals)
+    out = apply_policy(s, PolicyConfig(weights={"q": 1}, budget=budget, quota_by="g", quotas=quotas), {},
+                       pl.Series(groups))
+    k = min(budget, len(vals))
+    assert out["selected"].sum() == k
+    names = sorted(set(groups))
+    sizes = {g: groups.count(g) for g in names}
+    got = {g: sum(1 for gg, sel in zip(groups, out["selected"]) if sel and gg == g) for g in names}
+    share = {g: (sizes[g] if quotas == "proportional" else 1) for g in names}
+    total = sum(share.values())
+    for g in names:
+        ideal = k * share[g] / total
+        assert got[g] >= min(sizes[g], int(np.floor(ideal)))
+
+
+@FAST
+@given(
+    vals=st.lists(st.floats(-5, 5), min_size=1, max_size=40),
+    budget=st.one_of(st.none(), st.integers(1, 50), st.sampled_from(["1%", "25%", "100%"])),
+    threshold=st.one_of(st.none(), st.floats(0, 1)),
+    band=st.one_of(st.none(), st.tuples(st.floats(0, 0.5), st.floats(0.51, 1))),
+    quota=st.booleans(),
+)
+def test_every_row_appears_once_with_a_reason(vals, budget, threshold, band, quota):
+    s = _scores(q=vals)
+    groups = pl.Series([("x", "y", "z")[i % 3] for i in range(len(vals))])
+    policy = PolicyConfig(weights={"q": 1}, budget=budget, threshold=threshold, band=band,
+                          quota_by="g" if quota else None)
+    out = apply_policy(s, policy, {}, groups if quota else None)
+    assert out["id"].to_list() == s["id"].to_list()
+    assert all(isinstance(r, str) and r for r in out["reason"])
+    assert out["selected"].sum() <= budget_count(budget, len(vals))
+    assert sorted(out["rank"].to_list()) == list(range(1, len(vals) + 1))
+    excluded = ~out["reason"].str.starts_with("selected") & ~out["reason"].str.starts_with("not selected")
+    assert not (out["selected"] & excluded).any()

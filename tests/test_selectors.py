@@ -1,0 +1,117 @@
+import numpy as np
+import polars as pl
+import pytest
+
+from tuneset.data import ArtifactStore, load_rows
+from tuneset.errors import TunesetError, UnknownNameError
+from tuneset.selectors import ScoringContext, make_selector, selector_names, validate_scores
+from tuneset.selectors.base import ScoreError
+
+
+@pytest.fixture(scope="module")
+def rows(demo_dir_module):
+    return load_rows(demo_dir_module / "pool.jsonl").rows.head(40)
+
+
+@pytest.fixture(scope="module")
+def demo_dir_module():
+    from tuneset.demo import DEMO_DIR
+
+    return DEMO_DIR
+
+
+@pytest.fixture
+def ctx(tmp_path, tiny_lm_dir, tiny_embedder_dir, demo_dir):
+    targets = {t: load_rows(demo_dir / "targets" / t / "dev.jsonl").rows for t in ("sentiment", "capitals")}
+    return ScoringContext(store=ArtifactStore(tmp_path), model=str(tiny_lm_dir), embedder=str(tiny_embedder_dir),
+                          device="cpu", targets=targets, max_length=64)
+
+
+@pytest.mark.parametrize("name", selector_names())
+def test_every_selector_honours_the_contract(name, ctx, rows):
+    out = make_selector(name).fit(ctx).score(rows)
+    assert out["id"].to_list() == rows["id"].to_list()
+    assert out["score"].dtype == pl.Float64
+    for col in out.columns[1:]:
+        assert out[col].is_finite().all()
+
+
+@pytest.mark.parametrize("name", selector_names())
+def test_scores_do_not_depend_on_sharding(name, ctx, rows):
+    sel = make_selector(name).fit(ctx)
+    whole = sel.score(rows)
+    parts = pl.concat([sel.score(rows.slice(0, 13)), sel.score(rows.slice(13))])
+    np.testing.assert_allclose(whole["score"].to_numpy(), parts["score"].to_numpy(), rtol=1e-4)
+
+
+def test_unknown_selector_lists_valid_names():
+    with pytest.raises(UnknownNameError) as e:
+        make_selector("perplexityy")
+    assert "perplexity" in str(e.value) and "embedding_knn" in str(e.value)
+
+
+def test_bad_params_name_the_valid_ones():
+    with pytest.raises(TunesetError, match="valid params: k"):
+        make_selector("embedding_knn", {"kk": 3})
+
+
+def test_fingerprint_tracks_what_the_selector_reads(ctx):
+    knn = make_selector("embedding_knn").fit(ctx)
+    length = make_selector("length").fit(ctx)
+    fp_knn, fp_len = knn.fingerprint(), length.fingerprint()
+    ctx.targets = {"sentiment": ctx.targets["sentiment"]}
+    ctx.__dict__.pop("targets_fingerprint", None)
+    assert make_selector("embedding_knn").fit(ctx).fingerprint() != fp_knn
+    assert make_selector("length").fit(ctx).fingerprint() == fp_len
+    assert make_selector("embedding_knn", {"k": 2}).fit(ctx).fingerprint() != knn.fingerprint()
+
+
+def test_validation_rejects_broken_score_tables(rows):
+    good = pl.DataFrame({"id": rows["id"], "score": np.arange(rows.height, dtype=float)})
+    assert validate_scores("x", rows, good.reverse())["id"].to_list() == rows["id"].to_list()
+    with pytest.raises(ScoreError, match="39 rows"):
+        validate_scores("x", rows, good.head(39))
+    with pytest.raises(ScoreError, match="non-finite"):
+        validate_scores("x", rows, good.with_columns(pl.when(pl.col("score") == 3).then(float("nan")).otherwise(pl.col("score")).alias("score")))
+    with pytest.raises(ScoreError, match="unique"):
+        validate_scores("x", rows, pl.concat([good.head(39), good.head(1)]))
+
+
+def test_perplexity_and_ifd_agree_with_their_definitions(ctx, rows):
+    ppl = make_selector("perplexity").fit(ctx).score(rows)
+    ifd = make_selector("ifd").fit(ctx).score(rows)
+    cond = ctx.response_losses(rows, conditioned=True)
+    expected = np.exp(cond["nll_sum"].to_numpy() / cond["n_tokens"].to_numpy())
+    np.testing.assert_allclose(ppl["score"].to_numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(ifd["score"].to_numpy(), ifd["ppl_conditioned"].to_numpy() / ifd["ppl_response"].to_numpy(), rtol=1e-9)
+    np.testing.assert_allclose(ifd["ppl_conditioned"].to_numpy(), expected, rtol=1e-6)
+
+
+def test_losses_are_computed_once_and_shared(ctx, rows, monkeypatch):
+    import tuneset.selectors.base as base
+
+    calls = []
+    real = base.response_nll
+    monkeypatch.setattr(base, "response_nll", lambda *a, **k: calls.append(1) or real(*a, **k))
+    make_selector("perplexity").fit(ctx).score(rows)
+    make_selector("ifd").fit(ctx).score(rows)
+    assert len(calls) == 2  # conditioned once (shared), response-alone once
+
+
+def test_random_differs_by_seed_and_is_uniform(ctx, rows):
+    a = make_selector("random").fit(ctx).score(rows)["score"].to_numpy()
+    ctx.seed = 1
+    b = make_selector("random").fit(ctx).score(rows)["score"].to_numpy()
+    assert not np.allclose(a, b)
+    assert ((0 <= a) & (a < 1)).all()
+
+
+def test_knn_prefers_rows_like_the_targets(ctx, rows):
+    out = make_selector("embedding_knn", {"k": 3}).fit(ctx).score(rows)
+    assert {"knn_sentiment", "knn_capitals"} <= set(out.columns)
+    np.testing.assert_allclose(out["score"].to_numpy(), np.maximum(out["knn_sentiment"], out["knn_capitals"]).to_numpy())
+
+
+def test_selectors_needing_targets_refuse_to_run_without(tmp_path):
+    with pytest.raises(TunesetError, match="needs target dev rows"):
+        make_selector("embedding_knn").fit(ScoringContext(store=ArtifactStore(tmp_path)))

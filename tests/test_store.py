@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from tuneset.data.io import atomic_path
+from tuneset.data.store import DONE, ArtifactStore, sharded, write_parquet
+
+
+def test_key_is_stable_and_sensitive_to_every_part(tmp_path):
+    store = ArtifactStore(tmp_path)
+    k = store.key("fp1", {"shard_size": 8}, "model-a")
+    assert k == ArtifactStore(tmp_path / "elsewhere").key("fp1", {"shard_size": 8}, "model-a")
+    assert k != store.key("fp2", {"shard_size": 8}, "model-a")
+    assert k != store.key("fp1", {"shard_size": 9}, "model-a")
+    assert k != store.key("fp1", {"shard_size": 8}, "model-b")
+
+
+def test_build_runs_make_once_then_reuses(tmp_path):
+    store = ArtifactStore(tmp_path)
+    calls = []
+
+    def make(folder):
+        calls.append(folder)
+        (folder / "out.txt").write_text("built")
+
+    first = store.build("scores", "k1", {"from": "rows"}, make)
+    second = store.build("scores", "k1", {"from": "rows"}, make)
+    assert first == second == tmp_path / "scores" / "k1"
+    assert calls == [first]
+    assert (first / "out.txt").read_text() == "built"
+    assert (first / DONE).exists()
+    assert json.loads((first / "meta.json").read_text()) == {"from": "rows"}
+    assert store.is_complete("scores", "k1")
+
+
+def test_build_with_other_key_builds_again(tmp_path):
+    store = ArtifactStore(tmp_path)
+    calls = []
+    store.build("scores", "k1", {}, calls.append)
+    store.build("scores", "k2", {}, calls.append)
+    assert calls == [tmp_path / "scores" / "k1", tmp_path / "scores" / "k2"]
+
+
+def test_failed_build_is_not_marked_complete_and_is_retried(tmp_path):
+    store = ArtifactStore(tmp_path)
+    calls = []
+
+    def failing(folder):
+        calls.append("fail")
+        (folder / "partial.txt").write_text("half")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        store.build("m", "k", {}, failing)
+    assert not store.is_complete("m", "k")
+
+    def resume(folder):
+        calls.append("resume")
+        assert (folder / "partial.txt").read_text() == "half"
+
+    store.build("m", "k", {}, resume)
+    assert calls == ["fail", "resume"]
+    assert store.is_complete("m", "k")
+
+
+def test_clear_forgets_the_artifact(tmp_path):
+    store = ArtifactStore(tmp_path)
+    calls = []
+    store.build("m", "k", {}, calls.append)
+    store.clear("m", "k")
+    assert not store.dir("m", "k").exists()
+    store.build("m", "k", {}, calls.append)
+    assert len(calls) == 2
+
+
+def _shard(i: int) -> pl.DataFrame:
+    return pl.DataFrame({"id": [f"r{i}-{j}" for j in range(3)], "v": [float(i * 10 + j) for j in range(3)]})
+
+
+def test_sharded_computes_each_shard_once_in_order(tmp_path):
+    calls = []
+
+    def compute(i):
+        calls.append(i)
+        return _shard(i)
+
+    out = sharded(tmp_path, 4, compute)
+    assert calls == [0, 1, 2, 3]
+    assert out.height == 12
+    assert out["v"].to_list() == [float(i * 10 + j) for i in range(4) for j in range(3)]
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == [f"{i:05d}.parquet" for i in range(4)]
+    again = sharded(tmp_path, 4, compute)
+    assert calls == [0, 1, 2, 3]
+    assert again.equals(out)
+
+
+def test_sharded_recomputes_only_the_missing_shard(tmp_path):
+    calls = []
+
+    def compute(i):
+        calls.append(i)
+        return _shard(i)
+
+    full = sharded(tmp_path, 4, compute)
+    (tmp_path / "shards" / "00002.parquet").unlink()
+    calls.clear()
+    again = sharded(tmp_path, 4, compute)
+    assert calls == [2]
+    assert again.equals(full)
+
+
+def test_interrupted_sharding_keeps_finished_shards_and_no_partial_file(tmp_path):
+    calls = []
+
+    def compute(i):
+        calls.append(i)
+        if i == 2 and calls.count(2) == 1:
+            raise KeyboardInterrupt
+        return _shard(i)
+
+    with pytest.raises(KeyboardInterrupt):
+        sharded(tmp_path, 4, compute)
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["00000.parquet", "00001.parquet"]
+    out = sharded(tmp_path, 4, compute)
+    assert calls == [0, 1, 2, 2, 3]
+    assert out.height == 12
+
+
+def test_sharded_with_no_shards_is_empty(tmp_path):
+    assert sharded(tmp_path, 0, _shard).is_empty()
+
+
+def test_atomic_path_leaves_nothing_when_writer_raises(tmp_path):
+    target = tmp_path / "sub" / "result.parquet"
+    with pytest.raises(ValueError, match="half-way"):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"PAR1 partial")
+            raise ValueError("half-way")
+    assert not target.exists()
+    assert list((tmp_path / "sub").iterdir()) == []
+
+
+def test_atomic_path_keeps_previous_content_on_failure(tmp_path):
+    target = write_parquet(_shard(0), tmp_path / "x.parquet")
+    with pytest.raises(ValueError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"garbage")
+            raise ValueError
+    assert pl.read_parquet(target).equals(_shard(0))
+    assert [p.name for p in tmp_path.iterdir()] == ["x.parquet"]
+
+
+def test_atomic_path_replaces_on_success(tmp_path):
+    target = tmp_path / "x.txt"
+    target.write_text("old")
+    with atomic_path(target) as tmp:
+        assert tmp.parent == tmp_path and tmp != target
+        tmp.write_text("new")
+        assert target.read_text() == "old"
+    assert target.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]

@@ -1,0 +1,170 @@
+"""The `tuneset` command line: each command parses its arguments, then calls one flow."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tuneset.runtime import configure
+
+configure()  # before Prefect is imported anywhere
+
+from tuneset.errors import TunesetError  # noqa: E402
+from tuneset.recipe import Recipe, load_recipe  # noqa: E402
+
+app = typer.Typer(help="Choose the data a language model is fine-tuned on, by downstream evidence.",
+                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+console = Console()
+
+RecipeArg = Annotated[Path, typer.Argument(help="YAML recipe", exists=True, dir_okay=False)]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override a recipe field: key.path=value")]
+
+
+def _recipe(path: Path | None, overrides: list[str] | None, **fields) -> Recipe:
+    extra = [f"{k}={v}" for k, v in fields.items() if v is not None]
+    return load_recipe(path, [*extra, *(overrides or [])])
+
+
+def _run(fn):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        return fn()
+    except TunesetError as e:
+        console.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def selectors() -> None:
+    """List the registered selectors, their direction and parameters."""
+    from tuneset.selectors import get_selector, selector_names
+
+    table = Table("name", "higher is better", "needs", "params", "about")
+    for name in selector_names():
+        cls = get_selector(name)
+        params = ", ".join(f"{k}={v.default}" for k, v in cls.Params.model_fields.items()) or "-"
+        doc = (cls.__doc__ or "").strip().split("\n")[0]
+        table.add_row(name, str(cls.higher_is_better), ", ".join(sorted(cls.uses)) or "-", params, doc)
+    console.print(table)
+
+
+@app.command()
+def score(recipe: RecipeArg, set_: SetOpt = None, seed: int = 0) -> None:
+    """Score every pool row with the recipe's selectors (cached, resumable by shard)."""
+    from tuneset.flows.score import score_flow
+
+    ref = _run(lambda: score_flow(_recipe(recipe, set_), seed=seed))
+    console.print(f"scores: {ref.path}")
+
+
+@app.command()
+def curate(recipe: RecipeArg, set_: SetOpt = None) -> None:
+    """Dedup, decontaminate and filter; writes curated.jsonl, audit and report."""
+    from tuneset.flows.curate import curate_flow
+
+    res = _run(lambda: curate_flow(_recipe(recipe, set_)))
+    console.print(f"counts: {res.counts}\naudit: {res.audit}\nreport: {res.report}")
+
+
+@app.command()
+def select(recipe: RecipeArg, out: Annotated[Path, typer.Option(help="selected rows (JSONL)")] = Path("selected.jsonl"),
+           set_: SetOpt = None, budget: Optional[str] = None) -> None:
+    """Curate, score and apply the recipe's selection policy; writes the chosen rows."""
+    from tuneset.flows.curate import curate_flow
+    from tuneset.flows.score import score_flow
+    from tuneset.flows.select import select_flow
+
+    def go():
+        r = _recipe(recipe, set_, **{"select.budget": budget})
+        rows = curate_flow(r).rows
+        return select_flow(r, rows, score_flow(r, rows), r.select, str(out))
+
+    sel = _run(go)
+    console.print(f"{sel.rows.n} rows -> {out}\nper-row decisions: {sel.table}")
+
+
+@app.command()
+def finetune(recipe: RecipeArg, rows: Annotated[Path, typer.Option(help="training rows (any supported format)")],
+             set_: SetOpt = None, seed: int = 0) -> None:
+    """Fine-tune the recipe's model on a row file (LoRA or full)."""
+    from tuneset.data.io import load_rows
+    from tuneset.flows.common import save_rows, store_of
+    from tuneset.flows.train_eval import finetune_flow
+
+    def go():
+        r = _recipe(recipe, set_)
+        return finetune_flow(r, save_rows(store_of(r), load_rows(rows).rows), seed)
+
+    console.print(f"model: {_run(go)}")
+
+
+@app.command()
+def evaluate(recipe: RecipeArg, model_dir: Annotated[Optional[Path], typer.Option(help="a fine-tuned folder; default: the base model")] = None,
+             set_: SetOpt = None) -> None:
+    """Evaluate the base model or a fine-tuned folder on the recipe's tasks."""
+    from tuneset.flows.train_eval import evaluate_flow
+
+    _run(lambda: evaluate_flow(_recipe(recipe, set_), str(model_dir) if model_dir else None))
+
+
+@app.command()
+def pipeline(recipe: RecipeArg, set_: SetOpt = None) -> None:
+    """Curate -> score -> select -> fine-tune -> evaluate."""
+    from tuneset.flows.pipeline import pipeline_flow
+
+    _run(lambda: pipeline_flow(_recipe(recipe, set_)))
+
+
+@app.command()
+def compare(recipe: RecipeArg, set_: SetOpt = None) -> None:
+    """Strategies x budgets x seeds with baselines; writes leaderboard CSV, Markdown and PNG."""
+    from tuneset.flows.compare import compare_flow
+
+    out = _run(lambda: compare_flow(_recipe(recipe, set_)))
+    console.print(out)
+
+
+@app.command()
+def serve(recipe: RecipeArg, cron: Annotated[str, typer.Option(help="cron expression, e.g. '0 3 * * *'")], set_: SetOpt = None) -> None:
+    """Serve the recipe's pipeline on a cron schedule (stop with SIGTERM)."""
+    from tuneset.flows.serve import serve as serve_recipe
+
+    _recipe(recipe, set_)  # fail now on a bad recipe, not at the first scheduled run
+    _run(lambda: serve_recipe(str(recipe), cron, set_))
+
+
+@app.command()
+def demo(work_dir: Annotated[Path, typer.Option(help="where caches and results go")] = Path(".tuneset"),
+         set_: SetOpt = None) -> None:
+    """Run the built-in demo: score, select 10%, fine-tune, evaluate, compare with random and full."""
+    from tuneset.demo import demo_recipe_file
+    from tuneset.flows.compare import compare_flow
+
+    out = _run(lambda: compare_flow(_recipe(demo_recipe_file(), [f"work_dir={work_dir.resolve()}", *(set_ or [])])))
+    console.print(out)
+
+
+@app.command()
+def bench(shared: Annotated[Path, typer.Option(help="folder holding bench/")] = Path("../shared"),
+          full_pool: Annotated[bool, typer.Option("--full-pool", help="use pool.jsonl instead of pool_small.jsonl")] = False,
+          set_: SetOpt = None) -> None:
+    """Run the compare flow on the shared selection benchmark (skips if it is absent)."""
+    from tuneset.flows.compare import compare_flow
+
+    bench_dir = shared / "bench"
+    if not (bench_dir / "tasks.json").exists():
+        console.print(f"[yellow]skipped:[/] no benchmark at {bench_dir} (expects bench/pool_small.jsonl and bench/tasks.json)")
+        raise typer.Exit(0)
+    recipe = Path(__file__).parent.parent / "recipes" / "bench.yaml"
+    overrides = [f"pool={(bench_dir / ('pool.jsonl' if full_pool else 'pool_small.jsonl')).resolve()}",
+                 f"tasks={(bench_dir / 'tasks.json').resolve()}", *(set_ or [])]
+    console.print(_run(lambda: compare_flow(_recipe(recipe if recipe.exists() else None, overrides))))
+
+
+if __name__ == "__main__":
+    app()

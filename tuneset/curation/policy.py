@@ -1,0 +1,125 @@
+"""Selection policies: turn score columns into a chosen subset.
+
+Columns are rank-normalised (so perplexity in the hundreds and cosine in [0, 1] weigh alike),
+oriented by each selector's direction, weighted, then cut by threshold, band, budget and quotas.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+import polars as pl
+
+from tuneset.errors import TunesetError, UnknownNameError
+from tuneset.recipe import Budget, PolicyConfig
+
+
+def budget_count(budget: Budget | None, n: int) -> int:
+    if budget is None:
+        return n
+    if isinstance(budget, str):
+        return min(n, max(1, round(n * float(budget.rstrip("%")) / 100)))
+    return min(n, budget)
+
+
+def rank_normalise(values: np.ndarray) -> np.ndarray:
+    """Average-rank percentile in (0, 1]; ties share a rank so equal scores weigh equally."""
+    s = pl.Series(values)
+    return (s.rank("average") / len(s)).to_numpy()
+
+
+def combined_score(scores: pl.DataFrame, weights: dict[str, float], directions: dict[str, bool]) -> np.ndarray:
+    """Weighted sum of rank-normalised columns, each oriented so that higher is preferred."""
+    if not weights:
+        raise TunesetError("policy weights are empty; name at least one score column")
+    total = np.zeros(scores.height)
+    for key, w in weights.items():
+        col, flip = (key[1:], True) if key.startswith("-") else (key, False)
+        if col not in scores.columns:
+            raise UnknownNameError("score column", col, [c for c in scores.columns if c != "id"])
+        higher = directions.get(col, True) != flip
+        r = rank_normalise(scores[col].to_numpy())
+        total += w * (r if higher else 1.0 - r + 1.0 / scores.height)
+    return total / sum(abs(w) for w in weights.values())
+
+
+def _tiebreak(ids: list[str]) -> np.ndarray:
+    return np.array([int.from_bytes(hashlib.sha256(i.encode()).digest()[:6], "big") for i in ids], dtype=np.float64)
+
+
+def apply_policy(
+    scores: pl.DataFrame,
+    policy: PolicyConfig,
+    directions: dict[str, bool],
+    groups: pl.Series | None = None,
+) -> pl.DataFrame:
+    """Return id, combined, rank, selected, reason for every candidate row (none left out)."""
+    ids = scores["id"].to_list()
+    n = len(ids)
+    comb = combined_score(scores, policy.weights, directions)
+    order = np.lexsort((_tiebreak(ids), -comb))  # best first, ties broken by a stable id hash
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(1, n + 1)
+    eligible = np.ones(n, dtype=bool)
+    reason = np.full(n, "", dtype=object)
+    if policy.threshold is not None:
+        below = comb < policy.threshold
+        eligible &= ~below
+        reason[below] = f"combined score below threshold {policy.threshold}"
+    if policy.band is not None:
+        q = rank_normalise(comb)
+        lo, hi = policy.band
+        out = (q < lo) | (q > hi)
+        reason[out & eligible] = f"outside quantile band [{lo}, {hi}]"
+        eligible &= ~out
+    k = budget_count(policy.budget, n)
+    if policy.quota_by is None:
+        chosen = [i for i in order if eligible[i]][:k]
+    else:
+        if groups is None:
+            raise TunesetError(f"policy quota_by='{policy.quota_by}' needs that column in the rows")
+        chosen = _with_quotas(order, eligible, groups.to_list(), policy, k)
+    selected = np.zeros(n, dtype=bool)
+    selected[chosen] = True
+    budget_txt = f"budget {k}" + (f" with quotas by {policy.quota_by}" if policy.quota_by else "")
+    reason[selected] = [f"selected (rank {rank[i]}, {budget_txt})" for i in np.flatnonzero(selected)]
+    left = ~selected & eligible
+    reason[left] = f"not selected: outside {budget_txt}"
+    return pl.DataFrame({"id": ids, "combined": comb, "rank": rank, "selected": selected, "reason": reason.tolist()})
+
+
+def _with_quotas(order: np.ndarray, eligible: np.ndarray, groups: list[str], policy: PolicyConfig, k: int) -> list[int]:
+    """Per-group quotas (proportional, equal, or explicit), best-first inside each group; quota a
+    group cannot fill goes to the best remaining rows overall, so the budget is still spent."""
+    names = sorted({groups[i] for i in range(len(groups)) if eligible[i]})
+    sizes = {g: sum(1 for i in range(len(groups)) if eligible[i] and groups[i] == g) for g in names}
+    if isinstance(policy.quotas, dict):
+        unknown = set(policy.quotas) - set(names)
+        if unknown:
+            raise UnknownNameError(f"{policy.quota_by} in quotas", sorted(unknown)[0], names)
+        quota = {g: budget_count(policy.quotas.get(g, 0) or None, sizes[g]) if g in policy.quotas else 0 for g in names}
+    elif policy.quotas == "equal":
+        quota = _largest_remainder({g: 1.0 for g in names}, k)
+    else:
+        quota = _largest_remainder({g: float(sizes[g]) for g in names}, k)
+    chosen: list[int] = []
+    taken = {g: 0 for g in names}
+    for i in order:
+        if eligible[i] and taken[groups[i]] < quota[groups[i]]:
+            chosen.append(i)
+            taken[groups[i]] += 1
+    if len(chosen) < k and not isinstance(policy.quotas, dict):
+        picked = set(chosen)
+        chosen += [i for i in order if eligible[i] and i not in picked][: k - len(chosen)]
+    return chosen[:k] if not isinstance(policy.quotas, dict) else chosen
+
+
+def _largest_remainder(shares: dict[str, float], k: int) -> dict[str, int]:
+    total = sum(shares.values())
+    raw = {g: k * s / total for g, s in shares.items()}
+    out = {g: math.floor(v) for g, v in raw.items()}
+    for g in sorted(raw, key=lambda g: (out[g] - raw[g], g))[: k - sum(out.values())]:
+        out[g] += 1
+    return out

@@ -1,0 +1,37 @@
+"""Stable content fingerprints: the same rows always give the same key, on any machine."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import polars as pl
+
+from tuneset import __version__
+
+_CONTENT = ["id", "source", "instruction", "response", "choices"]
+
+
+def fingerprint(*parts: Any) -> str:
+    """sha256 of JSON-canonical parts plus the package version (a new version never reuses stale work)."""
+    payload = json.dumps([__version__, *parts], sort_keys=True, default=_default, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def _default(obj: Any) -> Any:
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    if hasattr(obj, "__fspath__"):
+        return str(obj)
+    raise TypeError(f"cannot fingerprint {type(obj).__name__}")
+
+
+def dataset_fingerprint(rows: pl.DataFrame) -> str:
+    """Hash of row contents in order; metadata is excluded because no stage reads it."""
+    h = hashlib.sha256()
+    cols = [c for c in _CONTENT if c in rows.columns]
+    for rec in rows.select(cols).iter_rows():
+        h.update(json.dumps(rec, separators=(",", ":")).encode())
+        h.update(b"\n")
+    return h.hexdigest()[:24]

@@ -1,0 +1,64 @@
+"""The row schema every stage agrees on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+ROW_COLUMNS = ["id", "source", "instruction", "response", "choices", "metadata"]
+ROW_SCHEMA = {
+    "id": pl.String,
+    "source": pl.String,
+    "instruction": pl.String,
+    "response": pl.String,
+    "choices": pl.List(pl.String),
+    "metadata": pl.String,
+}
+
+
+class Example(BaseModel):
+    """One instruction/response pair. Strict types: a number where text belongs is an error, not a cast."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    id: str = Field(min_length=1)
+    instruction: str
+    response: str
+    source: str = "unknown"
+    choices: list[str] | None = None
+
+    @field_validator("instruction")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+    @field_validator("choices")
+    @classmethod
+    def _choices_nonempty(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(v) < 2:
+            raise ValueError("needs at least two choices")
+        return v
+
+    def extras(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+def rows_frame(examples: list[Example]) -> pl.DataFrame:
+    """Examples as the canonical frame; extra fields travel as a JSON `metadata` column."""
+    import json
+
+    return pl.DataFrame(
+        {
+            "id": [e.id for e in examples],
+            "source": [e.source for e in examples],
+            "instruction": [e.instruction for e in examples],
+            "response": [e.response for e in examples],
+            "choices": [e.choices for e in examples],
+            "metadata": [json.dumps(e.extras(), sort_keys=True) if e.model_extra else None for e in examples],
+        },
+        schema=ROW_SCHEMA,
+    )

@@ -1,0 +1,101 @@
+"""Content-addressed artifact store: `<root>/<kind>/<key>/` with meta.json and a completion marker.
+
+A key hashes everything the artifact depends on (data fingerprint, stage config, model identity,
+package version), so a changed input gets a fresh folder and stale shards never mix in. Shards are
+written one file at a time by atomic rename: an interrupted run keeps every finished shard.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from filelock import FileLock
+
+from tuneset.data.fingerprint import fingerprint
+from tuneset.data.io import atomic_path
+
+log = logging.getLogger("tuneset.store")
+DONE = "_COMPLETE"
+
+
+class ArtifactStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def key(self, *parts: Any) -> str:
+        return fingerprint(*parts)
+
+    def dir(self, kind: str, key: str) -> Path:
+        return self.root / kind / key
+
+    def is_complete(self, kind: str, key: str) -> bool:
+        return (self.dir(kind, key) / DONE).exists()
+
+    def lock(self, kind: str, key: str) -> FileLock:
+        (self.root / kind).mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.root / kind / f"{key}.lock"))
+
+    def begin(self, kind: str, key: str, meta: dict[str, Any]) -> Path:
+        """Folder for an artifact being built; meta.json records what it was built from."""
+        d = self.dir(kind, key)
+        d.mkdir(parents=True, exist_ok=True)
+        with atomic_path(d / "meta.json") as tmp:
+            tmp.write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
+        return d
+
+    def finish(self, kind: str, key: str) -> Path:
+        d = self.dir(kind, key)
+        (d / DONE).touch()
+        return d
+
+    def build(self, kind: str, key: str, meta: dict[str, Any], make: Callable[[Path], None]) -> Path:
+        """Return the finished artifact folder, building it with `make(folder)` only if missing.
+
+        A lock keeps two writers from building the same key; `make` may leave partial shards
+        that a later call resumes from."""
+        d = self.dir(kind, key)
+        if (d / DONE).exists():
+            log.info("reuse %s/%s", kind, key)
+            return d
+        with self.lock(kind, key):
+            if (d / DONE).exists():
+                return d
+            self.begin(kind, key, meta)
+            make(d)
+            return self.finish(kind, key)
+
+    def clear(self, kind: str, key: str) -> None:
+        shutil.rmtree(self.dir(kind, key), ignore_errors=True)
+
+
+def write_parquet(frame: pl.DataFrame, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        frame.write_parquet(tmp)
+    return path
+
+
+def sharded(
+    folder: Path,
+    n_shards: int,
+    compute: Callable[[int], pl.DataFrame],
+    label: str = "shard",
+) -> pl.DataFrame:
+    """Compute shards 0..n-1 into `folder/shards/`, skipping those already on disk (resume)."""
+    sd = folder / "shards"
+    sd.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for i in range(n_shards):
+        p = sd / f"{i:05d}.parquet"
+        if p.exists():
+            log.info("%s %d/%d: reusing finished shard %s", label, i + 1, n_shards, p.name)
+        else:
+            write_parquet(compute(i), p)
+            log.info("%s %d/%d: wrote %s", label, i + 1, n_shards, p.name)
+        parts.append(pl.read_parquet(p))
+    return pl.concat(parts, how="vertical") if parts else pl.DataFrame()

@@ -1,0 +1,63 @@
+"""Per-example evaluation: every metric returns one row per test example, so strategies can be
+compared pairwise on the same rows rather than by their means alone."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import polars as pl
+
+from tuneset.errors import DataError
+from tuneset.models.lm import encode, generate_greedy, response_nll
+from tuneset.models.loading import LoadedLM
+from tuneset.recipe import TaskSpec
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = re.compile(r"[^\w\s]")
+
+
+def normalise_answer(text: str) -> str:
+    """First line, lower-case, no punctuation or articles, single spaces (SQuAD-style)."""
+    line = text.strip().split("\n", 1)[0].lower()
+    line = _PUNCT.sub(" ", line)
+    return " ".join(_ARTICLES.sub(" ", line).split())
+
+
+def _choices(task: TaskSpec, rows: pl.DataFrame) -> list[list[str]]:
+    if task.choices:
+        return [task.choices] * rows.height
+    out = rows["choices"].to_list()
+    for line, (c, r) in enumerate(zip(out, rows["response"].to_list()), start=1):
+        if not c:
+            raise DataError(str(task.test), line, "choices", f"task '{task.name}' uses choice_accuracy but the row has no choices")
+        if r not in c:
+            raise DataError(str(task.test), line, "response", "is not one of the row's choices")
+    return out
+
+
+def evaluate_task(lm: LoadedLM, task: TaskSpec, rows: pl.DataFrame, max_length: int = 256,
+                  max_batch_tokens: int = 4096, max_new_tokens: int = 16) -> pl.DataFrame:
+    """Columns: id, score (1/0 correct, or -loss for target_loss), loss (gold response NLL/token), prediction."""
+    tok, pad = lm.tokenizer, lm.tokenizer.pad_token_id
+    prompts = rows["instruction"].to_list()
+    gold = rows["response"].to_list()
+    g_sum, g_n = response_nll(lm.model, encode(tok, prompts, gold, max_length), pad, max_batch_tokens)
+    loss = g_sum / np.maximum(g_n, 1)
+    if task.metric == "choice_accuracy":
+        choices = _choices(task, rows)
+        flat_p = [p for p, cs in zip(prompts, choices) for _ in cs]
+        flat_c = [c for cs in choices for c in cs]
+        c_sum, _ = response_nll(lm.model, encode(tok, flat_p, flat_c, max_length), pad, max_batch_tokens)
+        preds, k = [], 0
+        for cs in choices:
+            preds.append(cs[int(np.argmin(c_sum[k:k + len(cs)]))])  # highest summed log-likelihood
+            k += len(cs)
+        score = np.array([float(p == g) for p, g in zip(preds, gold)])
+    elif task.metric == "exact_match":
+        preds = generate_greedy(lm.model, tok, prompts, max_new_tokens, max_batch_tokens, max_length)
+        score = np.array([float(normalise_answer(p) == normalise_answer(g)) for p, g in zip(preds, gold)])
+    else:
+        preds = [""] * rows.height
+        score = -loss
+    return pl.DataFrame({"id": rows["id"], "score": score, "loss": loss, "prediction": preds})

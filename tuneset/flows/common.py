@@ -1,0 +1,93 @@
+"""Shared pieces of the flows: the workspace, row references, the scoring context."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from tuneset.data.fingerprint import dataset_fingerprint
+from tuneset.data.io import load_rows, write_jsonl
+from tuneset.data.store import ArtifactStore, write_parquet
+from tuneset.recipe import Recipe, TaskSpec
+from tuneset.selectors import ScoringContext
+
+log = logging.getLogger("tuneset.flows")
+
+
+@dataclass(frozen=True)
+class RowsRef:
+    """A validated row table on disk, named by its content fingerprint."""
+
+    path: str
+    fingerprint: str
+    n: int
+
+    def read(self) -> pl.DataFrame:
+        return pl.read_parquet(self.path)
+
+
+def store_of(recipe: Recipe) -> ArtifactStore:
+    return ArtifactStore(Path(recipe.work_dir) / "store")
+
+
+def run_dir(recipe: Recipe, *parts: str) -> Path:
+    d = Path(recipe.work_dir) / "runs" / recipe.name
+    for p in parts:
+        d = d / p
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def save_rows(store: ArtifactStore, rows: pl.DataFrame) -> RowsRef:
+    fp = dataset_fingerprint(rows)
+    path = store.dir("rows", fp) / "rows.parquet"
+    if not store.is_complete("rows", fp):
+        store.begin("rows", fp, {"n": rows.height})
+        write_parquet(rows, path)
+        store.finish("rows", fp)
+    return RowsRef(str(path), fp, rows.height)
+
+
+def load_pool(recipe: Recipe) -> tuple[RowsRef, int, list[dict]]:
+    """Validated pool rows, the number of input rows read, and the quarantined ones."""
+    quarantine = run_dir(recipe) / "quarantine.jsonl" if recipe.quarantine else None
+    res = load_rows(recipe.pool, quarantine=quarantine)
+    if res.quarantined:
+        log.warning("%d bad input rows quarantined in %s", len(res.quarantined), quarantine)
+    return save_rows(store_of(recipe), res.rows), res.n_read, res.quarantined
+
+
+def load_split(task: TaskSpec, split: str) -> pl.DataFrame:
+    return load_rows(getattr(task, split)).rows
+
+
+def scoring_context(recipe: Recipe, seed: int = 0) -> ScoringContext:
+    return ScoringContext(
+        store=store_of(recipe), model=recipe.model.name, embedder=recipe.model.embedder,
+        device=recipe.model.device, targets={t.name: load_split(t, "dev") for t in recipe.task_specs()},
+        seed=seed, max_length=recipe.model.max_length, max_batch_tokens=recipe.model.max_batch_tokens,
+    )
+
+
+@contextmanager
+def timed(timings: dict[str, float], name: str):
+    t = time.perf_counter()
+    yield
+    timings[name] = timings.get(name, 0.0) + time.perf_counter() - t
+
+
+def write_json(path: Path, obj) -> Path:
+    from tuneset.data.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1, default=str))
+    return path
+
+
+__all__ = ["RowsRef", "load_pool", "load_split", "run_dir", "save_rows", "scoring_context", "store_of", "timed", "write_json", "write_jsonl"]

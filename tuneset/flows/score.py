@@ -1,0 +1,128 @@
+"""Score flow: every selector scores every row, shard by shard, cached and resumable."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+from prefect import flow, task
+from prefect.cache_policies import NONE
+
+from tuneset.data.store import write_parquet
+from tuneset.flows.common import RowsRef, load_pool, scoring_context, store_of
+from tuneset.errors import TunesetError
+from tuneset.recipe import Recipe, ScoreConfig, SelectorSpec
+from tuneset.selectors import make_selector
+
+log = logging.getLogger("tuneset.score")
+
+
+@dataclass(frozen=True)
+class ScoresRef:
+    """Score table on disk: id plus one column per selector (`name`) and its components (`name.part`)."""
+
+    path: str
+    directions: dict[str, bool]
+
+    def read(self) -> pl.DataFrame:
+        return pl.read_parquet(self.path)
+
+
+def _prefixed(name: str, frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.rename({c: name if c == "score" else f"{name}.{c}" for c in frame.columns if c != "id"})
+
+
+@task(cache_policy=NONE, task_run_name="score-{spec.name}-shard-{shard}")
+def score_shard(recipe: Recipe, spec: SelectorSpec, seed: int, rows_path: str, shard: int, shard_size: int, out: str) -> str:
+    """One shard of one selector; written atomically so a killed run keeps it."""
+    rows = pl.read_parquet(rows_path).slice(shard * shard_size, shard_size)
+    sel = make_selector(spec.name, spec.params).fit(scoring_context(recipe, seed))
+    write_parquet(sel.score(rows), Path(out))
+    return out
+
+
+def score_selector(recipe: Recipe, spec: SelectorSpec, rows: RowsRef, seed: int = 0) -> Path:
+    """Score table of one selector; finished shards on disk are reused, missing ones computed."""
+    store = store_of(recipe)
+    sel = make_selector(spec.name, spec.params).fit(scoring_context(recipe, seed))
+    shard_size = recipe.score.shard_size if sel.row_local else max(rows.n, 1)
+    key = store.key("scores", rows.fingerprint, sel.fingerprint(), shard_size)
+    folder = store.dir("scores", key)
+    final = folder / "scores.parquet"
+    if store.is_complete("scores", key):
+        log.info("%s: reusing cached scores %s", spec.name, key)
+        return final
+    with store.lock("scores", key):
+        store.begin("scores", key, {"selector": spec.name, "params": spec.params, "rows": rows.fingerprint, "seed": seed})
+        n_shards = max(1, math.ceil(rows.n / shard_size))
+        shards = [folder / "shards" / f"{i:05d}.parquet" for i in range(n_shards)]
+        todo = [i for i, p in enumerate(shards) if not p.exists()]
+        if len(todo) < n_shards:
+            log.info("%s: reusing %d/%d finished shards, computing %d", spec.name, n_shards - len(todo), n_shards, len(todo))
+        futures = [score_shard.submit(recipe, spec, seed, rows.path, i, shard_size, str(shards[i])) for i in todo]
+        for i, fut in zip(todo, futures):
+            fut.result()
+            log.info("%s: shard %d/%d done", spec.name, i + 1, n_shards)
+        write_parquet(pl.concat([pl.read_parquet(p) for p in shards]), final)
+        store.finish("scores", key)
+    return final
+
+
+def merge_scores(tables: dict[str, Path]) -> pl.DataFrame:
+    merged: pl.DataFrame | None = None
+    for name, path in tables.items():
+        t = _prefixed(name, pl.read_parquet(path))
+        merged = t if merged is None else merged.join(t, on="id", how="left", maintain_order="left")
+    assert merged is not None
+    return merged
+
+
+def task_runner(cfg: ScoreConfig):
+    """Prefect task runner for shard fan-out. One local worker by default: a model forward
+    already uses every core, and concurrent shards would only multiply memory."""
+    if cfg.runner == "local":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=cfg.workers)
+    try:
+        if cfg.runner == "dask":
+            from prefect_dask import DaskTaskRunner
+
+            return DaskTaskRunner(address=cfg.address) if cfg.address else DaskTaskRunner(
+                cluster_kwargs={"n_workers": cfg.workers, "threads_per_worker": 1})
+        from prefect_ray import RayTaskRunner
+
+        return RayTaskRunner(address=cfg.address) if cfg.address else RayTaskRunner(init_kwargs={"num_cpus": cfg.workers})
+    except ImportError:
+        raise TunesetError(f"score.runner '{cfg.runner}' needs: pip install 'tuneset[{cfg.runner}]'") from None
+
+
+def score_flow(recipe: Recipe, rows: RowsRef | None = None, seed: int = 0, selectors: list[SelectorSpec] | None = None) -> ScoresRef:
+    """Score the pool (or `rows`) with the recipe's (or given) selectors into one table."""
+    runner = task_runner(recipe.score)
+    return _score_flow.with_options(task_runner=runner)(recipe, rows, seed, selectors)
+
+
+@flow(name="tuneset-score", log_prints=True)
+def _score_flow(recipe: Recipe, rows: RowsRef | None = None, seed: int = 0, selectors: list[SelectorSpec] | None = None) -> ScoresRef:
+    if rows is None:
+        rows, _, _ = load_pool(recipe)
+    specs = selectors if selectors is not None else recipe.score.selectors
+    tables = {s.name: score_selector(recipe, s, rows, seed) for s in specs}
+    directions = {}
+    for s in specs:
+        cls = make_selector(s.name, s.params)
+        directions[s.name] = cls.higher_is_better
+    store = store_of(recipe)
+    key = store.key("score-table", {k: str(v) for k, v in tables.items()})
+    out = store.dir("score-tables", key) / "scores.parquet"
+    if not out.exists():
+        store.begin("score-tables", key, {"tables": {k: str(v) for k, v in tables.items()}, "directions": directions})
+        write_parquet(merge_scores(tables), out)
+        (out.parent / "directions.json").write_text(json.dumps(directions))
+        store.finish("score-tables", key)
+    return ScoresRef(str(out), directions)

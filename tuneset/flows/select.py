@@ -1,0 +1,51 @@
+"""Select flow: apply a policy to score columns; the selection records every row's fate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+from prefect import flow
+
+from tuneset.curation import apply_policy
+from tuneset.data.io import write_rows
+from tuneset.data.store import write_parquet
+from tuneset.flows.common import RowsRef, save_rows, store_of
+from tuneset.flows.score import ScoresRef
+from tuneset.recipe import PolicyConfig, Recipe
+
+
+@dataclass(frozen=True)
+class Selection:
+    rows: RowsRef  # the selected rows
+    table: str  # id, combined, rank, selected, reason for every candidate
+
+
+def select_rows(recipe: Recipe, rows: RowsRef, scores: ScoresRef, policy: PolicyConfig) -> Selection:
+    store = store_of(recipe)
+    key = store.key("selection", rows.fingerprint, scores.path, policy)
+    folder = store.dir("selections", key)
+    table_path = folder / "selection.parquet"
+    frame = rows.read()
+    if not store.is_complete("selections", key):
+        table = frame.select("id").join(scores.read(), on="id", how="left", maintain_order="left")
+        groups = frame[policy.quota_by] if policy.quota_by else None
+        if policy.quota_by and policy.quota_by not in frame.columns:
+            from tuneset.errors import UnknownNameError
+
+            raise UnknownNameError("quota_by column", policy.quota_by, frame.columns)
+        store.begin("selections", key, {"policy": policy.model_dump(mode="json"), "rows": rows.fingerprint})
+        write_parquet(apply_policy(table, policy, scores.directions, groups), table_path)
+        store.finish("selections", key)
+    chosen = pl.read_parquet(table_path).filter("selected")["id"]
+    return Selection(save_rows(store, frame.filter(pl.col("id").is_in(chosen.implode()))), str(table_path))
+
+
+@flow(name="tuneset-select", log_prints=True)
+def select_flow(recipe: Recipe, rows: RowsRef, scores: ScoresRef, policy: PolicyConfig | None = None,
+                out_jsonl: str | None = None) -> Selection:
+    sel = select_rows(recipe, rows, scores, policy or recipe.select)
+    if out_jsonl:
+        write_rows(out_jsonl, sel.rows.read())
+    print(f"selected {sel.rows.n} of {rows.n} rows")
+    return sel

@@ -1,0 +1,97 @@
+"""Fine-tune and evaluate tasks, cached by content: a repeated (rows, config, seed) is never retrained."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import polars as pl
+from prefect import flow, task
+from prefect.cache_policies import NONE
+
+from tuneset.data.fingerprint import dataset_fingerprint
+from tuneset.evaluate import evaluate_task
+from tuneset.finetune import train
+from tuneset.flows.common import RowsRef, load_split, store_of
+from tuneset.models.loading import load_lm, model_identity
+from tuneset.recipe import Recipe, TaskSpec
+
+log = logging.getLogger("tuneset.train_eval")
+
+
+@task(cache_policy=NONE, task_run_name="finetune-{rows.n}-rows-seed-{seed}")
+def finetune_task(recipe: Recipe, rows: RowsRef, seed: int) -> str:
+    """Folder with `adapter/` (LoRA) or `model/` (full) and train.json."""
+    store = store_of(recipe)
+    cfg = recipe.finetune.model_copy(update={"seed": seed})
+    key = store.key("finetune", model_identity(recipe.model.name), rows.fingerprint, cfg, recipe.model.max_length)
+
+    def make(folder: Path) -> None:
+        res = train(rows.read(), cfg, recipe.model.name, store, folder, recipe.model.max_length, recipe.model.device)
+        log.info("fine-tuned on %d rows, seed %d: %d steps in %.0fs (%.2f rows/s), loss %.3f",
+                 rows.n, seed, res.steps, res.seconds, res.rows_per_s, res.final_loss)
+
+    if store.is_complete("finetune", key):
+        log.info("reusing fine-tuned model %s (%d rows, seed %d)", key, rows.n, seed)
+    return str(store.build("finetune", key, {"rows": rows.fingerprint, "n": rows.n, "config": cfg.model_dump()}, make))
+
+
+def _task_rows(recipe: Recipe, t: TaskSpec) -> pl.DataFrame:
+    rows = load_split(t, "test")
+    n = recipe.evaluate.max_test_rows
+    return rows.head(n) if n else rows
+
+
+@task(cache_policy=NONE, task_run_name="evaluate")
+def evaluate_model(recipe: Recipe, model_dir: str | None) -> dict[str, str]:
+    """Per-example results per task for the base model (None) or a fine-tuned folder."""
+    store = store_of(recipe)
+    out: dict[str, str] = {}
+    lm = None
+    for t in recipe.task_specs():
+        rows = _task_rows(recipe, t)
+        key = store.key("eval", model_identity(recipe.model.name), model_dir and Path(model_dir).name, t.metric, t.choices,
+                        dataset_fingerprint(rows), recipe.evaluate, recipe.model.max_length)
+        path = store.dir("evals", key) / "examples.parquet"
+        if not store.is_complete("evals", key):
+            if lm is None:
+                lm = _load(recipe, model_dir)
+            t0 = time.perf_counter()
+            res = evaluate_task(lm, t, rows, recipe.model.max_length, recipe.model.max_batch_tokens, recipe.evaluate.max_new_tokens)
+            secs = time.perf_counter() - t0
+            store.begin("evals", key, {"task": t.name, "model_dir": model_dir, "seconds": secs, "mean": float(res["score"].mean())})
+            res.write_parquet(path)
+            store.finish("evals", key)
+            log.info("%s on %s: %.3f (%d rows, %.0fs)", t.metric, t.name, res["score"].mean(), rows.height, secs)
+        out[t.name] = str(path)
+    return out
+
+
+def _load(recipe: Recipe, model_dir: str | None):
+    store = store_of(recipe)
+    if model_dir is None:
+        return load_lm(recipe.model.name, store, recipe.model.device)
+    d = Path(model_dir)
+    if (d / "adapter").exists():
+        return load_lm(recipe.model.name, store, recipe.model.device, adapter=str(d / "adapter"))
+    return load_lm(str(d / "model"), store, recipe.model.device)
+
+
+def train_seconds(model_dir: str) -> float:
+    return json.loads((Path(model_dir) / "train.json").read_text())["seconds"]
+
+
+@flow(name="tuneset-finetune", log_prints=True)
+def finetune_flow(recipe: Recipe, rows: RowsRef, seed: int = 0) -> str:
+    return finetune_task(recipe, rows, seed)
+
+
+@flow(name="tuneset-evaluate", log_prints=True)
+def evaluate_flow(recipe: Recipe, model_dir: str | None = None) -> dict[str, float]:
+    paths = evaluate_model(recipe, model_dir)
+    scores = {k: float(pl.read_parquet(p)["score"].mean()) for k, p in paths.items()}
+    for k, v in scores.items():
+        print(f"{k}: {v:.4f}")
+    return scores

@@ -1,0 +1,138 @@
+"""Tokenise instruction/response pairs once, batch them by length, and read per-example losses.
+
+Prompt format: the text is `instruction + " " + response`; the loss and the scores only ever
+cover response tokens. Batches are length-sorted so padding costs almost nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Encoded:
+    ids: list[int]
+    n_prompt: int  # the first n_prompt tokens are context; the rest are scored
+
+
+def encode(
+    tokenizer,
+    prompts: Sequence[str | None],
+    responses: Sequence[str],
+    max_length: int = 512,
+    add_eos: bool = False,
+) -> list[Encoded]:
+    """Encode (prompt, response) pairs; a None prompt scores the response alone after a start token.
+
+    Over-long pairs lose prompt tokens from the left first (the response is what is scored)."""
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    resp_ids = tokenizer([" " + r for r in responses], add_special_tokens=False)["input_ids"]
+    has_prompt = [p for p in prompts if p is not None]
+    prompt_ids = iter(tokenizer(has_prompt, add_special_tokens=False)["input_ids"]) if has_prompt else iter(())
+    out = []
+    for p, r in zip(prompts, resp_ids):
+        pid = next(prompt_ids) if p is not None else [start]
+        rid = r + [tokenizer.eos_token_id] if add_eos else r
+        if not rid:
+            rid = [tokenizer.eos_token_id]
+        keep = min(len(pid), max(max_length - len(rid), max_length // 2))
+        pid = pid[len(pid) - keep:] if keep else pid[-1:]
+        rid = rid[: max(1, max_length - len(pid))]
+        out.append(Encoded(ids=pid + rid, n_prompt=len(pid)))
+    return out
+
+
+def length_batches(lengths: Sequence[int], max_tokens: int = 4096, max_batch: int = 64) -> list[list[int]]:
+    """Index batches, longest first, each under `max_tokens` padded tokens."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    width = 0
+    for i in order.tolist():
+        w = max(width, lengths[i])
+        if cur and (w * (len(cur) + 1) > max_tokens or len(cur) >= max_batch):
+            batches.append(cur)
+            cur, w = [], lengths[i]
+        cur.append(i)
+        width = w
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def pad_batch(items: Sequence[Encoded], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids, attention mask and labels (-100 outside the response)."""
+    width = max(len(e.ids) for e in items)
+    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    labels = torch.full((len(items), width), -100, dtype=torch.long)
+    for row, e in enumerate(items):
+        n = len(e.ids)
+        ids[row, :n] = torch.tensor(e.ids)
+        mask[row, :n] = 1
+        labels[row, e.n_prompt:n] = ids[row, e.n_prompt:n]
+    return ids.to(device), mask.to(device), labels.to(device)
+
+
+def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-token NLL (0 where unlabelled), shape (batch, seq-1)."""
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    nll = F.cross_entropy(shift_logits.transpose(1, 2), shift_labels.clamp_min(0), reduction="none")
+    return nll * (shift_labels != -100)
+
+
+@torch.inference_mode()
+def response_nll(
+    model: torch.nn.Module,
+    encoded: Sequence[Encoded],
+    pad_id: int,
+    max_tokens: int = 4096,
+    progress: Iterator | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Summed response NLL and response token count per example, in input order."""
+    device = next(model.parameters()).device
+    total = np.zeros(len(encoded), dtype=np.float64)
+    count = np.zeros(len(encoded), dtype=np.int64)
+    for batch in length_batches([len(e.ids) for e in encoded], max_tokens):
+        ids, mask, labels = pad_batch([encoded[i] for i in batch], pad_id, device)
+        nll = token_nll(model(input_ids=ids, attention_mask=mask).logits, labels)
+        total[batch] = nll.sum(1).double().cpu().numpy()
+        count[batch] = (labels[:, 1:] != -100).sum(1).cpu().numpy()
+    return total, count
+
+
+@torch.inference_mode()
+def generate_greedy(
+    model: torch.nn.Module,
+    tokenizer,
+    prompts: Sequence[str],
+    max_new_tokens: int = 16,
+    max_tokens: int = 4096,
+    max_length: int = 512,
+) -> list[str]:
+    """Greedy continuations, batched by length with left padding."""
+    device = next(model.parameters()).device
+    enc = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    enc = [e[-(max_length - max_new_tokens):] for e in enc]
+    out: list[str] = [""] * len(prompts)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    for batch in length_batches([len(e) + max_new_tokens for e in enc], max_tokens):
+        width = max(len(enc[i]) for i in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, i in enumerate(batch):
+            ids[row, width - len(enc[i]):] = torch.tensor(enc[i])
+            mask[row, width - len(enc[i]):] = 1
+        gen = model.generate(
+            input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+            do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
+        )
+        for row, i in enumerate(batch):
+            out[i] = tokenizer.decode(gen[row, width:], skip_special_tokens=True)
+    return out

