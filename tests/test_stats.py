@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from tuneset.evaluate.leaderboard import build_leaderboard, plot, to_markdown
+from tuneset.evaluate.metrics import normalise_answer
+from tuneset.evaluate.stats import PairedDiff, paired_bootstrap
+
+
+def test_identical_arrays_give_zero_with_zero_width_ci():
+    a = np.random.default_rng(1).random(50)
+    d = paired_bootstrap(a, a.copy())
+    assert (d.mean, d.lo, d.hi, d.n) == (0.0, 0.0, 0.0, 50)
+
+
+@pytest.mark.parametrize("shift", [0.25, -1.5, 3.0])
+def test_constant_shift_gives_that_mean(shift):
+    b = np.random.default_rng(2).random(40)
+    d = paired_bootstrap(b + shift, b)
+    assert d.mean == pytest.approx(shift)
+    assert d.lo == pytest.approx(shift) and d.hi == pytest.approx(shift)
+
+
+def test_seed_matrix_is_averaged_over_seeds_first():
+    rng = np.random.default_rng(3)
+    a, b = rng.random((3, 30)), rng.random((2, 30))
+    d = paired_bootstrap(a, b, seed=7)
+    assert d == paired_bootstrap(a.mean(0), b.mean(0), seed=7)
+    assert d.n == 30
+    assert d.mean == pytest.approx(a.mean() - b.mean())
+
+
+def test_ci_brackets_mean_and_is_reproducible():
+    rng = np.random.default_rng(4)
+    a, b = rng.random(200), rng.random(200)
+    d = paired_bootstrap(a, b)
+    assert d.lo < d.mean < d.hi
+    assert d == paired_bootstrap(a, b)
+    assert paired_bootstrap(a, b, seed=1) != d
+    narrow = paired_bootstrap(a, b, alpha=0.5)
+    assert d.lo < narrow.lo < narrow.hi < d.hi
+
+
+def test_mismatched_lengths_raise():
+    with pytest.raises(ValueError, match=r"differ in length: \(5,\) vs \(6,\)"):
+        paired_bootstrap(np.zeros(5), np.zeros(6))
+    with pytest.raises(ValueError, match="differ in length"):
+        paired_bootstrap(np.zeros((2, 5)), np.zeros((2, 4)))
+
+
+def test_paired_diff_str():
+    assert str(PairedDiff(0.125, -0.05, 0.3, 10)) == "+0.125 [-0.050, +0.300]"
+
+
+@pytest.mark.parametrize(("text", "norm"), [
+    ("Paris", "paris"),
+    ("  The Paris.\nLondon", "paris"),
+    ("An apple, a day!", "apple day"),
+    ("the theatre", "theatre"),
+    ("New   York\tCity", "new york city"),
+    ("", ""),
+])
+def test_normalise_answer(text, norm):
+    assert normalise_answer(text) == norm
+
+
+IDS = ["q1", "q2", "q3", "q4"]
+
+
+def _run(tmp_path, task, strategy, budget, seed, scores, metric="exact_match", n_rows=2):
+    p = tmp_path / f"{task}-{strategy}-{budget.replace('%', 'pct')}-{seed}.parquet"
+    order = [3, 0, 2, 1]  # files are written in shuffled id order; the board must align by id
+    pl.DataFrame({"id": [IDS[i] for i in order], "score": [float(scores[i]) for i in order]}).write_parquet(p)
+    return {"strategy": strategy, "budget": budget, "n_rows": n_rows, "seed": seed,
+            "task": task, "metric": metric, "examples": str(p)}
+
+
+@pytest.fixture
+def results(tmp_path):
+    return [
+        _run(tmp_path, "qa", "none", "-", "-", [0, 0, 1, 0], n_rows=0),
+        _run(tmp_path, "qa", "random", "10%", 0, [1, 0, 1, 0]),
+        _run(tmp_path, "qa", "random", "10%", 1, [0, 0, 1, 1]),
+        _run(tmp_path, "qa", "ppl", "10%", 0, [1, 1, 1, 0]),
+        _run(tmp_path, "qa", "ppl", "10%", 1, [1, 1, 1, 1]),
+        _run(tmp_path, "qa", "full", "100%", 0, [1, 1, 0, 0], n_rows=20),
+        _run(tmp_path, "mc", "none", "-", "-", [1, 0, 0, 0], metric="choice_accuracy", n_rows=0),
+        _run(tmp_path, "mc", "ppl", "10%", 0, [1, 1, 0, 0], metric="choice_accuracy"),
+    ]
+
+
+def test_leaderboard_means_spread_and_paired_deltas(results):
+    board = build_leaderboard(results)
+    assert board.height == 6
+    qa = {r["strategy"]: r for r in board.filter(pl.col("task") == "qa").iter_rows(named=True)}
+    ppl = qa["ppl"]
+    assert (ppl["seeds"], ppl["rows"], ppl["n_test"], ppl["metric"]) == (2, 2, 4, "exact_match")
+    assert ppl["mean"] == pytest.approx(0.875)
+    assert ppl["sd_seeds"] == pytest.approx(np.std([0.75, 1.0], ddof=1))
+    assert ppl["per_seed"] == "0.750 1.000"
+    # seed-averaged per id: ppl [1, 1, 1, .5], random [.5, 0, 1, .5], none [0, 0, 1, 0]
+    assert ppl["vs_random"] == pytest.approx(0.375)
+    assert ppl["vs_none"] == pytest.approx(0.625)
+    assert ppl["vs_random_lo"] <= ppl["vs_random"] <= ppl["vs_random_hi"]
+    assert qa["random"]["vs_random"] is None and qa["random"]["vs_none"] == pytest.approx(0.25)
+    assert qa["random"]["sd_seeds"] == 0.0
+    assert qa["none"]["vs_none"] is None and qa["none"]["vs_random"] is None
+    assert (qa["none"]["seeds"], qa["none"]["sd_seeds"]) == (1, 0.0)
+    assert qa["full"]["vs_random"] is None and qa["full"]["vs_none"] == pytest.approx(0.25)
+
+
+def test_leaderboard_sort_order(results):
+    board = build_leaderboard(results)
+    assert board.select("task", "strategy").rows() == [
+        ("mc", "none"), ("mc", "ppl"), ("qa", "none"), ("qa", "ppl"), ("qa", "random"), ("qa", "full")]
+
+
+def test_markdown_table(results):
+    md = to_markdown(build_leaderboard(results))
+    assert "### qa (exact_match, 4 test rows)" in md
+    assert "### mc (choice_accuracy, 4 test rows)" in md
+    lines = md.splitlines()
+    ppl = next(ln for ln in lines if ln.startswith("| ppl | 10% |") and "0.875" in ln)
+    assert ppl.startswith("| ppl | 10% | 2 | 0.875 ± 0.177 | 0.750 1.000 | +0.375 [")
+    assert "| +0.625 [" in ppl
+    none = next(ln for ln in lines if ln.startswith("| none | - |") and "0.250" in ln)
+    assert none == "| none | - | 0 | 0.250 ± 0.000 | 0.250 |  |  |"
+    assert sum(ln.startswith("| strategy |") for ln in lines) == 2
+
+
+def test_plot_writes_png(results, tmp_path):
+    out = plot(build_leaderboard(results), tmp_path / "board.png")
+    assert out == tmp_path / "board.png"
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out.stat().st_size > 5000
