@@ -111,7 +111,7 @@ def test_top_k_picks_exactly_the_budget_of_best_rows(vals, budget):
     best = sorted(vals, reverse=True)[:k]
     assert sorted(s.filter(pl.col("id").is_in(sel["id"].to_list()))["q"].to_list(), reverse=True) == best
     assert sorted(sel["rank"].to_list()) == list(range(1, k + 1))
-    assert all(r.startswith(f"selected (rank ") and r.endswith(f", budget {k})") for r in sel["reason"])
+    assert all(r.startswith("selected (rank ") and r.endswith(f", budget {k})") for r in sel["reason"])
     assert set(out.filter(~pl.col("selected"))["reason"]) <= {f"not selected: outside budget {k}"}
 
 

@@ -6,6 +6,7 @@ recipe fails loudly instead of silently running the default.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -98,6 +99,16 @@ class PolicyConfig(_Strict):
                 raise ValueError("a percent budget lies in (0, 100]")
         elif isinstance(v, int) and v < 1:
             raise ValueError("a count budget is at least 1")
+        return v
+
+    @field_validator("quotas")
+    @classmethod
+    def _quotas(cls, v):
+        if isinstance(v, dict):
+            for g, q in v.items():
+                if isinstance(q, int) and q == 0:
+                    continue
+                PolicyConfig._budget(q)
         return v
 
     @field_validator("band")
@@ -196,12 +207,18 @@ def load_tasks_file(path: Path, names: list[str] | None = None) -> list[TaskSpec
             raise TunesetError(f"{path}: unknown task '{n}'; valid: {', '.join(spec)}")
         t = spec[n]
         choices = t.get("choices")
-        out.append(TaskSpec(
-            name=n, metric=t["metric"],
-            dev=path.parent / t.get("dev", f"targets/{n}/dev.jsonl"),
-            test=path.parent / t.get("test", f"targets/{n}/test.jsonl"),
-            choices=choices if isinstance(choices, list) else None,
-        ))
+        try:
+            out.append(TaskSpec(
+                name=n, metric=t["metric"],
+                dev=path.parent / t.get("dev", f"targets/{n}/dev.jsonl"),
+                test=path.parent / t.get("test", f"targets/{n}/test.jsonl"),
+                choices=choices if isinstance(choices, list) else None,
+            ))
+        except KeyError as e:
+            raise TunesetError(f"{path}: task '{n}': missing field {e}") from None
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise TunesetError(f"{path}: task '{n}': {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
     return out
 
 
@@ -226,7 +243,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None, base: dict[str, Any] | None = None) -> Recipe:
     """A recipe from YAML (relative paths resolve against the recipe's folder) plus overrides."""
-    data: dict[str, Any] = dict(base or {})
+    data: dict[str, Any] = copy.deepcopy(base or {})
     root = Path.cwd()
     if path is not None:
         path = Path(path)
@@ -246,5 +263,5 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
         return Recipe.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
+        where = ".".join(str(p) for p in err["loc"]) or "recipe"
         raise TunesetError(f"{path or 'recipe'}: {where}: {err['msg']}") from None

@@ -6,7 +6,7 @@ import polars as pl
 
 from tuneset.curation.audit import audit_frame
 from tuneset.curation.dedup import contaminated, exact_duplicates
-from tuneset.errors import UnknownNameError
+from tuneset.errors import TunesetError, UnknownNameError
 from tuneset.recipe import CurateConfig
 
 
@@ -31,6 +31,8 @@ def curate_rows(
             if rule.column not in table.columns:
                 raise UnknownNameError("filter column", rule.column, [c for c in table.columns if c != "id"])
             for i, v in table.select("id", rule.column).iter_rows():
+                if v is None or v != v:
+                    raise TunesetError(f"filter column '{rule.column}' has no value for row '{i}'; score the same rows you curate")
                 if rule.min is not None and v < rule.min:
                     reasons.setdefault(i, f"{rule.column}={v:.4g} below min {rule.min}")
                 elif rule.max is not None and v > rule.max:

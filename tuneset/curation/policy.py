@@ -83,7 +83,10 @@ def apply_policy(
         chosen = _with_quotas(order, eligible, groups.to_list(), policy, k)
     selected = np.zeros(n, dtype=bool)
     selected[chosen] = True
-    budget_txt = f"budget {k}" + (f" with quotas by {policy.quota_by}" if policy.quota_by else "")
+    if isinstance(policy.quotas, dict) and policy.quota_by:
+        budget_txt = f"quotas by {policy.quota_by} {policy.quotas}"
+    else:
+        budget_txt = f"budget {k}" + (f" with quotas by {policy.quota_by}" if policy.quota_by else "")
     reason[selected] = [f"selected (rank {rank[i]}, {budget_txt})" for i in np.flatnonzero(selected)]
     left = ~selected & eligible
     reason[left] = f"not selected: outside {budget_txt}"
@@ -99,7 +102,7 @@ def _with_quotas(order: np.ndarray, eligible: np.ndarray, groups: list[str], pol
         unknown = set(policy.quotas) - set(names)
         if unknown:
             raise UnknownNameError(f"{policy.quota_by} in quotas", sorted(unknown)[0], names)
-        quota = {g: budget_count(policy.quotas.get(g, 0) or None, sizes[g]) if g in policy.quotas else 0 for g in names}
+        quota = {g: budget_count(policy.quotas[g], sizes[g]) if policy.quotas.get(g) else 0 for g in names}
     elif policy.quotas == "equal":
         quota = _largest_remainder({g: 1.0 for g in names}, k)
     else:

@@ -69,7 +69,7 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
             if not text.strip():
                 continue
             try:
-                rec = json.loads(text)
+                rec = json.loads(text.rstrip("\r\n"))
             except json.JSONDecodeError as e:
                 yield line_no, DataError(str(path), line_no, "<line>", f"broken JSON: {e.msg} (column {e.colno})")
                 continue
@@ -80,6 +80,13 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
 
 
 def validate_record(path: Path, line: int, rec: dict[str, Any]) -> Example:
+    if "metadata" in rec and (rec["metadata"] is None or isinstance(rec["metadata"], str)):
+        # Our own canonical frame (Parquet saved by a stage) carries extras as a JSON column.
+        meta = rec.pop("metadata")
+        try:
+            rec = {**(json.loads(meta) if meta else {}), **rec}
+        except json.JSONDecodeError:
+            raise DataError(str(path), line, "metadata", "is not a JSON object") from None
     try:
         return Example.model_validate(rec)
     except ValidationError as e:

@@ -1,0 +1,234 @@
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from tuneset.demo import demo_pool_file, demo_recipe_file, demo_tasks_file
+from tuneset.errors import TunesetError
+from tuneset.recipe import (
+    CompareConfig,
+    PolicyConfig,
+    Recipe,
+    SelectorSpec,
+    Strategy,
+    apply_overrides,
+    load_recipe,
+    load_tasks_file,
+)
+
+
+@pytest.fixture
+def recipe_file(tmp_path):
+    d = tmp_path / "proj"
+    d.mkdir()
+    p = d / "r.yaml"
+    p.write_text("name: t\npool: data/pool.jsonl\nselect:\n  budget: 5\n")
+    return p
+
+
+def test_relative_paths_resolve_against_the_recipe_folder(recipe_file):
+    r = load_recipe(recipe_file)
+    assert r.pool == recipe_file.parent / "data" / "pool.jsonl"
+    assert (r.name, r.select.budget, r.tasks) == ("t", 5, [])
+
+
+def test_absolute_pool_is_kept(recipe_file):
+    r = load_recipe(recipe_file, ["pool=/abs/pool.jsonl"])
+    assert r.pool == Path("/abs/pool.jsonl")
+
+
+def test_without_a_file_relative_paths_resolve_against_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_recipe(None, ["pool=p.jsonl"]).pool == tmp_path / "p.jsonl"
+
+
+def test_defaults_fill_everything_but_pool(recipe_file):
+    r = load_recipe(recipe_file)
+    assert r.model.name == "smollm2" and r.model.max_length == 256
+    assert [s.name for s in r.score.selectors] == ["random", "length"]
+    assert r.curate.dedup and r.curate.decontaminate and r.curate.decontaminate_ngram is None
+    assert r.compare.seeds == [0, 1] and r.compare.baselines == ["none", "full"]
+    assert r.quarantine is False
+
+
+def test_overrides_are_parsed_as_yaml(recipe_file):
+    r = load_recipe(recipe_file, [
+        "select.budget=10%", "model.max_length=64", "select.weights={ppl: 1, -len: 0.5}",
+        "score.selectors=[random, length]", "finetune.lr=1e-4", "quarantine=true", "select.band=[0.1, 0.9]",
+    ])
+    assert r.select.budget == "10%"
+    assert r.model.max_length == 64
+    assert r.select.weights == {"ppl": 1.0, "-len": 0.5}
+    assert r.score.selectors == [SelectorSpec(name="random"), SelectorSpec(name="length")]
+    assert r.finetune.lr == pytest.approx(1e-4)
+    assert r.quarantine is True
+    assert r.select.band == (0.1, 0.9)
+
+
+def test_override_value_may_contain_equals_and_later_override_wins(recipe_file):
+    r = load_recipe(recipe_file, ["name=a=b", "select.budget=3", "select.budget=7"])
+    assert (r.name, r.select.budget) == ("a=b", 7)
+
+
+def test_override_creates_missing_sections():
+    data = apply_overrides({}, ["a.b.c=1", "a.b.d=[x]"])
+    assert data == {"a": {"b": {"c": 1, "d": ["x"]}}}
+
+
+def test_overrides_do_not_mutate_the_callers_base():
+    base = {"pool": "/p.jsonl", "select": {"budget": 5}}
+    before = copy.deepcopy(base)
+    r = load_recipe(None, ["select.budget=7"], base=base)
+    assert r.select.budget == 7
+    assert base == before
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("nokey", "override 'nokey' is not of the form key.path=value"),
+    ("name.x=1", "override 'name.x=1': 'name' is not a section"),
+])
+def test_malformed_overrides(recipe_file, override, message):
+    with pytest.raises(TunesetError) as e:
+        load_recipe(recipe_file, [override])
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize(("override", "where", "message"), [
+    ("select.budgt=3", "select.budgt", "Extra inputs are not permitted"),
+    ("select.budget=0", "select.budget", "a count budget is at least 1"),
+    ("select.budget=150%", "select.budget", "a percent budget lies in (0, 100]"),
+    ("select.budget=ten", "select.budget", "a budget is a row count (300) or a percent ('10%')"),
+    ("select.band=[0.5, 0.2]", "select.band", "band is [lo, hi] quantiles with 0 <= lo < hi <= 1"),
+    ("model.max_length=8", "model.max_length", "greater than or equal to 16"),
+    ("curate.decontaminate_ngram=2", "curate.decontaminate_ngram", "greater than or equal to 4"),
+    ("score.runner=spark", "score.runner", "'local', 'dask' or 'ray'"),
+    ("finetune.method=qlora", "finetune.method", "'lora' or 'full'"),
+])
+def test_validation_errors_name_file_and_field(recipe_file, override, where, message):
+    with pytest.raises(TunesetError) as e:
+        load_recipe(recipe_file, [override])
+    assert str(e.value).startswith(f"{recipe_file}: {where}: ")
+    assert message in str(e.value)
+
+
+def test_missing_pool_is_named(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("name: x\n")
+    with pytest.raises(TunesetError, match=r"r\.yaml: pool: Field required"):
+        load_recipe(p)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("name: [unclosed\n", "cannot read recipe"),
+    ("- a\n- b\n", "a recipe is a YAML mapping"),
+])
+def test_unreadable_recipe(tmp_path, text, message):
+    p = tmp_path / "r.yaml"
+    p.write_text(text)
+    with pytest.raises(TunesetError, match=message) as e:
+        load_recipe(p)
+    assert str(e.value).startswith(str(p))
+
+
+def test_missing_recipe_file(tmp_path):
+    with pytest.raises(TunesetError, match=r"nope\.yaml: cannot read recipe"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+def test_demo_tasks_file():
+    tasks = load_tasks_file(demo_tasks_file())
+    assert [(t.name, t.metric) for t in tasks] == [("sentiment", "choice_accuracy"), ("capitals", "exact_match")]
+    sentiment, capitals = tasks
+    assert sentiment.choices == ["negative", "positive"]
+    assert capitals.choices is None
+    root = demo_tasks_file().parent
+    assert sentiment.dev == root / "targets" / "sentiment" / "dev.jsonl"
+    assert capitals.test == root / "targets" / "capitals" / "test.jsonl"
+    assert all(t.dev.is_file() and t.test.is_file() for t in tasks)
+
+
+def test_tasks_file_subset_keeps_requested_order():
+    tasks = load_tasks_file(demo_tasks_file(), ["capitals", "sentiment"])
+    assert [t.name for t in tasks] == ["capitals", "sentiment"]
+
+
+def test_tasks_file_unknown_task_lists_valid_ones():
+    with pytest.raises(TunesetError) as e:
+        load_tasks_file(demo_tasks_file(), ["sentiment", "math"])
+    assert str(e.value) == f"{demo_tasks_file()}: unknown task 'math'; valid: sentiment, capitals"
+
+
+def test_tasks_file_default_paths_and_non_list_choices(tmp_path):
+    p = tmp_path / "tasks.json"
+    p.write_text(json.dumps({"qa": {"metric": "exact_match", "choices": "per-row"}}))
+    (t,) = load_tasks_file(p)
+    assert (t.dev, t.test, t.choices) == (tmp_path / "targets/qa/dev.jsonl", tmp_path / "targets/qa/test.jsonl", None)
+
+
+def test_broken_tasks_file(tmp_path):
+    p = tmp_path / "tasks.json"
+    p.write_text('{"qa": ')
+    with pytest.raises(TunesetError, match=r"tasks\.json: cannot read tasks file"):
+        load_tasks_file(p)
+    with pytest.raises(TunesetError, match=r"missing\.json: cannot read tasks file"):
+        load_tasks_file(tmp_path / "missing.json")
+
+
+def test_tasks_file_entry_without_metric_is_named(tmp_path):
+    p = tmp_path / "tasks.json"
+    p.write_text(json.dumps({"qa": {"dev": "d.jsonl", "test": "t.jsonl"}}))
+    with pytest.raises(TunesetError) as e:
+        load_tasks_file(p)
+    assert str(p) in str(e.value) and "qa" in str(e.value) and "metric" in str(e.value)
+
+
+def test_tasks_file_entry_with_invalid_metric_is_named(tmp_path):
+    p = tmp_path / "tasks.json"
+    p.write_text(json.dumps({"qa": {"metric": "bleu"}}))
+    with pytest.raises(TunesetError) as e:
+        load_recipe(None, ["pool=/p.jsonl", f"tasks={p}"])
+    assert str(p) in str(e.value) and "qa" in str(e.value) and "metric" in str(e.value)
+
+
+def test_recipe_with_tasks_file_and_task_names():
+    r = load_recipe(None, ["pool=/p.jsonl", f"tasks={demo_tasks_file()}", "task_names=[capitals]"])
+    assert [t.name for t in r.task_specs()] == ["capitals"]
+    with pytest.raises(TunesetError, match="unknown task 'nope'; valid: sentiment, capitals"):
+        load_recipe(None, ["pool=/p.jsonl", f"tasks={demo_tasks_file()}", "task_names=[nope]"])
+
+
+def test_inline_task_list_with_unknown_task_name(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text(
+        "pool: /p.jsonl\n"
+        "tasks:\n  - {name: qa, metric: exact_match, dev: d.jsonl, test: t.jsonl}\n"
+        "task_names: [qa, zz]\n"
+    )
+    with pytest.raises(TunesetError, match=r"unknown task\(s\) \['zz'\]; valid: \['qa'\]"):
+        load_recipe(p)
+    r = load_recipe(p, ["task_names=[qa]"])
+    assert [t.name for t in r.task_specs()] == ["qa"]
+
+
+def test_demo_recipe_loads_with_its_tasks():
+    r = load_recipe(demo_recipe_file())
+    assert r.pool == demo_pool_file() and r.pool.is_file()
+    assert [t.name for t in r.task_specs()] == ["sentiment", "capitals"]
+    assert [s.name for s in r.compare.strategies] == ["random", "perplexity", "ifd", "embedding_knn"]
+    assert r.compare.budgets == ["10%"]
+
+
+def test_strategy_policy_defaults_to_its_own_selector():
+    assert Strategy(name="ifd").policy(50) == PolicyConfig(weights={"ifd": 1.0}, budget=50)
+    st = Strategy(name="mix", weights={"ppl": 1, "-len": 2}, quota_by="source")
+    assert st.policy("5%") == PolicyConfig(weights={"ppl": 1, "-len": 2}, budget="5%", quota_by="source")
+    assert CompareConfig(strategies=["a", {"name": "b"}]).strategies == [Strategy(name="a"), Strategy(name="b")]
+
+
+def test_recipe_model_rejects_unknown_top_level_key():
+    with pytest.raises(TunesetError, match="recipe: colour: Extra inputs are not permitted"):
+        load_recipe(None, ["pool=/p.jsonl", "colour=blue"])
+    assert isinstance(load_recipe(None, ["pool=/p.jsonl"]), Recipe)
