@@ -48,3 +48,14 @@ def test_batched_losses_equal_one_at_a_time(lm):
             nll = token_nll(lm.model(input_ids=ids, attention_mask=mask).logits, labels)
         assert count[i] == len(e.ids) - e.n_prompt
         assert total[i] == pytest.approx(float(nll.sum()), rel=1e-4)
+
+
+def test_response_only_projection_matches_full_logits(lm):
+    from tuneset.models.lm import response_token_nll
+
+    enc = encode(lm.tokenizer, ["Review: great.", "What is 3 plus 4? Answer:"], ["positive", "7 and more"], add_eos=True)
+    ids, mask, labels = pad_batch(enc, lm.tokenizer.pad_token_id, torch.device("cpu"))
+    with torch.no_grad():
+        full = token_nll(lm.model(input_ids=ids, attention_mask=mask).logits, labels)
+        fast = response_token_nll(lm.model, ids, mask, labels)
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)

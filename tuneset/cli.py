@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -31,7 +30,6 @@ def _recipe(path: Path | None, overrides: list[str] | None, **fields) -> Recipe:
 
 
 def _run(fn):
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     try:
         return fn()
     except TunesetError as e:

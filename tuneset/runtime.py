@@ -31,6 +31,10 @@ def configure() -> None:
         os.environ.setdefault(k, v)
     os.environ.setdefault("PREFECT_HOME", str(home() / "prefect"))
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # Prefect does not create parents
+    import logging
     import warnings
+
+    if logging.getLogger("tuneset").level == logging.NOTSET:
+        logging.getLogger("tuneset").setLevel(logging.INFO)  # Prefect prints it (extra logger)
 
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")

@@ -25,9 +25,7 @@ def normalise_answer(text: str) -> str:
 
 
 def _choices(task: TaskSpec, rows: pl.DataFrame) -> list[list[str]]:
-    if task.choices:
-        return [task.choices] * rows.height
-    out = rows["choices"].to_list()
+    out = [task.choices] * rows.height if task.choices else rows["choices"].to_list()
     for line, (c, r) in enumerate(zip(out, rows["response"].to_list()), start=1):
         if not c:
             raise DataError(str(task.test), line, "choices", f"task '{task.name}' uses choice_accuracy but the row has no choices")
@@ -42,19 +40,22 @@ def evaluate_task(lm: LoadedLM, task: TaskSpec, rows: pl.DataFrame, max_length: 
     tok, pad = lm.tokenizer, lm.tokenizer.pad_token_id
     prompts = rows["instruction"].to_list()
     gold = rows["response"].to_list()
-    g_sum, g_n = response_nll(lm.model, encode(tok, prompts, gold, max_length), pad, max_batch_tokens)
-    loss = g_sum / np.maximum(g_n, 1)
     if task.metric == "choice_accuracy":
         choices = _choices(task, rows)
         flat_p = [p for p, cs in zip(prompts, choices) for _ in cs]
         flat_c = [c for cs in choices for c in cs]
-        c_sum, _ = response_nll(lm.model, encode(tok, flat_p, flat_c, max_length), pad, max_batch_tokens)
-        preds, k = [], 0
-        for cs in choices:
+        c_sum, c_n = response_nll(lm.model, encode(tok, flat_p, flat_c, max_length), pad, max_batch_tokens)
+        preds, loss, k = [], np.zeros(rows.height), 0
+        for row, (cs, g) in enumerate(zip(choices, gold)):
             preds.append(cs[int(np.argmin(c_sum[k:k + len(cs)]))])  # highest summed log-likelihood
+            j = k + cs.index(g)  # the gold response is one of the choices: its loss is already here
+            loss[row] = c_sum[j] / max(c_n[j], 1)
             k += len(cs)
         score = np.array([float(p == g) for p, g in zip(preds, gold)])
-    elif task.metric == "exact_match":
+        return pl.DataFrame({"id": rows["id"], "score": score, "loss": loss, "prediction": preds})
+    g_sum, g_n = response_nll(lm.model, encode(tok, prompts, gold, max_length), pad, max_batch_tokens)
+    loss = g_sum / np.maximum(g_n, 1)
+    if task.metric == "exact_match":
         preds = generate_greedy(lm.model, tok, prompts, max_new_tokens, max_batch_tokens, max_length)
         score = np.array([float(normalise_answer(p) == normalise_answer(g)) for p, g in zip(preds, gold)])
     else:

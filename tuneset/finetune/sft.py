@@ -21,7 +21,7 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tuneset.data.store import ArtifactStore
-from tuneset.models.lm import Encoded, encode, pad_batch, token_nll
+from tuneset.models.lm import Encoded, encode, pad_batch, response_token_nll
 from tuneset.models.loading import load_lm
 from tuneset.recipe import FinetuneConfig
 
@@ -105,7 +105,7 @@ def train(
         task = bar.add_task("train", total=total_steps, loss=float("nan"))
         for batch in plan:
             ids, mask, labels = pad_batch([enc[i] for i in batch], lm.tokenizer.pad_token_id, lm.device)
-            nll = token_nll(model(input_ids=ids, attention_mask=mask).logits, labels)
+            nll = response_token_nll(model, ids, mask, labels)
             loss = nll.sum() / (labels[:, 1:] != -100).sum().clamp_min(1)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)

@@ -75,7 +75,8 @@ def compare_flow(recipe: Recipe) -> dict[str, str]:
                 record(st.name, label, sel.rows.n, seed, model_dir)
                 write_leaderboard(recipe, results, timings, info, final=False)
     # The full pool costs most: run it last, so an interrupted compare still has every strategy.
-    for seed in cmp.seeds if FULL in cmp.baselines else []:
+    full_seeds = cmp.seeds if cmp.full_seeds is None else cmp.full_seeds
+    for seed in full_seeds if FULL in cmp.baselines else []:
         print(f"[seed {seed}] full pool: {rows.n} rows")
         with timed(timings, "finetune"):
             model_dir = finetune_task(recipe, rows, seed)

@@ -80,11 +80,37 @@ def pad_batch(items: Sequence[Encoded], pad_id: int, device: torch.device) -> tu
 
 
 def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-token NLL (0 where unlabelled), shape (batch, seq-1)."""
+    """Per-token NLL (0 where unlabelled), shape (batch, seq-1), from full logits."""
     shift_logits = logits[:, :-1].float()
     shift_labels = labels[:, 1:]
     nll = F.cross_entropy(shift_logits.transpose(1, 2), shift_labels.clamp_min(0), reduction="none")
     return nll * (shift_labels != -100)
+
+
+def _decoder_and_head(model: torch.nn.Module):
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base.config, "final_logit_softcapping", None):
+        return None  # logits are post-processed in forward(): use the plain path
+    try:
+        return base.get_decoder(), base.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+
+
+def response_token_nll(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-token NLL like `token_nll(model(...).logits, labels)`, but the vocabulary projection runs
+    only at response positions: prompts are most tokens, and full logits (tokens x 49k vocab)
+    dominate memory traffic on CPU."""
+    parts = _decoder_and_head(model)
+    if parts is None or parts[0] is None or parts[1] is None:
+        return token_nll(model(input_ids=ids, attention_mask=mask).logits, labels)
+    decoder, head = parts
+    hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+    target = labels[:, 1:]
+    keep = target != -100
+    nll = torch.zeros(target.shape, dtype=torch.float32, device=ids.device)
+    nll[keep] = F.cross_entropy(head(hidden[keep]).float(), target[keep], reduction="none")
+    return nll
 
 
 @torch.inference_mode()
@@ -101,7 +127,7 @@ def response_nll(
     count = np.zeros(len(encoded), dtype=np.int64)
     for batch in length_batches([len(e.ids) for e in encoded], max_tokens):
         ids, mask, labels = pad_batch([encoded[i] for i in batch], pad_id, device)
-        nll = token_nll(model(input_ids=ids, attention_mask=mask).logits, labels)
+        nll = response_token_nll(model, ids, mask, labels)
         total[batch] = nll.sum(1).double().cpu().numpy()
         count[batch] = (labels[:, 1:] != -100).sum(1).cpu().numpy()
     return total, count

@@ -81,7 +81,7 @@ def materialize(name: str, store: ArtifactStore) -> Path:
         src = smollm2_dir()
         log.info("dequantising %s once into %s", SMOLLM2_GGUF, folder)
         tok = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
-        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF, torch_dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
         # A gguf-loaded model refuses save_pretrained and training until its quantizer is detached;
         # the weights are already plain fp32 after dequantisation.
         model.hf_quantizer = None
@@ -102,7 +102,7 @@ def load_lm(name: str, store: ArtifactStore, device: str = "auto", adapter: str 
     offline = os.environ.get("HF_HUB_OFFLINE")
     try:
         tok = AutoTokenizer.from_pretrained(str(path))
-        model = AutoModelForCausalLM.from_pretrained(str(path), torch_dtype=_dtype(dev))
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=_dtype(dev))
     except OSError as e:
         raise TunesetError(
             f"cannot load model '{name}': {e}. Valid: '{SMOLLM2}' (embedded), a local model folder"
