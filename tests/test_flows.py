@@ -139,3 +139,12 @@ def test_bench_skips_cleanly_without_shared(tmp_path):
 
     res = runner.invoke(app, ["bench", "--shared", str(tmp_path / "nowhere")])
     assert res.exit_code == 0 and "skipped" in res.output
+
+
+def test_serve_rejects_a_bad_cron_before_serving(tmp_path, demo_dir):
+    from tuneset.cli import app
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"pool: {demo_dir / 'pool.jsonl'}\n")
+    res = runner.invoke(app, ["serve", str(recipe), "--cron", "every tuesday"])
+    assert res.exit_code == 2 and "bad cron expression" in res.output
