@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import polars as pl
 from prefect import flow
 
 from tuneset.data.io import write_rows
@@ -21,8 +22,6 @@ def pipeline_flow(recipe: Recipe) -> dict:
     out = run_dir(recipe, "pipeline")
     write_rows(out / "selected.jsonl", sel.rows.read())
     model_dir = finetune_task(recipe, sel.rows, recipe.finetune.seed)
-    import polars as pl
-
     base = {k: float(pl.read_parquet(p)["score"].mean()) for k, p in evaluate_model(recipe, None).items()}
     tuned = {k: float(pl.read_parquet(p)["score"].mean()) for k, p in evaluate_model(recipe, model_dir).items()}
     summary = {"curation": curated.counts, "selected": sel.rows.n, "model_dir": model_dir,

@@ -113,10 +113,7 @@ def _score_flow(recipe: Recipe, rows: RowsRef | None = None, seed: int = 0, sele
         rows, _, _ = load_pool(recipe)
     specs = selectors if selectors is not None else recipe.score.selectors
     tables = {s.name: score_selector(recipe, s, rows, seed) for s in specs}
-    directions = {}
-    for s in specs:
-        cls = make_selector(s.name, s.params)
-        directions[s.name] = cls.higher_is_better
+    directions = {s.name: make_selector(s.name, s.params).higher_is_better for s in specs}
     store = store_of(recipe)
     key = store.key("score-table", {k: str(v) for k, v in tables.items()})
     out = store.dir("score-tables", key) / "scores.parquet"

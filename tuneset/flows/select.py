@@ -10,6 +10,7 @@ from prefect import flow
 from tuneset.curation import apply_policy
 from tuneset.data.io import write_rows
 from tuneset.data.store import write_parquet
+from tuneset.errors import UnknownNameError
 from tuneset.flows.common import RowsRef, save_rows, store_of
 from tuneset.flows.score import ScoresRef
 from tuneset.recipe import PolicyConfig, Recipe
@@ -27,13 +28,11 @@ def select_rows(recipe: Recipe, rows: RowsRef, scores: ScoresRef, policy: Policy
     folder = store.dir("selections", key)
     table_path = folder / "selection.parquet"
     frame = rows.read()
+    if policy.quota_by and policy.quota_by not in frame.columns:
+        raise UnknownNameError("quota_by column", policy.quota_by, frame.columns)
     if not store.is_complete("selections", key):
         table = frame.select("id").join(scores.read(), on="id", how="left", maintain_order="left")
         groups = frame[policy.quota_by] if policy.quota_by else None
-        if policy.quota_by and policy.quota_by not in frame.columns:
-            from tuneset.errors import UnknownNameError
-
-            raise UnknownNameError("quota_by column", policy.quota_by, frame.columns)
         store.begin("selections", key, {"policy": policy.model_dump(mode="json"), "rows": rows.fingerprint})
         write_parquet(apply_policy(table, policy, scores.directions, groups), table_path)
         store.finish("selections", key)
