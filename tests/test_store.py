@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from tuneset.data.io import atomic_path
-from tuneset.data.store import DONE, ArtifactStore, sharded, write_parquet
+from tuneset.data.store import DONE, ArtifactStore, write_parquet
 
 
 def test_key_is_stable_and_sensitive_to_every_part(tmp_path):
@@ -66,73 +66,6 @@ def test_failed_build_is_not_marked_complete_and_is_retried(tmp_path):
     assert store.is_complete("m", "k")
 
 
-def test_clear_forgets_the_artifact(tmp_path):
-    store = ArtifactStore(tmp_path)
-    calls = []
-    store.build("m", "k", {}, calls.append)
-    store.clear("m", "k")
-    assert not store.dir("m", "k").exists()
-    store.build("m", "k", {}, calls.append)
-    assert len(calls) == 2
-
-
-def _shard(i: int) -> pl.DataFrame:
-    return pl.DataFrame({"id": [f"r{i}-{j}" for j in range(3)], "v": [float(i * 10 + j) for j in range(3)]})
-
-
-def test_sharded_computes_each_shard_once_in_order(tmp_path):
-    calls = []
-
-    def compute(i):
-        calls.append(i)
-        return _shard(i)
-
-    out = sharded(tmp_path, 4, compute)
-    assert calls == [0, 1, 2, 3]
-    assert out.height == 12
-    assert out["v"].to_list() == [float(i * 10 + j) for i in range(4) for j in range(3)]
-    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == [f"{i:05d}.parquet" for i in range(4)]
-    again = sharded(tmp_path, 4, compute)
-    assert calls == [0, 1, 2, 3]
-    assert again.equals(out)
-
-
-def test_sharded_recomputes_only_the_missing_shard(tmp_path):
-    calls = []
-
-    def compute(i):
-        calls.append(i)
-        return _shard(i)
-
-    full = sharded(tmp_path, 4, compute)
-    (tmp_path / "shards" / "00002.parquet").unlink()
-    calls.clear()
-    again = sharded(tmp_path, 4, compute)
-    assert calls == [2]
-    assert again.equals(full)
-
-
-def test_failed_shard_write_keeps_finished_shards_and_no_partial_file(tmp_path):
-    calls = []
-
-    def compute(i):
-        calls.append(i)
-        if i == 2 and calls.count(2) == 1:
-            return pl.DataFrame({"id": ["x"], "v": [object()]})  # parquet cannot store Object columns
-        return _shard(i)
-
-    with pytest.raises(pl.exceptions.ComputeError):
-        sharded(tmp_path, 4, compute)
-    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["00000.parquet", "00001.parquet"]
-    out = sharded(tmp_path, 4, compute)
-    assert calls == [0, 1, 2, 2, 3]
-    assert out["v"].to_list() == [float(i * 10 + j) for i in range(4) for j in range(3)]
-
-
-def test_sharded_with_no_shards_is_empty(tmp_path):
-    assert sharded(tmp_path, 0, _shard).is_empty()
-
-
 def test_atomic_path_leaves_nothing_when_writer_raises(tmp_path):
     target = tmp_path / "sub" / "result.parquet"
     with pytest.raises(ValueError, match="half-way"):
@@ -144,12 +77,13 @@ def test_atomic_path_leaves_nothing_when_writer_raises(tmp_path):
 
 
 def test_atomic_path_keeps_previous_content_on_failure(tmp_path):
-    target = write_parquet(_shard(0), tmp_path / "x.parquet")
+    frame = pl.DataFrame({"id": ["a", "b"], "score": [1.0, 2.0]})
+    target = write_parquet(frame, tmp_path / "x.parquet")
     with pytest.raises(ValueError):
         with atomic_path(target) as tmp:
             tmp.write_bytes(b"garbage")
             raise ValueError
-    assert pl.read_parquet(target).equals(_shard(0))
+    assert pl.read_parquet(target).equals(frame)
     assert [p.name for p in tmp_path.iterdir()] == ["x.parquet"]
 
 

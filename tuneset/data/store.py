@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -70,32 +69,8 @@ class ArtifactStore:
             make(d)
             return self.finish(kind, key)
 
-    def clear(self, kind: str, key: str) -> None:
-        shutil.rmtree(self.dir(kind, key), ignore_errors=True)
-
 
 def write_parquet(frame: pl.DataFrame, path: Path) -> Path:
     with atomic_path(path) as tmp:
         frame.write_parquet(tmp)
     return path
-
-
-def sharded(
-    folder: Path,
-    n_shards: int,
-    compute: Callable[[int], pl.DataFrame],
-    label: str = "shard",
-) -> pl.DataFrame:
-    """Compute shards 0..n-1 into `folder/shards/`, skipping those already on disk (resume)."""
-    sd = folder / "shards"
-    sd.mkdir(parents=True, exist_ok=True)
-    parts = []
-    for i in range(n_shards):
-        p = sd / f"{i:05d}.parquet"
-        if p.exists():
-            log.info("%s %d/%d: reusing finished shard %s", label, i + 1, n_shards, p.name)
-        else:
-            write_parquet(compute(i), p)
-            log.info("%s %d/%d: wrote %s", label, i + 1, n_shards, p.name)
-        parts.append(pl.read_parquet(p))
-    return pl.concat(parts, how="vertical") if parts else pl.DataFrame()
