@@ -148,3 +148,19 @@ def test_serve_rejects_a_bad_cron_before_serving(tmp_path, demo_dir):
     recipe.write_text(f"pool: {demo_dir / 'pool.jsonl'}\n")
     res = runner.invoke(app, ["serve", str(recipe), "--cron", "every tuesday"])
     assert res.exit_code == 2 and "bad cron expression" in res.output
+
+
+@pytest.mark.parametrize("runner", ["dask", "ray"])
+def test_cluster_runners_name_the_extra_to_install(runner):
+    import importlib.util
+
+    from tuneset.errors import TunesetError
+    from tuneset.flows.score import task_runner
+    from tuneset.recipe import ScoreConfig
+
+    cfg = ScoreConfig(runner=runner, workers=2)
+    if importlib.util.find_spec(f"prefect_{runner}") is None:
+        with pytest.raises(TunesetError, match=rf"tuneset\[{runner}\]"):
+            task_runner(cfg)
+    else:
+        assert type(task_runner(cfg)).__name__.lower().startswith(runner)
