@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -29,7 +30,13 @@ def _recipe(path: Path | None, overrides: list[str] | None, **fields) -> Recipe:
     return load_recipe(path, [*extra, *(overrides or [])])
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _run(fn):
+    # SIGTERM as Ctrl-C: Prefect then stops its temporary API server instead of orphaning it.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return fn()
     except TunesetError as e:
@@ -132,8 +139,12 @@ def serve(recipe: RecipeArg, cron: Annotated[str, typer.Option(help="cron expres
     """Serve the recipe's pipeline on a cron schedule (stop with SIGTERM)."""
     from tuneset.flows.serve import serve as serve_recipe
 
-    _recipe(recipe, set_)  # fail now on a bad recipe, not at the first scheduled run
-    _run(lambda: serve_recipe(str(recipe), cron, set_))
+    try:
+        _recipe(recipe, set_)  # fail now on a bad recipe, not at the first scheduled run
+        serve_recipe(str(recipe), cron, set_)  # Prefect's runner handles SIGTERM itself
+    except TunesetError as e:
+        console.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(2) from None
 
 
 @app.command()
