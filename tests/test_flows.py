@@ -13,7 +13,10 @@ from tuneset.selectors.base import Selector
 def prefect_harness():
     from prefect.testing.utilities import prefect_test_harness
 
+    from prefect.logging.configuration import setup_logging
+
     with prefect_test_harness(server_startup_timeout=120):
+        setup_logging()  # bind Prefect's console handler to the real stderr, not a CliRunner buffer
         yield
 
 
