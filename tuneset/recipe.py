@@ -153,7 +153,9 @@ class CompareConfig(_Strict):
     budgets: list[Budget] = Field(default_factory=lambda: ["10%"])
     seeds: list[int] = Field(default_factory=lambda: [0, 1])
     baselines: list[Literal["none", "full"]] = Field(default_factory=lambda: ["none", "full"])
-    full_seeds: list[int] | None = None  # seeds for the full-pool baseline (default: `seeds`); it costs most
+    # The full-pool baseline costs most: its own seeds and epochs (default: as the strategies).
+    full_seeds: list[int] | None = None
+    full_epochs: float | None = None
     curate_first: bool = True
 
     @field_validator("strategies", mode="before")

@@ -79,7 +79,7 @@ def compare_flow(recipe: Recipe) -> dict[str, str]:
     for seed in full_seeds if FULL in cmp.baselines else []:
         print(f"[seed {seed}] full pool: {rows.n} rows")
         with timed(timings, "finetune"):
-            model_dir = finetune_task(recipe, rows, seed)
+            model_dir = finetune_task(recipe, rows, seed, cmp.full_epochs)
         record(FULL, "100%", rows.n, seed, model_dir)
     timings["total"] = time.perf_counter() - t_start
     return write_leaderboard(recipe, results, timings, info)

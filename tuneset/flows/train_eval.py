@@ -22,10 +22,10 @@ log = logging.getLogger("tuneset.train_eval")
 
 
 @task(cache_policy=NONE, task_run_name="finetune-{rows.n}-rows-seed-{seed}")
-def finetune_task(recipe: Recipe, rows: RowsRef, seed: int) -> str:
+def finetune_task(recipe: Recipe, rows: RowsRef, seed: int, epochs: float | None = None) -> str:
     """Folder with `adapter/` (LoRA) or `model/` (full) and train.json."""
     store = store_of(recipe)
-    cfg = recipe.finetune.model_copy(update={"seed": seed})
+    cfg = recipe.finetune.model_copy(update={"seed": seed, **({"epochs": epochs} if epochs else {})})
     key = store.key("finetune", model_identity(recipe.model.name), rows.fingerprint, cfg, recipe.model.max_length)
 
     def make(folder: Path) -> None:
