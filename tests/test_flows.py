@@ -79,9 +79,9 @@ def test_compare_writes_a_leaderboard_with_paired_differences(tiny_recipe):
     assert length["seeds"] == 2 and length["vs_random_lo"] <= length["vs_random"] <= length["vs_random_hi"]
     runs = pl.read_csv(out["csv"].replace("leaderboard.csv", "runs.csv"))
     random_rows = runs.filter((pl.col("strategy") == "random") & (pl.col("task") == "sentiment"))["n_rows"]
-    assert random_rows.to_list() == [14, 14]  # 25% of the 56 rows left after dedup and decontamination
+    assert random_rows.to_list() == [14, 14]  # 25% of the 58 rows left after dedup and decontamination
     md = open(out["markdown"]).read()
-    assert "Δ vs random" in md and "Wall time per stage" in md
+    assert "Δ vs random" in md and "Compute per run" in md and "Wall time of this invocation" in md
     assert open(out["plot"], "rb").read(4) == b"\x89PNG"
 
 

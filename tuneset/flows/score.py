@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,11 +64,13 @@ def score_selector(recipe: Recipe, spec: SelectorSpec, rows: RowsRef, seed: int 
         todo = [i for i, p in enumerate(shards) if not p.exists()]
         if len(todo) < n_shards:
             log.info("%s: reusing %d/%d finished shards, computing %d", spec.name, n_shards - len(todo), n_shards, len(todo))
+        t0 = time.perf_counter()
         futures = [score_shard.submit(recipe, spec, seed, rows.path, i, shard_size, str(shards[i])) for i in todo]
         for i, fut in zip(todo, futures):
             fut.result()
             log.info("%s: shard %d/%d done", spec.name, i + 1, n_shards)
         write_parquet(pl.concat([pl.read_parquet(p) for p in shards]), final)
+        (folder / "timing.json").write_text(json.dumps({"seconds_this_run": time.perf_counter() - t0, "shards_computed": len(todo)}))
         store.finish("scores", key)
     return final
 
