@@ -14,8 +14,8 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 
 from tuneset.data.store import write_parquet
-from tuneset.flows.common import RowsRef, load_pool, scoring_context, store_of
 from tuneset.errors import TunesetError
+from tuneset.flows.common import RowsRef, load_pool, scoring_context, store_of
 from tuneset.recipe import Recipe, ScoreConfig, SelectorSpec
 from tuneset.selectors import make_selector
 
