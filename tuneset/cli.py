@@ -34,9 +34,10 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _run(fn):
+def _run(fn, sigterm_as_interrupt: bool = True):
     # SIGTERM as Ctrl-C: Prefect then stops its temporary API server instead of orphaning it.
-    signal.signal(signal.SIGTERM, _interrupt)
+    if sigterm_as_interrupt:
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         return fn()
     except TunesetError as e:
@@ -139,12 +140,11 @@ def serve(recipe: RecipeArg, cron: Annotated[str, typer.Option(help="cron expres
     """Serve the recipe's pipeline on a cron schedule (stop with SIGTERM)."""
     from tuneset.flows.serve import serve as serve_recipe
 
-    try:
+    def go():
         _recipe(recipe, set_)  # fail now on a bad recipe, not at the first scheduled run
-        serve_recipe(str(recipe), cron, set_)  # Prefect's runner handles SIGTERM itself
-    except TunesetError as e:
-        console.print(f"[bold red]error:[/] {e}")
-        raise typer.Exit(2) from None
+        serve_recipe(str(recipe), cron, set_)
+
+    _run(go, sigterm_as_interrupt=False)  # Prefect's runner handles SIGTERM itself
 
 
 @app.command()

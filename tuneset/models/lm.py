@@ -92,9 +92,10 @@ def _decoder_and_head(model: torch.nn.Module):
     if getattr(base.config, "final_logit_softcapping", None):
         return None  # logits are post-processed in forward(): use the plain path
     try:
-        return base.get_decoder(), base.get_output_embeddings()
+        decoder, head = base.get_decoder(), base.get_output_embeddings()
     except (AttributeError, NotImplementedError):
         return None
+    return None if decoder is None or head is None else (decoder, head)
 
 
 def response_token_nll(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -102,7 +103,7 @@ def response_token_nll(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Te
     only at response positions: prompts are most tokens, and full logits (tokens x 49k vocab)
     dominate memory traffic on CPU."""
     parts = _decoder_and_head(model)
-    if parts is None or parts[0] is None or parts[1] is None:
+    if parts is None:
         return token_nll(model(input_ids=ids, attention_mask=mask).logits, labels)
     decoder, head = parts
     hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
