@@ -41,13 +41,14 @@ def test_batched_losses_equal_one_at_a_time(lm):
     prompts = ["Review: the blender is great.", "What is 3 plus 4? Answer:", "Tone:", "What is the capital of France?"]
     responses = ["positive", "7", "good and fine and great", "Paris"]
     enc = encode(lm.tokenizer, prompts, responses)
-    total, count = response_nll(lm.model, enc, lm.tokenizer.pad_token_id, max_tokens=4096)
+    total, count, last = response_nll(lm.model, enc, lm.tokenizer.pad_token_id, max_tokens=4096)
     for i, e in enumerate(enc):
         ids, mask, labels = pad_batch([e], lm.tokenizer.pad_token_id, torch.device("cpu"))
         with torch.no_grad():
             nll = token_nll(lm.model(input_ids=ids, attention_mask=mask).logits, labels)
         assert count[i] == len(e.ids) - e.n_prompt
         assert total[i] == pytest.approx(float(nll.sum()), rel=1e-4)
+        assert last[i] == pytest.approx(float(nll[0, len(e.ids) - 2]), rel=1e-4)
 
 
 def test_response_only_projection_matches_full_logits(lm):

@@ -4,7 +4,7 @@ import pytest
 
 from tuneset.data import ArtifactStore, load_rows
 from tuneset.errors import TunesetError, UnknownNameError
-from tuneset.selectors import ScoringContext, make_selector, selector_names, validate_scores
+from tuneset.selectors import ScoringContext, get_selector, make_selector, selector_names, validate_scores
 from tuneset.selectors.base import ScoreError
 
 
@@ -33,10 +33,10 @@ def test_every_selector_honours_the_contract(name, ctx, rows):
     assert out["id"].to_list() == rows["id"].to_list()
     assert out["score"].dtype == pl.Float64
     for col in out.columns[1:]:
-        assert out[col].is_finite().all()
+        assert out[col].dtype == pl.String or out[col].is_finite().all()
 
 
-@pytest.mark.parametrize("name", selector_names())
+@pytest.mark.parametrize("name", [n for n in selector_names() if get_selector(n).row_local])
 def test_scores_do_not_depend_on_sharding(name, ctx, rows):
     sel = make_selector(name).fit(ctx)
     whole = sel.score(rows)

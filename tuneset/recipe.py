@@ -87,6 +87,9 @@ class PolicyConfig(_Strict):
     band: tuple[float, float] | None = None  # keep rows whose combined quantile lies in [lo, hi]
     quota_by: str | None = None  # e.g. "source": per-group quotas
     quotas: Literal["proportional", "equal"] | dict[str, Budget] = "proportional"
+    # Quality first, then diverse (DEITA): walking rows best-first, skip any whose embedding
+    # cosine to an already selected row exceeds this.
+    max_similarity: float | None = Field(default=None, gt=-1, le=1)
 
     @field_validator("budget")
     @classmethod

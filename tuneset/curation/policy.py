@@ -49,13 +49,40 @@ def _tiebreak(ids: list[str]) -> np.ndarray:
     return np.array([int.from_bytes(hashlib.sha256(i.encode()).digest()[:6], "big") for i in ids], dtype=np.float64)
 
 
+class DiversityGate:
+    """DEITA's "quality first, then diverse": a row is accepted only if its cosine to every row
+    accepted before it is at most `max_similarity`; rejected rows record the row they resemble."""
+
+    def __init__(self, embeddings: np.ndarray, max_similarity: float, ids: list[str]):
+        import faiss
+
+        self.x = np.ascontiguousarray(embeddings, dtype=np.float32)
+        self.tau = max_similarity
+        self.ids = ids
+        self.index = faiss.IndexFlatIP(self.x.shape[1])
+        self.members: list[int] = []
+        self.rejected: dict[int, str] = {}
+
+    def __call__(self, i: int) -> bool:
+        if self.members:
+            sim, nn = self.index.search(self.x[i:i + 1], 1)
+            if sim[0, 0] > self.tau:
+                self.rejected[i] = f"not selected: cosine {sim[0, 0]:.3f} to selected {self.ids[self.members[nn[0, 0]]]} > max_similarity {self.tau}"
+                return False
+        self.index.add(self.x[i:i + 1])
+        self.members.append(i)
+        return True
+
+
 def apply_policy(
     scores: pl.DataFrame,
     policy: PolicyConfig,
     directions: dict[str, bool],
     groups: pl.Series | None = None,
+    embeddings: np.ndarray | None = None,
 ) -> pl.DataFrame:
-    """Return id, combined, rank, selected, reason for every candidate row (none left out)."""
+    """Return id, combined, rank, selected, reason for every candidate row (none left out).
+    `embeddings` (row-aligned) are needed only for `max_similarity`."""
     ids = scores["id"].to_list()
     n = len(ids)
     comb = combined_score(scores, policy.weights, directions)
@@ -75,12 +102,23 @@ def apply_policy(
         reason[out & eligible] = f"outside quantile band [{lo}, {hi}]"
         eligible &= ~out
     k = budget_count(policy.budget, n)
+    gate = None
+    if policy.max_similarity is not None:
+        if embeddings is None or len(embeddings) != n:
+            raise TunesetError("policy max_similarity needs one embedding per candidate row")
+        gate = DiversityGate(embeddings, policy.max_similarity, ids)
+    accept = gate or (lambda i: True)
     if policy.quota_by is None:
-        chosen = [i for i in order if eligible[i]][:k]
+        chosen = []
+        for i in order:
+            if len(chosen) == k:
+                break
+            if eligible[i] and accept(i):
+                chosen.append(i)
     else:
         if groups is None:
             raise TunesetError(f"policy quota_by='{policy.quota_by}' needs that column in the rows")
-        chosen = _with_quotas(order, eligible, groups.to_list(), policy, k)
+        chosen = _with_quotas(order, eligible, groups.to_list(), policy, k, accept)
     selected = np.zeros(n, dtype=bool)
     selected[chosen] = True
     if isinstance(policy.quotas, dict) and policy.quota_by:
@@ -90,10 +128,13 @@ def apply_policy(
     reason[selected] = [f"selected (rank {rank[i]}, {budget_txt})" for i in np.flatnonzero(selected)]
     left = ~selected & eligible
     reason[left] = f"not selected: outside {budget_txt}"
+    for i, why in (gate.rejected if gate else {}).items():
+        reason[i] = why
     return pl.DataFrame({"id": ids, "combined": comb, "rank": rank, "selected": selected, "reason": reason.tolist()})
 
 
-def _with_quotas(order: np.ndarray, eligible: np.ndarray, groups: list[str], policy: PolicyConfig, k: int) -> list[int]:
+def _with_quotas(order: np.ndarray, eligible: np.ndarray, groups: list[str], policy: PolicyConfig, k: int,
+                 accept=lambda i: True) -> list[int]:
     """Per-group quotas (proportional, equal, or explicit), best-first inside each group; quota a
     group cannot fill goes to the best remaining rows overall, so the budget is still spent."""
     names = sorted({groups[i] for i in range(len(groups)) if eligible[i]})
@@ -110,12 +151,16 @@ def _with_quotas(order: np.ndarray, eligible: np.ndarray, groups: list[str], pol
     chosen: list[int] = []
     taken = {g: 0 for g in names}
     for i in order:
-        if eligible[i] and taken[groups[i]] < quota[groups[i]]:
+        if eligible[i] and taken[groups[i]] < quota[groups[i]] and accept(i):
             chosen.append(i)
             taken[groups[i]] += 1
     if len(chosen) < k and not isinstance(policy.quotas, dict):
         picked = set(chosen)
-        chosen += [i for i in order if eligible[i] and i not in picked][: k - len(chosen)]
+        for i in order:
+            if len(chosen) == k:
+                break
+            if eligible[i] and i not in picked and accept(i):
+                chosen.append(i)
     return chosen[:k] if not isinstance(policy.quotas, dict) else chosen
 
 

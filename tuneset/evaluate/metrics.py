@@ -44,7 +44,7 @@ def evaluate_task(lm: LoadedLM, task: TaskSpec, rows: pl.DataFrame, max_length: 
         choices = _choices(task, rows)
         flat_p = [p for p, cs in zip(prompts, choices) for _ in cs]
         flat_c = [c for cs in choices for c in cs]
-        c_sum, c_n = response_nll(lm.model, encode(tok, flat_p, flat_c, max_length), pad, max_batch_tokens)
+        c_sum, c_n, _ = response_nll(lm.model, encode(tok, flat_p, flat_c, max_length), pad, max_batch_tokens)
         preds, loss, k = [], np.zeros(rows.height), 0
         for row, (cs, g) in enumerate(zip(choices, gold)):
             preds.append(cs[int(np.argmin(c_sum[k:k + len(cs)]))])  # highest summed log-likelihood
@@ -53,7 +53,7 @@ def evaluate_task(lm: LoadedLM, task: TaskSpec, rows: pl.DataFrame, max_length: 
             k += len(cs)
         score = np.array([float(p == g) for p, g in zip(preds, gold)])
         return pl.DataFrame({"id": rows["id"], "score": score, "loss": loss, "prediction": preds})
-    g_sum, g_n = response_nll(lm.model, encode(tok, prompts, gold, max_length), pad, max_batch_tokens)
+    g_sum, g_n, _ = response_nll(lm.model, encode(tok, prompts, gold, max_length), pad, max_batch_tokens)
     loss = g_sum / np.maximum(g_n, 1)
     if task.metric == "exact_match":
         preds = generate_greedy(lm.model, tok, prompts, max_new_tokens, max_batch_tokens, max_length)

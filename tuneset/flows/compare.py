@@ -19,6 +19,7 @@ from tuneset.flows.score import score_flow
 from tuneset.flows.select import select_rows
 from tuneset.flows.train_eval import evaluate_model, finetune_task, train_seconds
 from tuneset.recipe import Recipe, SelectorSpec
+from tuneset.selectors import get_selector
 
 log = logging.getLogger("tuneset.compare")
 
@@ -43,8 +44,9 @@ def compare_flow(recipe: Recipe) -> dict[str, str]:
     with timed(timings, "curate"):
         rows = curate_flow(recipe).rows if cmp.curate_first else load_pool(recipe)[0]
     specs = needed_selectors(recipe)
-    fixed = [s for s in specs if s.name != "random"]
-    uses_random = len(fixed) < len(specs) or any(st.name == "random" for st in cmp.strategies)
+    # Seeded selectors (random, DSIR's resampling, ...) are rescored per seed; the rest once.
+    seeded = [s for s in specs if "seed" in get_selector(s.name).uses]
+    fixed = [s for s in specs if s not in seeded]
     with timed(timings, "score"):
         scores = score_flow(recipe, rows, selectors=fixed) if fixed else None
     results: list[dict] = []
@@ -64,9 +66,9 @@ def compare_flow(recipe: Recipe) -> dict[str, str]:
         record(NONE, "-", 0, "-", None)
     for seed in cmp.seeds:
         seed_scores = scores
-        if uses_random:
+        if seeded:
             with timed(timings, "score"):
-                seed_scores = score_flow(recipe, rows, seed=seed, selectors=[*fixed, SelectorSpec(name="random")])
+                seed_scores = score_flow(recipe, rows, seed=seed, selectors=[*fixed, *seeded])
         for budget in cmp.budgets:
             label = str(budget)
             for st in cmp.strategies:

@@ -11,9 +11,10 @@ from tuneset.curation import apply_policy
 from tuneset.data.io import write_rows
 from tuneset.data.store import write_parquet
 from tuneset.errors import UnknownNameError
-from tuneset.flows.common import RowsRef, save_rows, store_of
+from tuneset.flows.common import RowsRef, save_rows, scoring_context, store_of
 from tuneset.flows.score import ScoresRef
 from tuneset.recipe import PolicyConfig, Recipe
+from tuneset.selectors.base import row_text
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,9 @@ def select_rows(recipe: Recipe, rows: RowsRef, scores: ScoresRef, policy: Policy
     if not store.is_complete("selections", key):
         table = frame.select("id").join(scores.read(), on="id", how="left", maintain_order="left")
         groups = frame[policy.quota_by] if policy.quota_by else None
+        emb = scoring_context(recipe).embeddings(row_text(frame)) if policy.max_similarity is not None else None
         store.begin("selections", key, {"policy": policy.model_dump(mode="json"), "rows": rows.fingerprint})
-        write_parquet(apply_policy(table, policy, scores.directions, groups), table_path)
+        write_parquet(apply_policy(table, policy, scores.directions, groups, emb), table_path)
         store.finish("selections", key)
     chosen = pl.read_parquet(table_path).filter("selected")["id"]
     return Selection(save_rows(store, frame.filter(pl.col("id").is_in(chosen.implode()))), str(table_path))

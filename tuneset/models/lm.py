@@ -121,20 +121,114 @@ def response_nll(
     pad_id: int,
     max_tokens: int = 4096,
     progress: Iterator | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Summed response NLL and response token count per example, in input order."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Summed response NLL, response token count and the last token's NLL per example, in input
+    order. With `encode(..., add_eos=True)` the last token is EOS: how sure the model is that the
+    response is finished, which a truncated response fails."""
     device = next(model.parameters()).device
     total = np.zeros(len(encoded), dtype=np.float64)
     count = np.zeros(len(encoded), dtype=np.int64)
+    last = np.zeros(len(encoded), dtype=np.float64)
     for batch in length_batches([len(e.ids) for e in encoded], max_tokens):
         ids, mask, labels = pad_batch([encoded[i] for i in batch], pad_id, device)
         nll = response_token_nll(model, ids, mask, labels)
         total[batch] = nll.sum(1).double().cpu().numpy()
         count[batch] = (labels[:, 1:] != -100).sum(1).cpu().numpy()
-    return total, count
+        ends = torch.tensor([len(encoded[i].ids) - 2 for i in batch], device=device)
+        last[batch] = nll[torch.arange(len(batch), device=device), ends].double().cpu().numpy()
+    return total, count, last
 
 
 @torch.inference_mode()
+def next_token_logprobs(
+    model: torch.nn.Module,
+    tokenizer,
+    prompts: Sequence[str],
+    token_ids: Sequence[int],
+    max_length: int = 512,
+    max_tokens: int = 4096,
+) -> np.ndarray:
+    """Log-probabilities of `token_ids` as the next token after each prompt, shape (n, len(token_ids)).
+
+    One forward per batch; the vocabulary projection runs at the last position only."""
+    device = next(model.parameters()).device
+    enc = [e[-max_length:] for e in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out = np.zeros((len(enc), len(token_ids)), dtype=np.float64)
+    parts = _decoder_and_head(model)
+    want = torch.tensor(list(token_ids), device=device)
+    for batch in length_batches([len(e) for e in enc], max_tokens):
+        items = [Encoded(ids=enc[i], n_prompt=len(enc[i])) for i in batch]
+        ids, mask, _ = pad_batch(items, pad, device)
+        last = torch.tensor([len(enc[i]) - 1 for i in batch], device=device)
+        rows = torch.arange(len(batch), device=device)
+        if parts is None:
+            logits = model(input_ids=ids, attention_mask=mask).logits[rows, last]
+        else:
+            decoder, head = parts
+            logits = head(decoder(input_ids=ids, attention_mask=mask).last_hidden_state[rows, last])
+        out[batch] = torch.log_softmax(logits.float(), -1)[:, want].double().cpu().numpy()
+    return out
+
+
+class _RowGumbel:
+    """Logits processor: temperature sampling as argmax(logits / T + Gumbel noise), the noise drawn
+    from one generator per sequence, so a row's samples do not depend on what it is batched with."""
+
+    def __init__(self, seeds: Sequence[int], temperature: float):
+        self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.temperature = temperature
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        u = torch.stack([torch.rand(scores.shape[1], generator=g) for g in self.gens]).to(scores.device)
+        gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1 - 1e-7)))
+        return scores.float() / self.temperature + gumbel
+
+
+@torch.inference_mode()
+def generate(
+    model: torch.nn.Module,
+    tokenizer,
+    prompts: Sequence[str],
+    max_new_tokens: int = 16,
+    max_tokens: int = 4096,
+    max_length: int = 512,
+    num_samples: int = 1,
+    temperature: float | None = None,
+    seeds: Sequence[int] | None = None,
+) -> list[list[str]]:
+    """`num_samples` continuations per prompt, batched by length with left padding: greedy when
+    `temperature` is None, else sampled with per-prompt `seeds` (reproducible under any batching)."""
+    from transformers import LogitsProcessorList
+
+    device = next(model.parameters()).device
+    enc = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    enc = [e[-(max_length - max_new_tokens):] for e in enc]
+    seeds = list(seeds) if seeds is not None else list(range(len(prompts)))
+    jobs = [(i, j) for i in range(len(prompts)) for j in range(num_samples if temperature is not None else 1)]
+    out: list[list[str]] = [[] for _ in prompts]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    for batch in length_batches([len(enc[i]) + max_new_tokens for i, _ in jobs], max_tokens):
+        width = max(len(enc[jobs[b][0]]) for b in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, b in enumerate(batch):
+            e = enc[jobs[b][0]]
+            ids[row, width - len(e):] = torch.tensor(e)
+            mask[row, width - len(e):] = 1
+        procs = None
+        if temperature is not None:
+            procs = LogitsProcessorList([_RowGumbel([seeds[jobs[b][0]] * 1009 + jobs[b][1] for b in batch], temperature)])
+        gen = model.generate(
+            input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+            do_sample=False, logits_processor=procs, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
+        )
+        texts = tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
+        for row, b in enumerate(batch):
+            out[jobs[b][0]].append(texts[row])
+    return out
+
+
 def generate_greedy(
     model: torch.nn.Module,
     tokenizer,
@@ -143,23 +237,5 @@ def generate_greedy(
     max_tokens: int = 4096,
     max_length: int = 512,
 ) -> list[str]:
-    """Greedy continuations, batched by length with left padding."""
-    device = next(model.parameters()).device
-    enc = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-    enc = [e[-(max_length - max_new_tokens):] for e in enc]
-    out: list[str] = [""] * len(prompts)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    for batch in length_batches([len(e) + max_new_tokens for e in enc], max_tokens):
-        width = max(len(enc[i]) for i in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, i in enumerate(batch):
-            ids[row, width - len(enc[i]):] = torch.tensor(enc[i])
-            mask[row, width - len(enc[i]):] = 1
-        gen = model.generate(
-            input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-            do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
-        )
-        for row, i in enumerate(batch):
-            out[i] = tokenizer.decode(gen[row, width:], skip_special_tokens=True)
-    return out
+    """Greedy continuation per prompt."""
+    return [g[0] for g in generate(model, tokenizer, prompts, max_new_tokens, max_tokens, max_length)]

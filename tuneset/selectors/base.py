@@ -26,6 +26,9 @@ from tuneset.models.lm import encode, response_nll
 from tuneset.models.loading import SMOLLM2, LoadedLM, cached_lm, model_identity
 
 
+EMBED_CHUNK = 8192
+
+
 class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -58,26 +61,34 @@ class ScoringContext:
     def lm(self) -> LoadedLM:
         return cached_lm(self.model, str(self.store.root), self.device)
 
-    def response_losses(self, rows: pl.DataFrame, conditioned: bool = True) -> pl.DataFrame:
-        """Per-row summed response NLL and token count, cached by rows + model + variant.
-
-        Shared by every loss-based selector: perplexity and IFD reuse one forward pass."""
-        key = self.store.key("losses", self.model_identity, dataset_fingerprint(rows), conditioned, self.max_length)
+    def response_losses(self, rows: pl.DataFrame, conditioned: bool = True, add_eos: bool = False) -> pl.DataFrame:
+        """Per-row summed response NLL, token count and last-token NLL, cached by rows + model +
+        variant. Shared by every loss-based selector: perplexity and IFD reuse one forward pass;
+        `add_eos` scores the end-of-sequence token too (its NLL is then `nll_last`)."""
+        variant = (conditioned, self.max_length) + (("eos",) if add_eos else ())
+        key = self.store.key("losses", self.model_identity, dataset_fingerprint(rows), *variant)
         path = self.store.dir("losses", key) / "losses.parquet"
         if self.store.is_complete("losses", key):
             return pl.read_parquet(path)
         lm = self.lm()
         prompts = rows["instruction"].to_list() if conditioned else [None] * rows.height
-        enc = encode(lm.tokenizer, prompts, rows["response"].to_list(), self.max_length)
-        total, count = response_nll(lm.model, enc, lm.tokenizer.pad_token_id, self.max_batch_tokens)
-        out = pl.DataFrame({"id": rows["id"], "nll_sum": total, "n_tokens": count})
-        self.store.begin("losses", key, {"model": self.model_identity, "conditioned": conditioned, "rows": rows.height})
+        enc = encode(lm.tokenizer, prompts, rows["response"].to_list(), self.max_length, add_eos=add_eos)
+        total, count, last = response_nll(lm.model, enc, lm.tokenizer.pad_token_id, self.max_batch_tokens)
+        out = pl.DataFrame({"id": rows["id"], "nll_sum": total, "n_tokens": count, "nll_last": last})
+        self.store.begin("losses", key, {"model": self.model_identity, "conditioned": conditioned,
+                                         "add_eos": add_eos, "rows": rows.height})
         write_parquet(out, path)
         self.store.finish("losses", key)
         return out
 
     def embeddings(self, texts: list[str]) -> np.ndarray:
-        """Embeddings cached by text content + embedder, so every embedding selector shares them."""
+        """Embeddings cached by text content + embedder, in chunks of `EMBED_CHUNK` texts: every
+        embedding selector shares them, and a killed run resumes at the first missing chunk.
+        (sentence-transformers sorts each chunk by length, so batches carry little padding.)"""
+        parts = [self._embedding_chunk(texts[s:s + EMBED_CHUNK]) for s in range(0, len(texts), EMBED_CHUNK)]
+        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+    def _embedding_chunk(self, texts: list[str]) -> np.ndarray:
         key = self.store.key("embeddings", self.embedder, fingerprint(texts))
         path = self.store.dir("embeddings", key) / "emb.npy"
         if self.store.is_complete("embeddings", key):
@@ -142,13 +153,18 @@ class Selector(ABC):
 
 
 def validate_scores(name: str, rows: pl.DataFrame, out: pl.DataFrame) -> pl.DataFrame:
-    """Exactly one finite, non-null score per input id, in input order."""
+    """Exactly one finite, non-null score per input id, in input order. Extra columns explain the
+    score: numeric ones must be finite too; text ones (e.g. a suggested label) non-null."""
     if "id" not in out.columns or "score" not in out.columns:
         raise ScoreError(f"selector '{name}' must return columns id and score, got {out.columns}")
     if out.height != rows.height or out["id"].n_unique() != out.height:
         raise ScoreError(f"selector '{name}' returned {out.height} rows ({out['id'].n_unique()} unique ids) for {rows.height} inputs")
     out = rows.select("id").join(out, on="id", how="left", maintain_order="left")
     for col in out.columns[1:]:
+        if col != "score" and out[col].dtype == pl.String:
+            if out[col].null_count():
+                raise ScoreError(f"selector '{name}' column '{col}': {out[col].null_count()} missing values")
+            continue
         s = out[col].cast(pl.Float64, strict=False)
         bad = s.is_null() | ~s.is_finite()
         if bad.any():

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneset.selectors.base import Selector, register, row_text
+from tuneset.selectors.index import build_index
 
 
 class KnnParams(BaseModel):
@@ -29,8 +29,7 @@ class EmbeddingKnnSelector(Selector):
         cols: dict[str, np.ndarray] = {}
         for task, dev in sorted(self.ctx.targets.items()):
             tgt = self.ctx.embeddings(row_text(dev))
-            index = faiss.IndexFlatIP(tgt.shape[1])
-            index.add(tgt)
+            index = build_index(tgt)
             k = min(self.params.k, tgt.shape[0])
             sims, _ = index.search(cand, k)
             cols[f"knn_{task}"] = sims.mean(axis=1).astype(np.float64)

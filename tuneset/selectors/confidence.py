@@ -1,0 +1,117 @@
+"""Confidence that a given response is right, from the reference model alone (BSDetector-style,
+as CLEAR uses it): no stronger model is needed than the one being fine-tuned.
+
+Each component is its own column, in [0, 1], so a user can see *why* a row scored low:
+
+- `likelihood` (cheap, two forward passes): the geometric mean of
+  `p_relevant = sigmoid(log p(response | instruction) - log p(response))`, the posterior that the
+  response belongs to this instruction rather than to any other (a shuffled response scores ~0.5
+  or less), and `p_end`, the model's probability that the response is finished (truncation).
+- `reflection`: ask the model whether the response is correct and read P(Yes) against P(No).
+- `consistency`: sample answers at a temperature and measure how well they agree with the given
+  response (token F1 on normalised words: exact match for short answers, overlap for long ones).
+
+`score` is the mean of the chosen components. Generation makes `consistency` the costly one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Literal
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from tuneset.curation.dedup import normalise
+from tuneset.data.fingerprint import fingerprint
+from tuneset.models.lm import generate, next_token_logprobs
+from tuneset.selectors.base import Selector, register
+
+Component = Literal["likelihood", "reflection", "consistency"]
+
+REFLECTION_TEMPLATE = "{instruction}\nProposed answer: {response}\nIs the proposed answer correct? Answer Yes or No.\nAnswer:"
+
+
+class ConfidenceParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    components: list[Component] = Field(default=["likelihood", "reflection", "consistency"], min_length=1)
+    samples: int = Field(default=4, ge=1)  # sampled answers per row for `consistency`
+    temperature: float = Field(default=0.8, gt=0)
+    max_new_tokens: int = Field(default=48, ge=1)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1 + np.tanh(0.5 * x))
+
+
+def token_f1(a: str, b: str) -> float:
+    """SQuAD-style token F1 on normalised words; 1.0 for two empty strings."""
+    ta, tb = normalise(a).split(), normalise(b).split()
+    if not ta or not tb:
+        return float(ta == tb)
+    common = sum((Counter(ta) & Counter(tb)).values())
+    if common == 0:
+        return 0.0
+    p, r = common / len(ta), common / len(tb)
+    return 2 * p * r / (p + r)
+
+
+def first_token(tokenizer, word: str) -> int:
+    return tokenizer(word, add_special_tokens=False)["input_ids"][0]
+
+
+@register
+class ConfidenceSelector(Selector):
+    """How confident the reference model is that the given response is right (higher: keep)."""
+
+    name = "confidence"
+    Params = ConfidenceParams
+    uses = frozenset({"lm"})  # sampling is seeded per row id: reproducible without a global seed
+
+    def _score(self, rows: pl.DataFrame) -> pl.DataFrame:
+        cols: dict[str, np.ndarray] = {}
+        for comp in dict.fromkeys(self.params.components):
+            cols.update(getattr(self, f"_{comp}")(rows))
+        score = np.mean([cols[c] for c in dict.fromkeys(self.params.components)], axis=0)
+        return pl.DataFrame({"id": rows["id"], "score": score, **cols})
+
+    def _likelihood(self, rows: pl.DataFrame) -> dict[str, np.ndarray]:
+        cond = self.ctx.response_losses(rows, conditioned=True, add_eos=True)
+        free = self.ctx.response_losses(rows, conditioned=False)
+        body = cond["nll_sum"].to_numpy() - cond["nll_last"].to_numpy()  # response tokens, EOS excluded
+        n = np.maximum(cond["n_tokens"].to_numpy() - 1, 1)
+        pmi = free["nll_sum"].to_numpy() - body  # log p(r | x) - log p(r), summed over tokens
+        p_relevant = sigmoid(pmi)
+        p_end = np.exp(-cond["nll_last"].to_numpy())
+        return {
+            "likelihood": np.sqrt(p_relevant * p_end),
+            "p_relevant": p_relevant,
+            "p_end": p_end,
+            "pmi_per_token": pmi / n,
+            "p_token": np.exp(-body / n),
+        }
+
+    def _reflection(self, rows: pl.DataFrame) -> dict[str, np.ndarray]:
+        lm = self.ctx.lm()
+        prompts = [REFLECTION_TEMPLATE.format(instruction=i, response=r)
+                   for i, r in rows.select("instruction", "response").iter_rows()]
+        words = [" Yes", " yes", " No", " no"]
+        lp = next_token_logprobs(lm.model, lm.tokenizer, prompts, [first_token(lm.tokenizer, w) for w in words],
+                                 self.ctx.max_length, self.ctx.max_batch_tokens)
+        p = np.exp(lp)
+        return {"reflection": (p[:, 0] + p[:, 1]) / np.maximum(p.sum(1), 1e-30)}
+
+    def _consistency(self, rows: pl.DataFrame) -> dict[str, np.ndarray]:
+        lm = self.ctx.lm()
+        seeds = [int(fingerprint("consistency", i)[:8], 16) for i in rows["id"].to_list()]
+        samples = generate(lm.model, lm.tokenizer, rows["instruction"].to_list(), self.params.max_new_tokens,
+                           self.ctx.max_batch_tokens, self.ctx.max_length, self.params.samples,
+                           self.params.temperature, seeds)
+        cap = self.params.max_new_tokens
+        agree = []
+        for given, outs in zip(rows["response"].to_list(), samples):
+            # Compare against the part of the response a sample of `cap` tokens could reach.
+            ref = " ".join(given.split()[: max(1, int(cap * 0.75))])
+            agree.append(np.mean([token_f1(o, ref) for o in outs]))
+        return {"consistency": np.asarray(agree, dtype=np.float64)}

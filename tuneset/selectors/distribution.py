@@ -1,0 +1,161 @@
+"""Distribution-matching selectors: pick candidates that move the training distribution toward the
+targets'. `got` (GOT-D) reads the dual potentials of an entropic optimal-transport problem between
+candidate and target embeddings; `dsir` weights rows by hashed n-gram importance ratios.
+
+Both treat the targets as one distribution: the mixture of every task's dev rows, tasks weighted
+equally, so a 77-row task does not drown a 20-row one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from tuneset.selectors.base import ScoringContext, Selector, register, row_text
+
+
+def target_mixture(ctx: ScoringContext) -> tuple[list[str], np.ndarray]:
+    """Target texts and their weights (each task sums to 1/n_tasks)."""
+    texts: list[str] = []
+    weights: list[float] = []
+    tasks = sorted(ctx.targets.items())
+    for _, dev in tasks:
+        t = row_text(dev)
+        texts += t
+        weights += [1.0 / (len(tasks) * len(t))] * len(t)
+    return texts, np.asarray(weights)
+
+
+# --- GOT-D ---------------------------------------------------------------------------------------
+
+
+def sinkhorn_potentials(
+    x: np.ndarray,
+    y: np.ndarray,
+    b: np.ndarray | None = None,
+    reg: float = 0.1,
+    max_iter: int = 1000,
+    tol: float = 1e-6,
+    chunk: int = 131072,
+    cache_bytes: int = 1 << 30,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Log-domain Sinkhorn dual potentials (f, g) of entropic OT between uniform weights on the rows
+    of `x` and weights `b` on the rows of `y`, cost = cosine distance 1 - <x, y> (unit vectors).
+
+    The n x m cost is built chunk by chunk (rows of x); it is kept between iterations only when it
+    fits in `cache_bytes`, else recomputed, so memory stays O(chunk x m) for any n."""
+    n, m = len(x), len(y)
+    xt, yt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
+    log_b = torch.log(torch.from_numpy(np.full(m, 1.0 / m) if b is None else np.asarray(b, dtype=np.float64)).float())
+    log_a = -math.log(n)
+    spans = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
+    keep = n * m * 4 <= cache_bytes
+    cached: list[torch.Tensor] = []
+
+    def cost(k: int) -> torch.Tensor:
+        if keep and k < len(cached):
+            return cached[k]
+        s, e = spans[k]
+        c = 1.0 - xt[s:e] @ yt.T
+        if keep:
+            cached.append(c)
+        return c
+
+    f = torch.zeros(n)
+    g = torch.zeros(m)
+    it = 0
+    for it in range(1, max_iter + 1):
+        acc = torch.full((m,), -math.inf)
+        for k, (s, e) in enumerate(spans):
+            c = cost(k)
+            f[s:e] = -reg * torch.logsumexp((g - c) / reg + log_b, dim=1)
+            acc = torch.logaddexp(acc, torch.logsumexp((f[s:e, None] - c) / reg, dim=0))
+        g_new = -reg * (acc + log_a)
+        # After the f-step the row marginals are exact; the g-step's size is the column error.
+        delta = float((g_new - g).abs().max())
+        g = g_new
+        if delta < tol:
+            break
+    return f.double().numpy(), g.double().numpy(), it
+
+
+def calibrated_gradient(f: np.ndarray) -> np.ndarray:
+    """d OT / d (mass of candidate i), as in LAVA / GOT-D: f_i minus the mean of the others."""
+    n = len(f)
+    return f - (f.sum() - f) / max(n - 1, 1)
+
+
+class GotParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reg: float = Field(default=0.1, gt=0)  # entropic regularisation, in cosine-distance units
+    max_iter: int = Field(default=1000, ge=1)
+    tol: float = Field(default=1e-6, gt=0)
+
+
+@register
+class GotSelector(Selector):
+    """GOT-D: minus the calibrated OT gradient; high = adding this row moves the pool toward the targets."""
+
+    name = "got"
+    Params = GotParams
+    uses = frozenset({"embedder", "targets"})
+    row_local = False  # the potentials couple every candidate
+
+    def _score(self, rows: pl.DataFrame) -> pl.DataFrame:
+        texts, weights = target_mixture(self.ctx)
+        cand = self.ctx.embeddings(row_text(rows))
+        tgt = self.ctx.embeddings(texts)
+        f, _, _ = sinkhorn_potentials(cand, tgt, weights, self.params.reg, self.params.max_iter, self.params.tol)
+        return pl.DataFrame({"id": rows["id"], "score": -calibrated_gradient(f), "potential": f})
+
+
+# --- DSIR ----------------------------------------------------------------------------------------
+
+
+def ngram_counts(texts: list[str], buckets: int):
+    """Sparse (rows x buckets) counts of hashed lower-cased unigrams and bigrams, each row parsed once.
+
+    Words are runs of word characters or of punctuation, as nltk's WordPunctTokenizer (DSIR's own
+    default); hashing is murmur3 in C (scikit-learn) instead of sha256 in Python."""
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    vec = HashingVectorizer(n_features=buckets, token_pattern=r"\w+|[^\w\s]+", ngram_range=(1, 2),
+                            lowercase=True, alternate_sign=False, norm=None, dtype=np.float32)
+    return vec.transform(texts)
+
+
+class DsirParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    buckets: int = Field(default=10000, ge=16)
+    smoothing: float = Field(default=1e-8, gt=0)  # added to both bucket probabilities, as in DSIR
+    resample: bool = True  # add Gumbel noise: top-k of the score is then sampling without replacement
+
+
+@register
+class DsirSelector(Selector):
+    """DSIR: log importance weight log p_target(x) / p_raw(x) under hashed n-gram models, with
+    Gumbel noise so that a top-k budget resamples in proportion to the weights."""
+
+    name = "dsir"
+    Params = DsirParams
+    uses = frozenset({"targets", "seed"})
+    row_local = False  # the raw model is fitted on the whole pool
+
+    def _score(self, rows: pl.DataFrame) -> pl.DataFrame:
+        p = self.params
+        cand = ngram_counts(row_text(rows), p.buckets)
+        raw = np.asarray(cand.sum(0)).ravel()
+        target = np.zeros(p.buckets)
+        for _, dev in sorted(self.ctx.targets.items()):
+            c = np.asarray(ngram_counts(row_text(dev), p.buckets).sum(0)).ravel()
+            target += c / max(c.sum(), 1)
+        log_diff = np.log(target / target.sum() + p.smoothing) - np.log(raw / max(raw.sum(), 1) + p.smoothing)
+        logw = np.asarray(cand @ log_diff).ravel().astype(np.float64)
+        score = logw
+        if p.resample:
+            score = logw + np.random.default_rng(self.ctx.seed).gumbel(size=len(logw))
+        return pl.DataFrame({"id": rows["id"], "score": score, "log_weight": logw})

@@ -1,0 +1,126 @@
+"""Diversity and near-duplicate selectors on the shared embedding cache.
+
+Both avoid all-pairs work: k-center greedy costs n per pick, SemDeDup compares rows only inside
+their k-means cluster (faiss), so a million rows fit in minutes on a CPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import faiss
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from tuneset.selectors.base import Selector, register, row_text
+
+
+def k_center_greedy(emb: np.ndarray, max_centers: int, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy k-center (farthest-first traversal) in cosine distance.
+
+    Returns (score, order): a picked row's score is its distance to the nearest earlier center when
+    it was picked; other rows score their final distance to the nearest center. Picking distances
+    never increase, so the top-k rows by score are exactly the first k centers."""
+    n = len(emb)
+    x = np.ascontiguousarray(emb, dtype=np.float32)
+    dist = np.full(n, np.inf, dtype=np.float32)
+    score = np.zeros(n)
+    order = []
+    cur = first
+    for step in range(min(max_centers, n)):
+        score[cur] = 3.0 if step == 0 else float(dist[cur])  # cosine distances lie in [0, 2]
+        order.append(cur)
+        np.minimum(dist, 1.0 - x @ x[cur], out=dist)
+        dist[cur] = -1.0
+        cur = int(np.argmax(dist))
+    rest = dist >= 0
+    score[rest] = dist[rest]
+    return score, np.asarray(order)
+
+
+class DiversityParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_centers: int = Field(default=20000, ge=1)  # greedy picks; rows beyond score their coverage distance
+
+
+@register
+class DiversitySelector(Selector):
+    """k-center greedy on embeddings: high = far from everything picked before (covers new ground)."""
+
+    name = "diversity"
+    Params = DiversityParams
+    uses = frozenset({"embedder", "seed"})
+    row_local = False
+
+    def _score(self, rows: pl.DataFrame) -> pl.DataFrame:
+        emb = self.ctx.embeddings(row_text(rows))
+        first = int(np.random.default_rng(self.ctx.seed).integers(len(emb)))
+        score, order = k_center_greedy(emb, self.params.max_centers, first)
+        pick = np.zeros(len(emb))
+        pick[order] = np.arange(1, len(order) + 1)
+        return pl.DataFrame({"id": rows["id"], "score": score, "pick_order": pick})
+
+
+def semantic_duplicates(
+    emb: np.ndarray, threshold: float = 0.95, n_clusters: int | None = None, seed: int = 0, niter: int = 10,
+) -> tuple[np.ndarray, np.ndarray]:
+    """SemDeDup: k-means clusters (faiss), then inside each cluster every row whose cosine to a row
+    kept before it exceeds `threshold` is a near-duplicate of that row.
+
+    Within a cluster rows are visited farthest-from-centroid first, the paper's choice of which copy
+    to keep (the prototypical ones go). Returns (index of the row each duplicates or -1, max cosine
+    to an earlier kept row)."""
+    n, d = emb.shape
+    x = np.ascontiguousarray(emb, dtype=np.float32)
+    k = n_clusters or max(1, min(n // 50, int(4 * math.sqrt(n))))
+    dup_of = np.full(n, -1, dtype=np.int64)
+    best = np.zeros(n)
+    if n < 2:
+        return dup_of, best
+    km = faiss.Kmeans(d, k, niter=niter, seed=seed, spherical=True, verbose=False, max_points_per_centroid=256)
+    km.train(x)
+    sim_c, assign = km.index.search(x, 1)
+    assign, sim_c = assign.ravel(), sim_c.ravel()
+    order = np.lexsort((sim_c, assign))  # by cluster, then least central first
+    bounds = np.flatnonzero(np.diff(assign[order])) + 1
+    for members in np.split(order, bounds):
+        if len(members) < 2:
+            continue
+        sims = x[members] @ x[members].T
+        kept: list[int] = []
+        for j in range(len(members)):
+            if kept:
+                col = sims[j, kept]
+                b = int(np.argmax(col))
+                best[members[j]] = col[b]
+                if col[b] > threshold:
+                    dup_of[members[j]] = members[kept[b]]
+                    continue
+            kept.append(j)
+    return dup_of, best
+
+
+class SemDedupParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    threshold: float = Field(default=0.95, gt=0, le=1)  # cosine above which a row is a near-duplicate
+    n_clusters: int | None = Field(default=None, ge=1)  # None: min(n / 50, 4 sqrt(n))
+
+
+@register
+class SemDedupSelector(Selector):
+    """SemDeDup: 1 for rows to keep, 0 for near-duplicates; `duplicate_of` names the kept row."""
+
+    name = "semdedup"
+    Params = SemDedupParams
+    uses = frozenset({"embedder", "seed"})
+    row_local = False
+
+    def _score(self, rows: pl.DataFrame) -> pl.DataFrame:
+        emb = self.ctx.embeddings(row_text(rows))
+        dup_of, sim = semantic_duplicates(emb, self.params.threshold, self.params.n_clusters, self.ctx.seed)
+        ids = rows["id"].to_list()
+        return pl.DataFrame({
+            "id": ids, "score": (dup_of < 0).astype(np.float64), "max_similarity": sim,
+            "duplicate_of": [ids[j] if j >= 0 else "" for j in dup_of],
+        })

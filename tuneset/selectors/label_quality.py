@@ -1,0 +1,130 @@
+"""Label quality for rows whose responses come from a small closed label set (intents, sentiment,
+question types): confident learning (cleanlab) on out-of-sample class probabilities.
+
+The class probabilities come from k-fold logistic regression on the cached instruction embeddings:
+cheap, and out-of-sample, which confident learning needs (a model scoring its own training labels
+would trust them). Rows outside every label group carry no evidence and score 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from tuneset.curation.dedup import normalise
+from tuneset.selectors.base import Selector, register
+
+
+class LabelQualityParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # Sources whose responses are labels. None: detect them (few distinct responses, each frequent).
+    sources: list[str] | None = None
+    max_classes: int = Field(default=200, ge=2)
+    min_rows_per_class: float = Field(default=5.0, gt=0)  # average rows per distinct label
+    folds: int = Field(default=5, ge=2)
+    C: float = Field(default=10.0, gt=0)  # inverse L2 strength of the logistic regression
+    # Groups with at most this many labels also use the reference model's log-likelihood of each
+    # label as features (one forward per row and label); 0 uses embeddings only.
+    lm_max_classes: int = Field(default=10, ge=0)
+
+
+def label_groups(rows: pl.DataFrame, params: LabelQualityParams) -> dict[str, np.ndarray]:
+    """source -> row indices, for the sources treated as closed-label classification."""
+    groups: dict[str, np.ndarray] = {}
+    src = rows["source"].to_numpy()
+    labels = np.array([normalise(r) for r in rows["response"].to_list()], dtype=object)
+    for s in sorted(set(src.tolist())):
+        idx = np.flatnonzero(src == s)
+        n_labels = len(set(labels[idx].tolist()))
+        if params.sources is not None:
+            if s in params.sources:
+                groups[s] = idx
+        elif 2 <= n_labels <= params.max_classes and len(idx) >= params.min_rows_per_class * n_labels:
+            groups[s] = idx
+    return groups
+
+
+def strip_template(texts: list[str]) -> list[str]:
+    """The part of each text that varies within a group: the longest common prefix and suffix (a
+    shared prompt template) would otherwise dominate every embedding."""
+    import os
+
+    if len(texts) < 2:
+        return texts
+    pre = len(os.path.commonprefix(texts))
+    suf = len(os.path.commonprefix([t[pre:][::-1] for t in texts]))
+    out = [t[pre:len(t) - suf].strip() for t in texts]
+    return out if all(out) else texts
+
+
+def out_of_fold_probs(x: np.ndarray, y: np.ndarray, n_classes: int, folds: int, C: float, seed: int) -> np.ndarray:
+    """Class probabilities for each row from a model that never saw that row."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import KFold
+
+    probs = np.full((len(y), n_classes), 1e-6)
+    for train, test in KFold(n_splits=min(folds, len(y)), shuffle=True, random_state=seed).split(x):
+        present = np.unique(y[train])
+        if len(present) == 1:
+            probs[np.ix_(test, present)] = 1.0
+            continue
+        clf = LogisticRegression(C=C, max_iter=2000).fit(x[train], y[train])
+        probs[np.ix_(test, clf.classes_)] = clf.predict_proba(x[test])
+    return probs / probs.sum(1, keepdims=True)
+
+
+@register
+class LabelQualitySelector(Selector):
+    """Confident-learning label quality (cleanlab) of closed-label rows; low = likely mislabelled."""
+
+    name = "label_quality"
+    Params = LabelQualityParams
+    uses = frozenset({"embedder", "lm", "seed"})
+    row_local = False  # the class model is fitted on the whole group
+
+    def _score(self, rows: pl.DataFrame) -> pl.DataFrame:
+        from cleanlab.filter import find_label_issues
+        from cleanlab.rank import get_label_quality_scores
+
+        n = rows.height
+        score, given_p, best_p = np.ones(n), np.ones(n), np.ones(n)
+        issue, grouped = np.zeros(n), np.zeros(n)
+        suggested = rows["response"].to_list()
+        groups = label_groups(rows, self.params)
+        instructions = rows["instruction"].to_list()
+        for idx in groups.values():
+            emb = self.ctx.embeddings(strip_template([instructions[i] for i in idx]))
+            surface = [suggested[i] for i in idx]
+            norm = [normalise(s) for s in surface]
+            classes = sorted(set(norm))
+            y = np.array([classes.index(v) for v in norm])
+            # Each class is written back in its most common original spelling.
+            spelling = {c: max({s for s, v in zip(surface, norm) if v == c}, key=surface.count) for c in classes}
+            if len(classes) <= self.params.lm_max_classes:
+                emb = np.hstack([emb, self._label_logprobs([instructions[i] for i in idx], [spelling[c] for c in classes])])
+            probs = out_of_fold_probs(emb, y, len(classes), self.params.folds, self.params.C, self.ctx.seed)
+            score[idx] = get_label_quality_scores(y, probs, method="self_confidence")
+            issue[idx] = find_label_issues(y, probs) if len(classes) > 1 and len(idx) > len(classes) else 0
+            given_p[idx] = probs[np.arange(len(y)), y]
+            best = probs.argmax(1)
+            best_p[idx] = probs.max(1)
+            for j, i in enumerate(idx):
+                suggested[i] = spelling[classes[best[j]]]
+            grouped[idx] = 1
+        return pl.DataFrame({
+            "id": rows["id"], "score": score, "label_issue": issue, "given_prob": given_p,
+            "suggested_prob": best_p, "suggested": suggested, "in_label_group": grouped,
+        })
+
+    def _label_logprobs(self, instructions: list[str], labels: list[str]) -> np.ndarray:
+        """log p(label | instruction) under the reference model, normalised over the labels."""
+        n, k = len(instructions), len(labels)
+        pairs = pl.DataFrame({
+            "id": [f"{i}:{j}" for i in range(n) for j in range(k)],
+            "instruction": [x for x in instructions for _ in labels],
+            "response": labels * n,
+        })
+        nll = self.ctx.response_losses(pairs)["nll_sum"].to_numpy().reshape(n, k)
+        logp = -nll
+        return logp - np.logaddexp.reduce(logp, axis=1, keepdims=True)
