@@ -108,7 +108,7 @@ def test_filter_on_unknown_column_lists_valid_ones():
     rows = _rows(("a", "s", "q", "r"))
     scores = pl.DataFrame({"id": ["a"], "length": [1.0], "ppl": [2.0]})
     cfg = OFF.model_copy(update={"filters": [FilterRule(column="perplexity", max=3)]})
-    with pytest.raises(UnknownNameError, match="unknown filter column 'perplexity'; valid: length, ppl"):
+    with pytest.raises(UnknownNameError, match="unknown score column 'perplexity'; valid: length, ppl"):
         curate_rows(rows, cfg, {}, scores=scores)
 
 
@@ -183,3 +183,58 @@ def test_quarantined_rows_without_ids_are_not_duplicates():
                          {"id": None, "action": "quarantined", "reason": "y"},
                          {"id": "a", "action": "kept", "reason": "ok"}])
     assert check_accounting(audit, 3)["quarantined"] == 2
+
+
+def _lq(ids, issue, suggested, p_new, p_old=0.1):
+    return pl.DataFrame({"id": ids, "label_quality.label_issue": issue, "label_quality.suggested": suggested,
+                         "label_quality.suggested_prob": p_new, "label_quality.given_prob": [p_old] * len(ids)})
+
+
+def test_relabel_corrects_confident_issues_and_drops_unsure_ones():
+    from tuneset.recipe import RelabelConfig
+
+    rows = _rows(("a", "s", "great film", "negative"), ("b", "s", "awful film", "positive"), ("c", "s", "fine", "positive"))
+    scores = _lq(["a", "b", "c"], [1.0, 1.0, 0.0], ["positive", "negative", "positive"], [0.9, 0.4, 0.8])
+    curated, audit = curate_rows(rows, OFF.model_copy(update={"relabel": RelabelConfig(min_prob=0.6)}), {}, scores)
+    got = _reasons(audit)
+    assert got["a"][0] == "corrected" and "given 'negative'" in got["a"][1] and "suggests 'positive'" in got["a"][1]
+    assert got["b"][0] == "dropped" and "below min_prob 0.6" in got["b"][1]
+    assert got["c"][0] == "kept"
+    assert dict(curated.select("id", "response").iter_rows()) == {"a": "positive", "c": "positive"}
+    row = audit.filter(pl.col("id") == "a")
+    assert row["old_response"][0] == "negative" and row["new_response"][0] == "positive"
+    assert row["label_quality.suggested_prob"][0] == 0.9  # the scores behind the decision travel with it
+
+
+def test_near_duplicates_name_the_row_they_copy():
+    rows = _rows(("a", "s", "q1", "r1"), ("b", "s", "q1 ", "r1."))
+    scores = pl.DataFrame({"id": ["a", "b"], "semdedup.duplicate_of": ["", "a"], "semdedup.max_similarity": [0.2, 0.99]})
+    _, audit = curate_rows(rows, OFF.model_copy(update={"near_dedup": 0.95}), {}, scores)
+    assert _reasons(audit)["b"] == ("dropped", "near-duplicate of a (cosine 0.990)")
+
+
+def test_filters_do_not_judge_corrected_rows():
+    rows = _rows(("a", "s", "q", "bad"), ("b", "s", "q2", "bad too"))
+    scores = pl.DataFrame({"id": ["a", "b"], "confidence": [0.1, 0.1]})
+    cfg = OFF.model_copy(update={"filters": [FilterRule(column="confidence", min=0.3)]})
+    curated, audit = curate_rows(rows, cfg, {}, scores, rewrites={"a": ("good", "rewritten: 0.9 vs 0.1")})
+    assert _reasons(audit) == {"a": ("corrected", "rewritten: 0.9 vs 0.1"), "b": ("dropped", "confidence=0.1 below min 0.3")}
+    assert curated["response"].to_list() == ["good"]
+
+
+def test_curated_plus_audit_rebuild_the_input_exactly(tmp_path):
+    from tuneset.curation.audit import reconstruct_input
+    from tuneset.recipe import RelabelConfig
+
+    path = tmp_path / "rows.jsonl"
+    recs = [{"id": f"r{i}", "source": "s", "instruction": f"q{i % 5}", "response": f"a{i % 5}",
+             "tag": i, **({"choices": ["a0", "a1"]} if i % 3 == 0 else {})} for i in range(12)]
+    path.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    rows = load_rows(path).rows
+    scores = _lq(rows["id"].to_list(), [float(i % 4 == 1) for i in range(12)], ["a9"] * 12, [0.9 if i % 8 == 1 else 0.2 for i in range(12)])
+    cfg = CurateConfig(decontaminate=False, relabel=RelabelConfig())
+    curated, audit = curate_rows(rows, cfg, {}, scores)
+    counts = check_accounting(audit, rows.height)
+    assert counts["dropped"] > 0 and counts["corrected"] > 0 and counts["kept"] > 0
+    rebuilt = reconstruct_input(curated, audit)
+    assert rebuilt.to_dicts() == rows.to_dicts()

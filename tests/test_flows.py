@@ -1,6 +1,7 @@
 """Flows end to end on tiny models, inside a throwaway Prefect server (no server needed by users)."""
 
 import json
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -65,6 +66,31 @@ def test_curate_quarantines_bad_rows_and_accounts_for_every_row(tiny_recipe, tmp
     audit = pl.read_parquet(res.audit)
     assert audit.filter(pl.col("action") == "quarantined")["reason"].str.contains(":6: field 'response'").any()
     assert audit.filter(pl.col("id").str.starts_with("copy-"))["reason"][0].startswith("duplicate of ")
+
+
+def test_curate_corrects_and_the_audit_rebuilds_the_input(tiny_recipe):
+    """Relabel, rewrite, near-dedup and a confidence filter through the flow, with the tiny models."""
+    from tuneset.curation.audit import reconstruct_input
+    from tuneset.data import load_rows
+    from tuneset.flows.curate import curate_flow
+
+    recipe = tiny_recipe(
+        "curate.relabel={min_prob: 0.05}", "curate.rewrite={below: 1.0, margin: 0.0, max_new_tokens: 4}",
+        "curate.near_dedup=0.999", "curate.filters=[{column: confidence.p_end, min: 0.0}]",
+        "score.selectors=[{name: confidence, params: {components: [likelihood]}}, {name: label_quality, params: {sources: [reviews], folds: 2}}]",
+    )
+    res = curate_flow(recipe)
+    audit = pl.read_parquet(res.audit)
+    assert res.counts["corrected"] > 0
+    assert audit.filter(pl.col("source") == "reviews")["label_quality.in_label_group"].min() == 1
+    flagged = audit.filter((pl.col("label_quality.label_issue") == 1) & ~pl.col("reason").str.starts_with("duplicate"))
+    assert flagged["reason"].str.contains("label issue").all()  # relabelled or dropped, never kept silently
+    assert {"confidence", "label_quality", "semdedup.duplicate_of"} <= set(audit.columns)
+    report = Path(res.report)
+    assert (report.parent / "scores.png").stat().st_size > 0 and "Scores by action" in report.read_text()
+    curated = load_rows(report.parent / "curated.jsonl").rows
+    original = load_rows(recipe.pool).rows
+    assert reconstruct_input(curated, audit).to_dicts() == original.to_dicts()
 
 
 def test_compare_writes_a_leaderboard_with_paired_differences(tiny_recipe):

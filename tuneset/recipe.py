@@ -67,11 +67,38 @@ class FilterRule(_Strict):
     max: float | None = None
 
 
+class RelabelConfig(_Strict):
+    """Confident learning's label issues (selector `label_quality`): relabel when the model's label is
+    confidently better, else drop; either way the old label stays in the audit."""
+
+    min_prob: float = Field(default=0.6, gt=0, le=1)  # out-of-sample probability the new label needs
+    drop_unsure: bool = True  # flagged rows whose suggestion is below min_prob are dropped
+
+
+class RewriteConfig(_Strict):
+    """CLEAR's auto-correct: the reference model answers a low-confidence row itself; its answer
+    replaces the response only when its confidence beats the given one's by `margin`."""
+
+    below: float = Field(default=0.3, ge=0, le=1)  # try rows whose `confidence` score is under this
+    margin: float = Field(default=0.2, ge=0)
+    max_new_tokens: int = Field(default=128, ge=1)
+
+
 class CurateConfig(_Strict):
     dedup: bool = True
     decontaminate: bool = True
     decontaminate_ngram: int | None = Field(default=None, ge=4)  # also drop rows sharing a word n-gram with eval rows
-    filters: list[FilterRule] = Field(default_factory=list)
+    near_dedup: float | None = Field(default=None, gt=0, le=1)  # SemDeDup cosine threshold (selector `semdedup`)
+    relabel: RelabelConfig | None = None
+    rewrite: RewriteConfig | None = None
+    filters: list[FilterRule] = Field(default_factory=list)  # drop rows outside [min, max] of a score column
+
+    def selectors(self) -> list[str]:
+        """Selectors whose scores these settings read."""
+        names = [f.column.split(".")[0] for f in self.filters]
+        names += ["semdedup"] * (self.near_dedup is not None) + ["label_quality"] * (self.relabel is not None)
+        names += ["confidence"] * (self.rewrite is not None)
+        return list(dict.fromkeys(names))
 
 
 Budget = int | str

@@ -15,6 +15,8 @@ ACTIONS = ("kept", "dropped", "corrected", "quarantined")
 AUDIT_SCHEMA = {
     "id": pl.String, "source": pl.String, "action": pl.String, "reason": pl.String,
     "old_response": pl.String, "new_response": pl.String,
+    # The rest of the input row, so curated output + audit rebuild the input exactly.
+    "instruction": pl.String, "choices": pl.List(pl.String), "metadata": pl.String,
 }
 
 
@@ -43,3 +45,23 @@ def summary_by_source(audit: pl.DataFrame) -> pl.DataFrame:
         .fill_null(0)
         .sort("source")
     )
+
+
+def reconstruct_input(curated: pl.DataFrame, audit: pl.DataFrame) -> pl.DataFrame:
+    """The input rows, rebuilt from the curated rows plus the audit (quarantined lines excepted,
+    they never parsed): kept rows as they are, corrected rows with their old response back,
+    dropped rows from the audit. Proves nothing was lost."""
+    from tuneset.data.schema import ROW_SCHEMA
+
+    rows = audit.filter(pl.col("action") != "quarantined")
+    out = curated.select(list(ROW_SCHEMA)).join(
+        rows.select("id", "action", "old_response"), on="id", how="full", coalesce=True)
+    missing = out.filter(pl.col("action").is_null())
+    if missing.height:
+        raise TunesetError(f"curated row '{missing['id'][0]}' is not in the audit")
+    dropped = rows.filter(pl.col("action") == "dropped").select(
+        "id", "source", "instruction", pl.col("old_response").alias("response"), "choices", "metadata")
+    kept = out.filter(pl.col("action") != "dropped").with_columns(
+        pl.when(pl.col("action") == "corrected").then(pl.col("old_response")).otherwise(pl.col("response")).alias("response"))
+    full = pl.concat([kept.select(list(ROW_SCHEMA)), dropped.select(list(ROW_SCHEMA))])
+    return rows.select("id").join(full, on="id", how="left", maintain_order="left")

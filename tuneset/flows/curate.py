@@ -1,18 +1,24 @@
-"""Curate flow: dedup, decontaminate and filter the pool; every input row accounted for."""
+"""Curate flow: decontaminate, dedup, correct and filter the pool; every input row accounted for,
+with an audit, a report and a score histogram."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 from prefect import flow
 
 from tuneset.curation import check_accounting, curate_rows
 from tuneset.curation.audit import summary_by_source
+from tuneset.curation.correct import propose_rewrites
 from tuneset.data.io import write_rows
-from tuneset.flows.common import RowsRef, load_pool, load_split, run_dir, save_rows, store_of
+from tuneset.data.store import write_parquet
+from tuneset.flows.common import RowsRef, load_pool, load_split, run_dir, save_rows, scoring_context, store_of, write_json
 from tuneset.flows.score import score_flow
 from tuneset.recipe import Recipe, SelectorSpec
+from tuneset.selectors import make_selector
 
 
 @dataclass(frozen=True)
@@ -28,32 +34,79 @@ def eval_rows(recipe: Recipe) -> dict[str, pl.DataFrame]:
     return {f"{t.name}/{split}": load_split(t, split) for t in recipe.task_specs() for split in ("dev", "test")}
 
 
+def curation_scores(recipe: Recipe, rows: RowsRef) -> pl.DataFrame | None:
+    """Scores the curate settings read, with the recipe's params for those selectors."""
+    names = recipe.curate.selectors()
+    if not names:
+        return None
+    given = {s.name: s for s in recipe.score.selectors}
+    return score_flow(recipe, rows, selectors=[given.get(n, SelectorSpec(name=n)) for n in names]).read()
+
+
+def rewrites(recipe: Recipe, rows: RowsRef, scores: pl.DataFrame) -> dict[str, tuple[str, str]]:
+    """Model rewrites of low-confidence rows, cached by rows, confidence scores and settings."""
+    cfg = recipe.curate.rewrite
+    store = store_of(recipe)
+    spec = {s.name: s for s in recipe.score.selectors}.get("confidence", SelectorSpec(name="confidence"))
+    ctx = scoring_context(recipe)
+    key = store.key("rewrites", rows.fingerprint, ctx.model_identity, spec, cfg, scores["confidence"].round(6).to_list())
+    path = store.dir("rewrites", key) / "rewrites.json"
+    if not store.is_complete("rewrites", key):
+        out = propose_rewrites(ctx, rows.read(), make_selector(spec.name, spec.params), scores, cfg)
+        store.begin("rewrites", key, {"rows": rows.fingerprint, "rewrite": cfg.model_dump()})
+        write_json(path, out)
+        store.finish("rewrites", key)
+    return {k: tuple(v) for k, v in json.loads(path.read_text()).items()}
+
+
 @flow(name="tuneset-curate", log_prints=True)
 def curate_flow(recipe: Recipe) -> CurateResult:
     rows, n_read, quarantined = load_pool(recipe)
-    scores = None
-    if recipe.curate.filters:
-        names = sorted({f.column.split(".")[0] for f in recipe.curate.filters})
-        specs = [s for s in recipe.score.selectors if s.name in names] + [
-            SelectorSpec(name=n) for n in names if n not in {s.name for s in recipe.score.selectors}]
-        scores = score_flow(recipe, rows, selectors=specs).read()
-    kept, audit = curate_rows(rows.read(), recipe.curate, eval_rows(recipe), scores, quarantined)
+    scores = curation_scores(recipe, rows)
+    fixes = rewrites(recipe, rows, scores) if recipe.curate.rewrite is not None else None
+    kept, audit = curate_rows(rows.read(), recipe.curate, eval_rows(recipe), scores, quarantined, fixes)
     counts = check_accounting(audit, n_read)
     out = run_dir(recipe, "curate")
     write_rows(out / "curated.jsonl", kept)
-    audit.write_parquet(out / "audit.parquet")
-    audit.write_csv(out / "audit.csv")
+    write_parquet(audit, out / "audit.parquet")
+    audit.select(pl.exclude("choices")).write_csv(out / "audit.csv")
     by_source = summary_by_source(audit)
     reasons = audit.filter(pl.col("action") != "kept").group_by(
-        pl.col("reason").str.replace(r" [a-zA-Z0-9_/-]+$", "")).len().sort("len", descending=True)
+        pl.col("reason").str.replace(r" [a-zA-Z0-9_/-]+$", "").str.replace(r":.*$", "")).len().sort("len", descending=True)
+    plot = out / "scores.png"
+    has_plot = plot_scores(audit, [c for c in (scores.columns if scores is not None else []) if c in recipe.curate.selectors()], plot)
     report = out / "report.md"
     report.write_text(
         f"# Curation report: {recipe.name}\n\n"
         f"Input rows: {n_read} = " + " + ".join(f"{v} {k}" for k, v in counts.items()) + "\n\n"
         "## By source\n\n" + _md(by_source) + "\n\n## Reasons (not kept)\n\n" + _md(reasons) + "\n"
+        + ("\n## Scores by action\n\n![scores](scores.png)\n" if has_plot else "")
     )
     print(f"curated {n_read} rows: {counts}; audit {out / 'audit.parquet'}")
     return CurateResult(save_rows(store_of(recipe), kept), str(out / "audit.parquet"), str(report), counts)
+
+
+def plot_scores(audit: pl.DataFrame, columns: list[str], path: Path) -> bool:
+    """One histogram per score column, rows coloured by their curation action."""
+    if not columns:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.5 * len(columns), 3.2), squeeze=False)
+    for ax, col in zip(axes[0], columns):
+        for action in ("kept", "corrected", "dropped"):
+            v = audit.filter(pl.col("action") == action)[col].drop_nulls().to_numpy()
+            if len(v):
+                ax.hist(v, bins=40, alpha=0.6, label=f"{action} ({len(v)})")
+        ax.set_title(col)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def _md(frame: pl.DataFrame) -> str:
