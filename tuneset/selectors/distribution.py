@@ -128,6 +128,19 @@ def ngram_counts(texts: list[str], buckets: int):
     return vec.transform(texts)
 
 
+def dsir_log_weights(candidates: list[str], targets: list[list[str]], buckets: int = 10000, smoothing: float = 1e-8) -> np.ndarray:
+    """log p_target(x) - log p_raw(x) per candidate under hashed bag-of-n-gram models; the target
+    model is the equal-weight mixture of the `targets` groups, the raw model is the candidates'."""
+    cand = ngram_counts(candidates, buckets)
+    raw = np.asarray(cand.sum(0)).ravel()
+    target = np.zeros(buckets)
+    for group in targets:
+        c = np.asarray(ngram_counts(group, buckets).sum(0)).ravel()
+        target += c / max(c.sum(), 1)
+    log_diff = np.log(target / target.sum() + smoothing) - np.log(raw / max(raw.sum(), 1) + smoothing)
+    return np.asarray(cand @ log_diff).ravel().astype(np.float64)
+
+
 class DsirParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     buckets: int = Field(default=10000, ge=16)
@@ -147,14 +160,8 @@ class DsirSelector(Selector):
 
     def _score(self, rows: pl.DataFrame) -> pl.DataFrame:
         p = self.params
-        cand = ngram_counts(row_text(rows), p.buckets)
-        raw = np.asarray(cand.sum(0)).ravel()
-        target = np.zeros(p.buckets)
-        for _, dev in sorted(self.ctx.targets.items()):
-            c = np.asarray(ngram_counts(row_text(dev), p.buckets).sum(0)).ravel()
-            target += c / max(c.sum(), 1)
-        log_diff = np.log(target / target.sum() + p.smoothing) - np.log(raw / max(raw.sum(), 1) + p.smoothing)
-        logw = np.asarray(cand @ log_diff).ravel().astype(np.float64)
+        groups = [row_text(dev) for _, dev in sorted(self.ctx.targets.items())]
+        logw = dsir_log_weights(row_text(rows), groups, p.buckets, p.smoothing)
         score = logw
         if p.resample:
             score = logw + np.random.default_rng(self.ctx.seed).gumbel(size=len(logw))
