@@ -7,11 +7,15 @@ Each component is its own column, in [0, 1], so a user can see *why* a row score
   `p_relevant = sigmoid(log p(response | instruction) - log p(response))`, the posterior that the
   response belongs to this instruction rather than to any other (a shuffled response scores ~0.5
   or less), and `p_end`, the model's probability that the response is finished (truncation).
+- `relevance` (cheap, embeddings): cosine between the instruction's and the response's embedding,
+  as (1 + cos) / 2: a response written for another instruction (shuffled) lands far away.
 - `reflection`: ask the model whether the response is correct and read P(Yes) against P(No).
 - `consistency`: sample answers at a temperature and measure how well they agree with the given
   response (token F1 on normalised words: exact match for short answers, overlap for long ones).
 
-`score` is the mean of the chosen components. Generation makes `consistency` the costly one.
+`score` is the geometric mean of the chosen components (any one near 0 pulls it down), a ranking
+for policies; filters should read the component columns, whose meaning is plain. Generation makes
+`consistency` the costly one.
 """
 
 from __future__ import annotations
@@ -28,14 +32,14 @@ from tuneset.data.fingerprint import fingerprint
 from tuneset.models.lm import generate, next_token_logprobs
 from tuneset.selectors.base import Selector, register
 
-Component = Literal["likelihood", "reflection", "consistency"]
+Component = Literal["likelihood", "relevance", "reflection", "consistency"]
 
 REFLECTION_TEMPLATE = "{instruction}\nProposed answer: {response}\nIs the proposed answer correct? Answer Yes or No.\nAnswer:"
 
 
 class ConfidenceParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    components: list[Component] = Field(default=["likelihood", "reflection", "consistency"], min_length=1)
+    components: list[Component] = Field(default=["likelihood", "relevance", "reflection", "consistency"], min_length=1)
     samples: int = Field(default=4, ge=1)  # sampled answers per row for `consistency`
     temperature: float = Field(default=0.8, gt=0)
     max_new_tokens: int = Field(default=48, ge=1)
@@ -67,13 +71,14 @@ class ConfidenceSelector(Selector):
 
     name = "confidence"
     Params = ConfidenceParams
-    uses = frozenset({"lm"})  # sampling is seeded per row id: reproducible without a global seed
+    uses = frozenset({"lm", "embedder"})  # sampling is seeded per row id: reproducible without a global seed
 
     def _score(self, rows: pl.DataFrame) -> pl.DataFrame:
         cols: dict[str, np.ndarray] = {}
         for comp in dict.fromkeys(self.params.components):
             cols.update(getattr(self, f"_{comp}")(rows))
-        score = np.mean([cols[c] for c in dict.fromkeys(self.params.components)], axis=0)
+        parts = np.stack([cols[c] for c in dict.fromkeys(self.params.components)])
+        score = np.exp(np.log(np.clip(parts, 1e-12, 1.0)).mean(0))
         return pl.DataFrame({"id": rows["id"], "score": score, **cols})
 
     def _likelihood(self, rows: pl.DataFrame) -> dict[str, np.ndarray]:
@@ -91,6 +96,12 @@ class ConfidenceSelector(Selector):
             "pmi_per_token": pmi / n,
             "p_token": np.exp(-body / n),
         }
+
+    def _relevance(self, rows: pl.DataFrame) -> dict[str, np.ndarray]:
+        ins = self.ctx.embeddings(rows["instruction"].to_list())
+        resp = self.ctx.embeddings(rows["response"].to_list())
+        cos = np.clip((ins * resp).sum(1).astype(np.float64), -1.0, 1.0)
+        return {"relevance": (1.0 + cos) / 2.0}
 
     def _reflection(self, rows: pl.DataFrame) -> dict[str, np.ndarray]:
         lm = self.ctx.lm()

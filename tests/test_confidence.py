@@ -1,0 +1,50 @@
+"""Confidence and label-quality pieces on data whose answer is known."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from tuneset.selectors.confidence import token_f1
+from tuneset.selectors.label_quality import LabelQualityParams, label_groups, out_of_fold_probs, strip_template
+
+
+def test_token_f1():
+    assert token_f1("Paris", "paris.") == 1.0
+    assert token_f1("", "") == 1.0 and token_f1("a", "") == 0.0
+    assert token_f1("the cat sat", "the cat") == pytest.approx(0.8)
+    assert token_f1("dog", "cat") == 0.0
+
+
+def test_label_groups_are_sources_with_few_frequent_answers():
+    rows = pl.DataFrame({
+        "source": ["cls"] * 40 + ["gen"] * 40,
+        "response": [["pos", "neg"][i % 2] for i in range(40)] + [f"free text {i}" for i in range(40)],
+    })
+    assert list(label_groups(rows, LabelQualityParams())) == ["cls"]
+    assert list(label_groups(rows, LabelQualityParams(sources=["gen"]))) == ["gen"]
+
+
+def test_strip_template_keeps_the_varying_part():
+    texts = ["Review: good film\nSentiment:", "Review: bad\nSentiment:", "Review: fine\nSentiment:"]
+    assert strip_template(texts) == ["good film", "bad", "fine"]
+
+
+def test_out_of_fold_probs_and_confident_learning_find_flipped_labels():
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(4, 12)) * 3
+    y_true = np.repeat(np.arange(4), 60)
+    x = centers[y_true] + rng.normal(size=(240, 12))
+    y = y_true.copy()
+    flipped = rng.choice(240, size=24, replace=False)
+    y[flipped] = (y[flipped] + 1 + rng.integers(3, size=24)) % 4
+    probs = out_of_fold_probs(x, y, 4, folds=5, C=1.0, seed=0)
+    np.testing.assert_allclose(probs.sum(1), 1.0)
+    quality = get_label_quality_scores(y, probs)
+    is_flip = np.isin(np.arange(240), flipped)
+    assert quality[is_flip].max() < np.median(quality[~is_flip])
+    issues = find_label_issues(y, probs)
+    assert issues[is_flip].mean() > 0.75 and issues[~is_flip].mean() < 0.05
+    assert (probs.argmax(1)[flipped] == y_true[flipped]).mean() > 0.9  # the suggestion restores the label
