@@ -57,6 +57,14 @@ def build(args) -> dict:
     return {"real_rows": len(real), "synthetic_rows": n_syn, "embed_rows_per_s": round(rate, 1)}
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM: reset at exec, unlike ru_maxrss)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_one(name: str, work: Path) -> dict:
     """Child process: load the embeddings, run one selector core, report time and peak RSS."""
     import torch
@@ -83,7 +91,7 @@ def run_one(name: str, work: Path) -> dict:
         dup_of, _ = semantic_duplicates(emb, threshold=0.95)
         extra = {"near_duplicates": int((dup_of >= 0).sum())}
     wall = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+    peak = peak_rss_mib()
     return {"selector": name, "rows": len(emb), "wall_s": round(wall, 1), "load_s": round(load_s, 1),
             "peak_rss_mib": round(peak), **extra}
 

@@ -73,12 +73,12 @@ def semantic_duplicates(
     to an earlier kept row)."""
     n, d = emb.shape
     x = np.ascontiguousarray(emb, dtype=np.float32)
-    k = n_clusters or max(1, min(n // 50, int(4 * math.sqrt(n))))
+    k = n_clusters or max(1, min(n // 50, int(math.sqrt(n))))
     dup_of = np.full(n, -1, dtype=np.int64)
     best = np.zeros(n)
     if n < 2:
         return dup_of, best
-    km = faiss.Kmeans(d, k, niter=niter, seed=seed, spherical=True, verbose=False, max_points_per_centroid=256)
+    km = faiss.Kmeans(d, k, niter=niter, seed=seed, spherical=True, verbose=False, max_points_per_centroid=64)
     km.train(x)
     sim_c, assign = km.index.search(x, 1)
     assign, sim_c = assign.ravel(), sim_c.ravel()
@@ -104,7 +104,7 @@ def semantic_duplicates(
 class SemDedupParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     threshold: float = Field(default=0.95, gt=0, le=1)  # cosine above which a row is a near-duplicate
-    n_clusters: int | None = Field(default=None, ge=1)  # None: min(n / 50, 4 sqrt(n))
+    n_clusters: int | None = Field(default=None, ge=1)  # None: min(n / 50, sqrt(n))
 
 
 @register

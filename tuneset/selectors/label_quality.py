@@ -105,7 +105,7 @@ class LabelQualitySelector(Selector):
                 emb = np.hstack([emb, self._label_logprobs([instructions[i] for i in idx], [spelling[c] for c in classes])])
             probs = out_of_fold_probs(emb, y, len(classes), self.params.folds, self.params.C, self.ctx.seed)
             score[idx] = get_label_quality_scores(y, probs, method="self_confidence")
-            issue[idx] = find_label_issues(y, probs) if len(classes) > 1 and len(idx) > len(classes) else 0
+            issue[idx] = find_label_issues(y, probs, n_jobs=1) if len(classes) > 1 and len(idx) > len(classes) else 0
             given_p[idx] = probs[np.arange(len(y)), y]
             best = probs.argmax(1)
             best_p[idx] = probs.max(1)
