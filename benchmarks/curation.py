@@ -75,18 +75,21 @@ def main() -> None:
     score_cols = [c for c in audit.columns if c.split(".")[0] in ("confidence", "label_quality")
                   and audit[c].dtype.is_numeric() and not c.endswith(("label_issue", "in_label_group"))]
     det = detection_table(frame, score_cols)
-    dups = frame.filter(pl.col("noise") == "duplicate")
-    exact = dups["reason"].str.starts_with("duplicate of")
-    flagged_dup = frame.filter(pl.col("reason").str.starts_with("duplicate of"))
+    # A planted copy is found when either row of the pair is dropped as a duplicate of the other
+    # (the copy may come first in the file).
+    flagged = {(i, r.removeprefix("duplicate of ")) for i, r in frame.select("id", "reason").iter_rows() if r.startswith("duplicate of")}
+    pairs = {(i, j) for i, j in frame.filter(pl.col("noise") == "duplicate").select("id", "duplicate_of").iter_rows()}
+    found = sum((i, j) in flagged or (j, i) in flagged for i, j in pairs)
+    true_flags = sum((i, j) in pairs or (j, i) in pairs for i, j in flagged)
     relabelled = frame.filter(pl.col("reason").str.starts_with("relabelled"))
     flips = relabelled.filter(pl.col("noise") == "label_flip")
     restored = sum(normalise(a) == normalise(b) for a, b in flips.select("new_response", "clean_response").iter_rows())
     n_flips = int((frame["noise"] == "label_flip").sum())
     summary = {
         "rows": audit.height, "counts": res.counts, "curate_seconds": round(time.perf_counter() - t0, 1),
-        "duplicates": {"injected": dups.height, "recall_exact": round(float(exact.mean()), 4),
-                       "flagged": flagged_dup.height,
-                       "precision": round(float((flagged_dup["noise"] == "duplicate").mean()), 4) if flagged_dup.height else None},
+        "duplicates": {"injected_pairs": len(pairs), "found": found, "recall_exact": round(found / max(len(pairs), 1), 4),
+                       "flagged": len(flagged), "flagged_planted": true_flags,
+                       "flagged_other": len(flagged) - true_flags},
         "relabel": {"relabelled": relabelled.height, "of_them_flipped": flips.height, "restored": restored,
                     "precision_on_flipped": round(restored / max(flips.height, 1), 4),
                     "recall_of_all_flips": round(restored / max(n_flips, 1), 4),
