@@ -98,19 +98,24 @@ def _decoder_and_head(model: torch.nn.Module):
     return None if decoder is None or head is None else (decoder, head)
 
 
-def response_token_nll(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-token NLL like `token_nll(model(...).logits, labels)`, but the vocabulary projection runs
-    only at response positions: prompts are most tokens, and full logits (tokens x 49k vocab)
-    dominate memory traffic on CPU."""
+def logits_at(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Logits at positions (rows[k], cols[k]) only, shape (k, vocab): the vocabulary projection
+    (tokens x 49k vocab) dominates memory traffic on CPU, and most positions are never read."""
     parts = _decoder_and_head(model)
     if parts is None:
-        return token_nll(model(input_ids=ids, attention_mask=mask).logits, labels)
+        return model(input_ids=ids, attention_mask=mask).logits[rows, cols]
     decoder, head = parts
-    hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+    return head(decoder(input_ids=ids, attention_mask=mask).last_hidden_state[rows, cols])
+
+
+def response_token_nll(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-token NLL like `token_nll(model(...).logits, labels)`, but projected to the vocabulary
+    only at response positions (prompts are most tokens)."""
     target = labels[:, 1:]
     keep = target != -100
+    rows, cols = keep.nonzero(as_tuple=True)
     nll = torch.zeros(target.shape, dtype=torch.float32, device=ids.device)
-    nll[keep] = F.cross_entropy(head(hidden[keep]).float(), target[keep], reduction="none")
+    nll[keep] = F.cross_entropy(logits_at(model, ids, mask, rows, cols).float(), target[keep], reduction="none")
     return nll
 
 
@@ -150,23 +155,17 @@ def next_token_logprobs(
 ) -> np.ndarray:
     """Log-probabilities of `token_ids` as the next token after each prompt, shape (n, len(token_ids)).
 
-    One forward per batch; the vocabulary projection runs at the last position only."""
+    One forward per batch, projected to the vocabulary at the last position only."""
     device = next(model.parameters()).device
     enc = [e[-max_length:] for e in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     out = np.zeros((len(enc), len(token_ids)), dtype=np.float64)
-    parts = _decoder_and_head(model)
     want = torch.tensor(list(token_ids), device=device)
     for batch in length_batches([len(e) for e in enc], max_tokens):
         items = [Encoded(ids=enc[i], n_prompt=len(enc[i])) for i in batch]
         ids, mask, _ = pad_batch(items, pad, device)
         last = torch.tensor([len(enc[i]) - 1 for i in batch], device=device)
-        rows = torch.arange(len(batch), device=device)
-        if parts is None:
-            logits = model(input_ids=ids, attention_mask=mask).logits[rows, last]
-        else:
-            decoder, head = parts
-            logits = head(decoder(input_ids=ids, attention_mask=mask).last_hidden_state[rows, last])
+        logits = logits_at(model, ids, mask, torch.arange(len(batch), device=device), last)
         out[batch] = torch.log_softmax(logits.float(), -1)[:, want].double().cpu().numpy()
     return out
 
