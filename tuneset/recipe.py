@@ -60,6 +60,10 @@ class ScoreConfig(_Strict):
     def _names(cls, v: Any) -> Any:
         return [{"name": s} if isinstance(s, str) else s for s in v]
 
+    def spec(self, name: str) -> SelectorSpec:
+        """This recipe's spec for selector `name` (with its params), or its defaults."""
+        return next((s for s in self.selectors if s.name == name), SelectorSpec(name=name))
+
 
 class FilterRule(_Strict):
     column: str

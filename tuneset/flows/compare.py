@@ -26,14 +26,13 @@ log = logging.getLogger("tuneset.compare")
 
 def needed_selectors(recipe: Recipe) -> list[SelectorSpec]:
     """Selectors the strategies' weights name (`-ifd` and `ifd.ppl_response` both need `ifd`)."""
-    given = {s.name: s for s in recipe.score.selectors}
     names: list[str] = []
     for st in recipe.compare.strategies:
         for col in (st.weights or {st.name: 1.0}):
             n = col.lstrip("-").split(".")[0]
             if n not in names:
                 names.append(n)
-    return [given.get(n, SelectorSpec(name=n)) for n in names]
+    return [recipe.score.spec(n) for n in names]
 
 
 @flow(name="tuneset-compare", log_prints=True)

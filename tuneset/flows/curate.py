@@ -17,7 +17,7 @@ from tuneset.data.io import write_rows
 from tuneset.data.store import write_parquet
 from tuneset.flows.common import RowsRef, load_pool, load_split, run_dir, save_rows, scoring_context, store_of, write_json
 from tuneset.flows.score import score_flow
-from tuneset.recipe import Recipe, SelectorSpec
+from tuneset.recipe import Recipe
 from tuneset.selectors import make_selector
 
 
@@ -39,15 +39,14 @@ def curation_scores(recipe: Recipe, rows: RowsRef) -> pl.DataFrame | None:
     names = recipe.curate.selectors()
     if not names:
         return None
-    given = {s.name: s for s in recipe.score.selectors}
-    return score_flow(recipe, rows, selectors=[given.get(n, SelectorSpec(name=n)) for n in names]).read()
+    return score_flow(recipe, rows, selectors=[recipe.score.spec(n) for n in names]).read()
 
 
 def rewrites(recipe: Recipe, rows: RowsRef, scores: pl.DataFrame) -> dict[str, tuple[str, str]]:
     """Model rewrites of low-confidence rows, cached by rows, confidence scores and settings."""
     cfg = recipe.curate.rewrite
     store = store_of(recipe)
-    spec = {s.name: s for s in recipe.score.selectors}.get("confidence", SelectorSpec(name="confidence"))
+    spec = recipe.score.spec("confidence")
     ctx = scoring_context(recipe)
     key = store.key("rewrites", rows.fingerprint, ctx.model_identity, spec, cfg, scores["confidence"].round(6).to_list())
     path = store.dir("rewrites", key) / "rewrites.json"

@@ -74,10 +74,11 @@ class ConfidenceSelector(Selector):
     uses = frozenset({"lm", "embedder"})  # sampling is seeded per row id: reproducible without a global seed
 
     def _score(self, rows: pl.DataFrame) -> pl.DataFrame:
+        comps = list(dict.fromkeys(self.params.components))
         cols: dict[str, np.ndarray] = {}
-        for comp in dict.fromkeys(self.params.components):
+        for comp in comps:
             cols.update(getattr(self, f"_{comp}")(rows))
-        parts = np.stack([cols[c] for c in dict.fromkeys(self.params.components)])
+        parts = np.stack([cols[c] for c in comps])
         score = np.exp(np.log(np.clip(parts, 1e-12, 1.0)).mean(0))
         return pl.DataFrame({"id": rows["id"], "score": score, **cols})
 
