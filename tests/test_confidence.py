@@ -4,6 +4,8 @@ import numpy as np
 import polars as pl
 import pytest
 
+from tuneset.errors import UnknownNameError
+
 from tuneset.selectors.confidence import token_f1
 from tuneset.selectors.label_quality import LabelQualityParams, label_groups, out_of_fold_probs, strip_template
 
@@ -22,6 +24,8 @@ def test_label_groups_are_sources_with_few_frequent_answers():
     })
     assert list(label_groups(rows, LabelQualityParams())) == ["cls"]
     assert list(label_groups(rows, LabelQualityParams(sources=["gen"]))) == ["gen"]
+    with pytest.raises(UnknownNameError, match="unknown label_quality source 'gne'; valid: cls, gen"):
+        label_groups(rows, LabelQualityParams(sources=["gne"]))
 
 
 def test_strip_template_keeps_the_varying_part():

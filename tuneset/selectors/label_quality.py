@@ -13,6 +13,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneset.curation.dedup import normalise
+from tuneset.errors import UnknownNameError
 from tuneset.selectors.base import Selector, register
 
 
@@ -33,8 +34,12 @@ def label_groups(rows: pl.DataFrame, params: LabelQualityParams) -> dict[str, np
     """source -> row indices, for the sources treated as closed-label classification."""
     groups: dict[str, np.ndarray] = {}
     src = rows["source"].to_numpy()
+    present = sorted(set(src.tolist()))
+    for name in params.sources or []:
+        if name not in present:
+            raise UnknownNameError("label_quality source", name, present)
     labels = np.array([normalise(r) for r in rows["response"].to_list()], dtype=object)
-    for s in sorted(set(src.tolist())):
+    for s in present:
         idx = np.flatnonzero(src == s)
         n_labels = len(set(labels[idx].tolist()))
         if params.sources is not None:
