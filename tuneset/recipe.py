@@ -166,6 +166,27 @@ class FinetuneConfig(_Strict):
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     seed: int = 0
+    last_layers: int | None = Field(default=None, ge=1)  # LoRA on the last N transformer layers only
+
+
+class WarmupConfig(FinetuneConfig):
+    """LESS warm-up: LoRA on a random `fraction` of the pool, keeping a checkpoint with its Adam
+    state at each epoch end. Rank 8 (LESS: 128) keeps a LoRA gradient under 1M numbers on
+    SmolLM2-135M, so even the reference path's dense projection stays tractable on a CPU."""
+
+    fraction: float = Field(default=0.05, gt=0, le=1)
+    epochs: float = Field(default=4, ge=1)
+    lora_r: int = 8
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    warmup_ratio: float = 0.03
+
+    @field_validator("epochs")
+    @classmethod
+    def _whole(cls, v: float) -> float:
+        if v != int(v):
+            raise ValueError("warm-up epochs are whole: one checkpoint per epoch")
+        return v
 
 
 class EvaluateConfig(_Strict):

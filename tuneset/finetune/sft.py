@@ -63,9 +63,30 @@ def seed_everything(seed: int) -> None:
 def wrap_lora(model: torch.nn.Module, cfg: FinetuneConfig) -> torch.nn.Module:
     from peft import LoraConfig, get_peft_model
 
+    layers = None
+    if cfg.last_layers is not None:
+        n = model.config.num_hidden_layers
+        layers = list(range(max(0, n - cfg.last_layers), n))
     lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=cfg.target_modules, task_type="CAUSAL_LM")
+                      target_modules=cfg.target_modules, layers_to_transform=layers, task_type="CAUSAL_LM")
     return get_peft_model(model, lcfg)
+
+
+def save_checkpoint(model: torch.nn.Module, opt: torch.optim.Optimizer, folder: Path, epoch: int, lrs: list[float]) -> None:
+    """Adapter plus Adam moments by parameter name and the epoch's mean learning rate: what LESS's
+    Adam-aware gradient features need from each warm-up epoch."""
+    from safetensors.torch import save_file
+
+    model.save_pretrained(folder / "adapter")
+    names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
+    group = opt.param_groups[0]
+    moments = {}
+    for p, state in opt.state.items():
+        moments[f"{names[id(p)]}::exp_avg"] = state["exp_avg"].detach().cpu().contiguous()
+        moments[f"{names[id(p)]}::exp_avg_sq"] = state["exp_avg_sq"].detach().cpu().contiguous()
+    save_file(moments, str(folder / "adam.safetensors"))
+    (folder / "state.json").write_text(json.dumps({
+        "epoch": epoch, "lr": float(np.mean(lrs)), "betas": list(group["betas"]), "eps": group["eps"]}))
 
 
 def train(
@@ -77,8 +98,10 @@ def train(
     max_length: int = 256,
     device: str = "auto",
     show_progress: bool = True,
+    checkpoint_epochs: bool = False,
 ) -> TrainResult:
-    """Fine-tune `model_name` on `rows`; writes `adapter/` (LoRA) or `model/` (full) into out_dir."""
+    """Fine-tune `model_name` on `rows`; writes `adapter/` (LoRA) or `model/` (full) into out_dir,
+    and with `checkpoint_epochs` a `checkpoints/epoch-<k>/` (see `save_checkpoint`) per epoch."""
     seed_everything(cfg.seed)
     lm = load_lm(model_name, store, device)
     model = wrap_lora(lm.model, cfg) if cfg.method == "lora" else lm.model
@@ -99,11 +122,13 @@ def train(
     plan = plan[:total_steps]
     losses: list[float] = []
     real = padded = 0
+    lrs: list[float] = []
     t0 = time.perf_counter()
     with Progress(TextColumn("fine-tune"), BarColumn(), TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.3f}"),
                   TimeRemainingColumn(), disable=not show_progress, transient=True) as bar:
         task = bar.add_task("train", total=total_steps, loss=float("nan"))
-        for batch in plan:
+        for step, batch in enumerate(plan, 1):
+            lrs.append(sched.get_last_lr()[0])
             ids, mask, labels = pad_batch([enc[i] for i in batch], lm.tokenizer.pad_token_id, lm.device)
             nll = response_token_nll(model, ids, mask, labels)
             loss = nll.sum() / (labels[:, 1:] != -100).sum().clamp_min(1)
@@ -116,6 +141,9 @@ def train(
             real += int(mask.sum())
             padded += mask.numel()
             bar.update(task, advance=1, loss=float(np.mean(losses[-10:])))
+            if checkpoint_epochs and (step % per_epoch == 0 or step == total_steps):
+                epoch = math.ceil(step / per_epoch)
+                save_checkpoint(model, opt, out_dir / "checkpoints" / f"epoch-{epoch}", epoch, lrs[-per_epoch:])
     seconds = time.perf_counter() - t0
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir / ("adapter" if cfg.method == "lora" else "model"))

@@ -1,0 +1,38 @@
+"""Warm-up fine-tune for gradient selectors (LESS): LoRA on a random fraction of the rows being
+scored, one checkpoint with its Adam state per epoch. A flow stage, so selectors only read it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from tuneset.finetune import train
+from tuneset.flows.common import RowsRef, store_of
+from tuneset.models.loading import model_identity
+from tuneset.recipe import Recipe, WarmupConfig
+
+log = logging.getLogger("tuneset.warmup")
+
+
+def warmup_rows(n: int, cfg: WarmupConfig) -> int:
+    return max(1, round(cfg.fraction * n))
+
+
+@task(cache_policy=NONE, task_run_name="warmup-{rows.n}-rows")
+def warmup_task(recipe: Recipe, rows: RowsRef, cfg: WarmupConfig) -> str:
+    """Folder holding `checkpoints/epoch-<k>/`; its name (the store key) identifies the checkpoints."""
+    store = store_of(recipe)
+    key = store.key("warmup", model_identity(recipe.model.name), rows.fingerprint, cfg, recipe.model.max_length)
+
+    def make(folder: Path) -> None:
+        sample = rows.read().sample(warmup_rows(rows.n, cfg), seed=cfg.seed, shuffle=True)
+        res = train(sample, cfg, recipe.model.name, store, folder, recipe.model.max_length, recipe.model.device,
+                    checkpoint_epochs=True)
+        log.info("warm-up on %d of %d rows: %d epochs, %d steps in %.0fs", sample.height, rows.n, int(cfg.epochs),
+                 res.steps, res.seconds)
+
+    meta = {"rows": rows.fingerprint, "n": warmup_rows(rows.n, cfg), "config": cfg.model_dump()}
+    return str(store.build("warmup", key, meta, make))
