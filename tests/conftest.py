@@ -104,3 +104,19 @@ def tiny_recipe(tmp_path, tiny_lm_dir, tiny_embedder_dir, demo_dir):
         ])
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_warmup(tmp_path_factory, tiny_lm_dir) -> Path:
+    """A LESS warm-up of the tiny model: two epochs on 24 demo rows, a checkpoint per epoch."""
+    from tuneset.data import ArtifactStore, load_rows
+    from tuneset.demo import DEMO_DIR
+    from tuneset.finetune.sft import train
+    from tuneset.recipe import WarmupConfig
+
+    root = tmp_path_factory.mktemp("warm")
+    rows = load_rows(DEMO_DIR / "pool.jsonl").rows.head(24)
+    cfg = WarmupConfig(epochs=2, batch_size=4, lr=1e-2, warmup_ratio=0.0)
+    train(rows, cfg, str(tiny_lm_dir), ArtifactStore(root / "store"), root / "run", max_length=64,
+          device="cpu", show_progress=False, checkpoint_epochs=True)
+    return root / "run"

@@ -21,10 +21,11 @@ def demo_dir_module():
 
 
 @pytest.fixture
-def ctx(tmp_path, tiny_lm_dir, tiny_embedder_dir, demo_dir):
+def ctx(tmp_path, tiny_lm_dir, tiny_embedder_dir, demo_dir, tiny_warmup):
+    """Everything a selector may read, the warm-up checkpoints of gradient selectors included."""
     targets = {t: load_rows(demo_dir / "targets" / t / "dev.jsonl").rows for t in ("sentiment", "capitals")}
     return ScoringContext(store=ArtifactStore(tmp_path), model=str(tiny_lm_dir), embedder=str(tiny_embedder_dir),
-                          device="cpu", targets=targets, max_length=64)
+                          device="cpu", targets=targets, max_length=64, warmup=str(tiny_warmup))
 
 
 @pytest.mark.parametrize("name", selector_names())

@@ -67,11 +67,11 @@ def load_split(task: TaskSpec, split: str) -> pl.DataFrame:
     return load_rows(getattr(task, split)).rows
 
 
-def scoring_context(recipe: Recipe, seed: int = 0) -> ScoringContext:
+def scoring_context(recipe: Recipe, seed: int = 0, warmup: str | None = None) -> ScoringContext:
     return ScoringContext(
         store=store_of(recipe), model=recipe.model.name, embedder=recipe.model.embedder,
         device=recipe.model.device, targets={t.name: load_split(t, "dev") for t in recipe.task_specs()},
-        seed=seed, max_length=recipe.model.max_length, max_batch_tokens=recipe.model.max_batch_tokens,
+        seed=seed, max_length=recipe.model.max_length, max_batch_tokens=recipe.model.max_batch_tokens, warmup=warmup,
     )
 
 

@@ -16,6 +16,7 @@ from prefect.cache_policies import NONE
 from tuneset.data.store import write_parquet
 from tuneset.errors import TunesetError
 from tuneset.flows.common import RowsRef, load_pool, scoring_context, store_of
+from tuneset.flows.warmup import warmup_task
 from tuneset.recipe import Recipe, ScoreConfig, SelectorSpec
 from tuneset.selectors import make_selector
 
@@ -38,10 +39,11 @@ def _prefixed(name: str, frame: pl.DataFrame) -> pl.DataFrame:
 
 
 @task(cache_policy=NONE, task_run_name="score-{spec.name}-shard-{shard}")
-def score_shard(recipe: Recipe, spec: SelectorSpec, seed: int, rows_path: str, shard: int, shard_size: int, out: str) -> str:
+def score_shard(recipe: Recipe, spec: SelectorSpec, seed: int, rows_path: str, shard: int, shard_size: int, out: str,
+                warmup: str | None = None) -> str:
     """One shard of one selector; written atomically so a killed run keeps it."""
     rows = pl.read_parquet(rows_path).slice(shard * shard_size, shard_size)
-    sel = make_selector(spec.name, spec.params).fit(scoring_context(recipe, seed))
+    sel = make_selector(spec.name, spec.params).fit(scoring_context(recipe, seed, warmup))
     write_parquet(sel.score(rows), Path(out))
     return out
 
@@ -49,7 +51,10 @@ def score_shard(recipe: Recipe, spec: SelectorSpec, seed: int, rows_path: str, s
 def score_selector(recipe: Recipe, spec: SelectorSpec, rows: RowsRef, seed: int = 0) -> Path:
     """Score table of one selector; finished shards on disk are reused, missing ones computed."""
     store = store_of(recipe)
-    sel = make_selector(spec.name, spec.params).fit(scoring_context(recipe, seed))
+    sel = make_selector(spec.name, spec.params)
+    wcfg = sel.warmup_config()
+    warmup = warmup_task(recipe, rows, wcfg) if wcfg is not None else None
+    sel.fit(scoring_context(recipe, seed, warmup))
     shard_size = recipe.score.shard_size if sel.row_local else max(rows.n, 1)
     key = store.key("scores", rows.fingerprint, sel.fingerprint(), shard_size)
     folder = store.dir("scores", key)
@@ -65,7 +70,7 @@ def score_selector(recipe: Recipe, spec: SelectorSpec, rows: RowsRef, seed: int 
         if len(todo) < n_shards:
             log.info("%s: reusing %d/%d finished shards, computing %d", spec.name, n_shards - len(todo), n_shards, len(todo))
         t0 = time.perf_counter()
-        futures = [score_shard.submit(recipe, spec, seed, rows.path, i, shard_size, str(shards[i])) for i in todo]
+        futures = [score_shard.submit(recipe, spec, seed, rows.path, i, shard_size, str(shards[i]), warmup) for i in todo]
         for i, fut in zip(todo, futures):
             fut.result()
             log.info("%s: shard %d/%d done", spec.name, i + 1, n_shards)

@@ -1,6 +1,6 @@
 """Selectors: one contract, one registry. Importing this package registers the built-ins."""
 
-from tuneset.selectors import baselines, confidence, distribution, diversity, embedding, label_quality, perplexity  # noqa: F401  (registration)
+from tuneset.selectors import baselines, confidence, distribution, diversity, embedding, label_quality, less, perplexity  # noqa: F401  (registration)
 from tuneset.selectors.base import (
     ScoringContext, Selector, get_selector, make_selector, register, selector_names, validate_scores,
 )

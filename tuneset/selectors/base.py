@@ -11,6 +11,7 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -24,6 +25,7 @@ from tuneset.errors import TunesetError, UnknownNameError
 from tuneset.models.embed import MINILM, embed_texts
 from tuneset.models.lm import encode, response_nll
 from tuneset.models.loading import SMOLLM2, LoadedLM, cached_lm, model_identity
+from tuneset.recipe import WarmupConfig
 
 
 EMBED_CHUNK = 8192
@@ -49,6 +51,12 @@ class ScoringContext:
     seed: int = 0
     max_length: int = 512
     max_batch_tokens: int = 4096
+    warmup: str | None = None  # warm-up run folder (checkpoints/epoch-<k>/), for selectors that use "warmup"
+
+    @property
+    def warmup_identity(self) -> str | None:
+        """The warm-up folder's store key: it hashes the rows, config and model it was trained from."""
+        return None if self.warmup is None else Path(self.warmup).name
 
     @cached_property
     def model_identity(self) -> str:
@@ -135,6 +143,7 @@ class Selector(ABC):
             "embedder": ctx.embedder if "embedder" in self.uses else None,
             "targets": ctx.targets_fingerprint if "targets" in self.uses else None,
             "seed": ctx.seed if "seed" in self.uses else None,
+            "warmup": ctx.warmup_identity if "warmup" in self.uses else None,
         }
         return fingerprint(self.name, self.params.model_dump(mode="json"), deps, __version__)
 
@@ -145,6 +154,11 @@ class Selector(ABC):
 
     @abstractmethod
     def _score(self, rows: pl.DataFrame) -> pl.DataFrame: ...
+
+    def warmup_config(self) -> WarmupConfig | None:
+        """Settings of the warm-up fine-tune this selector reads (selectors using "warmup"); the
+        score flow trains it before scoring."""
+        return None
 
     def _need_ctx(self) -> ScoringContext:
         if self.ctx is None:
