@@ -131,6 +131,28 @@ def test_pipeline_runs_every_stage(tiny_recipe):
     assert table["selected"].sum() == 10 and table["reason"].str.len_chars().min() > 0
 
 
+def test_less_through_the_flows_trains_its_warmup_once_and_explains_selected_rows(tiny_recipe, monkeypatch):
+    from tuneset.flows import warmup as warmup_mod
+    from tuneset.flows.common import load_pool
+    from tuneset.flows.score import score_flow
+    from tuneset.flows.select import select_rows
+    from tuneset.recipe import PolicyConfig
+
+    recipe = tiny_recipe("score.selectors=[{name: less, params: {dim: 256, warmup: {fraction: 0.5, epochs: 2, batch_size: 8}}}]")
+    rows, _, _ = load_pool(recipe)
+    trained = []
+    real = warmup_mod.train
+    monkeypatch.setattr(warmup_mod, "train", lambda *a, **k: trained.append(1) or real(*a, **k))
+    scores = score_flow(recipe, rows)
+    table = scores.read()
+    assert {"less", "less.vs_sentiment", "less.vs_capitals", "less.top_dev"} <= set(table.columns)
+    score_flow(recipe, rows, seed=1)  # another seed, cached warm-up and scores
+    assert trained == [1]
+    sel = select_rows(recipe, rows, scores, PolicyConfig(weights={"less": 1.0}, budget=5))
+    chosen = pl.read_parquet(sel.table).filter("selected")
+    assert chosen.height == 5 and chosen["less.top_dev"].str.contains(":").all()
+
+
 runner = CliRunner()
 
 

@@ -20,7 +20,7 @@ from tuneset.selectors.base import row_text
 @dataclass(frozen=True)
 class Selection:
     rows: RowsRef  # the selected rows
-    table: str  # id, combined, rank, selected, reason for every candidate
+    table: str  # id, combined, rank, selected, reason and the score columns, for every candidate
 
 
 def select_rows(recipe: Recipe, rows: RowsRef, scores: ScoresRef, policy: PolicyConfig) -> Selection:
@@ -36,7 +36,10 @@ def select_rows(recipe: Recipe, rows: RowsRef, scores: ScoresRef, policy: Policy
         groups = frame[policy.quota_by] if policy.quota_by else None
         emb = scoring_context(recipe).embeddings(row_text(frame)) if policy.max_similarity is not None else None
         store.begin("selections", key, {"policy": policy.model_dump(mode="json"), "rows": rows.fingerprint})
-        write_parquet(apply_policy(table, policy, scores.directions, groups, emb), table_path)
+        # Decisions beside every score column, so a selected row carries its explanation (e.g. the
+        # dev rows behind a `less` score in `less.top_dev`).
+        decided = apply_policy(table, policy, scores.directions, groups, emb)
+        write_parquet(decided.join(table, on="id", how="left", maintain_order="left"), table_path)
         store.finish("selections", key)
     chosen = pl.read_parquet(table_path).filter("selected")["id"]
     return Selection(save_rows(store, frame.filter(pl.col("id").is_in(chosen.implode()))), str(table_path))
