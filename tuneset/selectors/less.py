@@ -96,7 +96,7 @@ class GradientStore:
         return [np.concatenate([np.load(ctx.store.dir("grads", ks[c]) / "feats.npy") for ks in keys]).astype(np.float32)
                 for c in range(len(folders))]
 
-    def _setup(self, folder: Path, adam: bool):
+    def _setup(self, folder: Path):
         lm = load_lm(self.ctx.model, self.ctx.store, self.ctx.device)
         model = load_trainable(lm.model, folder / "adapter")
         factors = lora_factors(model)
@@ -108,7 +108,7 @@ class GradientStore:
         """One model; each checkpoint's LoRA weights swapped in per batch, frozen layers run once."""
         from peft.utils import load_peft_weights
 
-        lm, model, names, project = self._setup(folders[0], adam)
+        lm, model, names, project = self._setup(folders[0])
         states = [CheckpointState(load_peft_weights(str(f / "adapter"), device="cpu"),
                                   adam_transform(Checkpoint.load(f), names) if adam else None) for f in folders]
         for chunk, missing in todo:
@@ -124,7 +124,7 @@ class GradientStore:
     def _reference(self, todo, folders: list[Path], adam: bool) -> None:
         """LESS's order: checkpoint by checkpoint, row by row."""
         for c, folder in enumerate(folders):
-            lm, model, names, project = self._setup(folder, adam)
+            lm, model, names, project = self._setup(folder)
             transform = adam_transform(Checkpoint.load(folder), names) if adam else None
             for chunk, missing in todo:
                 key = dict(missing).get(c)
