@@ -1,0 +1,264 @@
+"""LESS: the fast path against LESS's own recipe (the reference path), on the shared bench.
+
+    python benchmarks/less.py --shared ../shared --work-dir .tuneset/bench [--speed-rows 256]
+
+Uses recipes/bench-less.yaml: pool_small after exact dedup, targets banking77 and sst2, the
+warm-up that `tuneset compare recipes/bench-less.yaml` trains (trained here if missing).
+
+- speed: build the candidate datastore for the same rows (the first `--speed-rows`, last warm-up
+  checkpoint) with each path, each in its own process on an empty store, so examples/s and peak
+  memory (max RSS) are each path's own; also with LoRA on every layer (`--all-layers-rows`).
+- projection: exact (unprojected) gradient cosines vs CountSketch and the dense Gaussian, on
+  real Adam-aware gradients: how well each keeps the cosines, and what it costs per example.
+- fidelity: the fast path's top 15% of pool_small vs the reference path's (both at 8192 dims,
+  all warm-up checkpoints); the fast datastore is the one compare built.
+- reuse: add a target task (arc_easy) to a finished datastore; only its dev gradients are computed.
+- layers: LoRA on the last 4 layers vs every layer (each with its own warm-up), fast path, on the
+  first `--layers-rows` rows: how much of the all-layer top 15% the cheaper setting keeps.
+
+Writes benchmarks/results/less.json; run sections alone with --only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = ROOT / "recipes" / "bench-less.yaml"
+OUT = ROOT / "benchmarks" / "results" / "less.json"
+
+
+def recipe(args, *extra: str):
+    from tuneset.recipe import load_recipe
+
+    bench = args.shared / "bench"
+    return load_recipe(RECIPE, [f"work_dir={args.work_dir}", f"pool={(bench / 'pool_small.jsonl').resolve()}",
+                                f"tasks={(bench / 'tasks.json').resolve()}", *extra])
+
+
+def prepared(args, *extra: str):
+    """(recipe, rows, selector params, warm-up folder), training the warm-up only if missing."""
+    from tuneset.flows.curate import curate_flow
+    from tuneset.flows.warmup import warmup_task
+    from tuneset.selectors.less import LessParams
+
+    rec = recipe(args, *extra)
+    rows = curate_flow(rec).rows  # exact dedup + decontamination, as compare does
+    params = LessParams.model_validate(rec.score.spec("less").params)
+    warm = warmup_task.fn(rec, rows, params.warmup)
+    return rec, rows, params, warm
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def speed_child(args) -> None:
+    """One path on an empty store: candidate features of the first N rows under every checkpoint."""
+    from tuneset.flows.common import scoring_context
+    from tuneset.selectors.less import GradientStore, checkpoints
+
+    extra = [ALL_LAYERS] if args.all_layers else []
+    rec, rows, params, warm = prepared(args, *extra)
+    frame = rows.read().head(args.speed_rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        from tuneset.data import ArtifactStore
+
+        ctx = scoring_context(rec, 0, warm)
+        model_store = ctx.store
+        ctx.store = ArtifactStore(tmp)
+        ctx.store.root.joinpath("models").symlink_to(model_store.root / "models")  # the converted model only
+        store = GradientStore(ctx, params.model_copy(update={"path": args.path}))
+        t = time.perf_counter()
+        store.features(frame, checkpoints(warm), adam=True)
+        wall = time.perf_counter() - t
+    print(json.dumps({"path": args.path, "rows": frame.height, "seconds": round(wall, 1),
+                      "examples_per_s": round(frame.height / wall, 3), "peak_rss_mib": round(peak_rss_mib())}))
+
+
+def run_child(args, path: str, all_layers: bool = False, rows: int | None = None) -> dict:
+    cmd = [sys.executable, __file__, "--shared", str(args.shared), "--work-dir", str(args.work_dir), "--child", path,
+           "--speed-rows", str(rows or args.speed_rows)] + (["--all-layers"] if all_layers else [])
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+ALL_LAYERS = "score.selectors=[{name: less, params: {tasks: [banking77, sst2], warmup: {}}}]"
+
+
+def speed(args) -> dict:
+    prepared(args)
+    prepared(args, ALL_LAYERS)  # warm-ups trained here, so the timed children only read them
+    res = {}
+    for label, all_layers, n in [("last_4_layers", False, args.speed_rows), ("all_layers", True, args.all_layers_rows)]:
+        ref = run_child(args, "reference", all_layers, n)
+        fast = run_child(args, "fast", all_layers, n)
+        res[label] = {"reference": ref, "fast": fast, "speedup": round(fast["examples_per_s"] / ref["examples_per_s"], 2)}
+        print(label, res[label])
+    return res
+
+
+def projection(args) -> dict:
+    """Exact cosines of real Adam-aware gradients vs their projections (k = 8192)."""
+    import torch
+
+    from tuneset.flows.common import scoring_context
+    from tuneset.models.grads import (
+        Checkpoint, CountSketch, GaussianProjector, adam_direction, exact_features, flat_moments, load_trainable,
+        lora_factors,
+    )
+    from tuneset.models.lm import encode
+    from tuneset.models.loading import load_lm
+    from tuneset.selectors.less import checkpoints
+
+    rec, rows, params, warm = prepared(args)
+    frame = rows.read().sample(args.projection_rows, seed=0)
+    ctx = scoring_context(rec, 0, warm)
+    lm = load_lm(rec.model.name, ctx.store, "cpu")
+    folder = checkpoints(warm)[-1]
+    model = load_trainable(lm.model, folder / "adapter")
+    ckpt = Checkpoint.load(folder)
+    m, v = flat_moments(ckpt, [n for n, _ in lora_factors(model)])
+    enc = encode(lm.tokenizer, frame["instruction"].to_list(), frame["response"].to_list(), rec.model.max_length)
+    g = torch.from_numpy(exact_features(model, enc, lm.tokenizer.pad_token_id,
+                                        lambda x: adam_direction(x, m, v, ckpt.betas, ckpt.eps), params.batch_tokens))
+    exact = (g @ g.T).numpy()
+    iu = np.triu_indices(len(g), 1)
+    out = {"rows": len(g), "dim_in": g.shape[1], "k": params.dim}
+    for name, proj in [("countsketch", CountSketch(g.shape[1], params.dim, 0)), ("gaussian", GaussianProjector(g.shape[1], params.dim, 0))]:
+        t = time.perf_counter()
+        y = proj(g)
+        secs = time.perf_counter() - t
+        y = y / y.norm(dim=1, keepdim=True)
+        cos = (y @ y.T).numpy()
+        err = cos[iu] - exact[iu]
+        out[name] = {"ms_per_example": round(1000 * secs / len(g), 2), "corr_with_exact": round(float(np.corrcoef(cos[iu], exact[iu])[0, 1]), 4),
+                     "max_abs_error": round(float(np.abs(err).max()), 4), "rms_error": round(float(np.sqrt((err ** 2).mean())), 4)}
+    print(out)
+    return out
+
+
+def top_overlap(a: np.ndarray, b: np.ndarray, frac: float = 0.15) -> float:
+    k = round(frac * len(a))
+    ta, tb = set(np.argsort(-a, kind="stable")[:k]), set(np.argsort(-b, kind="stable")[:k])
+    return len(ta & tb) / k
+
+
+def fidelity(args) -> dict:
+    from scipy.stats import spearmanr
+
+    from tuneset.flows.common import scoring_context
+    from tuneset.selectors import make_selector
+
+    rec, rows, params, warm = prepared(args)
+    frame = rows.read()
+    ctx = scoring_context(rec, 0, warm)
+    res = {"rows": frame.height, "top_k": round(0.15 * frame.height)}
+    scores = {}
+    for path in ("fast", "reference"):
+        sel = make_selector("less", {**params.model_dump(), "path": path}).fit(ctx)
+        t = time.perf_counter()
+        scores[path] = sel.score(frame)
+        res[path] = {"wall_s": round(time.perf_counter() - t, 1), "computed": sel.store.computed,
+                     "compute_s": {k: round(v, 1) for k, v in sel.store.seconds.items()}}
+        print(path, res[path])
+    f, r = scores["fast"]["score"].to_numpy(), scores["reference"]["score"].to_numpy()
+    res["top15_overlap"] = round(top_overlap(f, r), 4)
+    res["spearman"] = round(float(spearmanr(f, r).statistic), 4)
+    for task in ("banking77", "sst2"):
+        a, b = scores["fast"][f"vs_{task}"].to_numpy(), scores["reference"][f"vs_{task}"].to_numpy()
+        res[f"top15_overlap_{task}"] = round(top_overlap(a, b), 4)
+    src = frame["source"].to_numpy()
+    top = np.argsort(-f, kind="stable")[: res["top_k"]]
+    res["fast_top15_sources"] = dict(zip(*np.unique(src[top], return_counts=True)))
+    res["fast_top15_sources"] = {k: int(v) for k, v in res["fast_top15_sources"].items()}
+    print(res)
+    return res
+
+
+def reuse(args) -> dict:
+    from tuneset.flows.common import scoring_context
+    from tuneset.selectors import make_selector
+
+    rec, rows, params, warm = prepared(args)
+    frame = rows.read()
+    ctx = scoring_context(rec, 0, warm)
+    out = {}
+    for label, tasks in [("existing_targets", ["banking77", "sst2"]), ("new_target_arc_easy", ["banking77", "sst2", "arc_easy"])]:
+        sel = make_selector("less", {**params.model_dump(), "tasks": tasks}).fit(ctx)
+        t = time.perf_counter()
+        sel.score(frame)
+        out[label] = {"wall_s": round(time.perf_counter() - t, 1), "computed_rows": sel.store.computed,
+                      "compute_s": {k: round(v, 1) for k, v in sel.store.seconds.items()}}
+        print(label, out[label])
+    return out
+
+
+def layers(args) -> dict:
+    """Fast path, last 4 layers vs every layer, each with its own warm-up, on the first N rows."""
+    from tuneset.flows.common import scoring_context
+    from tuneset.selectors import make_selector
+
+    res = {}
+    scores = {}
+    for label, extra in [("last_4_layers", []), ("all_layers", [ALL_LAYERS])]:
+        rec, rows, params, warm = prepared(args, *extra)
+        frame = rows.read().head(args.layers_rows)
+        sel = make_selector("less", params.model_dump()).fit(scoring_context(rec, 0, warm))
+        t = time.perf_counter()
+        scores[label] = sel.score(frame)["score"].to_numpy()
+        res[label] = {"wall_s": round(time.perf_counter() - t, 1), "compute_s": {k: round(v, 1) for k, v in sel.store.seconds.items()}}
+    from scipy.stats import spearmanr
+
+    res["rows"] = args.layers_rows
+    res["top15_overlap"] = round(top_overlap(scores["all_layers"], scores["last_4_layers"]), 4)
+    res["spearman"] = round(float(spearmanr(scores["all_layers"], scores["last_4_layers"]).statistic), 4)
+    print(res)
+    return res
+
+
+SECTIONS = {"speed": speed, "projection": projection, "reuse": reuse, "layers": layers, "fidelity": fidelity}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    ap.add_argument("--work-dir", type=Path, default=ROOT / ".tuneset" / "bench")
+    ap.add_argument("--only", nargs="*", choices=list(SECTIONS), default=list(SECTIONS))
+    ap.add_argument("--speed-rows", type=int, default=256)
+    ap.add_argument("--all-layers-rows", type=int, default=32)
+    ap.add_argument("--projection-rows", type=int, default=128)
+    ap.add_argument("--layers-rows", type=int, default=512)
+    ap.add_argument("--child", choices=["fast", "reference"], help=argparse.SUPPRESS)
+    ap.add_argument("--all-layers", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    args.work_dir = args.work_dir.resolve()
+    if not (args.shared / "bench" / "tasks.json").exists():
+        print(f"skipped: no benchmark at {args.shared / 'bench'}")
+        return
+    if args.child:
+        args.path = args.child
+        return speed_child(args)
+    results = json.loads(OUT.read_text()) if OUT.exists() else {}
+    import torch
+
+    results["machine"] = f"{torch.get_num_threads()} CPU threads, no GPU" if not torch.cuda.is_available() else torch.cuda.get_device_name()
+    for name in args.only:
+        results[name] = SECTIONS[name](args)
+        OUT.write_text(json.dumps(results, indent=1))
+    print(OUT)
+
+
+if __name__ == "__main__":
+    main()
