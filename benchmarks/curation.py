@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     ap.add_argument("--work-dir", type=Path, default=ROOT / ".tuneset" / "bench")
     ap.add_argument("--sample", type=int, default=0, help="rows for the three-component confidence run")
+    ap.add_argument("--components-only", action="store_true", help="only the --sample run, without the full-pool curation")
     args = ap.parse_args()
     bench = args.shared / "bench"
     if not (bench / "pool.jsonl").exists():
@@ -67,6 +68,13 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     recipe = load_recipe(ROOT / "recipes" / "bench-curate.yaml", [
         f"pool={(bench / 'pool.jsonl').resolve()}", f"tasks={(bench / 'tasks.json').resolve()}", f"work_dir={args.work_dir}"])
+    if args.components_only:
+        frame = (pl.read_ndjson(bench / "pool.jsonl").join(pl.read_ndjson(bench / "pool_truth.jsonl"), on="id", how="left")
+                 .with_columns(old_response=pl.col("response")))
+        out = component_sample(recipe, frame, args.sample or 120)
+        (OUT / "components_sample.json").write_text(json.dumps(out, indent=1))
+        print(json.dumps(out, indent=1))
+        return
     t0 = time.perf_counter()
     res = curate_flow(recipe)
     audit = pl.read_parquet(res.audit)
