@@ -5,9 +5,11 @@
 Uses recipes/bench-less.yaml: pool_small after exact dedup, targets banking77 and sst2, the
 warm-up that `tuneset compare recipes/bench-less.yaml` trains (trained here if missing).
 
-- speed: build the candidate datastore for the same rows (the first `--speed-rows`, last warm-up
-  checkpoint) with each path, each in its own process on an empty store, so examples/s and peak
-  memory (max RSS) are each path's own; also with LoRA on every layer (`--all-layers-rows`).
+- speed: build the candidate datastore for the same rows (the first `--speed-rows`, all 4 warm-up
+  checkpoints) with each path, each in its own process on an empty store, so rows/s and peak
+  memory are each path's own (the peak-RSS count is reset after setup: it covers model loading
+  and the gradient work); also with LoRA on every layer (`--all-layers-rows`).
+- memory: each path's peak memory alone (setup excluded), on `--memory-rows` rows.
 - projection: exact (unprojected) gradient cosines vs CountSketch and the dense Gaussian, on
   real Adam-aware gradients: how well each keeps the cosines, and what it costs per example.
 - fidelity: the fast path's top 15% of pool_small vs the reference path's (both at 8192 dims,
@@ -58,7 +60,15 @@ def prepared(args, *extra: str):
     return rec, rows, params, warm
 
 
+def reset_peak_rss() -> None:
+    """Restart the kernel's peak-RSS count (VmHWM), so setup before the timed part is not counted."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
 def peak_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -78,11 +88,14 @@ def speed_child(args) -> None:
         ctx.store = ArtifactStore(tmp)
         ctx.store.root.joinpath("models").symlink_to(model_store.root / "models")  # the converted model only
         store = GradientStore(ctx, params.model_copy(update={"path": args.path}))
+        reset_peak_rss()
+        base = peak_rss_mib()
         t = time.perf_counter()
         store.features(frame, checkpoints(warm), adam=True)
         wall = time.perf_counter() - t
     print(json.dumps({"path": args.path, "rows": frame.height, "seconds": round(wall, 1),
-                      "examples_per_s": round(frame.height / wall, 3), "peak_rss_mib": round(peak_rss_mib())}))
+                      "examples_per_s": round(frame.height / wall, 3), "peak_rss_mib": round(peak_rss_mib()),
+                      "rss_before_mib": round(base)}))
 
 
 def run_child(args, path: str, all_layers: bool = False, rows: int | None = None) -> dict:
@@ -105,6 +118,18 @@ def speed(args) -> dict:
         ref = run_child(args, "reference", all_layers, n)
         fast = run_child(args, "fast", all_layers, n)
         res[label] = {"reference": ref, "fast": fast, "speedup": round(fast["examples_per_s"] / ref["examples_per_s"], 2)}
+        print(label, res[label])
+    return res
+
+
+def memory(args) -> dict:
+    """Peak memory of each path with the setup excluded, on a few rows (the features of a chunk are
+    the only thing that grows with rows, 256 x 8192 fp16 = 4 MiB)."""
+    prepared(args)
+    prepared(args, ALL_LAYERS)
+    res = {}
+    for label, all_layers in [("last_4_layers", False), ("all_layers", True)]:
+        res[label] = {path: run_child(args, path, all_layers, args.memory_rows) for path in ("reference", "fast")}
         print(label, res[label])
     return res
 
@@ -228,7 +253,7 @@ def layers(args) -> dict:
     return res
 
 
-SECTIONS = {"speed": speed, "projection": projection, "reuse": reuse, "layers": layers, "fidelity": fidelity}
+SECTIONS = {"speed": speed, "memory": memory, "projection": projection, "reuse": reuse, "layers": layers, "fidelity": fidelity}
 
 
 def main() -> None:
@@ -240,6 +265,7 @@ def main() -> None:
     ap.add_argument("--all-layers-rows", type=int, default=32)
     ap.add_argument("--projection-rows", type=int, default=128)
     ap.add_argument("--layers-rows", type=int, default=512)
+    ap.add_argument("--memory-rows", type=int, default=16)
     ap.add_argument("--child", choices=["fast", "reference"], help=argparse.SUPPRESS)
     ap.add_argument("--all-layers", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
