@@ -53,10 +53,16 @@ def selectors() -> None:
     table = Table("name", "higher is better", "needs", "params", "about")
     for name in selector_names():
         cls = get_selector(name)
-        params = ", ".join(f"{k}={v.default}" for k, v in cls.Params.model_fields.items()) or "-"
+        params = ", ".join(f"{k}={_shown(v.get_default(call_default_factory=True))}" for k, v in cls.Params.model_fields.items()) or "-"
         doc = (cls.__doc__ or "").strip().split("\n")[0]
         table.add_row(name, str(cls.higher_is_better), ", ".join(sorted(cls.uses)) or "-", params, doc)
     console.print(table)
+
+
+def _shown(value) -> str:
+    from pydantic import BaseModel
+
+    return f"{type(value).__name__}(...)" if isinstance(value, BaseModel) else str(value)
 
 
 @app.command()
