@@ -189,10 +189,12 @@ def fidelity(args) -> dict:
     rec, rows, params, warm = prepared(args)
     frame = rows.read()
     ctx = scoring_context(rec, 0, warm)
-    res = {"rows": frame.height, "top_k": round(0.15 * frame.height)}
+    res = {"rows": frame.height, "top_k": round(0.15 * frame.height), "checkpoints": args.checkpoints or "all"}
     scores = {}
     for path in ("fast", "reference"):
         sel = make_selector("less", {**params.model_dump(), "path": path}).fit(ctx)
+        if args.checkpoints:  # the first N warm-up epochs only (a cheaper, partial anchor)
+            sel.folders = sel.folders[: args.checkpoints]
         t = time.perf_counter()
         scores[path] = sel.score(frame)
         res[path] = {"wall_s": round(time.perf_counter() - t, 1), "computed": sel.store.computed,
@@ -201,6 +203,16 @@ def fidelity(args) -> dict:
     f, r = scores["fast"]["score"].to_numpy(), scores["reference"]["score"].to_numpy()
     res["top15_overlap"] = round(top_overlap(f, r), 4)
     res["spearman"] = round(float(spearmanr(f, r).statistic), 4)
+    if args.checkpoints:  # the unprojected score as a third anchor: which path is closer to it?
+        t = time.perf_counter()
+        x = exact_scores(rec, ctx, frame, sel.folders, params)
+        res["exact_s"] = round(time.perf_counter() - t, 1)
+        res["top15_overlap_fast_vs_exact"] = round(top_overlap(f, x), 4)
+        res["top15_overlap_reference_vs_exact"] = round(top_overlap(r, x), 4)
+        res["spearman_fast_vs_exact"] = round(float(spearmanr(f, x).statistic), 4)
+        res["spearman_reference_vs_exact"] = round(float(spearmanr(r, x).statistic), 4)
+        top = np.sort(x)[::-1]
+        res["exact_score_gap_rank_250_to_350"] = round(float(top[249] - top[349]), 5)
     for task in ("banking77", "sst2"):
         a, b = scores["fast"][f"vs_{task}"].to_numpy(), scores["reference"][f"vs_{task}"].to_numpy()
         res[f"top15_overlap_{task}"] = round(top_overlap(a, b), 4)
@@ -210,6 +222,31 @@ def fidelity(args) -> dict:
     res["fast_top15_sources"] = {k: int(v) for k, v in res["fast_top15_sources"].items()}
     print(res)
     return res
+
+
+def exact_scores(rec, ctx, frame, folders, params) -> np.ndarray:
+    """LESS's score without any projection: mean over dev rows of cos(g, t) is g_hat . mean(t_hat),
+    so one pass over the candidates with the full gradients gives it exactly."""
+    from tuneset.models.grads import Checkpoint, adam_direction, exact_features, flat_moments, load_trainable, lora_factors
+    from tuneset.models.lm import encode
+    from tuneset.models.loading import load_lm
+    from tuneset.selectors.less import checkpoint_weights
+
+    enc = lambda tok, f: encode(tok, f["instruction"].to_list(), f["response"].to_list(), rec.model.max_length)  # noqa: E731
+    weights = checkpoint_weights(folders)
+    per_task = {t: np.zeros(frame.height) for t in params.tasks}
+    for w, folder in zip(weights, folders):
+        lm = load_lm(rec.model.name, ctx.store, "cpu")
+        model = load_trainable(lm.model, folder / "adapter")
+        ckpt = Checkpoint.load(folder)
+        m, v = flat_moments(ckpt, [n for n, _ in lora_factors(model)])
+        pad = lm.tokenizer.pad_token_id
+        cand = exact_features(model, enc(lm.tokenizer, frame), pad, lambda g: adam_direction(g, m, v, ckpt.betas, ckpt.eps),
+                              params.batch_tokens)
+        for t in params.tasks:
+            dev = exact_features(model, enc(lm.tokenizer, ctx.targets[t]), pad, None, params.batch_tokens).mean(0)
+            per_task[t] += w * (cand @ dev)
+    return np.max(np.stack(list(per_task.values())), axis=0)
 
 
 def reuse(args) -> dict:
@@ -266,6 +303,8 @@ def main() -> None:
     ap.add_argument("--projection-rows", type=int, default=128)
     ap.add_argument("--layers-rows", type=int, default=512)
     ap.add_argument("--memory-rows", type=int, default=16)
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--checkpoints", type=int, default=0, help="fidelity over the first N checkpoints only")
     ap.add_argument("--child", choices=["fast", "reference"], help=argparse.SUPPRESS)
     ap.add_argument("--all-layers", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -276,14 +315,15 @@ def main() -> None:
     if args.child:
         args.path = args.child
         return speed_child(args)
-    results = json.loads(OUT.read_text()) if OUT.exists() else {}
     import torch
 
-    results["machine"] = f"{torch.get_num_threads()} CPU threads, no GPU" if not torch.cuda.is_available() else torch.cuda.get_device_name()
+    machine = f"{torch.get_num_threads()} CPU threads, no GPU" if not torch.cuda.is_available() else torch.cuda.get_device_name()
     for name in args.only:
-        results[name] = SECTIONS[name](args)
-        OUT.write_text(json.dumps(results, indent=1))
-    print(OUT)
+        res = SECTIONS[name](args)
+        results = json.loads(args.out.read_text()) if args.out.exists() else {}  # other sections kept
+        results.update({"machine": machine, name: res})
+        args.out.write_text(json.dumps(results, indent=1))
+    print(args.out)
 
 
 if __name__ == "__main__":
