@@ -161,6 +161,16 @@ def test_reference_and_fast_paths_agree(tmp_path, tiny_lm_dir, demo_dir, warmup,
     assert np.corrcoef(fast["score"], ref["score"])[0, 1] > 0.95
 
 
+def test_fast_gradients_with_the_reference_projection_reproduce_the_reference(tmp_path, tiny_lm_dir, demo_dir, warmup, pool):
+    """Same projection, so any difference would come from the batched gradients (fp16 storage aside)."""
+    ctx = _ctx(tmp_path, tiny_lm_dir, demo_dir, warmup)
+    rows = pool.head(24)
+    fast = make_selector("less", {"dim": 512, "projection": "gaussian"}).fit(ctx).score(rows)
+    ref = make_selector("less", {"dim": 512, "path": "reference"}).fit(ctx).score(rows)
+    np.testing.assert_allclose(fast["score"], ref["score"], atol=2e-3)
+    assert np.corrcoef(fast["score"], ref["score"])[0, 1] > 0.999
+
+
 def test_a_new_target_reuses_the_candidate_datastore(tmp_path, tiny_lm_dir, demo_dir, warmup, pool):
     rows = pool.head(20)
     first = make_selector("less", {"dim": 256}).fit(_ctx(tmp_path, tiny_lm_dir, demo_dir, warmup, ("sentiment",)))

@@ -47,6 +47,9 @@ class LessParams(BaseModel):
     # fast: batched per-example gradients + CountSketch. reference: LESS's per-example loop +
     # dense Gaussian projection (the anchor the fast path is measured against).
     path: Literal["fast", "reference"] = "fast"
+    # Fast path's projection: CountSketch (O(D), no matrix) or the reference's dense Gaussian, which
+    # makes the fast path reproduce the reference's features (regenerated in blocks, ~30 ms/row).
+    projection: Literal["countsketch", "gaussian"] = "countsketch"
     # Padded tokens per backward pass (fast path). On a 2-core CPU, 512 ran as fast as batch size 1
     # and 2048 ran 1.6x slower (activations leave the cache); a GPU wants far more.
     batch_tokens: int = Field(default=512, ge=64)
@@ -70,6 +73,12 @@ class GradientStore:
         self.seconds = {"candidates": 0.0, "targets": 0.0}
         self.computed = {"candidates": 0, "targets": 0}
 
+    @property
+    def variant(self) -> str:
+        """How features are made: 'fast', 'fast+gaussian' or 'reference' (part of the datastore key)."""
+        p = self.p
+        return p.path if p.path == "reference" or p.projection == "countsketch" else f"fast+{p.projection}"
+
     def features(self, rows: pl.DataFrame, folders: list[Path], adam: bool) -> list[np.ndarray]:
         """Per checkpoint, (n, dim) float32 L2-normalised features; `adam` for candidates (Adam's
         update direction), plain gradients for targets. Only missing (chunk, checkpoint) pairs run."""
@@ -79,7 +88,7 @@ class GradientStore:
         for s in range(0, rows.height, GRAD_CHUNK):
             chunk = rows.slice(s, GRAD_CHUNK)
             content = fingerprint(chunk["instruction"].to_list(), chunk["response"].to_list())
-            ks = [ctx.store.key("grads", ctx.model_identity, fingerprint(ctx.warmup_identity, f.name), adam, p.path,
+            ks = [ctx.store.key("grads", ctx.model_identity, fingerprint(ctx.warmup_identity, f.name), adam, self.variant,
                                 p.dim, p.seed, ctx.max_length, content) for f in folders]
             keys.append(ks)
             missing = [(c, k) for c, k in enumerate(ks) if not ctx.store.is_complete("grads", k)]
@@ -91,7 +100,7 @@ class GradientStore:
             kind = "candidates" if adam else "targets"
             self.seconds[kind] += time.perf_counter() - t0
             self.computed[kind] += sum(c.height * len(m) for c, m in todo)
-            log.info("%s gradients (%s path): %d rows x checkpoints in %.0fs", kind, p.path,
+            log.info("%s gradients (%s): %d rows x checkpoints in %.0fs", kind, self.variant,
                      sum(c.height * len(m) for c, m in todo), time.perf_counter() - t0)
         return [np.concatenate([np.load(ctx.store.dir("grads", ks[c]) / "feats.npy") for ks in keys]).astype(np.float32)
                 for c in range(len(folders))]
@@ -100,8 +109,8 @@ class GradientStore:
         lm = load_lm(self.ctx.model, self.ctx.store, self.ctx.device)
         model = load_trainable(lm.model, folder / "adapter")
         factors = lora_factors(model)
-        project = (CountSketch if self.p.path == "fast" else GaussianProjector)(
-            sum(mod.weight.numel() for _, mod in factors), self.p.dim, self.p.seed)
+        sketch = self.p.path == "fast" and self.p.projection == "countsketch"
+        project = (CountSketch if sketch else GaussianProjector)(sum(mod.weight.numel() for _, mod in factors), self.p.dim, self.p.seed)
         return lm, model, [n for n, _ in factors], project
 
     def _fast(self, todo, folders: list[Path], adam: bool) -> None:
@@ -140,7 +149,7 @@ class GradientStore:
 
     def _save(self, key: str, feats: np.ndarray, folder: Path, adam: bool, n: int) -> None:
         store = self.ctx.store
-        d = store.begin("grads", key, {"checkpoint": str(folder), "adam": adam, "path": self.p.path,
+        d = store.begin("grads", key, {"checkpoint": str(folder), "adam": adam, "variant": self.variant,
                                        "dim": self.p.dim, "seed": self.p.seed, "rows": n})
         tmp = d / "feats.tmp.npy"
         np.save(tmp, feats)
