@@ -22,13 +22,14 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneset.data.fingerprint import fingerprint
 from tuneset.errors import TunesetError, UnknownNameError
 from tuneset.models.grads import (
     Checkpoint, CheckpointState, CountSketch, GaussianProjector, adam_direction, fast_features, flat_moments,
-    lora_factors, load_trainable, reference_features,
+    lora_factors, load_trainable, normalize, reference_features,
 )
 from tuneset.models.lm import encode
 from tuneset.models.loading import load_lm
@@ -120,15 +121,20 @@ class GradientStore:
         lm, model, names, project = self._setup(folders[0])
         states = [CheckpointState(load_peft_weights(str(f / "adapter"), device="cpu"),
                                   adam_transform(Checkpoint.load(f), names) if adam else None) for f in folders]
+        # A dense projection regenerates its matrix on every call: apply it once per chunk, not per batch.
+        per_batch = isinstance(project, CountSketch)
         for chunk, missing in todo:
             enc = self._encode(lm, chunk)
-            feats = {c: np.zeros((chunk.height, self.p.dim), dtype=np.float16) for c, _ in missing}
-            it = fast_features(model, enc, lm.tokenizer.pad_token_id, project, [states[c] for c, _ in missing], self.p.batch_tokens)
+            width = self.p.dim if per_batch else project.dim_in
+            feats = {c: np.zeros((chunk.height, width), dtype=np.float16 if per_batch else np.float32) for c, _ in missing}
+            it = fast_features(model, enc, lm.tokenizer.pad_token_id, project if per_batch else (lambda g: g),
+                               [states[c] for c, _ in missing], self.p.batch_tokens)
             for idx, blocks in it:
                 for (c, _), f in zip(missing, blocks):
-                    feats[c][idx] = f.numpy().astype(np.float16)
+                    feats[c][idx] = f.numpy()
             for c, key in missing:
-                self._save(key, feats[c], folders[c], adam, chunk.height)
+                out = feats[c] if per_batch else normalize(project(torch.from_numpy(feats[c]))).numpy()
+                self._save(key, out.astype(np.float16), folders[c], adam, chunk.height)
 
     def _reference(self, todo, folders: list[Path], adam: bool) -> None:
         """LESS's order: checkpoint by checkpoint, row by row."""
