@@ -128,7 +128,11 @@ def component_sample(recipe, frame: pl.DataFrame, n: int) -> dict:
     sample = pl.concat(parts)
     rows = sample.select("id", "source", "instruction", pl.col("old_response").alias("response"))
     ctx = scoring_context(recipe)
+    models = ctx.store.root / "models"
     ctx.store = type(ctx.store)(Path(recipe.work_dir) / "component-sample-store")  # cold: time every component
+    ctx.store.root.mkdir(parents=True, exist_ok=True)
+    if models.exists() and not (ctx.store.root / "models").exists():
+        (ctx.store.root / "models").symlink_to(models)  # the converted model only, not its conversion time
     timing, cols = {}, {}
     for comp in ["likelihood", "reflection", "consistency"]:
         t = time.perf_counter()

@@ -13,7 +13,9 @@ warm-up that `tuneset compare recipes/bench-less.yaml` trains (trained here if m
 - projection: exact (unprojected) gradient cosines vs CountSketch and the dense Gaussian, on
   real Adam-aware gradients: how well each keeps the cosines, and what it costs per example.
 - fidelity: the fast path's top 15% of pool_small vs the reference path's (both at 8192 dims,
-  all warm-up checkpoints); the fast datastore is the one compare built.
+  all warm-up checkpoints, or the first N with --checkpoints N, which also scores the exact
+  unprojected LESS score as an anchor); also the fast gradients with the reference's Gaussian
+  projection, to separate the gradient computation from the projection.
 - reuse: add a target task (arc_easy) to a finished datastore; only its dev gradients are computed.
 - layers: LoRA on the last 4 layers vs every layer (each with its own warm-up), fast path, on the
   first `--layers-rows` rows: how much of the all-layer top 15% the cheaper setting keeps.
@@ -87,7 +89,8 @@ def speed_child(args) -> None:
         model_store = ctx.store
         ctx.store = ArtifactStore(tmp)
         ctx.store.root.joinpath("models").symlink_to(model_store.root / "models")  # the converted model only
-        store = GradientStore(ctx, params.model_copy(update={"path": args.path}))
+        update = {"path": "fast", "projection": "gaussian"} if args.path == "fast_gaussian" else {"path": args.path}
+        store = GradientStore(ctx, params.model_copy(update=update))
         reset_peak_rss()
         base = peak_rss_mib()
         t = time.perf_counter()
@@ -116,8 +119,10 @@ def speed(args) -> dict:
     res = {}
     for label, all_layers, n in [("last_4_layers", False, args.speed_rows), ("all_layers", True, args.all_layers_rows)]:
         ref = run_child(args, "reference", all_layers, n)
-        fast = run_child(args, "fast", all_layers, n)
-        res[label] = {"reference": ref, "fast": fast, "speedup": round(fast["examples_per_s"] / ref["examples_per_s"], 2)}
+        res[label] = {"reference": ref}
+        for path in ("fast", "fast_gaussian"):
+            res[label][path] = run_child(args, path, all_layers, n)
+            res[label][f"speedup_{path}"] = round(res[label][path]["examples_per_s"] / ref["examples_per_s"], 2)
         print(label, res[label])
     return res
 
@@ -190,36 +195,38 @@ def fidelity(args) -> dict:
     frame = rows.read()
     ctx = scoring_context(rec, 0, warm)
     res = {"rows": frame.height, "top_k": round(0.15 * frame.height), "checkpoints": args.checkpoints or "all"}
+    # fast: the default (CountSketch). fast_gaussian: the fast gradients with the reference's own
+    # projection, which isolates the gradient computation from the choice of projection.
+    variants = {"fast": {}, "fast_gaussian": {"projection": "gaussian"}, "reference": {"path": "reference"}}
     scores = {}
-    for path in ("fast", "reference"):
-        sel = make_selector("less", {**params.model_dump(), "path": path}).fit(ctx)
+    for name, update in variants.items():
+        sel = make_selector("less", {**params.model_dump(), **update}).fit(ctx)
         if args.checkpoints:  # the first N warm-up epochs only (a cheaper, partial anchor)
             sel.folders = sel.folders[: args.checkpoints]
         t = time.perf_counter()
-        scores[path] = sel.score(frame)
-        res[path] = {"wall_s": round(time.perf_counter() - t, 1), "computed": sel.store.computed,
+        scores[name] = sel.score(frame)
+        res[name] = {"wall_s": round(time.perf_counter() - t, 1), "computed": sel.store.computed,
                      "compute_s": {k: round(v, 1) for k, v in sel.store.seconds.items()}}
-        print(path, res[path])
-    f, r = scores["fast"]["score"].to_numpy(), scores["reference"]["score"].to_numpy()
-    res["top15_overlap"] = round(top_overlap(f, r), 4)
-    res["spearman"] = round(float(spearmanr(f, r).statistic), 4)
-    if args.checkpoints:  # the unprojected score as a third anchor: which path is closer to it?
+        print(name, res[name])
+    vals = {k: v["score"].to_numpy() for k, v in scores.items()}
+    if args.checkpoints:  # the unprojected score as an anchor: which projection is closer to it?
+        cache = args.work_dir / f"less_exact_scores_{args.checkpoints}.npy"
         t = time.perf_counter()
-        x = exact_scores(rec, ctx, frame, sel.folders, params)
+        if not cache.exists():
+            np.save(cache, exact_scores(rec, ctx, frame, sel.folders, params))
+        vals["exact"] = np.load(cache)
         res["exact_s"] = round(time.perf_counter() - t, 1)
-        res["top15_overlap_fast_vs_exact"] = round(top_overlap(f, x), 4)
-        res["top15_overlap_reference_vs_exact"] = round(top_overlap(r, x), 4)
-        res["spearman_fast_vs_exact"] = round(float(spearmanr(f, x).statistic), 4)
-        res["spearman_reference_vs_exact"] = round(float(spearmanr(r, x).statistic), 4)
-        top = np.sort(x)[::-1]
+        top = np.sort(vals["exact"])[::-1]
         res["exact_score_gap_rank_250_to_350"] = round(float(top[249] - top[349]), 5)
+    names = list(vals)
+    res["top15_overlap"] = {f"{a}_vs_{b}": round(top_overlap(vals[a], vals[b]), 4) for i, a in enumerate(names) for b in names[i + 1:]}
+    res["spearman"] = {f"{a}_vs_{b}": round(float(spearmanr(vals[a], vals[b]).statistic), 4) for i, a in enumerate(names) for b in names[i + 1:]}
     for task in ("banking77", "sst2"):
         a, b = scores["fast"][f"vs_{task}"].to_numpy(), scores["reference"][f"vs_{task}"].to_numpy()
-        res[f"top15_overlap_{task}"] = round(top_overlap(a, b), 4)
+        res[f"top15_overlap_fast_vs_reference_{task}"] = round(top_overlap(a, b), 4)
     src = frame["source"].to_numpy()
-    top = np.argsort(-f, kind="stable")[: res["top_k"]]
-    res["fast_top15_sources"] = dict(zip(*np.unique(src[top], return_counts=True)))
-    res["fast_top15_sources"] = {k: int(v) for k, v in res["fast_top15_sources"].items()}
+    top = np.argsort(-vals["fast"], kind="stable")[: res["top_k"]]
+    res["fast_top15_sources"] = {k: int(v) for k, v in zip(*np.unique(src[top], return_counts=True))}
     print(res)
     return res
 
@@ -305,7 +312,7 @@ def main() -> None:
     ap.add_argument("--memory-rows", type=int, default=16)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--checkpoints", type=int, default=0, help="fidelity over the first N checkpoints only")
-    ap.add_argument("--child", choices=["fast", "reference"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["fast", "fast_gaussian", "reference"], help=argparse.SUPPRESS)
     ap.add_argument("--all-layers", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.work_dir = args.work_dir.resolve()

@@ -9,10 +9,10 @@ Two paths compute the same gradients:
   so an example's weight gradient is the sum over its tokens of (output gradient) x (input): the
   forward hooks keep each factor's input and output, `autograd.grad` returns the output gradients
   for the whole batch, and one einsum per factor yields every example's gradient (as LoGra does).
-  Then a CountSketch projects it in O(D) without any matrix. LoGra also projects the token
-  vectors before the outer product (a Kronecker sketch), but the Adam transform below is
-  elementwise on the full gradient and does not factor, so the LoRA gradient is materialised;
-  at rank 8 it is under 1M numbers per example.
+  Then the reference's Gaussian projection (applied per chunk of rows) or a CountSketch (O(D),
+  no matrix) reduces it. LoGra also projects the token vectors before the outer product (a
+  Kronecker sketch), but the Adam transform below is elementwise on the full gradient and does
+  not factor, so the LoRA gradient is materialised; at rank 8 it is under 1M numbers per example.
 """
 
 from __future__ import annotations
