@@ -145,7 +145,7 @@ def projection(args) -> dict:
 
     from tuneset.flows.common import scoring_context
     from tuneset.models.grads import (
-        Checkpoint, CountSketch, GaussianProjector, adam_direction, exact_features, flat_moments, load_trainable,
+        CountSketch, GaussianProjector, adam_transform, exact_features, load_trainable,
         lora_factors,
     )
     from tuneset.models.lm import encode
@@ -158,11 +158,9 @@ def projection(args) -> dict:
     lm = load_lm(rec.model.name, ctx.store, "cpu")
     folder = checkpoints(warm)[-1]
     model = load_trainable(lm.model, folder / "adapter")
-    ckpt = Checkpoint.load(folder)
-    m, v = flat_moments(ckpt, [n for n, _ in lora_factors(model)])
     enc = encode(lm.tokenizer, frame["instruction"].to_list(), frame["response"].to_list(), rec.model.max_length)
     g = torch.from_numpy(exact_features(model, enc, lm.tokenizer.pad_token_id,
-                                        lambda x: adam_direction(x, m, v, ckpt.betas, ckpt.eps), params.batch_tokens))
+                                        adam_transform(folder, [n for n, _ in lora_factors(model)]), params.batch_tokens))
     exact = (g @ g.T).numpy()
     iu = np.triu_indices(len(g), 1)
     out = {"rows": len(g), "dim_in": g.shape[1], "k": params.dim}
@@ -234,7 +232,7 @@ def fidelity(args) -> dict:
 def exact_scores(rec, ctx, frame, folders, params) -> np.ndarray:
     """LESS's score without any projection: mean over dev rows of cos(g, t) is g_hat . mean(t_hat),
     so one pass over the candidates with the full gradients gives it exactly."""
-    from tuneset.models.grads import Checkpoint, adam_direction, exact_features, flat_moments, load_trainable, lora_factors
+    from tuneset.models.grads import adam_transform, exact_features, load_trainable, lora_factors
     from tuneset.models.lm import encode
     from tuneset.models.loading import load_lm
     from tuneset.selectors.less import checkpoint_weights
@@ -245,10 +243,8 @@ def exact_scores(rec, ctx, frame, folders, params) -> np.ndarray:
     for w, folder in zip(weights, folders):
         lm = load_lm(rec.model.name, ctx.store, "cpu")
         model = load_trainable(lm.model, folder / "adapter")
-        ckpt = Checkpoint.load(folder)
-        m, v = flat_moments(ckpt, [n for n, _ in lora_factors(model)])
         pad = lm.tokenizer.pad_token_id
-        cand = exact_features(model, enc(lm.tokenizer, frame), pad, lambda g: adam_direction(g, m, v, ckpt.betas, ckpt.eps),
+        cand = exact_features(model, enc(lm.tokenizer, frame), pad, adam_transform(folder, [n for n, _ in lora_factors(model)]),
                               params.batch_tokens)
         for t in params.tasks:
             dev = exact_features(model, enc(lm.tokenizer, ctx.targets[t]), pad, None, params.batch_tokens).mean(0)

@@ -9,7 +9,7 @@ from tuneset.data import ArtifactStore, load_rows
 from tuneset.errors import TunesetError
 from tuneset.finetune.sft import wrap_lora
 from tuneset.models.grads import (
-    Checkpoint, CountSketch, GaussianProjector, _FactorTaps, adam_direction, batched_example_grads, exact_features,
+    Checkpoint, CountSketch, GaussianProjector, _FactorTaps, adam_direction, adam_transform, batched_example_grads, exact_features,
     flat_moments, lora_factors, load_trainable,
 )
 from tuneset.models.lm import encode, pad_batch, token_nll
@@ -134,11 +134,9 @@ def test_less_scores_are_lr_weighted_cosines_and_explained(tmp_path, tiny_lm_dir
     for wc, folder in zip(w, checkpoints(warmup)):
         lm = load_lm(str(tiny_lm_dir), ctx.store, "cpu")
         model = load_trainable(lm.model, folder / "adapter")
-        ckpt = Checkpoint.load(folder)
-        m, v = flat_moments(ckpt, [n for n, _ in lora_factors(model)])
         enc_c = encode(lm.tokenizer, rows["instruction"].to_list(), rows["response"].to_list(), 64)
         enc_d = encode(lm.tokenizer, dev["instruction"].to_list(), dev["response"].to_list(), 64)
-        c = exact_features(model, enc_c, lm.tokenizer.pad_token_id, lambda g: adam_direction(g, m, v, ckpt.betas, ckpt.eps))
+        c = exact_features(model, enc_c, lm.tokenizer.pad_token_id, adam_transform(folder, [n for n, _ in lora_factors(model)]))
         d = exact_features(model, enc_d, lm.tokenizer.pad_token_id)
         exact += wc * (c @ d.T).mean(1)
     from scipy.stats import spearmanr

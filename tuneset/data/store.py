@@ -70,6 +70,15 @@ class ArtifactStore:
             return self.finish(kind, key)
 
 
+def write_npy(array, path: Path) -> Path:
+    """`np.save`, atomically (a killed writer leaves no half-written array behind)."""
+    import numpy as np
+
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        np.save(f, array)
+    return path
+
+
 def write_parquet(frame: pl.DataFrame, path: Path) -> Path:
     with atomic_path(path) as tmp:
         frame.write_parquet(tmp)

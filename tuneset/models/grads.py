@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tuneset.models.lm import Encoded, length_batches, pad_batch, response_token_nll, token_nll
+from tuneset.models.lm import Encoded, length_batches, nll_at_responses, pad_batch, response_token_nll, token_nll
 
 log = logging.getLogger("tuneset.grads")
 
@@ -98,6 +98,13 @@ def adam_direction(g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, betas: tup
     return m2 / (v2.sqrt() + eps)
 
 
+def adam_transform(folder: Path, names: Sequence[str]):
+    """Gradient -> Adam's direction under the checkpoint in `folder`, for factors `names` in order."""
+    ckpt = Checkpoint.load(folder)
+    m, v = flat_moments(ckpt, names)
+    return lambda g: adam_direction(g, m, v, ckpt.betas, ckpt.eps)
+
+
 class CountSketch:
     """x -> S x with S a k x D matrix holding one random +-1 per column: O(D) per example, no matrix
     stored beyond a bucket and a sign per coordinate. Inner products are preserved in expectation."""
@@ -128,9 +135,6 @@ class GaussianProjector:
             stop = min(start + self.block, self.dim_in)
             out += x[:, start:stop].float() @ torch.randn(stop - start, self.k, generator=g)
         return out / math.sqrt(self.k)
-
-
-PROJECTIONS = {"countsketch": CountSketch, "gaussian": GaussianProjector}
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -197,12 +201,7 @@ class LayerSplit:
             hidden = self.decoder(inputs_embeds=h, attention_mask=mask, use_cache=False).last_hidden_state
         finally:
             self.decoder.layers = layers
-        target = labels[:, 1:]
-        keep = target != -100
-        rows, cols = keep.nonzero(as_tuple=True)
-        nll = torch.zeros(target.shape, dtype=torch.float32, device=h.device)
-        nll[keep] = torch.nn.functional.cross_entropy(self.head(hidden[rows, cols]).float(), target[keep], reduction="none")
-        return nll
+        return nll_at_responses(labels, lambda rows, cols: self.head(hidden[rows, cols]))
 
 
 def first_lora_layer(factors: Sequence[tuple[str, torch.nn.Linear]]) -> int | None:
@@ -308,8 +307,7 @@ def reference_features(model: torch.nn.Module, encoded: Sequence[Encoded], pad_i
     idx: list[int] = []
     for i, e in enumerate(encoded):
         ids, mask, labels = pad_batch([e], pad_id, device)
-        nll = token_nll(model(input_ids=ids, attention_mask=mask).logits, labels)
-        loss = nll.sum() / (labels[:, 1:] != -100).sum().clamp_min(1)
+        loss = mean_response_nll(token_nll(model(input_ids=ids, attention_mask=mask).logits, labels), labels).sum()
         model.zero_grad(set_to_none=True)
         loss.backward()
         g = torch.cat([p.grad.flatten() for p in params]).float().cpu()[None]

@@ -111,11 +111,17 @@ def logits_at(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, row
 def response_token_nll(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per-token NLL like `token_nll(model(...).logits, labels)`, but projected to the vocabulary
     only at response positions (prompts are most tokens)."""
+    return nll_at_responses(labels, lambda rows, cols: logits_at(model, ids, mask, rows, cols))
+
+
+def nll_at_responses(labels: torch.Tensor, logits_of) -> torch.Tensor:
+    """Per-token NLL (batch, seq-1), 0 outside the response, from `logits_of(rows, cols)`: the
+    logits predicting each labelled token, asked for only at those positions."""
     target = labels[:, 1:]
     keep = target != -100
     rows, cols = keep.nonzero(as_tuple=True)
-    nll = torch.zeros(target.shape, dtype=torch.float32, device=ids.device)
-    nll[keep] = F.cross_entropy(logits_at(model, ids, mask, rows, cols).float(), target[keep], reduction="none")
+    nll = torch.zeros(target.shape, dtype=torch.float32, device=labels.device)
+    nll[keep] = F.cross_entropy(logits_of(rows, cols).float(), target[keep], reduction="none")
     return nll
 
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from tuneset import __version__
 from tuneset.data.fingerprint import dataset_fingerprint, fingerprint
-from tuneset.data.store import ArtifactStore, write_parquet
+from tuneset.data.store import ArtifactStore, write_npy, write_parquet
 from tuneset.errors import TunesetError, UnknownNameError
 from tuneset.models.embed import MINILM, embed_texts
 from tuneset.models.lm import encode, response_nll
@@ -102,10 +102,8 @@ class ScoringContext:
         if self.store.is_complete("embeddings", key):
             return np.load(path)
         emb = embed_texts(self.embedder, texts, device="cpu" if self.device == "auto" else self.device)
-        d = self.store.begin("embeddings", key, {"embedder": self.embedder, "n": len(texts)})
-        tmp = d / "emb.tmp.npy"
-        np.save(tmp, emb)
-        tmp.replace(path)
+        self.store.begin("embeddings", key, {"embedder": self.embedder, "n": len(texts)})
+        write_npy(emb, path)
         self.store.finish("embeddings", key)
         return emb
 

@@ -26,10 +26,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneset.data.fingerprint import fingerprint
+from tuneset.data.store import write_npy
 from tuneset.errors import TunesetError, UnknownNameError
 from tuneset.models.grads import (
-    Checkpoint, CheckpointState, CountSketch, GaussianProjector, adam_direction, fast_features, flat_moments,
-    lora_factors, load_trainable, normalize, reference_features,
+    Checkpoint, CheckpointState, CountSketch, GaussianProjector, adam_transform, fast_features, lora_factors,
+    load_trainable, normalize, reference_features,
 )
 from tuneset.models.lm import encode
 from tuneset.models.loading import load_lm
@@ -75,6 +76,7 @@ class GradientStore:
         # Compute time by kind ("candidates", "targets") and rows computed: cache hits add nothing.
         self.seconds = {"candidates": 0.0, "targets": 0.0}
         self.computed = {"candidates": 0, "targets": 0}
+        self._fast_loaded = None
 
     @property
     def variant(self) -> str:
@@ -120,9 +122,11 @@ class GradientStore:
         """One model; each checkpoint's LoRA weights swapped in per batch, frozen layers run once."""
         from peft.utils import load_peft_weights
 
-        lm, model, names, project = self._setup(folders[0])
+        if self._fast_loaded is None:  # loaded once: candidates and every target task share it
+            self._fast_loaded = self._setup(folders[0])
+        lm, model, names, project = self._fast_loaded
         states = [CheckpointState(load_peft_weights(str(f / "adapter"), device="cpu"),
-                                  adam_transform(Checkpoint.load(f), names) if adam else None) for f in folders]
+                                  adam_transform(f, names) if adam else None) for f in folders]
         # A dense projection regenerates its matrix on every call: apply it once per chunk, not per batch.
         per_batch = isinstance(project, CountSketch)
         for chunk, missing in todo:
@@ -142,7 +146,7 @@ class GradientStore:
         """LESS's order: checkpoint by checkpoint, row by row."""
         for c, folder in enumerate(folders):
             lm, model, names, project = self._setup(folder)
-            transform = adam_transform(Checkpoint.load(folder), names) if adam else None
+            transform = adam_transform(folder, names) if adam else None
             for chunk, missing in todo:
                 key = dict(missing).get(c)
                 if key is None:
@@ -159,15 +163,8 @@ class GradientStore:
         store = self.ctx.store
         d = store.begin("grads", key, {"checkpoint": str(folder), "adam": adam, "variant": self.variant,
                                        "dim": self.p.dim, "seed": self.p.seed, "rows": n})
-        tmp = d / "feats.tmp.npy"
-        np.save(tmp, feats)
-        tmp.replace(d / "feats.npy")
+        write_npy(feats, d / "feats.npy")
         store.finish("grads", key)
-
-
-def adam_transform(ckpt: Checkpoint, names: list[str]):
-    m, v = flat_moments(ckpt, names)
-    return lambda g: adam_direction(g, m, v, ckpt.betas, ckpt.eps)
 
 
 def checkpoint_weights(folders: list[Path]) -> np.ndarray:
@@ -227,8 +224,8 @@ class LessSelector(Selector):
         best_task = table.argmax(0)
         out = {"id": rows["id"], "score": table.max(0), **cols}
         if self.params.explain:
-            out["top_dev"] = [self._explain(sims[t], i, self.ctx.targets[sims[t][0]]["id"].to_list())
-                              for i, t in enumerate(best_task.tolist())]
+            dev_ids = [self.ctx.targets[task]["id"].to_list() for task, _ in sims]
+            out["top_dev"] = [self._explain(sims[t], i, dev_ids[t]) for i, t in enumerate(best_task.tolist())]
         return pl.DataFrame(out)
 
     def _explain(self, task_sims: tuple[str, np.ndarray], i: int, dev_ids: list[str]) -> str:
