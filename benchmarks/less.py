@@ -110,7 +110,7 @@ def run_child(args, path: str, all_layers: bool = False, rows: int | None = None
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-ALL_LAYERS = "score.selectors=[{name: less, params: {tasks: [banking77, sst2], warmup: {}}}]"
+ALL_LAYERS = "score.selectors=[{name: less, params: {tasks: [banking77, sst2], projection: countsketch, warmup: {}}}]"
 
 
 def speed(args) -> dict:
@@ -160,7 +160,7 @@ def projection(args) -> dict:
     model = load_trainable(lm.model, folder / "adapter")
     enc = encode(lm.tokenizer, frame["instruction"].to_list(), frame["response"].to_list(), rec.model.max_length)
     g = torch.from_numpy(exact_features(model, enc, lm.tokenizer.pad_token_id,
-                                        adam_transform(folder, [n for n, _ in lora_factors(model)]), params.batch_tokens))
+                                        adam_transform(folder, [n for n, _ in lora_factors(model)]), params.tokens_per_batch("cpu")))
     exact = (g @ g.T).numpy()
     iu = np.triu_indices(len(g), 1)
     out = {"rows": len(g), "dim_in": g.shape[1], "k": params.dim}
@@ -245,9 +245,9 @@ def exact_scores(rec, ctx, frame, folders, params) -> np.ndarray:
         model = load_trainable(lm.model, folder / "adapter")
         pad = lm.tokenizer.pad_token_id
         cand = exact_features(model, enc(lm.tokenizer, frame), pad, adam_transform(folder, [n for n, _ in lora_factors(model)]),
-                              params.batch_tokens)
+                              params.tokens_per_batch("cpu"))
         for t in params.tasks:
-            dev = exact_features(model, enc(lm.tokenizer, ctx.targets[t]), pad, None, params.batch_tokens).mean(0)
+            dev = exact_features(model, enc(lm.tokenizer, ctx.targets[t]), pad, None, params.tokens_per_batch("cpu")).mean(0)
             per_task[t] += w * (cand @ dev)
     return np.max(np.stack(list(per_task.values())), axis=0)
 
@@ -280,7 +280,9 @@ def layers(args) -> dict:
     for label, extra in [("last_4_layers", []), ("all_layers", [ALL_LAYERS])]:
         rec, rows, params, warm = prepared(args, *extra)
         frame = rows.read().head(args.layers_rows)
-        sel = make_selector("less", params.model_dump()).fit(scoring_context(rec, 0, warm))
+        # one projection for both arms (the default, the reference's Gaussian), so the overlap
+        # measures the layers alone and not the recipe's CountSketch noise at the cut
+        sel = make_selector("less", {**params.model_dump(), "projection": "gaussian"}).fit(scoring_context(rec, 0, warm))
         t = time.perf_counter()
         scores[label] = sel.score(frame)["score"].to_numpy()
         res[label] = {"wall_s": round(time.perf_counter() - t, 1), "compute_s": {k: round(v, 1) for k, v in sel.store.seconds.items()}}

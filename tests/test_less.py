@@ -228,3 +228,19 @@ def test_shared_frozen_layers_and_swapped_checkpoints_give_each_checkpoints_grad
     for c in (0, 1):
         want = expected[c] / expected[c].norm(dim=1, keepdim=True)
         torch.testing.assert_close(torch.stack([got[c][i] for i in range(len(enc))]), want, rtol=1e-5, atol=1e-7)
+
+
+def test_batch_size_follows_the_device_and_leaves_scores_unchanged(tmp_path, tiny_lm_dir, demo_dir, warmup, pool):
+    from tuneset.selectors.less import GradientStore, LessParams
+
+    assert LessParams().tokens_per_batch("cpu") == 512 and LessParams().tokens_per_batch("cuda") == 8192
+    assert LessParams(batch_tokens=64).tokens_per_batch("cuda") == 64
+    rows = pool.head(16)
+    a = make_selector("less", {"dim": 256}).fit(_ctx(tmp_path / "a", tiny_lm_dir, demo_dir, warmup)).score(rows)
+    b = make_selector("less", {"dim": 256, "batch_tokens": 64}).fit(_ctx(tmp_path / "b", tiny_lm_dir, demo_dir, warmup)).score(rows)
+    np.testing.assert_allclose(a["score"], b["score"], atol=2e-3)
+    # A GPU draws another Gaussian matrix (and computes in bf16): its features never share CPU keys.
+    ctx = _ctx(tmp_path / "a", tiny_lm_dir, demo_dir, warmup)
+    assert GradientStore(ctx, LessParams()).variant == "fast+gaussian"
+    ctx.device = "cuda"
+    assert GradientStore(ctx, LessParams()).variant == "fast+gaussian@cuda"

@@ -99,10 +99,15 @@ def adam_direction(g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, betas: tup
 
 
 def adam_transform(folder: Path, names: Sequence[str]):
-    """Gradient -> Adam's direction under the checkpoint in `folder`, for factors `names` in order."""
+    """Gradient -> Adam's direction under the checkpoint in `folder`, for factors `names` in order;
+    the moments follow the gradient to its device."""
     ckpt = Checkpoint.load(folder)
     m, v = flat_moments(ckpt, names)
-    return lambda g: adam_direction(g, m, v, ckpt.betas, ckpt.eps)
+
+    def transform(g: torch.Tensor) -> torch.Tensor:
+        return adam_direction(g, m.to(g.device), v.to(g.device), ckpt.betas, ckpt.eps)
+
+    return transform
 
 
 class CountSketch:
@@ -116,24 +121,29 @@ class CountSketch:
         self.k = k
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros(x.shape[0], self.k, dtype=x.dtype)
+        if self.bucket.device != x.device:
+            self.bucket, self.sign = self.bucket.to(x.device), self.sign.to(x.device)
+        out = torch.zeros(x.shape[0], self.k, dtype=x.dtype, device=x.device)
         out.index_add_(1, self.bucket, x * self.sign)
         return out
 
 
 class GaussianProjector:
     """Dense N(0, 1/k) projection, as TRAK's: rows of the D x k matrix are regenerated block by block
-    from (seed, block), since the whole matrix (D x 8192 floats) is far larger than memory."""
+    from (seed, block), since the whole matrix (D x 8192 floats) is far larger than memory.
+
+    The blocks are drawn on the input's device. A CUDA generator draws other numbers than the CPU
+    one for the same seed, so features made on a GPU must be keyed apart from CPU ones."""
 
     def __init__(self, dim_in: int, k: int, seed: int, block: int = 8192):
         self.dim_in, self.k, self.seed, self.block = dim_in, k, seed, block
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros(x.shape[0], self.k, dtype=torch.float32)
+        out = torch.zeros(x.shape[0], self.k, dtype=torch.float32, device=x.device)
         for b, start in enumerate(range(0, self.dim_in, self.block)):
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + b)
+            g = torch.Generator(device=x.device).manual_seed(self.seed * 1_000_003 + b)
             stop = min(start + self.block, self.dim_in)
-            out += x[:, start:stop].float() @ torch.randn(stop - start, self.k, generator=g)
+            out += x[:, start:stop].float() @ torch.randn(stop - start, self.k, generator=g, device=x.device)
         return out / math.sqrt(self.k)
 
 
@@ -223,7 +233,7 @@ def example_grads(loss_per_example: torch.Tensor, taps: _FactorTaps, n_factors: 
         parts = [torch.einsum("bto,bti->boi", go, x).reshape(len(loss_per_example), -1)
                  for go, x in zip(grads_out, taps.inputs)]
     taps.clear()
-    return torch.cat(parts, 1).float().cpu()
+    return torch.cat(parts, 1).float()
 
 
 def mean_response_nll(nll: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -277,7 +287,7 @@ def fast_features(model: torch.nn.Module, encoded: Sequence[Encoded], pad_id: in
                 g = example_grads(mean_response_nll(nll, labels), taps, len(factors))
                 if state.transform is not None:
                     g = state.transform(g)
-                feats.append(normalize(project(g)))
+                feats.append(normalize(project(g)).cpu())
             yield batch, feats
     finally:
         taps.close()
@@ -310,13 +320,43 @@ def reference_features(model: torch.nn.Module, encoded: Sequence[Encoded], pad_i
         loss = mean_response_nll(token_nll(model(input_ids=ids, attention_mask=mask).logits, labels), labels).sum()
         model.zero_grad(set_to_none=True)
         loss.backward()
-        g = torch.cat([p.grad.flatten() for p in params]).float().cpu()[None]
+        g = torch.cat([p.grad.flatten() for p in params]).float()[None]
         pending.append(transform(g) if transform is not None else g)
         idx.append(i)
         if len(pending) == project_every or i == len(encoded) - 1:
-            yield idx, normalize(project(torch.cat(pending)))
+            yield idx, normalize(project(torch.cat(pending))).cpu()
             pending, idx = [], []
     model.zero_grad(set_to_none=True)
+
+
+def fast_chunk(model: torch.nn.Module, encoded: Sequence[Encoded], pad_id: int, project,
+               states: Sequence[CheckpointState], max_tokens: int = 512) -> list[np.ndarray]:
+    """Per checkpoint, the (n, k) float16 features of one chunk of rows by the fast path.
+
+    CountSketch is cheap and applied per batch. A dense projection regenerates its matrix on every
+    call, so it is applied once per chunk to the gathered full gradients instead."""
+    per_batch = isinstance(project, CountSketch)
+    feats: list[np.ndarray | None] = [None] * len(states)
+    for idx, blocks in fast_features(model, encoded, pad_id, project if per_batch else (lambda g: g), states, max_tokens):
+        for c, f in enumerate(blocks):
+            if feats[c] is None:
+                feats[c] = np.zeros((len(encoded), f.shape[1]), dtype=np.float16 if per_batch else np.float32)
+            feats[c][idx] = f.numpy()
+    if per_batch:
+        return feats
+    device = next(model.parameters()).device
+    return [normalize(project(torch.from_numpy(f).to(device))).cpu().numpy().astype(np.float16) for f in feats]
+
+
+def reference_chunk(model: torch.nn.Module, encoded: Sequence[Encoded], pad_id: int, project, transform=None) -> np.ndarray:
+    """The (n, k) float16 features of one chunk of rows under one checkpoint by LESS's own loop."""
+    feats = None
+    for idx, f in reference_features(model, encoded, pad_id, project, transform):
+        if feats is None:
+            feats = np.zeros((len(encoded), f.shape[1]), dtype=np.float16)
+        feats[idx] = f.numpy().astype(np.float16)
+    return feats
+
 
 
 def exact_features(model: torch.nn.Module, encoded: Sequence[Encoded], pad_id: int, transform=None,

@@ -22,18 +22,17 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneset.data.fingerprint import fingerprint
 from tuneset.data.store import write_npy
 from tuneset.errors import TunesetError, UnknownNameError
 from tuneset.models.grads import (
-    Checkpoint, CheckpointState, CountSketch, GaussianProjector, adam_transform, fast_features, lora_factors,
-    load_trainable, normalize, reference_features,
+    Checkpoint, CheckpointState, CountSketch, GaussianProjector, adam_transform, fast_chunk, lora_factors,
+    load_trainable, reference_chunk,
 )
 from tuneset.models.lm import encode
-from tuneset.models.loading import load_lm
+from tuneset.models.loading import load_lm, resolve_device
 from tuneset.recipe import WarmupConfig
 from tuneset.selectors.base import ScoringContext, Selector, register
 
@@ -46,7 +45,7 @@ class LessParams(BaseModel):
     warmup: WarmupConfig = Field(default_factory=WarmupConfig)
     dim: int = Field(default=8192, ge=16)
     seed: int = 0  # projection seed
-    # fast: batched per-example gradients + CountSketch. reference: LESS's per-example loop +
+    # fast: batched per-example gradients, one forward/backward per batch. reference: LESS's per-example loop +
     # dense Gaussian projection (the anchor the fast path is measured against).
     path: Literal["fast", "reference"] = "fast"
     # Fast path's projection. gaussian: the reference's own (seeded blocks, applied once per 256-row
@@ -54,11 +53,15 @@ class LessParams(BaseModel):
     # the reference. countsketch: O(D) with no matrix, 7.6x, but at this pool's crowded top-15% cut
     # it kept 0.86 of the exact (unprojected) selection where the Gaussian kept 0.91.
     projection: Literal["gaussian", "countsketch"] = "gaussian"
-    # Padded tokens per backward pass (fast path). On a 2-core CPU, 512 ran as fast as batch size 1
-    # and 2048 ran 1.6x slower (activations leave the cache); a GPU wants far more.
-    batch_tokens: int = Field(default=512, ge=64)
+    # Padded tokens per backward pass (fast path); None: 512 on a CPU, 8192 on a GPU. On a 2-core
+    # CPU, 512 ran as fast as batch size 1 and 2048 ran 1.6x slower (activations leave the cache);
+    # on an H100, 8192 ran 7.7x faster than 512 (benchmarks/results/less_gpu.json).
+    batch_tokens: int | None = Field(default=None, ge=64)
     tasks: list[str] | None = None  # target tasks (default: every task of the recipe)
     explain: int = Field(default=3, ge=0)  # dev rows named per candidate in `top_dev`
+
+    def tokens_per_batch(self, device: str) -> int:
+        return self.batch_tokens or (512 if resolve_device(device).type == "cpu" else 8192)
 
 
 def checkpoints(warmup: str | Path) -> list[Path]:
@@ -80,9 +83,12 @@ class GradientStore:
 
     @property
     def variant(self) -> str:
-        """How features are made: 'fast', 'fast+gaussian' or 'reference' (part of the datastore key)."""
+        """How features are made: 'fast', 'fast+gaussian' or 'reference', plus '@cuda' off the CPU
+        (a GPU draws another Gaussian matrix, and computes in bf16). Part of the datastore key."""
         p = self.p
-        return p.path if p.path == "reference" or p.projection == "countsketch" else f"fast+{p.projection}"
+        name = p.path if p.path == "reference" or p.projection == "countsketch" else f"fast+{p.projection}"
+        device = resolve_device(self.ctx.device).type
+        return name if device == "cpu" else f"{name}@{device}"
 
     def features(self, rows: pl.DataFrame, folders: list[Path], adam: bool) -> list[np.ndarray]:
         """Per checkpoint, (n, dim) float32 L2-normalised features; `adam` for candidates (Adam's
@@ -127,20 +133,11 @@ class GradientStore:
         lm, model, names, project = self._fast_loaded
         states = [CheckpointState(load_peft_weights(str(f / "adapter"), device="cpu"),
                                   adam_transform(f, names) if adam else None) for f in folders]
-        # A dense projection regenerates its matrix on every call: apply it once per chunk, not per batch.
-        per_batch = isinstance(project, CountSketch)
         for chunk, missing in todo:
-            enc = self._encode(lm, chunk)
-            width = self.p.dim if per_batch else project.dim_in
-            feats = {c: np.zeros((chunk.height, width), dtype=np.float16 if per_batch else np.float32) for c, _ in missing}
-            it = fast_features(model, enc, lm.tokenizer.pad_token_id, project if per_batch else (lambda g: g),
-                               [states[c] for c, _ in missing], self.p.batch_tokens)
-            for idx, blocks in it:
-                for (c, _), f in zip(missing, blocks):
-                    feats[c][idx] = f.numpy()
-            for c, key in missing:
-                out = feats[c] if per_batch else normalize(project(torch.from_numpy(feats[c]))).numpy()
-                self._save(key, out.astype(np.float16), folders[c], adam, chunk.height)
+            feats = fast_chunk(model, self._encode(lm, chunk), lm.tokenizer.pad_token_id, project,
+                               [states[c] for c, _ in missing], self.p.tokens_per_batch(self.ctx.device))
+            for (c, key), f in zip(missing, feats):
+                self._save(key, f, folders[c], adam, chunk.height)
 
     def _reference(self, todo, folders: list[Path], adam: bool) -> None:
         """LESS's order: checkpoint by checkpoint, row by row."""
@@ -151,9 +148,7 @@ class GradientStore:
                 key = dict(missing).get(c)
                 if key is None:
                     continue
-                feats = np.zeros((chunk.height, self.p.dim), dtype=np.float16)
-                for idx, f in reference_features(model, self._encode(lm, chunk), lm.tokenizer.pad_token_id, project, transform):
-                    feats[idx] = f.numpy().astype(np.float16)
+                feats = reference_chunk(model, self._encode(lm, chunk), lm.tokenizer.pad_token_id, project, transform)
                 self._save(key, feats, folder, adam, chunk.height)
 
     def _encode(self, lm, chunk: pl.DataFrame):
