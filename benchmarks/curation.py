@@ -5,6 +5,8 @@
 1. Runs `tuneset curate` with recipes/bench-curate.yaml on bench/pool.jsonl (scores are cached).
 2. AUROC per noise kind: rows with that noise vs clean rows of the same sources, for every score
    column; exact-duplicate recall; relabel precision and recall against the clean labels.
+   With --labels-only: the same with `label_quality` alone (no confidence pass, no filters), so
+   label-flip detection and relabelling are measured in minutes; writes labels_only_*.
 3. With --sample N: all three confidence components (likelihood, reflection, consistency) on a
    stratified sample of N rows, with their time per 1,000 rows.
 Writes benchmarks/results/curation/.
@@ -54,12 +56,21 @@ def detection_table(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
     return pl.DataFrame(out)
 
 
+def flip_auroc_by_source(frame: pl.DataFrame) -> dict[str, float]:
+    out = {}
+    for src in sorted(frame.filter(pl.col("noise") == "label_flip")["source"].unique().to_list()):
+        part = frame.filter((pl.col("source") == src) & (pl.col("noise").is_null() | (pl.col("noise") == "label_flip")))
+        out[src] = round(auroc((part["noise"] == "label_flip").fill_null(False).to_numpy(), part["label_quality"].to_numpy()), 4)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     ap.add_argument("--work-dir", type=Path, default=ROOT / ".tuneset" / "bench")
     ap.add_argument("--sample", type=int, default=0, help="rows for the three-component confidence run")
     ap.add_argument("--components-only", action="store_true", help="only the --sample run, without the full-pool curation")
+    ap.add_argument("--labels-only", action="store_true", help="label_quality alone: label flips and relabelling")
     args = ap.parse_args()
     bench = args.shared / "bench"
     if not (bench / "pool.jsonl").exists():
@@ -67,7 +78,9 @@ def main() -> None:
         return
     OUT.mkdir(parents=True, exist_ok=True)
     recipe = load_recipe(ROOT / "recipes" / "bench-curate.yaml", [
-        f"pool={(bench / 'pool.jsonl').resolve()}", f"tasks={(bench / 'tasks.json').resolve()}", f"work_dir={args.work_dir}"])
+        f"pool={(bench / 'pool.jsonl').resolve()}", f"tasks={(bench / 'tasks.json').resolve()}", f"work_dir={args.work_dir}",
+        *(["score.selectors=[{name: label_quality}]", "curate.filters=[]"] if args.labels_only else [])])
+    prefix = "labels_only_" if args.labels_only else ""
     if args.components_only:
         frame = (pl.read_ndjson(bench / "pool.jsonl").join(pl.read_ndjson(bench / "pool_truth.jsonl"), on="id", how="left")
                  .with_columns(old_response=pl.col("response")))
@@ -104,7 +117,14 @@ def main() -> None:
                     "clean_rows_relabelled": int(relabelled["noise"].is_null().sum())},
         "drops_by_noise": frame.filter(pl.col("action") == "dropped").group_by(pl.col("noise").fill_null("clean")).len()
         .sort("noise").to_dicts(),
+        "label_flip_auroc_by_source": flip_auroc_by_source(frame),
     }
+    if args.labels_only:
+        det.write_csv(OUT / f"{prefix}detection_auroc.csv")
+        (OUT / f"{prefix}summary.json").write_text(json.dumps(summary, indent=1))
+        print(det)
+        print(json.dumps(summary, indent=1))
+        return
     # The downstream check fine-tunes on pool_small curated by this full-pool run (same ids).
     small_ids = pl.read_ndjson(bench / "pool_small.jsonl")["id"]
     curated = pl.read_ndjson(Path(res.report).parent / "curated.jsonl")

@@ -52,3 +52,16 @@ def test_out_of_fold_probs_and_confident_learning_find_flipped_labels():
     issues = find_label_issues(y, probs)
     assert issues[is_flip].mean() > 0.75 and issues[~is_flip].mean() < 0.05
     assert (probs.argmax(1)[flipped] == y_true[flipped]).mean() > 0.9  # the suggestion restores the label
+
+
+def test_calibrated_probs_pick_the_grid_penalty_with_the_lowest_out_of_fold_log_loss():
+    from tuneset.selectors.label_quality import C_GRID, calibrated_probs
+
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(3), 40)
+    x = np.hstack([np.eye(3)[y] * 2 + rng.normal(size=(120, 3)), rng.normal(size=(120, 30))])
+    loss = {c: -np.log(out_of_fold_probs(x, y, 3, 5, c, 0)[np.arange(120), y]).mean() for c in C_GRID}
+    best = min(loss, key=loss.get)
+    np.testing.assert_allclose(calibrated_probs(x, y, 3, 5, None, 0), out_of_fold_probs(x, y, 3, 5, best, 0))
+    np.testing.assert_allclose(calibrated_probs(x, y, 3, 5, 0.5, 0), out_of_fold_probs(x, y, 3, 5, 0.5, 0))
+    assert len(set(np.round(list(loss.values()), 6))) > 1  # the grid matters on this data

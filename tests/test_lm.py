@@ -60,3 +60,20 @@ def test_response_only_projection_matches_full_logits(lm):
         full = token_nll(lm.model(input_ids=ids, attention_mask=mask).logits, labels)
         fast = response_token_nll(lm.model, ids, mask, labels)
     torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
+
+
+def test_text_features_read_the_last_token_and_do_not_depend_on_the_batch(lm):
+    from tuneset.models.lm import text_features
+
+    texts = ["Review: a fine film\nSentiment:", "short", "Question: what is the capital of France?\nType:"]
+    together = text_features(lm.model, lm.tokenizer, texts, max_tokens=4096)
+    alone = np.vstack([text_features(lm.model, lm.tokenizer, [t]) for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    # the first half is the last layer's state at the final token: equal to a plain forward's
+    ids = torch.tensor([lm.tokenizer(texts[0], add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        last = lm.model(input_ids=ids, output_hidden_states=True).hidden_states[-1][0, -1]
+    np.testing.assert_allclose(together[0, : last.shape[0]], last.numpy(), atol=1e-5)
+    # max_length keeps the end of a long text, where the prompt asks its question
+    cut = text_features(lm.model, lm.tokenizer, ["word " * 50 + "Sentiment:"], max_length=8)
+    assert cut.shape == (1, together.shape[1]) and np.isfinite(cut).all()

@@ -108,6 +108,32 @@ def logits_at(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, row
     return head(decoder(input_ids=ids, attention_mask=mask).last_hidden_state[rows, cols])
 
 
+@torch.no_grad()
+def text_features(model: torch.nn.Module, tokenizer, texts: Sequence[str], max_length: int = 512,
+                  max_tokens: int = 4096) -> np.ndarray:
+    """Per text, the model's own reading of it: the last layer's state at the final token (what the
+    model would answer from) next to the mean state of the layer two thirds up. For a linear probe:
+    on the bench's sst2 and trec rows these found label flips far better than a sentence embedder
+    (benchmarks/README.md). Long texts keep their last `max_length` tokens, where a prompt asks."""
+    device = next(model.parameters()).device
+    items = [Encoded(ids[-max_length:] or [tokenizer.eos_token_id], 0)
+             for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder()
+    out = None
+    for batch in length_batches([len(e.ids) for e in items], max_tokens):
+        ids, mask, _ = pad_batch([items[i] for i in batch], tokenizer.pad_token_id, device)
+        states = decoder(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        mid = states[(2 * (len(states) - 1)) // 3]
+        m = mask[..., None].to(mid.dtype)
+        last = states[-1][torch.arange(len(batch), device=device), mask.sum(1) - 1]
+        feats = torch.cat([last, (mid * m).sum(1) / m.sum(1)], 1).float().cpu().numpy()
+        if out is None:
+            out = np.zeros((len(items), feats.shape[1]), dtype=np.float32)
+        out[batch] = feats
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+
+
 def response_token_nll(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per-token NLL like `token_nll(model(...).logits, labels)`, but projected to the vocabulary
     only at response positions (prompts are most tokens)."""

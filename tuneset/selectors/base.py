@@ -23,7 +23,7 @@ from tuneset.data.fingerprint import dataset_fingerprint, fingerprint
 from tuneset.data.store import ArtifactStore, write_npy, write_parquet
 from tuneset.errors import TunesetError, UnknownNameError
 from tuneset.models.embed import MINILM, embed_texts
-from tuneset.models.lm import encode, response_nll
+from tuneset.models.lm import encode, response_nll, text_features
 from tuneset.models.loading import SMOLLM2, LoadedLM, cached_lm, model_identity
 from tuneset.recipe import WarmupConfig
 
@@ -93,18 +93,30 @@ class ScoringContext:
         """Embeddings cached by text content + embedder, in chunks of `EMBED_CHUNK` texts: every
         embedding selector shares them, and a killed run resumes at the first missing chunk.
         (sentence-transformers sorts each chunk by length, so batches carry little padding.)"""
-        parts = [self._embedding_chunk(texts[s:s + EMBED_CHUNK]) for s in range(0, len(texts), EMBED_CHUNK)]
+        return self._chunked("embeddings", texts)
+
+    def lm_features(self, texts: list[str]) -> np.ndarray:
+        """The reference model's `text_features` of each text, cached like the embeddings."""
+        return self._chunked("lm_features", texts)
+
+    def _chunked(self, kind: str, texts: list[str]) -> np.ndarray:
+        parts = [self._features_chunk(kind, texts[s:s + EMBED_CHUNK]) for s in range(0, len(texts), EMBED_CHUNK)]
         return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
-    def _embedding_chunk(self, texts: list[str]) -> np.ndarray:
-        key = self.store.key("embeddings", self.embedder, fingerprint(texts))
-        path = self.store.dir("embeddings", key) / "emb.npy"
-        if self.store.is_complete("embeddings", key):
+    def _features_chunk(self, kind: str, texts: list[str]) -> np.ndarray:
+        source = (self.embedder,) if kind == "embeddings" else (self.model_identity, self.max_length)
+        key = self.store.key(kind, *source, fingerprint(texts))
+        path = self.store.dir(kind, key) / "emb.npy"
+        if self.store.is_complete(kind, key):
             return np.load(path)
-        emb = embed_texts(self.embedder, texts, device="cpu" if self.device == "auto" else self.device)
-        self.store.begin("embeddings", key, {"embedder": self.embedder, "n": len(texts)})
+        if kind == "embeddings":
+            emb = embed_texts(self.embedder, texts, device="cpu" if self.device == "auto" else self.device)
+        else:
+            lm = self.lm()
+            emb = text_features(lm.model, lm.tokenizer, texts, self.max_length, self.max_batch_tokens)
+        self.store.begin(kind, key, {"source": list(source), "n": len(texts)})
         write_npy(emb, path)
-        self.store.finish("embeddings", key)
+        self.store.finish(kind, key)
         return emb
 
 

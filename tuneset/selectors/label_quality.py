@@ -1,9 +1,11 @@
 """Label quality for rows whose responses come from a small closed label set (intents, sentiment,
 question types): confident learning (cleanlab) on out-of-sample class probabilities.
 
-The class probabilities come from k-fold logistic regression on the cached instruction embeddings:
-cheap, and out-of-sample, which confident learning needs (a model scoring its own training labels
-would trust them). Rows outside every label group carry no evidence and score 1.
+The class probabilities come from k-fold logistic regression on cached features of each
+instruction: the embedder's vector of its varying part, the reference model's own reading of it
+(`lm_features`), and for small label sets the model's log-likelihood of each label. Out-of-sample,
+which confident learning needs (a model scoring its own training labels would trust them).
+Rows outside every label group carry no evidence and score 1.
 """
 
 from __future__ import annotations
@@ -24,7 +26,11 @@ class LabelQualityParams(BaseModel):
     max_classes: int = Field(default=200, ge=2)
     min_rows_per_class: float = Field(default=5.0, gt=0)  # average rows per distinct label
     folds: int = Field(default=5, ge=2)
-    C: float = Field(default=10.0, gt=0)  # inverse L2 strength of the logistic regression
+    # Inverse L2 strength of the logistic regression on standardised features. None: per label
+    # group, the one of `C_GRID` with the lowest out-of-fold log-loss. A 2-label group wants a
+    # strong penalty (a loose fit learns the flips), a 150-label one a weak one, and the scores of
+    # all groups are compared at one threshold, so each group's probabilities must be calibrated.
+    C: float | None = Field(default=None, gt=0)
     # Groups with at most this many labels also use the reference model's log-likelihood of each
     # label as features (one forward per row and label); 0 uses embeddings only.
     lm_max_classes: int = Field(default=10, ge=0)
@@ -63,6 +69,23 @@ def strip_template(texts: list[str]) -> list[str]:
     return out if all(out) else texts
 
 
+def standardized(parts: list[np.ndarray]) -> np.ndarray:
+    """Columns side by side, each scaled to mean 0 and sd 1, so one penalty suits every part."""
+    x = np.hstack(parts).astype(np.float64)
+    return (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
+
+
+C_GRID = (0.001, 0.01, 0.1, 1.0)
+
+
+def calibrated_probs(x: np.ndarray, y: np.ndarray, n_classes: int, folds: int, C: float | None, seed: int) -> np.ndarray:
+    """Out-of-fold probabilities at `C`, or at the grid's C with the lowest out-of-fold log-loss."""
+    if C is not None:
+        return out_of_fold_probs(x, y, n_classes, folds, C, seed)
+    fits = [out_of_fold_probs(x, y, n_classes, folds, c, seed) for c in C_GRID]
+    return min(fits, key=lambda p: -np.log(p[np.arange(len(y)), y]).mean())
+
+
 def out_of_fold_probs(x: np.ndarray, y: np.ndarray, n_classes: int, folds: int, C: float, seed: int) -> np.ndarray:
     """Class probabilities for each row from a model that never saw that row."""
     from sklearn.linear_model import LogisticRegression
@@ -99,7 +122,8 @@ class LabelQualitySelector(Selector):
         groups = label_groups(rows, self.params)
         instructions = rows["instruction"].to_list()
         for idx in groups.values():
-            emb = self.ctx.embeddings(strip_template([instructions[i] for i in idx]))
+            texts = [instructions[i] for i in idx]
+            parts = [self.ctx.embeddings(strip_template(texts)), self.ctx.lm_features(texts)]
             surface = [suggested[i] for i in idx]
             norm = [normalise(s) for s in surface]
             classes = sorted(set(norm))
@@ -107,8 +131,8 @@ class LabelQualitySelector(Selector):
             # Each class is written back in its most common original spelling.
             spelling = {c: max({s for s, v in zip(surface, norm) if v == c}, key=surface.count) for c in classes}
             if len(classes) <= self.params.lm_max_classes:
-                emb = np.hstack([emb, self._label_logprobs([instructions[i] for i in idx], [spelling[c] for c in classes])])
-            probs = out_of_fold_probs(emb, y, len(classes), self.params.folds, self.params.C, self.ctx.seed)
+                parts.append(self._label_logprobs(texts, [spelling[c] for c in classes]))
+            probs = calibrated_probs(standardized(parts), y, len(classes), self.params.folds, self.params.C, self.ctx.seed)
             score[idx] = get_label_quality_scores(y, probs, method="self_confidence")
             issue[idx] = find_label_issues(y, probs, n_jobs=1) if len(classes) > 1 and len(idx) > len(classes) else 0
             given_p[idx] = probs[np.arange(len(y)), y]
