@@ -358,7 +358,6 @@ def reference_chunk(model: torch.nn.Module, encoded: Sequence[Encoded], pad_id: 
     return feats
 
 
-
 def exact_features(model: torch.nn.Module, encoded: Sequence[Encoded], pad_id: int, transform=None,
                    max_tokens: int = 512) -> np.ndarray:
     """Unprojected normalised gradients (n x D): the ground truth projections approximate (small n only)."""
