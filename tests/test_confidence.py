@@ -65,3 +65,31 @@ def test_calibrated_probs_pick_the_grid_penalty_with_the_lowest_out_of_fold_log_
     np.testing.assert_allclose(calibrated_probs(x, y, 3, 5, None, 0), out_of_fold_probs(x, y, 3, 5, best, 0))
     np.testing.assert_allclose(calibrated_probs(x, y, 3, 5, 0.5, 0), out_of_fold_probs(x, y, 3, 5, 0.5, 0))
     assert len(set(np.round(list(loss.values()), 6))) > 1  # the grid matters on this data
+
+
+def test_out_of_fold_probs_fit_only_on_trusted_rows():
+    rng = np.random.default_rng(2)
+    y = np.repeat(np.arange(3), 30)
+    x = np.eye(3)[y] * 3 + rng.normal(size=(90, 3))
+    probs = out_of_fold_probs(x, y, 3, 5, 1.0, 0, trusted=y != 2)
+    assert probs[:, 2].max() < 1e-3  # no fold ever trained on class 2
+    assert (probs.argmax(1)[y != 2] == y[y != 2]).mean() > 0.9
+
+
+def test_prob_label_right_is_calibrated_under_uniform_flips_and_compares_across_label_counts():
+    from tuneset.selectors.label_quality import prob_label_right
+
+    rng = np.random.default_rng(3)
+    for k in (2, 20):
+        clean = rng.dirichlet(np.full(k, 0.3), size=20000)  # the clean-label distribution per row
+        y_true = np.array([rng.choice(k, p=p) for p in clean])
+        flip = rng.random(20000) < 0.2
+        y = np.where(flip, (y_true + rng.integers(1, k, size=20000)) % k, y_true)
+        post = prob_label_right(clean, y, noise_rate=0.2)
+        for lo, hi in [(0, 0.3), (0.3, 0.7), (0.7, 1.01)]:
+            sel = (post >= lo) & (post < hi)
+            assert abs(post[sel].mean() - (y == y_true)[sel].mean()) < 0.03, (k, lo)
+    # the same p(given label) means more with more labels: a flip into one of 150 is rare
+    p = np.array([[0.15, 0.85]]), np.array([[0.15] + [0.85 / 149] * 149])
+    two, many = (prob_label_right(q, np.array([0]), 0.2)[0] for q in p)
+    assert two < 0.5 < many

@@ -67,6 +67,15 @@ def test_fingerprint_tracks_what_the_selector_reads(ctx):
     assert make_selector("embedding_knn", {"k": 2}).fit(ctx).fingerprint() != knn.fingerprint()
 
 
+def test_a_new_revision_of_a_selector_does_not_reuse_older_scores(ctx):
+    from tuneset.selectors.baselines import LengthSelector
+
+    class Revised(LengthSelector):
+        revision = 2
+
+    assert Revised().fit(ctx).fingerprint() != LengthSelector().fit(ctx).fingerprint()
+
+
 def test_validation_rejects_broken_score_tables(rows):
     good = pl.DataFrame({"id": rows["id"], "score": np.arange(rows.height, dtype=float)})
     assert validate_scores("x", rows, good.reverse())["id"].to_list() == rows["id"].to_list()

@@ -134,6 +134,10 @@ class Selector(ABC):
     row_local: ClassVar[bool] = True
     # Which parts of the context the scores depend on; they enter the cache key.
     uses: ClassVar[frozenset[str]] = frozenset()
+    # Bump when a change to `_score` changes the scores, so caches written by older code are
+    # recomputed, not reused (the cache key otherwise sees only params, inputs and the package
+    # version). Revision 1 adds nothing to the key: caches from before revisions stay valid.
+    revision: ClassVar[int] = 1
 
     def __init__(self, params: BaseModel | dict[str, Any] | None = None):
         self.params = params if isinstance(params, BaseModel) else self.Params.model_validate(params or {})
@@ -155,7 +159,8 @@ class Selector(ABC):
             "seed": ctx.seed if "seed" in self.uses else None,
             "warmup": ctx.warmup_identity if "warmup" in self.uses else None,
         }
-        return fingerprint(self.name, self.params.model_dump(mode="json"), deps, __version__)
+        revision = [self.revision] if self.revision != 1 else []
+        return fingerprint(self.name, self.params.model_dump(mode="json"), deps, __version__, *revision)
 
     def score(self, rows: pl.DataFrame) -> pl.DataFrame:
         self._need_ctx()

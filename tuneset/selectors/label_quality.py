@@ -4,11 +4,17 @@ question types): confident learning (cleanlab) on out-of-sample class probabilit
 The class probabilities come from k-fold logistic regression on cached features of each
 instruction: the embedder's vector of its varying part, the reference model's own reading of it
 (`lm_features`), and for small label sets the model's log-likelihood of each label. Out-of-sample,
-which confident learning needs (a model scoring its own training labels would trust them).
-Rows outside every label group carry no evidence and score 1.
+which confident learning needs (a model scoring its own training labels would trust them). The fit
+runs twice: the second time without the rows the first flagged, as confident learning prescribes
+(a class model fitted through the flips learns them). The score is the probability that the given
+label is right, given the group's estimated noise rate and label count, so that scores from a
+2-label and a 150-label group compare at one threshold. Rows outside every label group carry no
+evidence and score 1.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import polars as pl
@@ -78,21 +84,26 @@ def standardized(parts: list[np.ndarray]) -> np.ndarray:
 C_GRID = (0.001, 0.01, 0.1, 1.0)
 
 
-def calibrated_probs(x: np.ndarray, y: np.ndarray, n_classes: int, folds: int, C: float | None, seed: int) -> np.ndarray:
+def calibrated_probs(x: np.ndarray, y: np.ndarray, n_classes: int, folds: int, C: float | None, seed: int,
+                     trusted: np.ndarray | None = None) -> np.ndarray:
     """Out-of-fold probabilities at `C`, or at the grid's C with the lowest out-of-fold log-loss."""
     if C is not None:
-        return out_of_fold_probs(x, y, n_classes, folds, C, seed)
-    fits = [out_of_fold_probs(x, y, n_classes, folds, c, seed) for c in C_GRID]
+        return out_of_fold_probs(x, y, n_classes, folds, C, seed, trusted)
+    fits = [out_of_fold_probs(x, y, n_classes, folds, c, seed, trusted) for c in C_GRID]
     return min(fits, key=lambda p: -np.log(p[np.arange(len(y)), y]).mean())
 
 
-def out_of_fold_probs(x: np.ndarray, y: np.ndarray, n_classes: int, folds: int, C: float, seed: int) -> np.ndarray:
-    """Class probabilities for each row from a model that never saw that row."""
+def out_of_fold_probs(x: np.ndarray, y: np.ndarray, n_classes: int, folds: int, C: float, seed: int,
+                      trusted: np.ndarray | None = None) -> np.ndarray:
+    """Class probabilities for each row from a model that never saw that row, fitted on the
+    `trusted` rows of the other folds (all of them by default)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import KFold
 
     probs = np.full((len(y), n_classes), 1e-6)
     for train, test in KFold(n_splits=min(folds, len(y)), shuffle=True, random_state=seed).split(x):
+        if trusted is not None:
+            train = train[trusted[train]]
         present = np.unique(y[train])
         if len(present) == 1:
             probs[np.ix_(test, present)] = 1.0
@@ -100,6 +111,25 @@ def out_of_fold_probs(x: np.ndarray, y: np.ndarray, n_classes: int, folds: int, 
         clf = LogisticRegression(C=C, max_iter=2000).fit(x[train], y[train])
         probs[np.ix_(test, clf.classes_)] = clf.predict_proba(x[test])
     return probs / probs.sum(1, keepdims=True)
+
+
+def label_issues(y: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Confident learning's label issues (cleanlab), none where a group is too small to judge."""
+    from cleanlab.filter import find_label_issues
+
+    if probs.shape[1] < 2 or len(y) <= probs.shape[1]:
+        return np.zeros(len(y), dtype=bool)
+    return find_label_issues(y, probs, n_jobs=1)
+
+
+def prob_label_right(probs: np.ndarray, y: np.ndarray, noise_rate: float) -> np.ndarray:
+    """P(the given label is the true one), if a share `noise_rate` of labels were flipped to a
+    uniformly drawn other label: the classifier's p(y) weighed against the chance that another
+    class was flipped into y. With 150 labels a flip into one particular y is rare, so a modest
+    p(y) is still probably right; with 2 labels it is not."""
+    p_y = probs[np.arange(len(y)), y]
+    flipped_in = (1 - p_y) * noise_rate / max(probs.shape[1] - 1, 1)
+    return p_y * (1 - noise_rate) / (p_y * (1 - noise_rate) + flipped_in)
 
 
 @register
@@ -110,11 +140,9 @@ class LabelQualitySelector(Selector):
     Params = LabelQualityParams
     uses = frozenset({"embedder", "lm", "seed"})
     row_local = False  # the class model is fitted on the whole group
+    revision = 2  # refit without the first fit's issues; score = P(given label right)
 
     def _score(self, rows: pl.DataFrame) -> pl.DataFrame:
-        from cleanlab.filter import find_label_issues
-        from cleanlab.rank import get_label_quality_scores
-
         n = rows.height
         score, given_p, best_p = np.ones(n), np.ones(n), np.ones(n)
         issue, grouped = np.zeros(n), np.zeros(n)
@@ -132,9 +160,14 @@ class LabelQualitySelector(Selector):
             spelling = {c: max({s for s, v in zip(surface, norm) if v == c}, key=surface.count) for c in classes}
             if len(classes) <= self.params.lm_max_classes:
                 parts.append(self._label_logprobs(texts, [spelling[c] for c in classes]))
-            probs = calibrated_probs(standardized(parts), y, len(classes), self.params.folds, self.params.C, self.ctx.seed)
-            score[idx] = get_label_quality_scores(y, probs, method="self_confidence")
-            issue[idx] = find_label_issues(y, probs, n_jobs=1) if len(classes) > 1 and len(idx) > len(classes) else 0
+            x = standardized(parts)
+            fit = functools.partial(calibrated_probs, x, y, len(classes), self.params.folds, self.params.C, self.ctx.seed)
+            probs = fit()
+            first = label_issues(y, probs)
+            if first.any():
+                probs = fit(trusted=~first)
+            score[idx] = prob_label_right(probs, y, noise_rate=max(first.mean(), 1 / len(y)))
+            issue[idx] = label_issues(y, probs)
             given_p[idx] = probs[np.arange(len(y)), y]
             best = probs.argmax(1)
             best_p[idx] = probs.max(1)
