@@ -125,10 +125,6 @@ def main() -> None:
         print(det)
         print(json.dumps(summary, indent=1))
         return
-    # The downstream check fine-tunes on pool_small curated by this full-pool run (same ids).
-    small_ids = pl.read_ndjson(bench / "pool_small.jsonl")["id"]
-    curated = pl.read_ndjson(Path(res.report).parent / "curated.jsonl")
-    curated.filter(pl.col("id").is_in(small_ids.implode())).write_ndjson(args.work_dir / "pool_small_curated.jsonl")
     if args.sample:
         summary["components"] = component_sample(recipe, frame, args.sample)
     det.write_csv(OUT / "detection_auroc.csv")

@@ -232,3 +232,11 @@ def test_recipe_model_rejects_unknown_top_level_key():
     with pytest.raises(TunesetError, match="recipe: colour: Extra inputs are not permitted"):
         load_recipe(None, ["pool=/p.jsonl", "colour=blue"])
     assert isinstance(load_recipe(None, ["pool=/p.jsonl"]), Recipe)
+
+
+def test_model_adapter_reaches_the_scoring_context(recipe_file, tmp_path):
+    from tuneset.flows.common import scoring_context
+
+    r = load_recipe(recipe_file, ["model.adapter=/runs/round1/adapter", f"work_dir={tmp_path}"])
+    ctx = scoring_context(r)
+    assert (ctx.model, ctx.adapter) == ("smollm2", "/runs/round1/adapter")

@@ -97,6 +97,15 @@ def test_perplexity_and_ifd_agree_with_their_definitions(ctx, rows):
     np.testing.assert_allclose(ifd["ppl_conditioned"].to_numpy(), expected, rtol=1e-6)
 
 
+def test_scoring_with_a_fine_tuned_adapter_is_a_different_model(ctx, rows, tiny_warmup):
+    """CLEAR's next round scores with the model fine-tuned on the last round's rows."""
+    tuned = ScoringContext(store=ctx.store, model=ctx.model, device="cpu", max_length=64, adapter=str(tiny_warmup / "adapter"))
+    assert tuned.model_identity.startswith(ctx.model_identity + "+")
+    base, after = ctx.response_losses(rows)["nll_sum"].to_numpy(), tuned.response_losses(rows)["nll_sum"].to_numpy()
+    assert after.mean() < base.mean()  # the warm-up trained on demo rows: they became likelier
+    assert make_selector("perplexity").fit(tuned).fingerprint() != make_selector("perplexity").fit(ctx).fingerprint()
+
+
 def test_losses_are_computed_once_and_shared(ctx, rows, monkeypatch):
     import tuneset.selectors.base as base
 

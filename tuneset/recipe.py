@@ -35,6 +35,10 @@ class TaskSpec(_Strict):
 
 class ModelConfig(_Strict):
     name: str = "smollm2"
+    # A LoRA adapter folder the selectors score with, on top of `name`: CLEAR's next round scores
+    # the pool with the model fine-tuned on the last round's curated rows (a run's `adapter/`).
+    # Fine-tuning still starts from `name`.
+    adapter: str | None = None
     embedder: str = "minilm"
     device: str = "auto"
     max_length: int = Field(default=256, ge=16)

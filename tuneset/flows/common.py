@@ -72,6 +72,7 @@ def scoring_context(recipe: Recipe, seed: int = 0, warmup: str | None = None) ->
         store=store_of(recipe), model=recipe.model.name, embedder=recipe.model.embedder,
         device=recipe.model.device, targets={t.name: load_split(t, "dev") for t in recipe.task_specs()},
         seed=seed, max_length=recipe.model.max_length, max_batch_tokens=recipe.model.max_batch_tokens, warmup=warmup,
+        adapter=recipe.model.adapter,
     )
 
 

@@ -122,9 +122,9 @@ def load_lm(name: str, store: ArtifactStore, device: str = "auto", adapter: str 
 
 
 @lru_cache(maxsize=2)
-def cached_lm(name: str, store_root: str, device: str = "auto") -> LoadedLM:
+def cached_lm(name: str, store_root: str, device: str = "auto", adapter: str | None = None) -> LoadedLM:
     """One shared frozen copy per process for scoring; never train on it."""
-    lm = load_lm(name, ArtifactStore(store_root), device)
+    lm = load_lm(name, ArtifactStore(store_root), device, adapter)
     for p in lm.model.parameters():
         p.requires_grad_(False)
     return lm

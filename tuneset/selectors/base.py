@@ -52,6 +52,8 @@ class ScoringContext:
     max_length: int = 512
     max_batch_tokens: int = 4096
     warmup: str | None = None  # warm-up run folder (checkpoints/epoch-<k>/), for selectors that use "warmup"
+    adapter: str | None = None  # a LoRA adapter merged into `model` before scoring
+
 
     @property
     def warmup_identity(self) -> str | None:
@@ -60,14 +62,15 @@ class ScoringContext:
 
     @cached_property
     def model_identity(self) -> str:
-        return model_identity(self.model)
+        base = model_identity(self.model)
+        return base if self.adapter is None else f"{base}+{model_identity(self.adapter)}"
 
     @cached_property
     def targets_fingerprint(self) -> str:
         return fingerprint({k: dataset_fingerprint(v) for k, v in sorted(self.targets.items())})
 
     def lm(self) -> LoadedLM:
-        return cached_lm(self.model, str(self.store.root), self.device)
+        return cached_lm(self.model, str(self.store.root), self.device, self.adapter)
 
     def response_losses(self, rows: pl.DataFrame, conditioned: bool = True, add_eos: bool = False) -> pl.DataFrame:
         """Per-row summed response NLL, token count and last-token NLL, cached by rows + model +
