@@ -150,18 +150,8 @@ class LabelQualitySelector(Selector):
         groups = label_groups(rows, self.params)
         instructions = rows["instruction"].to_list()
         for idx in groups.values():
-            texts = [instructions[i] for i in idx]
-            parts = [self.ctx.embeddings(strip_template(texts)), self.ctx.lm_features(texts)]
-            surface = [suggested[i] for i in idx]
-            norm = [normalise(s) for s in surface]
-            classes = sorted(set(norm))
-            y = np.array([classes.index(v) for v in norm])
-            # Each class is written back in its most common original spelling.
-            spelling = {c: max({s for s, v in zip(surface, norm) if v == c}, key=surface.count) for c in classes}
-            if len(classes) <= self.params.lm_max_classes:
-                parts.append(self._label_logprobs(texts, [spelling[c] for c in classes]))
-            x = standardized(parts)
-            fit = functools.partial(calibrated_probs, x, y, len(classes), self.params.folds, self.params.C, self.ctx.seed)
+            x, y, labels = self.group_inputs([instructions[i] for i in idx], [suggested[i] for i in idx])
+            fit = functools.partial(calibrated_probs, x, y, len(labels), self.params.folds, self.params.C, self.ctx.seed)
             probs = fit()
             first = label_issues(y, probs)
             if first.any():
@@ -172,12 +162,24 @@ class LabelQualitySelector(Selector):
             best = probs.argmax(1)
             best_p[idx] = probs.max(1)
             for j, i in enumerate(idx):
-                suggested[i] = spelling[classes[best[j]]]
+                suggested[i] = labels[best[j]]
             grouped[idx] = 1
         return pl.DataFrame({
             "id": rows["id"], "score": score, "label_issue": issue, "given_prob": given_p,
             "suggested_prob": best_p, "suggested": suggested, "in_label_group": grouped,
         })
+
+    def group_inputs(self, texts: list[str], responses: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """One label group's standardised features, each row's class index, and each class as
+        written back (its most common original spelling)."""
+        norm = [normalise(s) for s in responses]
+        classes = sorted(set(norm))
+        y = np.array([classes.index(v) for v in norm])
+        labels = [max({s for s, v in zip(responses, norm) if v == c}, key=responses.count) for c in classes]
+        parts = [self.ctx.embeddings(strip_template(texts)), self.ctx.lm_features(texts)]
+        if len(classes) <= self.params.lm_max_classes:
+            parts.append(self._label_logprobs(texts, labels))
+        return standardized(parts), y, labels
 
     def _label_logprobs(self, instructions: list[str], labels: list[str]) -> np.ndarray:
         """log p(label | instruction) under the reference model, normalised over the labels."""
