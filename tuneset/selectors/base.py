@@ -54,7 +54,6 @@ class ScoringContext:
     warmup: str | None = None  # warm-up run folder (checkpoints/epoch-<k>/), for selectors that use "warmup"
     adapter: str | None = None  # a LoRA adapter merged into `model` before scoring
 
-
     @property
     def warmup_identity(self) -> str | None:
         """The warm-up folder's store key: it hashes the rows, config and model it was trained from."""
