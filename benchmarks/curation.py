@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from bench_args import parse_bench_args
 from tuneset.runtime import configure
 
 configure()
@@ -66,15 +67,11 @@ def flip_auroc_by_source(frame: pl.DataFrame) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
-    ap.add_argument("--work-dir", type=Path, default=ROOT / ".tuneset" / "bench")
     ap.add_argument("--sample", type=int, default=0, help="rows for the three-component confidence run")
     ap.add_argument("--components-only", action="store_true", help="only the --sample run, without the full-pool curation")
     ap.add_argument("--labels-only", action="store_true", help="label_quality alone: label flips and relabelling")
-    args = ap.parse_args()
-    bench = args.shared / "bench"
-    if not (bench / "pool.jsonl").exists():
-        print(f"skipped: no benchmark at {bench}")
+    args, bench = parse_bench_args(ap)
+    if bench is None:
         return
     OUT.mkdir(parents=True, exist_ok=True)
     recipe = load_recipe(ROOT / "recipes" / "bench-curate.yaml", [

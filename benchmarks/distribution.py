@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from bench_args import parse_bench_args
 from tuneset.data import ArtifactStore
 from tuneset.models.embed import MINILM
 from tuneset.selectors.base import ScoringContext, row_text
@@ -85,12 +86,8 @@ def bench_got(cand: np.ndarray, tgt: np.ndarray, weights: np.ndarray, reg: float
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
-    ap.add_argument("--work-dir", type=Path, default=ROOT / ".tuneset" / "bench")
-    args = ap.parse_args()
-    bench = args.shared / "bench"
-    if not (bench / "pool.jsonl").exists():
-        print(f"skipped: no benchmark at {bench}")
+    args, bench = parse_bench_args(ap)
+    if bench is None:
         return
     pool = pl.read_ndjson(bench / "pool.jsonl")
     devs = [pl.read_ndjson(bench / "targets" / t / "dev.jsonl") for t in TASKS]

@@ -21,6 +21,7 @@ from tuneset.runtime import configure
 
 configure()
 
+from bench_args import parse_bench_args  # noqa: E402  (benchmarks/bench_args.py)
 from curation import auroc  # noqa: E402  (benchmarks/curation.py)
 from tuneset.flows.common import scoring_context  # noqa: E402
 from tuneset.recipe import load_recipe  # noqa: E402
@@ -46,12 +47,8 @@ def variants(x: np.ndarray, y: np.ndarray, k: int, folds: int, seed: int) -> dic
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
-    ap.add_argument("--work-dir", type=Path, default=ROOT / ".tuneset" / "bench")
-    args = ap.parse_args()
-    bench = args.shared / "bench"
-    if not (bench / "pool.jsonl").exists():
-        print(f"skipped: no benchmark at {bench}")
+    args, bench = parse_bench_args(ap)
+    if bench is None:
         return
     recipe = load_recipe(ROOT / "recipes" / "bench-curate.yaml", [
         f"pool={(bench / 'pool.jsonl').resolve()}", f"tasks={(bench / 'tasks.json').resolve()}", f"work_dir={args.work_dir}"])
