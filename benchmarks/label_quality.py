@@ -26,7 +26,7 @@ from curation import auroc  # noqa: E402  (benchmarks/curation.py)
 from tuneset.flows.common import scoring_context  # noqa: E402
 from tuneset.recipe import load_recipe  # noqa: E402
 from tuneset.selectors import make_selector  # noqa: E402
-from tuneset.selectors.label_quality import calibrated_probs, label_groups, label_issues, prob_label_right  # noqa: E402
+from tuneset.selectors.label_quality import fit_group, label_groups, prob_label_right  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "curation"
@@ -34,14 +34,11 @@ OUT = ROOT / "benchmarks" / "results" / "curation"
 
 def variants(x: np.ndarray, y: np.ndarray, k: int, folds: int, seed: int) -> dict[str, np.ndarray]:
     rows = np.arange(len(y))
-    once = calibrated_probs(x, y, k, folds, None, seed)
-    first = label_issues(y, once)
-    refit = calibrated_probs(x, y, k, folds, None, seed, trusted=~first) if first.any() else once
-    rate = max(first.mean(), 1 / len(y))
+    fit = fit_group(x, y, k, folds, None, seed)
     return {
-        "one fit, p(given label)": once[rows, y],
-        "refit without its issues, p(given label)": refit[rows, y],
-        "refit, P(given label right) (default)": prob_label_right(refit, y, rate),
+        "one fit, p(given label)": fit.first[rows, y],
+        "refit without its issues, p(given label)": fit.probs[rows, y],
+        "refit, P(given label right) (default)": prob_label_right(fit.probs, y, fit.noise_rate),
     }
 
 
@@ -65,7 +62,7 @@ def main() -> None:
         x, y, labels = selector.group_inputs(rows["instruction"].to_numpy()[idx].tolist(), rows["response"].to_numpy()[idx].tolist())
         keep = np.array([k in (None, "label_flip") for k in kinds])  # clean rows vs flipped rows
         flipped[source] = (kinds == "label_flip")[keep]
-        for name, s in variants(x, y, len(labels), params.folds, 0).items():
+        for name, s in variants(x, y, len(labels), params.folds, selector.ctx.seed).items():
             scored.setdefault(name, {})[source] = s[keep]
         print(source, "done", flush=True)
     out = {}

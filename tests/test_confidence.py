@@ -93,3 +93,21 @@ def test_prob_label_right_is_calibrated_under_uniform_flips_and_compares_across_
     p = np.array([[0.15, 0.85]]), np.array([[0.15] + [0.85 / 149] * 149])
     two, many = (prob_label_right(q, np.array([0]), 0.2)[0] for q in p)
     assert two < 0.5 < many
+
+
+def test_fit_group_refits_without_the_rows_its_first_fit_flags():
+    from tuneset.selectors.label_quality import fit_group
+
+    rng = np.random.default_rng(4)
+    y_true = np.repeat(np.arange(2), 100)
+    x = np.eye(2)[y_true] * 1.5 + rng.normal(size=(200, 2))
+    y = y_true.copy()
+    flipped = rng.choice(200, size=40, replace=False)
+    y[flipped] = 1 - y[flipped]
+    fit = fit_group(x, y, 2, folds=5, C=1.0, seed=0)
+    np.testing.assert_array_equal(fit.first, out_of_fold_probs(x, y, 2, 5, 1.0, 0))
+    np.testing.assert_array_equal(fit.probs, out_of_fold_probs(x, y, 2, 5, 1.0, 0, trusted=~fit.flagged))
+    assert fit.flagged.any() and fit.noise_rate == fit.flagged.mean()
+    rows = np.arange(200)
+    # without the flips in training, the model is surer that a flipped label is wrong
+    assert fit.probs[rows, y][flipped].mean() < fit.first[rows, y][flipped].mean()

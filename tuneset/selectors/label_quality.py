@@ -14,7 +14,7 @@ evidence and score 1.
 
 from __future__ import annotations
 
-import functools
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -132,6 +132,29 @@ def prob_label_right(probs: np.ndarray, y: np.ndarray, noise_rate: float) -> np.
     return p_y * (1 - noise_rate) / (p_y * (1 - noise_rate) + flipped_in)
 
 
+@dataclass(frozen=True)
+class GroupFit:
+    """Confident learning's two fits of one label group."""
+
+    first: np.ndarray  # out-of-fold class probabilities of the first fit
+    flagged: np.ndarray  # the rows the first fit flags as label issues
+    probs: np.ndarray  # of the refit without the flagged rows (the first fit's where none are)
+
+    @property
+    def noise_rate(self) -> float:
+        """The flagged share, at least one row's worth, so no given label is certain."""
+        return max(float(self.flagged.mean()), 1 / len(self.flagged))
+
+
+def fit_group(x: np.ndarray, y: np.ndarray, n_classes: int, folds: int, C: float | None, seed: int) -> GroupFit:
+    """Fit, flag the label issues, refit without them: a class model fitted through the flips
+    partly learns them. Every probability stays out-of-fold."""
+    first = calibrated_probs(x, y, n_classes, folds, C, seed)
+    flagged = label_issues(y, first)
+    probs = calibrated_probs(x, y, n_classes, folds, C, seed, trusted=~flagged) if flagged.any() else first
+    return GroupFit(first, flagged, probs)
+
+
 @register
 class LabelQualitySelector(Selector):
     """Confident-learning label quality (cleanlab) of closed-label rows; low = likely mislabelled."""
@@ -151,12 +174,9 @@ class LabelQualitySelector(Selector):
         instructions = rows["instruction"].to_list()
         for idx in groups.values():
             x, y, labels = self.group_inputs([instructions[i] for i in idx], [suggested[i] for i in idx])
-            fit = functools.partial(calibrated_probs, x, y, len(labels), self.params.folds, self.params.C, self.ctx.seed)
-            probs = fit()
-            first = label_issues(y, probs)
-            if first.any():
-                probs = fit(trusted=~first)
-            score[idx] = prob_label_right(probs, y, noise_rate=max(first.mean(), 1 / len(y)))
+            fit = fit_group(x, y, len(labels), self.params.folds, self.params.C, self.ctx.seed)
+            probs = fit.probs
+            score[idx] = prob_label_right(probs, y, fit.noise_rate)
             issue[idx] = label_issues(y, probs)
             given_p[idx] = probs[np.arange(len(y)), y]
             best = probs.argmax(1)
