@@ -21,12 +21,11 @@ import polars as pl
 from tuneset.evaluate.stats import paired_bootstrap
 
 
-def scores(frame: pl.DataFrame, strategy: str, task: str, seeds: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+def scores(frame: pl.DataFrame, strategy: str, task: str) -> tuple[np.ndarray, list[str]]:
     """(seeds, test rows) scores of one arm on one task, rows in id order."""
     sub = frame.filter((pl.col("strategy") == strategy) & (pl.col("task") == task)).sort("seed", "id")
-    have = sub["seed"].unique().sort().to_list()
-    use = [s for s in have if seeds is None or s in seeds]
-    return np.stack([sub.filter(pl.col("seed") == s)["score"].to_numpy() for s in use]), use
+    seeds = sub["seed"].unique().sort().to_list()
+    return np.stack([sub.filter(pl.col("seed") == s)["score"].to_numpy() for s in seeds]), seeds
 
 
 def summary(m: np.ndarray) -> str:

@@ -116,16 +116,10 @@ def main() -> None:
         .sort("noise").to_dicts(),
         "label_flip_auroc_by_source": flip_auroc_by_source(frame),
     }
-    if args.labels_only:
-        det.write_csv(OUT / f"{prefix}detection_auroc.csv")
-        (OUT / f"{prefix}summary.json").write_text(json.dumps(summary, indent=1))
-        print(det)
-        print(json.dumps(summary, indent=1))
-        return
-    if args.sample:
+    if args.sample and not args.labels_only:
         summary["components"] = component_sample(recipe, frame, args.sample)
-    det.write_csv(OUT / "detection_auroc.csv")
-    (OUT / "summary.json").write_text(json.dumps(summary, indent=1))
+    det.write_csv(OUT / f"{prefix}detection_auroc.csv")
+    (OUT / f"{prefix}summary.json").write_text(json.dumps(summary, indent=1))
     print(det)
     print(json.dumps(summary, indent=1))
 
