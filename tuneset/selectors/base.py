@@ -61,8 +61,7 @@ class ScoringContext:
 
     @cached_property
     def model_identity(self) -> str:
-        base = model_identity(self.model)
-        return base if self.adapter is None else f"{base}+{model_identity(self.adapter)}"
+        return model_identity(self.model, self.adapter)
 
     @cached_property
     def targets_fingerprint(self) -> str:
