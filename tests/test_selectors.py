@@ -104,6 +104,9 @@ def test_scoring_with_a_fine_tuned_adapter_is_a_different_model(ctx, rows, tiny_
     base, after = ctx.response_losses(rows)["nll_sum"].to_numpy(), tuned.response_losses(rows)["nll_sum"].to_numpy()
     assert after.mean() < base.mean()  # the warm-up trained on demo rows: they became likelier
     assert make_selector("perplexity").fit(tuned).fingerprint() != make_selector("perplexity").fit(ctx).fingerprint()
+    missing = ScoringContext(store=ctx.store, model=ctx.model, device="cpu", adapter=str(tiny_warmup / "no-adapter"))
+    with pytest.raises(TunesetError, match=r"cannot load adapter '.*no-adapter' \(model.adapter\).*adapter_config.json"):
+        missing.lm()
 
 
 def test_losses_are_computed_once_and_shared(ctx, rows, monkeypatch):

@@ -114,7 +114,13 @@ def load_lm(name: str, store: ArtifactStore, device: str = "auto", adapter: str 
     if adapter:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter)
+        try:
+            model = PeftModel.from_pretrained(model, adapter)
+        except (OSError, ValueError) as e:
+            raise TunesetError(
+                f"cannot load adapter '{adapter}' (model.adapter): {e}. Valid: a LoRA adapter folder with "
+                "adapter_config.json, such as a fine-tune run's adapter/"
+            ) from None
         model = model.merge_and_unload()
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
