@@ -107,7 +107,7 @@ def test_leaderboard_means_spread_and_paired_deltas(results):
     assert qa["random"]["vs_random"] is None and qa["random"]["vs_none"] == pytest.approx(0.25)
     assert qa["random"]["sd_seeds"] == 0.0
     assert qa["none"]["vs_none"] is None and qa["none"]["vs_random"] is None
-    assert (qa["none"]["seeds"], qa["none"]["sd_seeds"]) == (1, 0.0)
+    assert (qa["none"]["seeds"], qa["none"]["sd_seeds"]) == (1, None)  # one seed: spread unknown, not zero
     assert qa["full"]["vs_random"] is None and qa["full"]["vs_none"] == pytest.approx(0.25)
 
 
@@ -123,10 +123,10 @@ def test_markdown_table(results):
     assert "### mc (choice_accuracy, 4 test rows)" in md
     lines = md.splitlines()
     ppl = next(ln for ln in lines if ln.startswith("| ppl | 10% |") and "0.875" in ln)
-    assert ppl.startswith("| ppl | 10% | 2 | 0.875 ± 0.177 | 0.750 1.000 | +0.375 [")
-    assert "| +0.625 [" in ppl
+    assert ppl.startswith("| ppl | 10% | 2 | 0.875 ± 0.177 | 0.750 1.000 |  | +0.375 [")
+    assert "| +0.625 [" in ppl and "(±" in ppl
     none = next(ln for ln in lines if ln.startswith("| none | - |") and "0.250" in ln)
-    assert none == "| none | - | 0 | 0.250 ± 0.000 | 0.250 |  |  |"
+    assert none == "| none | - | 0 | 0.250 ± n/a | 0.250 |  |  |  |"
     assert sum(ln.startswith("| strategy |") for ln in lines) == 2
 
 
@@ -135,3 +135,31 @@ def test_plot_writes_png(results, tmp_path):
     assert out == tmp_path / "board.png"
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert out.stat().st_size > 5000
+
+
+def test_seed_aware_interval_widens_with_seed_spread_and_flags_one_seed():
+    from tuneset.evaluate.stats import seed_row_bootstrap
+
+    rng = np.random.default_rng(5)
+    base = (rng.random(300) < 0.7).astype(float)
+    steady = np.stack([base] * 3)
+    # Same mean, but each seed is a different model: one seed much better, one much worse.
+    shaky = np.stack([base, np.where(rng.random(300) < 0.3, 1.0, base), np.where(rng.random(300) < 0.3, 0.0, base)])
+    ref = np.stack([(rng.random(300) < 0.7).astype(float) for _ in range(3)])
+    a, b = seed_row_bootstrap(steady, ref), seed_row_bootstrap(shaky, ref)
+    assert b.hi - b.lo > a.hi - a.lo and b.mdd > a.mdd
+    # The seed-averaged row bootstrap cannot see seed spread at all; the seed-aware one does.
+    assert b.hi - b.lo > paired_bootstrap(shaky, ref).hi - paired_bootstrap(shaky, ref).lo
+    single = seed_row_bootstrap(steady[:1], ref)
+    assert not single.seed_aware and str(single).endswith("*") and a.seed_aware
+    assert seed_row_bootstrap(ref, ref).mean == 0.0
+    with pytest.raises(ValueError, match="differ in length"):
+        seed_row_bootstrap(np.zeros((2, 5)), np.zeros((2, 4)))
+
+
+def test_leaderboard_reports_dev_means_when_runs_carry_them(results, tmp_path):
+    with_dev = [{**r, "dev_examples": r["examples"]} for r in results]
+    board = build_leaderboard(with_dev)
+    ppl = board.filter((pl.col("task") == "qa") & (pl.col("strategy") == "ppl")).row(0, named=True)
+    assert ppl["dev_mean"] == pytest.approx(0.875)
+    assert build_leaderboard(results)["dev_mean"].null_count() == board.height
