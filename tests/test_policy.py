@@ -238,3 +238,67 @@ def test_every_row_appears_once_with_a_reason(vals, budget, threshold, band, quo
     assert sorted(out["rank"].to_list()) == list(range(1, len(vals) + 1))
     excluded = ~out["reason"].str.starts_with("selected") & ~out["reason"].str.starts_with("not selected")
     assert not (out["selected"] & excluded).any()
+
+
+def _two_tasks() -> pl.DataFrame:
+    """Task `a` scores on a big scale, task `b` on a tiny one: max-over-tasks would give `a` everything."""
+    return _scores(**{
+        "got": [10, 9, 8, 7, 6, 0.5, 0.4, 0.3, 0.2, 0.1],
+        "got.vs_a": [10, 9, 8, 7, 6, 0, 0, 0, 0, 0],
+        "got.vs_b": [0, 0, 0, 0, 0, 0.5, 0.4, 0.3, 0.2, 0.1],
+        "quality": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+    })
+
+
+def test_targets_split_the_budget_so_no_task_is_crowded_out():
+    scores = _two_tasks()
+    plain = apply_policy(scores, PolicyConfig(weights={"got": 1}, budget=4), {"got": True})
+    assert plain.filter("selected")["id"].to_list() == ["r00", "r01", "r02", "r03"]  # all task a
+    out = apply_policy(scores, PolicyConfig(weights={"got": 1}, budget=4, targets="equal"), {"got": True})
+    chosen = out.filter("selected")
+    assert sorted(chosen["id"]) == ["r00", "r01", "r05", "r06"]
+    assert chosen.filter(pl.col("id") == "r05")["reason"][0].endswith("for b)")
+
+
+def test_targets_shares_dev_size_and_quality_columns_stay_shared():
+    scores = _two_tasks()
+    out = apply_policy(scores, PolicyConfig(weights={"got": 1}, budget=5, targets={"a": 4, "b": 1}), {"got": True})
+    assert sorted(out.filter("selected")["id"]) == ["r00", "r01", "r02", "r03", "r05"]
+    dev = apply_policy(scores, PolicyConfig(weights={"got": 1}, budget=5, targets="dev_size"), {"got": True},
+                       dev_sizes={"a": 1, "b": 4})
+    assert sorted(dev.filter("selected")["id"]) == ["r00", "r05", "r06", "r07", "r08"]
+    # A column without per-task versions (quality) enters every task's ranking: task a's best is
+    # then r09 (top quality), and task b, whose own best that was, takes its next, r08.
+    mixed = apply_policy(scores, PolicyConfig(weights={"got": 1, "quality": 3}, budget=2, targets="equal"),
+                         {"got": True, "quality": True})
+    assert mixed.filter("selected").sort("id")["reason"].to_list()[1].endswith("for a)")
+    assert sorted(mixed.filter("selected")["id"]) == ["r08", "r09"]
+
+
+def test_the_split_takes_only_eligible_rows_and_still_spends_the_budget():
+    scores = _two_tasks()
+    # Threshold 0.3 on the combined score leaves r00-r07 eligible: task b ranks r08, r09 above
+    # a's rows but may not take them, so it fills its share from a's leftovers.
+    out = apply_policy(scores, PolicyConfig(weights={"got": 1}, budget=8, targets="equal", threshold=0.3),
+                       {"got": True})
+    assert sorted(out.filter("selected")["id"]) == [f"r{i:02d}" for i in range(8)]
+    # When every row a task ranks first is vetoed (near-copies of a row already chosen), it goes
+    # down its own ranking, and the budget is still spent.
+    emb = np.vstack([np.eye(5), np.tile(np.eye(5)[0], (5, 1))])  # b's rows all copy r00
+    gated = apply_policy(scores, PolicyConfig(weights={"got": 1}, budget=4, targets="equal", max_similarity=0.5),
+                         {"got": True}, embeddings=emb)
+    chosen = gated.filter("selected")["id"].to_list()
+    assert len(chosen) == 4 and "r00" in chosen and not set(chosen) & {f"r{i:02d}" for i in range(5, 10)}
+
+
+def test_targets_errors_name_what_is_missing():
+    scores = _two_tasks()
+    with pytest.raises(TunesetError, match=r"per-task columns .*weights name \['quality'\]"):
+        apply_policy(scores, PolicyConfig(weights={"quality": 1}, budget=2, targets="equal"), {})
+    with pytest.raises(UnknownNameError, match="'c'"):
+        apply_policy(scores, PolicyConfig(weights={"got": 1}, budget=2, targets={"c": 1}), {})
+    with pytest.raises(TunesetError, match="dev row count"):
+        apply_policy(scores, PolicyConfig(weights={"got": 1}, budget=2, targets="dev_size"), {})
+    with pytest.raises(TunesetError, match="use one"):
+        apply_policy(scores, PolicyConfig(weights={"got": 1}, budget=2, targets="equal", quota_by="source"), {},
+                     groups=pl.Series(["x"] * 10))

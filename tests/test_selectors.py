@@ -130,8 +130,8 @@ def test_random_differs_by_seed_and_is_uniform(ctx, rows):
 
 def test_knn_prefers_rows_like_the_targets(ctx, rows):
     out = make_selector("embedding_knn", {"k": 3}).fit(ctx).score(rows)
-    assert {"knn_sentiment", "knn_capitals"} <= set(out.columns)
-    np.testing.assert_allclose(out["score"].to_numpy(), np.maximum(out["knn_sentiment"], out["knn_capitals"]).to_numpy())
+    assert {"vs_sentiment", "vs_capitals"} <= set(out.columns)
+    np.testing.assert_allclose(out["score"].to_numpy(), np.maximum(out["vs_sentiment"], out["vs_capitals"]).to_numpy())
 
 
 def test_selectors_needing_targets_refuse_to_run_without(tmp_path):

@@ -80,9 +80,11 @@ def apply_policy(
     directions: dict[str, bool],
     groups: pl.Series | None = None,
     embeddings: np.ndarray | None = None,
+    dev_sizes: dict[str, int] | None = None,
 ) -> pl.DataFrame:
     """Return id, combined, rank, selected, reason for every candidate row (none left out).
-    `embeddings` (row-aligned) are needed only for `max_similarity`."""
+    `embeddings` (row-aligned) are needed only for `max_similarity`; `dev_sizes` (dev rows per
+    target task) only for `targets: dev_size`."""
     ids = scores["id"].to_list()
     n = len(ids)
     comb = combined_score(scores, policy.weights, directions)
@@ -108,7 +110,12 @@ def apply_policy(
             raise TunesetError("policy max_similarity needs one embedding per candidate row")
         gate = DiversityGate(embeddings, policy.max_similarity, ids)
     accept = gate or (lambda i: True)
-    if policy.quota_by is None:
+    task_of: dict[int, str] = {}
+    if policy.targets is not None:
+        if policy.quota_by is not None:
+            raise TunesetError("policy targets and quota_by both split the budget; use one")
+        chosen, task_of = _by_targets(scores, policy, directions, eligible, k, accept, dev_sizes or {})
+    elif policy.quota_by is None:
         chosen = []
         for i in order:
             if len(chosen) == k:
@@ -125,12 +132,76 @@ def apply_policy(
         budget_txt = f"quotas by {policy.quota_by} {policy.quotas}"
     else:
         budget_txt = f"budget {k}" + (f" with quotas by {policy.quota_by}" if policy.quota_by else "")
-    reason[selected] = [f"selected (rank {rank[i]}, {budget_txt})" for i in np.flatnonzero(selected)]
+    if policy.targets is not None:
+        budget_txt = f"budget {k} split over targets ({policy.targets})"
+    reason[selected] = [f"selected (rank {rank[i]}, {budget_txt}" + (f", for {task_of[i]}" if i in task_of else "") + ")"
+                        for i in np.flatnonzero(selected)]
     left = ~selected & eligible
     reason[left] = f"not selected: outside {budget_txt}"
     for i, why in (gate.rejected if gate else {}).items():
         reason[i] = why
     return pl.DataFrame({"id": ids, "combined": comb, "rank": rank, "selected": selected, "reason": reason.tolist()})
+
+
+def per_task_weights(columns: list[str], weights: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Per target task, the weights with each selector column that has per-task columns
+    (`<col>.vs_<task>`) replaced by that task's column; other columns (quality, say) stay."""
+    tasks = sorted({c.split(".vs_", 1)[1] for c in columns for k in weights
+                    if c.startswith(f"{k.lstrip('-')}.vs_")})
+    if not tasks:
+        raise TunesetError(
+            f"policy targets needs a weighted selector with per-task columns (<selector>.vs_<task>: less, "
+            f"embedding_knn, got); weights name {sorted(weights)}")
+    out = {}
+    for t in tasks:
+        w = {}
+        for k, v in weights.items():
+            sign, col = ("-", k[1:]) if k.startswith("-") else ("", k)
+            w[sign + (f"{col}.vs_{t}" if f"{col}.vs_{t}" in columns else col)] = v
+        out[t] = w
+    return out
+
+
+def _by_targets(scores: pl.DataFrame, policy: PolicyConfig, directions: dict[str, bool], eligible: np.ndarray,
+                k: int, accept, dev_sizes: dict[str, int]) -> tuple[list[int], dict[int, str]]:
+    """Split `k` across target tasks and fill each share best-first by the task's own ranking. The
+    task furthest below its share picks next, so a row two tasks want is taken once, by the first;
+    a task that runs out of eligible rows leaves its share to the others."""
+    weights = per_task_weights(scores.columns, policy.weights)
+    if isinstance(policy.targets, dict):
+        unknown = set(policy.targets) - set(weights)
+        if unknown:
+            raise UnknownNameError("target task in policy targets", sorted(unknown)[0], sorted(weights))
+        shares = {t: float(policy.targets.get(t, 0.0)) for t in weights}
+    elif policy.targets == "dev_size":
+        missing = set(weights) - set(dev_sizes)
+        if missing:
+            raise TunesetError(f"policy targets: dev_size needs the dev row count of {sorted(missing)}")
+        shares = {t: float(dev_sizes[t]) for t in weights}
+    else:
+        shares = {t: 1.0 for t in weights}
+    quota = _largest_remainder({t: s for t, s in shares.items() if s > 0}, k)
+    ids = scores["id"].to_list()
+    queues = {}
+    for t in quota:
+        dirs = {**directions, **{c: directions.get(c.split(".vs_")[0], True) for c in weights[t] if ".vs_" in c}}
+        comb = combined_score(scores, {c: w for c, w in weights[t].items()}, dirs)
+        queues[t] = iter(np.lexsort((_tiebreak(ids), -comb)).tolist())
+    chosen: list[int] = []
+    task_of: dict[int, str] = {}
+    taken = {t: 0 for t in quota}
+    open_tasks = [t for t in quota if quota[t] > 0]
+    while open_tasks and len(chosen) < k:
+        t = min(open_tasks, key=lambda t: (taken[t] / quota[t], t))
+        for i in queues[t]:
+            if eligible[i] and i not in task_of and accept(i):
+                chosen.append(i)
+                task_of[i] = t
+                taken[t] += 1
+                break
+        else:
+            open_tasks.remove(t)  # out of eligible rows: the other tasks fill its share
+    return chosen, task_of
 
 
 def _with_quotas(order: np.ndarray, eligible: np.ndarray, groups: list[str], policy: PolicyConfig, k: int,

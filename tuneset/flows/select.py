@@ -11,7 +11,7 @@ from tuneset.curation import apply_policy
 from tuneset.data.io import write_rows
 from tuneset.data.store import write_parquet
 from tuneset.errors import UnknownNameError
-from tuneset.flows.common import RowsRef, save_rows, scoring_context, store_of
+from tuneset.flows.common import RowsRef, load_split, save_rows, scoring_context, store_of
 from tuneset.flows.score import ScoresRef
 from tuneset.recipe import PolicyConfig, Recipe
 from tuneset.selectors.base import row_text
@@ -38,7 +38,9 @@ def select_rows(recipe: Recipe, rows: RowsRef, scores: ScoresRef, policy: Policy
         store.begin("selections", key, {"policy": policy.model_dump(mode="json"), "rows": rows.fingerprint})
         # Decisions beside every score column, so a selected row carries its explanation (e.g. the
         # dev rows behind a `less` score in `less.top_dev`).
-        decided = apply_policy(table, policy, scores.directions, groups, emb)
+        dev_sizes = ({t.name: load_split(t, "dev").height for t in recipe.task_specs()}
+                     if policy.targets == "dev_size" else None)
+        decided = apply_policy(table, policy, scores.directions, groups, emb, dev_sizes)
         write_parquet(decided.join(table, on="id", how="left", maintain_order="left"), table_path)
         store.finish("selections", key)
     chosen = pl.read_parquet(table_path).filter("selected")["id"]

@@ -100,19 +100,29 @@ class GotParams(BaseModel):
 
 @register
 class GotSelector(Selector):
-    """GOT-D: minus the calibrated OT gradient; high = adding this row moves the pool toward the targets."""
+    """GOT-D: minus the calibrated OT gradient; high = adding this row moves the pool toward the targets.
+
+    `score` transports the pool to the mixture of all targets; with several tasks, `vs_<task>`
+    transports it to each task's dev rows alone, so a policy can split the budget by task
+    (`select.targets`) instead of letting the mixture's nearest task take most of it."""
 
     name = "got"
     Params = GotParams
     uses = frozenset({"embedder", "targets"})
     row_local = False  # the potentials couple every candidate
+    revision = 2  # adds per-task columns
 
     def _score(self, rows: pl.DataFrame) -> pl.DataFrame:
+        p = self.params
         texts, weights = target_mixture(self.ctx)
         cand = self.ctx.embeddings(row_text(rows))
-        tgt = self.ctx.embeddings(texts)
-        f, _, _ = sinkhorn_potentials(cand, tgt, weights, self.params.reg, self.params.max_iter, self.params.tol)
-        return pl.DataFrame({"id": rows["id"], "score": -calibrated_gradient(f), "potential": f})
+        f, _, _ = sinkhorn_potentials(cand, self.ctx.embeddings(texts), weights, p.reg, p.max_iter, p.tol)
+        cols = {}
+        if len(self.ctx.targets) > 1:
+            for task, dev in sorted(self.ctx.targets.items()):
+                ft, _, _ = sinkhorn_potentials(cand, self.ctx.embeddings(row_text(dev)), None, p.reg, p.max_iter, p.tol)
+                cols[f"vs_{task}"] = -calibrated_gradient(ft)
+        return pl.DataFrame({"id": rows["id"], "score": -calibrated_gradient(f), "potential": f, **cols})
 
 
 # --- DSIR ----------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ class KnnParams(BaseModel):
 @register
 class EmbeddingKnnSelector(Selector):
     """Mean cosine similarity to the k nearest dev examples of each target task (faiss, exact
-    inner product on normalised vectors); the row's score is its best task, as in LESS's max."""
+    inner product on normalised vectors); the row's score is its best task, as in LESS's max.
+    Columns `vs_<task>` let a policy split the budget across tasks (`select.targets`)."""
 
     name = "embedding_knn"
     Params = KnnParams
@@ -32,6 +33,6 @@ class EmbeddingKnnSelector(Selector):
             index = build_index(tgt)
             k = min(self.params.k, tgt.shape[0])
             sims, _ = index.search(cand, k)
-            cols[f"knn_{task}"] = sims.mean(axis=1).astype(np.float64)
+            cols[f"vs_{task}"] = sims.mean(axis=1).astype(np.float64)
         best = np.max(np.stack(list(cols.values())), axis=0)
         return pl.DataFrame({"id": rows["id"], "score": best, **cols})
