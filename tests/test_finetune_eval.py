@@ -83,3 +83,52 @@ def test_exact_match_and_target_loss(lm, demo_dir):
     assert set(em["score"].to_list()) <= {0.0, 1.0} and em["prediction"].dtype == pl.String
     tl = evaluate_task(lm, TaskSpec(name="c", metric="target_loss", dev=test, test=test), rows, 64)
     np.testing.assert_allclose(tl["score"].to_numpy(), -tl["loss"].to_numpy())
+
+
+TEMPLATE = ("{% for m in messages %}<bos>{{ m['role'] }}: {{ m['content'] }}<eos>{% endfor %}"
+            "{% if add_generation_prompt %}<bos>assistant: {% endif %}")
+
+
+@pytest.fixture(scope="module")
+def chat_lm_dir(tiny_lm_dir, tmp_path_factory):
+    """The tiny model with a chat template, like an Instruct model's tokenizer."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    d = tmp_path_factory.mktemp("chat-lm")
+    shutil.copytree(tiny_lm_dir, d, dirs_exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(d)
+    tok.chat_template = TEMPLATE
+    tok.save_pretrained(d)
+    return d
+
+
+def test_prompt_format_resolves_by_the_tokenizer(lm, chat_lm_dir, tmp_path):
+    from tuneset.models.lm import format_prompts, resolve_format
+
+    assert resolve_format(lm.tokenizer, "auto") == "plain"
+    with pytest.raises(ValueError, match="needs a tokenizer with a chat template; use 'plain'"):
+        resolve_format(lm.tokenizer, "chat")
+    with pytest.raises(ValueError, match="valid: auto, chat, plain"):
+        resolve_format(lm.tokenizer, "markdown")
+    chat = load_lm(str(chat_lm_dir), ArtifactStore(tmp_path / "s"), "cpu").tokenizer
+    assert resolve_format(chat, "auto") == "chat" and resolve_format(chat, "plain") == "plain"
+    prompts, sep = format_prompts(chat, ["Q?"], "auto")
+    assert (prompts, sep) == (["<bos>user: Q?<eos><bos>assistant: "], "")
+    assert format_prompts(chat, ["Q?"], "plain") == (["Q?"], " ")
+
+
+def test_chat_format_trains_and_scores_the_response_after_the_assistant_header(chat_lm_dir, tmp_path):
+    from tuneset.models.lm import encode, format_prompts
+
+    store = ArtifactStore(tmp_path / "store")
+    res = train(_rows(), FinetuneConfig(lr=1e-3, epochs=1, batch_size=4), str(chat_lm_dir), store, tmp_path / "run",
+                64, "cpu", False)
+    assert res.prompt_format == "chat"
+    assert json.loads((tmp_path / "run" / "train.json").read_text())["prompt_format"] == "chat"
+    tok = load_lm(str(chat_lm_dir), store, "cpu").tokenizer
+    prompts, sep = format_prompts(tok, ["What is 3 plus 4? Answer:"], "chat")
+    e = encode(tok, prompts, ["7"], 64, add_eos=True, sep=sep)[0]
+    assert tok.decode(e.ids[:e.n_prompt]) == prompts[0]
+    assert e.ids[e.n_prompt:] == tok("7", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 
 from tuneset.errors import DataError
-from tuneset.models.lm import encode, generate_greedy, response_nll
+from tuneset.models.lm import encode, format_prompts, generate_greedy, response_nll
 from tuneset.models.loading import LoadedLM
 from tuneset.recipe import TaskSpec
 
@@ -35,16 +35,17 @@ def _choices(task: TaskSpec, rows: pl.DataFrame) -> list[list[str]]:
 
 
 def evaluate_task(lm: LoadedLM, task: TaskSpec, rows: pl.DataFrame, max_length: int = 256,
-                  max_batch_tokens: int = 4096, max_new_tokens: int = 16) -> pl.DataFrame:
-    """Columns: id, score (1/0 correct, or -loss for target_loss), loss (gold response NLL/token), prediction."""
+                  max_batch_tokens: int = 4096, max_new_tokens: int = 16, prompt_format: str = "plain") -> pl.DataFrame:
+    """Columns: id, score (1/0 correct, or -loss for target_loss), loss (gold response NLL/token), prediction.
+    `prompt_format` must be the one the model was fine-tuned with (`TrainResult.prompt_format`)."""
     tok, pad = lm.tokenizer, lm.tokenizer.pad_token_id
-    prompts = rows["instruction"].to_list()
+    prompts, sep = format_prompts(tok, rows["instruction"].to_list(), prompt_format)
     gold = rows["response"].to_list()
     if task.metric == "choice_accuracy":
         choices = _choices(task, rows)
         flat_p = [p for p, cs in zip(prompts, choices) for _ in cs]
         flat_c = [c for cs in choices for c in cs]
-        c_sum, c_n, _ = response_nll(lm.model, encode(tok, flat_p, flat_c, max_length), pad, max_batch_tokens)
+        c_sum, c_n, _ = response_nll(lm.model, encode(tok, flat_p, flat_c, max_length, sep=sep), pad, max_batch_tokens)
         preds, loss, k = [], np.zeros(rows.height), 0
         for row, (cs, g) in enumerate(zip(choices, gold)):
             preds.append(cs[int(np.argmin(c_sum[k:k + len(cs)]))])  # highest summed log-likelihood
@@ -53,7 +54,7 @@ def evaluate_task(lm: LoadedLM, task: TaskSpec, rows: pl.DataFrame, max_length: 
             k += len(cs)
         score = np.array([float(p == g) for p, g in zip(preds, gold)])
         return pl.DataFrame({"id": rows["id"], "score": score, "loss": loss, "prediction": preds})
-    g_sum, g_n, _ = response_nll(lm.model, encode(tok, prompts, gold, max_length), pad, max_batch_tokens)
+    g_sum, g_n, _ = response_nll(lm.model, encode(tok, prompts, gold, max_length, sep=sep), pad, max_batch_tokens)
     loss = g_sum / np.maximum(g_n, 1)
     if task.metric == "exact_match":
         preds = generate_greedy(lm.model, tok, prompts, max_new_tokens, max_batch_tokens, max_length)

