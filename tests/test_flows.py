@@ -215,3 +215,56 @@ def test_cluster_runners_name_the_extra_to_install(runner):
             task_runner(cfg)
     else:
         assert type(task_runner(cfg)).__name__.lower().startswith(runner)
+
+
+def test_compare_sweeps_settings_on_dev_rows_and_runs_reference_and_composite_arms(tiny_recipe, tmp_path, monkeypatch):
+    from tuneset.flows import train_eval
+    from tuneset.flows.compare import compare_flow
+
+    ref = tmp_path / "mine.jsonl"
+    ref.write_text("".join(line + "\n" for line in tiny_recipe().pool.read_text().splitlines()[:10]))
+    splits: list[str] = []
+    real = train_eval.evaluate_task
+    monkeypatch.setattr(train_eval, "evaluate_task", lambda lm, t, rows, *a: splits.append(str(rows["id"][0])) or real(lm, t, rows, *a))
+    recipe = tiny_recipe(
+        "compare.strategies=[random, {name: knn2, weights: {embedding_knn: 1}, targets: equal, curate: {dedup: true, filters: [{column: length, max: 400}]}}]",
+        "compare.budgets=[10]", "compare.seeds=[0]", "compare.baselines=[none]",
+        "compare.sweep={strategy: random, grid: {lr: [1.0e-3, 3.0e-2]}}", f"compare.references={{mine: {ref}}}",
+        "score.selectors=[length, embedding_knn]")
+    out = compare_flow(recipe)
+    sweep_md = (recipe.work_dir / "runs" / recipe.name / "sweep" / "sweep-10.md").read_text()
+    assert "scored on dev rows only" in sweep_md and sweep_md.count("| 0.001 |") == 1 and "| 0.03 |" in sweep_md
+    board = pl.read_csv(out["csv"])
+    assert set(board["strategy"]) == {"none", "random", "knn2", "mine (reference)"}
+    assert board["dev_mean"].null_count() == 0
+    md = open(out["markdown"]).read()
+    assert "| budget 10 | lr=" in md and "| no fine-tune | prompt_format=" in md and "n/a" in md
+    # Test rows were evaluated, but never for the sweep: its evaluations are all dev rows.
+    runs = pl.read_csv(out["csv"].replace("leaderboard.csv", "runs.csv"))
+    test_ids = {i for p in runs["examples"] for i in pl.read_parquet(p)["id"]}
+    sweep_evals = splits[:2 * 2]  # 2 grid points x 2 tasks, before anything else
+    assert not set(sweep_evals) & test_ids
+
+
+def test_evaluation_is_keyed_by_the_weights_content_not_the_folder_name(tiny_recipe, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from tuneset.data.io import load_rows
+    from tuneset.flows.common import save_rows, store_of
+    from tuneset.flows.train_eval import evaluate_flow, finetune_flow
+
+    recipe = tiny_recipe("finetune.lr=0.05", "finetune.epochs=3")
+    model_dir = finetune_flow(recipe, save_rows(store_of(recipe), load_rows(recipe.pool).rows.head(12)))
+    tuned = evaluate_flow(recipe, model_dir)
+    copy = tmp_path / "copy" / Path(model_dir).name  # same folder name, other weights
+    shutil.copytree(model_dir, copy)
+    weights = copy / "adapter" / "adapter_model.safetensors"
+    save_file({k: v * 0 for k, v in load_file(weights).items()}, weights)
+    zeroed = evaluate_flow(recipe, str(copy))
+    base = evaluate_flow(recipe, None)
+    assert zeroed == base  # a zeroed LoRA is the base model, not the tuned one's cached scores
+    evals = list((store_of(recipe).root / "evals").iterdir())
+    assert len([e for e in evals if e.is_dir()]) == 3 * 2  # tuned, zeroed, base x 2 tasks
+    assert tuned.keys() == base.keys()

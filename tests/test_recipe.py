@@ -240,3 +240,70 @@ def test_model_adapter_reaches_the_scoring_context(recipe_file, tmp_path):
     r = load_recipe(recipe_file, ["model.adapter=/runs/round1/adapter", f"work_dir={tmp_path}"])
     ctx = scoring_context(r)
     assert (ctx.model, ctx.adapter) == ("smollm2", "/runs/round1/adapter")
+
+
+def test_a_strategy_carries_every_policy_field_and_its_own_curation():
+    st = Strategy(name="rec", weights={"got": 1}, targets="equal", threshold=0.2, band=(0.1, 0.9),
+                  max_similarity=0.9, curate={"relabel": {"min_prob": 0.7}})
+    p = st.policy(300)
+    assert (p.weights, p.budget, p.targets, p.threshold, p.band, p.max_similarity) == (
+        {"got": 1}, 300, "equal", 0.2, (0.1, 0.9), 0.9)
+    assert st.curate.relabel.min_prob == 0.7 and st.columns() == ["got"]
+    with pytest.raises(ValueError, match="Input should be None"):
+        Strategy(name="x", budget=10)  # the compare's budgets set it
+
+
+def test_compare_rejects_repeated_names_and_a_sweep_over_an_unknown_strategy():
+    with pytest.raises(ValueError, match=r"repeated: \['got'\]"):
+        CompareConfig(strategies=["got", "got"])
+    with pytest.raises(ValueError, match=r"sweep.strategy 'knn' is not a compare strategy; valid: \['random'\]"):
+        CompareConfig(strategies=["random"], sweep={"strategy": "knn"})
+    with pytest.raises(ValueError, match=r"must differ from strategies and baselines; repeated: \['random'\]"):
+        CompareConfig(strategies=["random"], references={"random": "/r.jsonl"})
+
+
+@pytest.mark.parametrize(("grid", "message"), [
+    ({"lrr": [1e-3]}, "unknown fine-tune setting 'lrr' in the sweep grid; valid: .*lr"),
+    ({"lr": []}, "needs a non-empty list"),
+    ({"lr": [-1.0]}, "greater than 0"),
+    ({"prompt_format": ["markdown"]}, "'auto', 'chat' or 'plain'"),
+])
+def test_sweep_grid_is_checked_at_load(grid, message):
+    from tuneset.recipe import SweepConfig
+
+    with pytest.raises(ValueError, match=message):
+        SweepConfig(grid=grid)
+
+
+def test_sweep_points_are_the_grid_product_on_the_recipe_settings():
+    from tuneset.recipe import FinetuneConfig, SweepConfig
+
+    pts = SweepConfig(grid={"lr": [1e-4, 1e-3], "epochs": [1, 2, 3]}).points(FinetuneConfig(batch_size=4))
+    assert [(p.lr, p.epochs) for p in pts] == [(1e-4, 1), (1e-4, 2), (1e-4, 3), (1e-3, 1), (1e-3, 2), (1e-3, 3)]
+    assert {p.batch_size for p in pts} == {4}
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("finetune.lr=-1", "finetune.lr: Input should be greater than 0"),
+    ("finetune.epochs=0", "finetune.epochs: Input should be greater than 0"),
+    ("finetune.batch_size=0", "finetune.batch_size: Input should be greater than or equal to 1"),
+    ("select.weights={got: .nan}", "weights are finite and non-zero"),
+    ("select.weights={got: 0}", "weights are finite and non-zero"),
+    ("select.targets={}", "targets shares are finite"),
+])
+def test_impossible_settings_fail_at_load(recipe_file, override, message):
+    with pytest.raises(TunesetError, match=message):
+        load_recipe(recipe_file, [override])
+
+
+def test_every_relative_path_resolves_against_the_recipe_folder(tmp_path):
+    d = tmp_path / "proj"
+    (d / "ad").mkdir(parents=True)
+    p = d / "r.yaml"
+    p.write_text("pool: p.jsonl\nwork_dir: out\nmodel: {adapter: ad}\n"
+                 "tasks: [{name: t, metric: exact_match, dev: t/dev.jsonl, test: t/test.jsonl}]\n"
+                 "compare: {references: {mine: refs/mine.jsonl}}\n")
+    r = load_recipe(p)
+    assert (r.work_dir, r.model.adapter, r.compare.references["mine"]) == (d / "out", str(d / "ad"), d / "refs/mine.jsonl")
+    assert (r.tasks[0].dev, r.tasks[0].test) == (d / "t/dev.jsonl", d / "t/test.jsonl")
+    assert load_recipe(p, ["model.adapter=org/hub-adapter"]).model.adapter == "org/hub-adapter"  # not a folder here

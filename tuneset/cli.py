@@ -142,6 +142,20 @@ def compare(recipe: RecipeArg, set_: SetOpt = None) -> None:
 
 
 @app.command()
+def sweep(recipe: RecipeArg, set_: SetOpt = None) -> None:
+    """Choose fine-tune settings on dev rows: the recipe's compare.sweep at each budget, nothing else."""
+    from tuneset.flows.compare import compare_flow
+
+    def go():
+        r = _recipe(recipe, [*(set_ or []), "compare.seeds=[]", "compare.baselines=[]"])
+        if r.compare.sweep is None:
+            raise TunesetError(f"{recipe}: compare.sweep is not set; add e.g. compare.sweep: {{grid: {{lr: [2e-4, 5e-4]}}}}")
+        return compare_flow(r)
+
+    console.print(_run(go))
+
+
+@app.command()
 def serve(recipe: RecipeArg, cron: Annotated[str, typer.Option(help="cron expression, e.g. '0 3 * * *'")], set_: SetOpt = None) -> None:
     """Serve the recipe's pipeline on a cron schedule (stop with SIGTERM)."""
     from tuneset.flows.serve import serve as serve_recipe

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -125,6 +126,28 @@ class PolicyConfig(_Strict):
     # Quality first, then diverse (DEITA): walking rows best-first, skip any whose embedding
     # cosine to an already selected row exceeds this.
     max_similarity: float | None = Field(default=None, gt=-1, le=1)
+    # Split the budget across target tasks: each task's share is filled best-first by its own
+    # per-task columns (`<selector>.vs_<task>` of less, embedding_knn, got), so one task's scale
+    # cannot crowd out another's rows. "equal", "dev_size" (shares by dev rows), or {task: share}.
+    targets: Literal["equal", "dev_size"] | dict[str, float] | None = None
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, v):
+        if isinstance(v, dict) and (not v or any(not (x >= 0 and math.isfinite(x)) for x in v.values()) or sum(v.values()) <= 0):
+            raise ValueError("targets shares are finite, non-negative and not all zero, e.g. {sst2: 1, banking77: 2}")
+        return v
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v):
+        if v is not None:
+            if not v:
+                raise ValueError("weights name at least one score column, e.g. {got: 1}")
+            bad = {k: w for k, w in v.items() if not math.isfinite(w) or w == 0}
+            if bad:
+                raise ValueError(f"weights are finite and non-zero; got {bad}")
+        return v
 
     @field_validator("budget")
     @classmethod
@@ -159,16 +182,19 @@ class PolicyConfig(_Strict):
 
 class FinetuneConfig(_Strict):
     method: Literal["lora", "full"] = "lora"
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    # How instruction and response are laid out for training and evaluation: `auto` is the chat
+    # template where the tokenizer has one (Instruct models), else plain text.
+    prompt_format: Literal["auto", "chat", "plain"] = "auto"
+    lora_r: int = Field(default=16, ge=1)
+    lora_alpha: int = Field(default=32, ge=1)
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    lr: float = 2e-4
-    epochs: float = 2.0
-    batch_size: int = 8
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    lr: float = Field(default=2e-4, gt=0)
+    epochs: float = Field(default=2.0, gt=0)
+    batch_size: int = Field(default=8, ge=1)
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
     seed: int = 0
     last_layers: int | None = Field(default=None, ge=1)  # LoRA on the last N transformer layers only
 
@@ -193,18 +219,60 @@ class WarmupConfig(FinetuneConfig):
         return v
 
 
+class SweepConfig(_Strict):
+    """Fine-tune settings chosen on validation rows (every task's dev rows), never on test rows.
+
+    Each budget's sweep fine-tunes on `strategy`'s selection at that budget (seed `seed`) once per
+    grid point, scores the tasks' dev rows, and keeps the point with the best mean dev score over
+    tasks (ties: lower dev loss). The no-fine-tune arm gets the best prompt format the same way."""
+
+    grid: dict[str, list[Any]] = Field(default_factory=lambda: {"lr": [2e-4, 5e-4, 1e-3]})
+    strategy: str = "random"
+    seed: int = 0
+
+    @field_validator("grid")
+    @classmethod
+    def _fields(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        valid = set(FinetuneConfig.model_fields) - {"seed"}
+        for k, vals in v.items():
+            if k not in valid:
+                raise ValueError(f"unknown fine-tune setting '{k}' in the sweep grid; valid: {', '.join(sorted(valid))}")
+            if not isinstance(vals, list) or not vals:
+                raise ValueError(f"sweep grid '{k}' needs a non-empty list of values")
+            for x in vals:
+                FinetuneConfig.model_validate({k: x})
+        return v
+
+    def points(self, base: FinetuneConfig) -> list[FinetuneConfig]:
+        """Every grid combination applied to `base`, in grid order."""
+        import itertools
+
+        keys = list(self.grid)
+        return [FinetuneConfig.model_validate({**base.model_dump(), **dict(zip(keys, combo))})
+                for combo in itertools.product(*self.grid.values())]
+
+
 class EvaluateConfig(_Strict):
     max_test_rows: int | None = None  # first N test rows per task (same rows for every strategy)
     max_new_tokens: int = 16
 
 
-class Strategy(_Strict):
+class Strategy(PolicyConfig):
+    """A compare arm: a full selection policy (every `select` field but the budget, which the
+    compare's budgets set) and optionally a curation of its own, applied to the pool before its
+    policy picks; the curation's selectors share the compare's cached scores."""
+
     name: str
     weights: dict[str, float] | None = None  # default: {name: 1}, i.e. the selector of that name
-    quota_by: str | None = None
+    budget: None = None  # set by compare.budgets
+    curate: CurateConfig | None = None  # default: the compare's own rows (compare.curate_first)
 
     def policy(self, budget: Budget) -> PolicyConfig:
-        return PolicyConfig(weights=self.weights or {self.name: 1.0}, budget=budget, quota_by=self.quota_by)
+        fields = self.model_dump(exclude={"name", "curate", "budget", "weights"})
+        return PolicyConfig(**fields, weights=self.weights or {self.name: 1.0}, budget=budget)
+
+    def columns(self) -> list[str]:
+        return list(self.weights or {self.name: 1.0})
 
 
 class CompareConfig(_Strict):
@@ -216,11 +284,28 @@ class CompareConfig(_Strict):
     full_seeds: list[int] | None = None
     full_epochs: float | None = None
     curate_first: bool = True
+    sweep: SweepConfig | None = None  # choose the fine-tune settings per budget on dev rows first
+    # Reference arms: rows chosen outside tuneset (a hand-curated set, a benchmark's oracle), each
+    # fine-tuned and evaluated beside the strategies and marked as a reference.
+    references: dict[str, Path] = Field(default_factory=dict)
 
     @field_validator("strategies", mode="before")
     @classmethod
     def _names(cls, v: Any) -> Any:
         return [{"name": s} if isinstance(s, str) else s for s in v]
+
+    @model_validator(mode="after")
+    def _unique(self) -> CompareConfig:
+        names = [s.name for s in self.strategies]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"strategy names must be unique; repeated: {dup}")
+        clash = sorted(set(self.references) & {*names, "none", "full"})
+        if clash:
+            raise ValueError(f"reference arm names must differ from strategies and baselines; repeated: {clash}")
+        if self.sweep is not None and self.sweep.strategy not in names:
+            raise ValueError(f"sweep.strategy '{self.sweep.strategy}' is not a compare strategy; valid: {names}")
+        return self
 
 
 class Recipe(_Strict):
@@ -303,6 +388,35 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def resolve_paths(data: dict[str, Any], root: Path) -> None:
+    """Every relative path a recipe names resolves against the recipe's folder, so a recipe runs
+    the same from any working directory: pool, tasks (a file, or each task's dev/test), work_dir,
+    model.adapter and compare.references."""
+
+    def fix(node: dict, key: str) -> None:
+        v = node.get(key)
+        if isinstance(v, str) and v and not Path(v).is_absolute() and "://" not in v:
+            node[key] = str(root / v)
+
+    for key in ("pool", "work_dir"):
+        fix(data, key)
+    if isinstance(data.get("tasks"), str):
+        fix(data, "tasks")
+    elif isinstance(data.get("tasks"), list):
+        for t in data["tasks"]:
+            if isinstance(t, dict):
+                fix(t, "dev")
+                fix(t, "test")
+    if isinstance(data.get("model"), dict) and data["model"].get("adapter"):
+        adapter = data["model"]["adapter"]
+        if isinstance(adapter, str) and (root / adapter).exists() and not Path(adapter).is_absolute():
+            fix(data["model"], "adapter")  # else a hub name
+    refs = (data.get("compare") or {}).get("references") if isinstance(data.get("compare"), dict) else None
+    if isinstance(refs, dict):
+        for k in list(refs):
+            fix(refs, k)
+
+
 def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None, base: dict[str, Any] | None = None) -> Recipe:
     """A recipe from YAML (relative paths resolve against the recipe's folder) plus overrides."""
     data: dict[str, Any] = copy.deepcopy(base or {})
@@ -318,9 +432,7 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
         data.update(loaded)
         root = path.parent
     apply_overrides(data, overrides or [])
-    for key in ("pool", "tasks"):
-        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
-            data[key] = str(root / data[key])
+    resolve_paths(data, root)
     try:
         return Recipe.model_validate(data)
     except ValidationError as e:

@@ -13,12 +13,15 @@ from prefect import flow
 
 from tuneset.curation import budget_count
 from tuneset.evaluate.leaderboard import FULL, NONE, build_leaderboard, plot, to_markdown
-from tuneset.flows.common import load_pool, run_dir, timed, write_json
+from tuneset.data.io import load_rows
+from tuneset.flows.common import load_pool, run_dir, save_rows, store_of, timed, write_json
 from tuneset.flows.curate import curate_flow
 from tuneset.flows.score import score_flow
-from tuneset.flows.select import select_rows
+from tuneset.flows.common import RowsRef
+from tuneset.flows.select import Selection, select_rows
+from tuneset.flows.sweep import best_base_format, sweep_finetune
 from tuneset.flows.train_eval import evaluate_model, finetune_task, train_seconds
-from tuneset.recipe import Recipe, SelectorSpec
+from tuneset.recipe import FinetuneConfig, Recipe, SelectorSpec, Strategy
 from tuneset.selectors import get_selector
 
 log = logging.getLogger("tuneset.compare")
@@ -28,11 +31,18 @@ def needed_selectors(recipe: Recipe) -> list[SelectorSpec]:
     """Selectors the strategies' weights name (`-ifd` and `ifd.ppl_response` both need `ifd`)."""
     names: list[str] = []
     for st in recipe.compare.strategies:
-        for col in (st.weights or {st.name: 1.0}):
+        for col in st.columns():
             n = col.lstrip("-").split(".")[0]
             if n not in names:
                 names.append(n)
     return [recipe.score.spec(n) for n in names]
+
+
+def strategy_rows(recipe: Recipe, st: Strategy, default: RowsRef) -> RowsRef:
+    """The rows a strategy selects from: its own curation of the pool, or the compare's rows."""
+    if st.curate is None:
+        return default
+    return curate_flow(recipe.model_copy(update={"curate": st.curate, "name": f"{recipe.name}-{st.name}"})).rows
 
 
 @flow(name="tuneset-compare", log_prints=True)
@@ -42,51 +52,114 @@ def compare_flow(recipe: Recipe) -> dict[str, str]:
     cmp = recipe.compare
     with timed(timings, "curate"):
         rows = curate_flow(recipe).rows if cmp.curate_first else load_pool(recipe)[0]
+        own_rows = {st.name: strategy_rows(recipe, st, rows) for st in cmp.strategies}
+    # A strategy's own curation starts from the pool, so then every pool row is scored.
+    scored = load_pool(recipe)[0] if any(st.curate for st in cmp.strategies) else rows
     specs = needed_selectors(recipe)
     # Seeded selectors (random, DSIR's resampling, ...) are rescored per seed; the rest once.
     seeded = [s for s in specs if "seed" in get_selector(s.name).uses]
     fixed = [s for s in specs if s not in seeded]
     with timed(timings, "score"):
-        scores = score_flow(recipe, rows, selectors=fixed) if fixed else None
+        scores = score_flow(recipe, scored, selectors=fixed) if fixed else None
+
+    def scores_for(seed: int):
+        if not seeded:
+            return scores
+        with timed(timings, "score"):
+            return score_flow(recipe, scored, seed=seed, selectors=[*fixed, *seeded])
+
+    def select(st: Strategy, budget, seed_scores) -> Selection:
+        with timed(timings, "select"):
+            return select_rows(recipe, own_rows[st.name], seed_scores, st.policy(budget))
+
     results: list[dict] = []
     tasks = {t.name: t for t in recipe.task_specs()}
+    settings = {str(b): recipe.finetune for b in cmp.budgets}
+    base_recipe = recipe
+    if cmp.sweep is not None:
+        st = next(s for s in cmp.strategies if s.name == cmp.sweep.strategy)
+        with timed(timings, "sweep"):
+            settings, base_recipe = chosen_settings(recipe, lambda b: select(st, b, scores_for(cmp.sweep.seed)).rows)
 
     def record(strategy: str, budget: str, n_rows: int, seed, model_dir: str | None) -> None:
+        # Dev rows too: the arm to recommend is chosen on them, never on the test rows.
         with timed(timings, "evaluate"):
-            paths = evaluate_model(recipe, model_dir)
+            paths = evaluate_model(base_recipe, model_dir)
+            dev_paths = evaluate_model(base_recipe, model_dir, split="dev")
         train_s = train_seconds(model_dir) if model_dir else 0.0
         for task, p in paths.items():
             eval_s = json.loads((Path(p).parent / "meta.json").read_text()).get("seconds", 0.0)
             results.append({"strategy": strategy, "budget": budget, "n_rows": n_rows, "seed": seed, "task": task,
-                            "metric": tasks[task].metric, "examples": p, "train_s": train_s, "eval_s": eval_s})
+                            "metric": tasks[task].metric, "examples": p, "dev_examples": dev_paths[task],
+                            "train_s": train_s, "eval_s": eval_s})
 
-    info = {"pool_rows": rows.n, "budgets": {str(b): budget_count(b, rows.n) for b in cmp.budgets}}
+    full_cfg = settings[str(cmp.budgets[-1])] if cmp.budgets else recipe.finetune
+    if cmp.full_epochs:
+        full_cfg = full_cfg.model_copy(update={"epochs": cmp.full_epochs})
+    info = {"pool_rows": rows.n, "budgets": {str(b): budget_count(b, rows.n) for b in cmp.budgets},
+            "finetune": {**{f"budget {b}": _changed(c, recipe) for b, c in settings.items()}, "full pool": _changed(full_cfg, recipe),
+                         "no fine-tune": {"prompt_format": base_recipe.finetune.prompt_format}}}
     if NONE in cmp.baselines:
         record(NONE, "-", 0, "-", None)
     for seed in cmp.seeds:
-        seed_scores = scores
-        if seeded:
-            with timed(timings, "score"):
-                seed_scores = score_flow(recipe, rows, seed=seed, selectors=[*fixed, *seeded])
+        seed_scores = scores_for(seed)
         for budget in cmp.budgets:
             label = str(budget)
             for st in cmp.strategies:
-                with timed(timings, "select"):
-                    sel = select_rows(recipe, rows, seed_scores, st.policy(budget))
-                print(f"[seed {seed}] {st.name} @ {label}: {sel.rows.n} rows (of {rows.n})")
+                sel = select(st, budget, seed_scores)
+                print(f"[seed {seed}] {st.name} @ {label}: {sel.rows.n} rows (of {own_rows[st.name].n})")
                 with timed(timings, "finetune"):
-                    model_dir = finetune_task(recipe, sel.rows, seed)
+                    model_dir = finetune_task(recipe, sel.rows, seed, settings[label])
                 record(st.name, label, sel.rows.n, seed, model_dir)
                 write_leaderboard(recipe, results, timings, info, final=False)
+    refs = {name: save_rows(store_of(recipe), load_rows(path).rows) for name, path in cmp.references.items()}
+    for seed in cmp.seeds:
+        for name, ref in refs.items():
+            label = next((str(b) for b in cmp.budgets if budget_count(b, rows.n) == ref.n), str(ref.n))
+            print(f"[seed {seed}] reference {name}: {ref.n} rows")
+            with timed(timings, "finetune"):
+                model_dir = finetune_task(recipe, ref, seed, settings.get(label, next(iter(settings.values()), recipe.finetune)))
+            record(f"{name} (reference)", label, ref.n, seed, model_dir)
+            write_leaderboard(recipe, results, timings, info, final=False)
     # The full pool costs most: run it last, so an interrupted compare still has every strategy.
     full_seeds = cmp.seeds if cmp.full_seeds is None else cmp.full_seeds
     for seed in full_seeds if FULL in cmp.baselines else []:
         print(f"[seed {seed}] full pool: {rows.n} rows")
         with timed(timings, "finetune"):
-            model_dir = finetune_task(recipe, rows, seed, cmp.full_epochs)
+            model_dir = finetune_task(recipe, rows, seed, full_cfg)
         record(FULL, "100%", rows.n, seed, model_dir)
+        write_leaderboard(recipe, results, timings, info, final=False)
     timings["total"] = time.perf_counter() - t_start
+    if not results:  # no seeds and no baselines: a sweep alone (`tuneset sweep`)
+        write_json(run_dir(recipe, "sweep") / "chosen.json", info["finetune"])
+        return {"sweep": str(run_dir(recipe, "sweep"))}
     return write_leaderboard(recipe, results, timings, info)
+
+
+def chosen_settings(recipe: Recipe, rows_at) -> tuple[dict[str, FinetuneConfig], Recipe]:
+    """Per budget, the sweep's best fine-tune settings on `rows_at(budget)`; and the recipe the
+    no-fine-tune arm is evaluated with (the base model's best prompt format on dev rows)."""
+    sw = recipe.compare.sweep
+    settings = {str(b): sweep_finetune(recipe, rows_at(b), sw, str(b)).best for b in recipe.compare.budgets}
+    formats = [str(f) for f in sw.grid.get("prompt_format", [recipe.finetune.prompt_format])]
+    fmt = best_base_format(recipe, formats)
+    return settings, recipe.model_copy(update={"finetune": recipe.finetune.model_copy(update={"prompt_format": fmt})})
+
+
+def _changed(cfg: FinetuneConfig, recipe: Recipe) -> dict:
+    """The fine-tune settings that differ from the recipe's, or its lr/epochs/format when none do."""
+    base = recipe.finetune.model_dump()
+    diff = {k: v for k, v in cfg.model_dump().items() if base.get(k) != v and k != "seed"}
+    return diff or {k: base[k] for k in ("lr", "epochs", "prompt_format")}
+
+
+def describe(info: dict) -> str:
+    """The run's setup in words: pool, budgets, and the fine-tune settings each arm trained with."""
+    budgets = ", ".join(f"{b} ({n} rows)" for b, n in info["budgets"].items()) or "none"
+    lines = [f"Pool: {info['pool_rows']} rows. Budgets: {budgets}.", "",
+             "| arm | fine-tune settings (differences from the recipe's) |", "|---|---|"]
+    lines += [f"| {arm} | {', '.join(f'{k}={v}' for k, v in cfg.items())} |" for arm, cfg in info["finetune"].items()]
+    return "\n".join(lines)
 
 
 def write_leaderboard(recipe: Recipe, results: list[dict], timings: dict[str, float], info: dict, final: bool = True) -> dict[str, str]:
@@ -103,7 +176,7 @@ def write_leaderboard(recipe: Recipe, results: list[dict], timings: dict[str, fl
                .agg(pl.col("n_rows").first(), pl.len().alias("runs"), pl.col("train_s").mean(), pl.col("eval_s").mean()))
     compute_lines = "\n".join(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.0f} | {r[4]:.0f} |" for r in compute.iter_rows())
     (out / "leaderboard.md").write_text(
-        f"# Leaderboard: {recipe.name}\n\n{info}\n\n{md}\n"
+        f"# Leaderboard: {recipe.name}\n\n{describe(info)}\n\n{md}\n"
         f"## Compute per run, as recorded when each artifact was built (s, mean over runs)\n\n"
         f"| strategy | rows | runs | fine-tune | evaluate (all tasks) |\n|---|---|---|---|---|\n{compute_lines}\n\n"
         f"## Wall time of this invocation per stage (s; cached work costs ~0)\n\n| stage | seconds |\n|---|---|\n{stage_lines}\n")

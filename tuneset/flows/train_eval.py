@@ -15,17 +15,19 @@ from tuneset.data.fingerprint import dataset_fingerprint
 from tuneset.evaluate import evaluate_task
 from tuneset.finetune import train
 from tuneset.flows.common import RowsRef, load_split, store_of
+from tuneset.models.lm import resolve_format
 from tuneset.models.loading import load_lm, model_identity
-from tuneset.recipe import Recipe, TaskSpec
+from tuneset.recipe import FinetuneConfig, Recipe, TaskSpec
 
 log = logging.getLogger("tuneset.train_eval")
 
 
 @task(cache_policy=NONE, task_run_name="finetune-{rows.n}-rows-seed-{seed}")
-def finetune_task(recipe: Recipe, rows: RowsRef, seed: int, epochs: float | None = None) -> str:
-    """Folder with `adapter/` (LoRA) or `model/` (full) and train.json."""
+def finetune_task(recipe: Recipe, rows: RowsRef, seed: int, cfg: FinetuneConfig | None = None) -> str:
+    """Folder with `adapter/` (LoRA) or `model/` (full) and train.json; `cfg` (default: the
+    recipe's) lets a sweep or the full-pool arm train with other settings."""
     store = store_of(recipe)
-    cfg = recipe.finetune.model_copy(update={"seed": seed, **({"epochs": epochs} if epochs else {})})
+    cfg = (cfg or recipe.finetune).model_copy(update={"seed": seed})
     key = store.key("finetune", model_identity(recipe.model.name), rows.fingerprint, cfg, recipe.model.max_length)
 
     def make(folder: Path) -> None:
@@ -38,33 +40,57 @@ def finetune_task(recipe: Recipe, rows: RowsRef, seed: int, epochs: float | None
     return str(store.build("finetune", key, {"rows": rows.fingerprint, "n": rows.n, "config": cfg.model_dump()}, make))
 
 
-def _task_rows(recipe: Recipe, t: TaskSpec) -> pl.DataFrame:
-    rows = load_split(t, "test")
-    n = recipe.evaluate.max_test_rows
+def _task_rows(recipe: Recipe, t: TaskSpec, split: str) -> pl.DataFrame:
+    rows = load_split(t, split)
+    n = recipe.evaluate.max_test_rows if split == "test" else None
     return rows.head(n) if n else rows
 
 
-@task(cache_policy=NONE, task_run_name="evaluate")
-def evaluate_model(recipe: Recipe, model_dir: str | None) -> dict[str, str]:
-    """Per-example results per task for the base model (None) or a fine-tuned folder."""
+def trained_format(recipe: Recipe, model_dir: str | None) -> str:
+    """The prompt format a fine-tuned folder was trained with (its train.json), else the recipe's."""
+    if model_dir is not None:
+        meta = Path(model_dir) / "train.json"
+        if meta.exists():
+            return json.loads(meta.read_text()).get("prompt_format", "plain")
+    return recipe.finetune.prompt_format
+
+
+def weights_identity(recipe: Recipe, model_dir: str | None) -> str:
+    """Content identity of what is evaluated: the base model, plus the folder's adapter or model."""
+    if model_dir is None:
+        return model_identity(recipe.model.name)
+    d = Path(model_dir)
+    if (d / "adapter").exists():
+        return model_identity(recipe.model.name, str(d / "adapter"))
+    return model_identity(str(d / "model"))
+
+
+@task(cache_policy=NONE, task_run_name="evaluate-{split}")
+def evaluate_model(recipe: Recipe, model_dir: str | None, split: str = "test") -> dict[str, str]:
+    """Per-example results per task for the base model (None) or a fine-tuned folder, on the
+    tasks' `test` rows (the first `evaluate.max_test_rows`) or all their `dev` rows. Keyed by the
+    weights' content, so a copied folder with other weights is never served another's scores."""
     store = store_of(recipe)
     out: dict[str, str] = {}
     lm = None
+    identity, fmt = weights_identity(recipe, model_dir), trained_format(recipe, model_dir)
     for t in recipe.task_specs():
-        rows = _task_rows(recipe, t)
-        key = store.key("eval", model_identity(recipe.model.name), model_dir and Path(model_dir).name, t.metric, t.choices,
-                        dataset_fingerprint(rows), recipe.evaluate, recipe.model.max_length)
+        rows = _task_rows(recipe, t, split)
+        key = store.key("eval", identity, fmt, t.metric, t.choices, dataset_fingerprint(rows), recipe.evaluate,
+                        recipe.model.max_length)
         path = store.dir("evals", key) / "examples.parquet"
         if not store.is_complete("evals", key):
             if lm is None:
                 lm = _load(recipe, model_dir)
             t0 = time.perf_counter()
-            res = evaluate_task(lm, t, rows, recipe.model.max_length, recipe.model.max_batch_tokens, recipe.evaluate.max_new_tokens)
+            res = evaluate_task(lm, t, rows, recipe.model.max_length, recipe.model.max_batch_tokens,
+                                recipe.evaluate.max_new_tokens, resolve_format(lm.tokenizer, fmt))
             secs = time.perf_counter() - t0
-            store.begin("evals", key, {"task": t.name, "model_dir": model_dir, "seconds": secs, "mean": float(res["score"].mean())})
+            store.begin("evals", key, {"task": t.name, "split": split, "model_dir": model_dir, "prompt_format": fmt,
+                                       "seconds": secs, "mean": float(res["score"].mean())})
             res.write_parquet(path)
             store.finish("evals", key)
-            log.info("%s on %s: %.3f (%d rows, %.0fs)", t.metric, t.name, res["score"].mean(), rows.height, secs)
+            log.info("%s on %s %s: %.3f (%d rows, %.0fs)", t.metric, t.name, split, res["score"].mean(), rows.height, secs)
         out[t.name] = str(path)
     return out
 

@@ -1,0 +1,82 @@
+"""Fine-tune settings chosen by evidence: a grid of settings, each fine-tuned on the same rows and
+scored on the tasks' dev rows. Test rows never enter the choice, so what it picks holds on tasks
+and data the sweep never saw as well as the dev rows allow."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from tuneset.flows.common import RowsRef, run_dir
+from tuneset.flows.train_eval import evaluate_model, finetune_task
+from tuneset.recipe import FinetuneConfig, Recipe, SweepConfig
+
+log = logging.getLogger("tuneset.sweep")
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    best: FinetuneConfig
+    table: pl.DataFrame  # one row per grid point: its settings, dev score per task, mean, dev loss
+    path: str  # the table as Markdown
+
+
+def dev_scores(recipe: Recipe, model_dir: str | None) -> dict[str, tuple[float, float]]:
+    """(mean dev score, mean dev gold-response loss) per task."""
+    out = {}
+    for task, p in evaluate_model(recipe, model_dir, split="dev").items():
+        ex = pl.read_parquet(p)
+        out[task] = (float(ex["score"].mean()), float(ex["loss"].mean()))
+    return out
+
+
+def _best(table: pl.DataFrame) -> int:
+    """Index of the best grid point: highest mean dev score over tasks, then lowest dev loss."""
+    order = table.with_row_index("i").sort(["dev_mean", "dev_loss"], descending=[True, False])
+    return int(order["i"][0])
+
+
+def sweep_finetune(recipe: Recipe, rows: RowsRef, sweep: SweepConfig, label: str) -> SweepResult:
+    """Fine-tune once per grid point on `rows` (seed `sweep.seed`) and keep the best on dev rows."""
+    records = []
+    points = sweep.points(recipe.finetune)
+    for k, cfg in enumerate(points, 1):
+        settings = {f: getattr(cfg, f) for f in sweep.grid}
+        log.info("sweep %s: point %d/%d %s", label, k, len(points), settings)
+        model_dir = finetune_task(recipe, rows, sweep.seed, cfg)
+        scores = dev_scores(recipe, model_dir)
+        records.append({**{f: str(v) for f, v in settings.items()},
+                        **{f"dev_{t}": s for t, (s, _) in scores.items()},
+                        "dev_mean": sum(s for s, _ in scores.values()) / len(scores),
+                        "dev_loss": sum(lo for _, lo in scores.values()) / len(scores)})
+    table = pl.DataFrame(records)
+    best = points[_best(table)]
+    path = write_sweep(recipe, table, label, {f: getattr(best, f) for f in sweep.grid}, rows.n)
+    return SweepResult(best, table, path)
+
+
+def best_base_format(recipe: Recipe, formats: list[str]) -> str:
+    """The prompt format the base model does best with on dev rows (for the no-fine-tune arm)."""
+    scored = []
+    for fmt in formats:
+        r = recipe.model_copy(update={"finetune": recipe.finetune.model_copy(update={"prompt_format": fmt})})
+        s = dev_scores(r, None)
+        scored.append((-sum(v for v, _ in s.values()), sum(lo for _, lo in s.values()), fmt))
+    return min(scored)[2]
+
+
+def write_sweep(recipe: Recipe, table: pl.DataFrame, label: str, best: dict, n_rows: int) -> str:
+    out = run_dir(recipe, "sweep")
+    safe = label.replace("%", "pct").replace("/", "_")
+    table.write_csv(out / f"sweep-{safe}.csv")
+    cols = table.columns
+    lines = [f"# Fine-tune sweep at budget {label} ({n_rows} training rows), scored on dev rows only\n",
+             f"Chosen: {best}\n", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in table.iter_rows():
+        lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |")
+    path = Path(out / f"sweep-{safe}.md")
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
