@@ -118,5 +118,5 @@ def tiny_warmup(tmp_path_factory, tiny_lm_dir) -> Path:
     rows = load_rows(DEMO_DIR / "pool.jsonl").rows.head(24)
     cfg = WarmupConfig(epochs=2, batch_size=4, lr=1e-2, warmup_ratio=0.0)
     train(rows, cfg, str(tiny_lm_dir), ArtifactStore(root / "store"), root / "run", max_length=64,
-          device="cpu", show_progress=False, checkpoint_epochs=True)
+          device="cpu", checkpoint_epochs=True)
     return root / "run"

@@ -30,7 +30,7 @@ def test_grouped_batches_visit_every_row_once_per_epoch():
 def test_training_lowers_the_loss_and_saves_a_loadable_model(method, lr, tiny_lm_dir, tmp_path):
     store = ArtifactStore(tmp_path / "store")
     cfg = FinetuneConfig(method=method, lr=lr, epochs=6, batch_size=4, warmup_ratio=0.0, seed=0)
-    res = train(_rows(), cfg, str(tiny_lm_dir), store, tmp_path / "run", max_length=64, device="cpu", show_progress=False)
+    res = train(_rows(), cfg, str(tiny_lm_dir), store, tmp_path / "run", max_length=64, device="cpu")
     losses = json.loads((tmp_path / "run" / "train.json").read_text())["losses"]
     assert res.steps == 12 and len(losses) == 12
     # A random 32-dim model's frozen head caps how low LoRA can go; any real learning clears 0.1 nats.
@@ -46,8 +46,8 @@ def test_training_lowers_the_loss_and_saves_a_loadable_model(method, lr, tiny_lm
 def test_same_seed_same_model(tiny_lm_dir, tmp_path):
     store = ArtifactStore(tmp_path / "store")
     cfg = FinetuneConfig(lr=1e-3, epochs=1, batch_size=4)
-    a = train(_rows(), cfg, str(tiny_lm_dir), store, tmp_path / "a", 64, "cpu", False)
-    b = train(_rows(), cfg, str(tiny_lm_dir), store, tmp_path / "b", 64, "cpu", False)
+    a = train(_rows(), cfg, str(tiny_lm_dir), store, tmp_path / "a", 64, "cpu")
+    b = train(_rows(), cfg, str(tiny_lm_dir), store, tmp_path / "b", 64, "cpu")
     assert a.final_loss == b.final_loss
 
 
@@ -124,7 +124,7 @@ def test_chat_format_trains_and_scores_the_response_after_the_assistant_header(c
 
     store = ArtifactStore(tmp_path / "store")
     res = train(_rows(), FinetuneConfig(lr=1e-3, epochs=1, batch_size=4), str(chat_lm_dir), store, tmp_path / "run",
-                64, "cpu", False)
+                64, "cpu")
     assert res.prompt_format == "chat"
     assert json.loads((tmp_path / "run" / "train.json").read_text())["prompt_format"] == "chat"
     tok = load_lm(str(chat_lm_dir), store, "cpu").tokenizer
@@ -132,3 +132,34 @@ def test_chat_format_trains_and_scores_the_response_after_the_assistant_header(c
     e = encode(tok, prompts, ["7"], 64, add_eos=True, sep=sep)[0]
     assert tok.decode(e.ids[:e.n_prompt]) == prompts[0]
     assert e.ids[e.n_prompt:] == tok("7", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_a_killed_fine_tune_resumes_to_the_uninterrupted_result(method, tiny_lm_dir, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    store = ArtifactStore(tmp_path / "store")
+    cfg = FinetuneConfig(method=method, lr=5e-3, epochs=3, batch_size=4, seed=3)  # 6 steps, LoRA dropout on
+    whole = train(_rows(), cfg, str(tiny_lm_dir), store, tmp_path / "whole", 64, "cpu", resume_every_s=0)
+    real_clip, calls = torch.nn.utils.clip_grad_norm_, []
+
+    def dies_at_step_4(*a, **k):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt("killed")
+        return real_clip(*a, **k)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", dies_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train(_rows(), cfg, str(tiny_lm_dir), store, tmp_path / "killed", 64, "cpu", resume_every_s=0)
+    assert json.loads((tmp_path / "killed" / "resume" / "state.json").read_text())["step"] == 3
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", real_clip)
+    resumed = train(_rows(), cfg, str(tiny_lm_dir), store, tmp_path / "killed", 64, "cpu", resume_every_s=0)
+    assert resumed.final_loss == whole.final_loss and resumed.steps == whole.steps == 6
+    a = json.loads((tmp_path / "whole" / "train.json").read_text())["losses"]
+    b = json.loads((tmp_path / "killed" / "train.json").read_text())["losses"]
+    assert a == b
+    name = "adapter/adapter_model.safetensors" if method == "lora" else "model/model.safetensors"
+    wa, wb = load_file(tmp_path / "whole" / name), load_file(tmp_path / "killed" / name)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not (tmp_path / "killed" / "resume").exists()

@@ -10,22 +10,24 @@ from __future__ import annotations
 
 import json
 import math
+import logging
 import random
-import sys
+import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tuneset.data.store import ArtifactStore
 from tuneset.models.lm import Encoded, encode, format_prompts, pad_batch, resolve_format, response_token_nll
 from tuneset.models.loading import load_lm
 from tuneset.progress import ProgressLog
 from tuneset.recipe import FinetuneConfig
+
+log = logging.getLogger("tuneset.finetune")
 
 
 @dataclass
@@ -100,11 +102,15 @@ def train(
     out_dir: Path,
     max_length: int = 256,
     device: str = "auto",
-    show_progress: bool = True,
     checkpoint_epochs: bool = False,
+    resume_every_s: float = 120.0,
 ) -> TrainResult:
     """Fine-tune `model_name` on `rows`; writes `adapter/` (LoRA) or `model/` (full) into out_dir,
-    and with `checkpoint_epochs` a `checkpoints/epoch-<k>/` (see `save_checkpoint`) per epoch."""
+    and with `checkpoint_epochs` a `checkpoints/epoch-<k>/` (see `save_checkpoint`) per epoch.
+
+    Every `resume_every_s` seconds the whole training state (trainable weights, optimizer,
+    schedule, RNG, losses) goes to `out_dir/resume/`; a rerun after a kill continues from there
+    and ends with the same weights and losses as a run that was never interrupted."""
     seed_everything(cfg.seed)
     lm = load_lm(model_name, store, device)
     model = wrap_lora(lm.model, cfg) if cfg.method == "lora" else lm.model
@@ -125,38 +131,86 @@ def train(
     while len(plan) < total_steps:
         plan += grouped_batches(lengths, cfg.batch_size, rng)
     plan = plan[:total_steps]
-    losses: list[float] = []
-    real = padded = 0
-    lrs: list[float] = []
-    t0 = time.perf_counter()
+    state = TrainState()
+    resume = out_dir / "resume"
+    if (resume / "state.json").exists():
+        state = load_resume(resume, model, opt, sched)
+        log.info("fine-tune: resuming at step %d/%d from %s", state.step, total_steps, resume)
+    t0 = time.perf_counter() - state.seconds
+    last_save = time.perf_counter()
     progress = ProgressLog(f"fine-tune {len(enc)} rows ({fmt}, lr {cfg.lr:g}, {cfg.epochs:g} epochs)", total_steps)
-    with Progress(TextColumn("fine-tune"), BarColumn(), TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.3f}"),
-                  TimeRemainingColumn(), disable=not (show_progress and sys.stderr.isatty()), transient=True) as bar:
-        task = bar.add_task("train", total=total_steps, loss=float("nan"))
-        for step, batch in enumerate(plan, 1):
-            lrs.append(sched.get_last_lr()[0])
-            ids, mask, labels = pad_batch([enc[i] for i in batch], lm.tokenizer.pad_token_id, lm.device)
-            nll = response_token_nll(model, ids, mask, labels)
-            loss = nll.sum() / (labels[:, 1:] != -100).sum().clamp_min(1)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            real += int(mask.sum())
-            padded += mask.numel()
-            bar.update(task, advance=1, loss=float(np.mean(losses[-10:])))
-            progress.update(step, f"loss {np.mean(losses[-10:]):.3f}")
-            if checkpoint_epochs and (step % per_epoch == 0 or step == total_steps):
-                epoch = math.ceil(step / per_epoch)
-                save_checkpoint(model, opt, out_dir / "checkpoints" / f"epoch-{epoch}", epoch, lrs[-per_epoch:])
+    for step in range(state.step + 1, total_steps + 1):
+        batch = plan[step - 1]
+        state.lrs.append(sched.get_last_lr()[0])
+        ids, mask, labels = pad_batch([enc[i] for i in batch], lm.tokenizer.pad_token_id, lm.device)
+        nll = response_token_nll(model, ids, mask, labels)
+        loss = nll.sum() / (labels[:, 1:] != -100).sum().clamp_min(1)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        state.losses.append(loss.item())
+        state.real += int(mask.sum())
+        state.padded += mask.numel()
+        state.step = step
+        progress.update(step, f"loss {np.mean(state.losses[-10:]):.3f}")
+        if checkpoint_epochs and (step % per_epoch == 0 or step == total_steps):
+            epoch = math.ceil(step / per_epoch)
+            save_checkpoint(model, opt, out_dir / "checkpoints" / f"epoch-{epoch}", epoch, state.lrs[-per_epoch:])
+        if step < total_steps and time.perf_counter() - last_save >= resume_every_s:
+            state.seconds = time.perf_counter() - t0
+            save_resume(resume, model, opt, sched, state)
+            last_save = time.perf_counter()
     seconds = time.perf_counter() - t0
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir / ("adapter" if cfg.method == "lora" else "model"))
     if cfg.method == "full":
         lm.tokenizer.save_pretrained(out_dir / "model")
-    result = TrainResult(steps=total_steps, rows=len(enc), epochs=cfg.epochs, final_loss=float(np.mean(losses[-10:])),
-                         seconds=seconds, real_tokens=real, padded_tokens=padded, prompt_format=fmt)
-    (out_dir / "train.json").write_text(json.dumps({**asdict(result), "losses": losses}, indent=1))
+    result = TrainResult(steps=total_steps, rows=len(enc), epochs=cfg.epochs, final_loss=float(np.mean(state.losses[-10:])),
+                         seconds=seconds, real_tokens=state.real, padded_tokens=state.padded, prompt_format=fmt)
+    (out_dir / "train.json").write_text(json.dumps({**asdict(result), "losses": state.losses}, indent=1))
+    shutil.rmtree(resume, ignore_errors=True)
     return result
+
+
+@dataclass
+class TrainState:
+    """Where a fine-tune stands after `step` steps: what a resumed run needs besides the tensors."""
+
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+    real: int = 0
+    padded: int = 0
+    seconds: float = 0.0
+
+
+def save_resume(folder: Path, model: torch.nn.Module, opt, sched, state: TrainState) -> None:
+    """Trainable weights, optimizer and schedule state, the RNG and `state`, written to a fresh
+    folder that replaces the last one whole, so a kill mid-write keeps the previous checkpoint."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
+    torch.save({"weights": trainable, "opt": opt.state_dict(), "sched": sched.state_dict(),
+                "rng": torch.get_rng_state()}, tmp / "tensors.pt")
+    (tmp / "state.json").write_text(json.dumps(asdict(state)))
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_resume(folder: Path, model: torch.nn.Module, opt, sched) -> TrainState:
+    blob = torch.load(folder / "tensors.pt", weights_only=True)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for n, v in blob["weights"].items():
+            params[n].copy_(v)
+    opt.load_state_dict(blob["opt"])
+    sched.load_state_dict(blob["sched"])
+    torch.set_rng_state(blob["rng"])
+    return TrainState(**json.loads((folder / "state.json").read_text()))
