@@ -163,3 +163,21 @@ def test_a_killed_fine_tune_resumes_to_the_uninterrupted_result(method, tiny_lm_
     wa, wb = load_file(tmp_path / "whole" / name), load_file(tmp_path / "killed" / name)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert not (tmp_path / "killed" / "resume").exists()
+
+
+def test_long_work_logs_step_total_rate_and_eta(tiny_lm_dir, tmp_path, caplog, lm, demo_dir):
+    import logging
+
+    from tuneset.progress import ProgressLog
+
+    p = ProgressLog("work", 4, "rows", every=3600)
+    p.update(1)
+    assert p.line().startswith("work: 1/4 rows (25%), ") and "rows/s" in p.line() and "ETA " in p.line()
+    with caplog.at_level(logging.INFO, logger="tuneset.progress"):
+        train(_rows(), FinetuneConfig(lr=1e-3, epochs=1, batch_size=4), str(tiny_lm_dir), ArtifactStore(tmp_path / "s"),
+              tmp_path / "run", 64, "cpu")
+        task = TaskSpec(name="capitals", metric="exact_match", dev=demo_dir / "x", test=demo_dir / "targets/capitals/test.jsonl")
+        evaluate_task(lm, task, load_rows(task.test).rows.head(5), 64, 4096, 4)
+    lines = [r.getMessage() for r in caplog.records if r.name == "tuneset.progress"]
+    assert any(ln.startswith("fine-tune 8 rows (plain, lr 0.001, 1 epochs): 2/2 steps (100%)") for ln in lines)
+    assert any(ln.startswith("evaluate capitals: generate: 5/5 generations") for ln in lines)

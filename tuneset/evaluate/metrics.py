@@ -45,7 +45,8 @@ def evaluate_task(lm: LoadedLM, task: TaskSpec, rows: pl.DataFrame, max_length: 
         choices = _choices(task, rows)
         flat_p = [p for p, cs in zip(prompts, choices) for _ in cs]
         flat_c = [c for cs in choices for c in cs]
-        c_sum, c_n, _ = response_nll(lm.model, encode(tok, flat_p, flat_c, max_length, sep=sep), pad, max_batch_tokens)
+        c_sum, c_n, _ = response_nll(lm.model, encode(tok, flat_p, flat_c, max_length, sep=sep), pad, max_batch_tokens,
+                                     what=f"evaluate {task.name}: choices")
         preds, loss, k = [], np.zeros(rows.height), 0
         for row, (cs, g) in enumerate(zip(choices, gold)):
             preds.append(cs[int(np.argmin(c_sum[k:k + len(cs)]))])  # highest summed log-likelihood
@@ -54,10 +55,12 @@ def evaluate_task(lm: LoadedLM, task: TaskSpec, rows: pl.DataFrame, max_length: 
             k += len(cs)
         score = np.array([float(p == g) for p, g in zip(preds, gold)])
         return pl.DataFrame({"id": rows["id"], "score": score, "loss": loss, "prediction": preds})
-    g_sum, g_n, _ = response_nll(lm.model, encode(tok, prompts, gold, max_length, sep=sep), pad, max_batch_tokens)
+    g_sum, g_n, _ = response_nll(lm.model, encode(tok, prompts, gold, max_length, sep=sep), pad, max_batch_tokens,
+                                 what=f"evaluate {task.name}: gold loss")
     loss = g_sum / np.maximum(g_n, 1)
     if task.metric == "exact_match":
-        preds = generate_greedy(lm.model, tok, prompts, max_new_tokens, max_batch_tokens, max_length)
+        preds = generate_greedy(lm.model, tok, prompts, max_new_tokens, max_batch_tokens, max_length,
+                                what=f"evaluate {task.name}: generate")
         score = np.array([float(normalise_answer(p) == normalise_answer(g)) for p, g in zip(preds, gold)])
     else:
         preds = [""] * rows.height

@@ -17,6 +17,7 @@ from tuneset.data.store import write_parquet
 from tuneset.errors import TunesetError
 from tuneset.flows.common import RowsRef, load_pool, scoring_context, store_of
 from tuneset.flows.warmup import warmup_task
+from tuneset.progress import ProgressLog
 from tuneset.recipe import Recipe, ScoreConfig, SelectorSpec
 from tuneset.selectors import make_selector
 
@@ -71,9 +72,11 @@ def score_selector(recipe: Recipe, spec: SelectorSpec, rows: RowsRef, seed: int 
             log.info("%s: reusing %d/%d finished shards, computing %d", spec.name, n_shards - len(todo), n_shards, len(todo))
         t0 = time.perf_counter()
         futures = [score_shard.submit(recipe, spec, seed, rows.path, i, shard_size, str(shards[i]), warmup) for i in todo]
+        progress = ProgressLog(f"score {spec.name}", sum(min(shard_size, rows.n - i * shard_size) for i in todo), "rows",
+                               every=0)
         for i, fut in zip(todo, futures):
             fut.result()
-            log.info("%s: shard %d/%d done", spec.name, i + 1, n_shards)
+            progress.update(progress.done + min(shard_size, rows.n - i * shard_size), f"shard {i + 1}/{n_shards}")
         write_parquet(pl.concat([pl.read_parquet(p) for p in shards]), final)
         (folder / "timing.json").write_text(json.dumps({"seconds_this_run": time.perf_counter() - t0, "shards_computed": len(todo)}))
         store.finish("scores", key)

@@ -8,12 +8,14 @@ nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from tuneset.progress import ProgressLog
 
 
 PROMPT_FORMATS = ("auto", "chat", "plain")
@@ -187,15 +189,16 @@ def response_nll(
     encoded: Sequence[Encoded],
     pad_id: int,
     max_tokens: int = 4096,
-    progress: Iterator | None = None,
+    what: str = "",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Summed response NLL, response token count and the last token's NLL per example, in input
     order. With `encode(..., add_eos=True)` the last token is EOS: how sure the model is that the
-    response is finished, which a truncated response fails."""
+    response is finished, which a truncated response fails. Logs progress as `what` when named."""
     device = next(model.parameters()).device
     total = np.zeros(len(encoded), dtype=np.float64)
     count = np.zeros(len(encoded), dtype=np.int64)
     last = np.zeros(len(encoded), dtype=np.float64)
+    progress = ProgressLog(what, len(encoded), "rows") if what else None
     for batch in length_batches([len(e.ids) for e in encoded], max_tokens):
         ids, mask, labels = pad_batch([encoded[i] for i in batch], pad_id, device)
         nll = response_token_nll(model, ids, mask, labels)
@@ -203,6 +206,8 @@ def response_nll(
         count[batch] = (labels[:, 1:] != -100).sum(1).cpu().numpy()
         ends = torch.tensor([len(encoded[i].ids) - 2 for i in batch], device=device)
         last[batch] = nll[torch.arange(len(batch), device=device), ends].double().cpu().numpy()
+        if progress:
+            progress.update(progress.done + len(batch))
     return total, count, last
 
 
@@ -257,9 +262,11 @@ def generate(
     num_samples: int = 1,
     temperature: float | None = None,
     seeds: Sequence[int] | None = None,
+    what: str = "",
 ) -> list[list[str]]:
     """`num_samples` continuations per prompt, batched by length with left padding: greedy when
-    `temperature` is None, else sampled with per-prompt `seeds` (reproducible under any batching)."""
+    `temperature` is None, else sampled with per-prompt `seeds` (reproducible under any batching).
+    Logs progress as `what` when named."""
     from transformers import LogitsProcessorList
 
     device = next(model.parameters()).device
@@ -269,6 +276,7 @@ def generate(
     jobs = [(i, j) for i in range(len(prompts)) for j in range(num_samples if temperature is not None else 1)]
     out: list[list[str]] = [[] for _ in prompts]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    progress = ProgressLog(what, len(jobs), "generations") if what else None
     for batch in length_batches([len(enc[i]) + max_new_tokens for i, _ in jobs], max_tokens):
         width = max(len(enc[jobs[b][0]]) for b in batch)
         ids = torch.full((len(batch), width), pad, dtype=torch.long)
@@ -287,6 +295,8 @@ def generate(
         texts = tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
         for row, b in enumerate(batch):
             out[jobs[b][0]].append(texts[row])
+        if progress:
+            progress.update(progress.done + len(batch))
     return out
 
 
@@ -297,6 +307,7 @@ def generate_greedy(
     max_new_tokens: int = 16,
     max_tokens: int = 4096,
     max_length: int = 512,
+    what: str = "",
 ) -> list[str]:
     """Greedy continuation per prompt."""
-    return [g[0] for g in generate(model, tokenizer, prompts, max_new_tokens, max_tokens, max_length)]
+    return [g[0] for g in generate(model, tokenizer, prompts, max_new_tokens, max_tokens, max_length, what=what)]
