@@ -268,3 +268,39 @@ def test_evaluation_is_keyed_by_the_weights_content_not_the_folder_name(tiny_rec
     evals = list((store_of(recipe).root / "evals").iterdir())
     assert len([e for e in evals if e.is_dir()]) == 3 * 2  # tuned, zeroed, base x 2 tasks
     assert tuned.keys() == base.keys()
+
+
+def test_a_served_recipe_completes_its_scheduled_run(tiny_recipe, tmp_path):
+    """`tuneset serve` runs the pipeline in Prefect's served subprocess, which loads the flow from its
+    entrypoint afresh: the run must complete there, not only in this process."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    r = tiny_recipe("score.selectors=[length]", "select.weights={length: 1}", "select.budget=8")
+    recipe = tmp_path / "served.yaml"
+    recipe.write_text(yaml.safe_dump(json.loads(r.model_dump_json(exclude={"tasks"})) | {"tasks": str(tmp_path / "tasks.json")}))
+    summary = r.work_dir / "runs" / r.name / "pipeline" / "summary.json"
+    env = {**os.environ, "TUNESET_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
+    env.pop("PREFECT_API_URL", None)
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "tuneset.cli", "serve", str(recipe), "--cron", "* * * * *"],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not summary.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(2)
+        text = (tmp_path / "serve.log").read_text()
+        assert summary.exists(), text[-3000:]
+        assert "PydanticUserError" not in text and "Crashed" not in text
+        assert json.loads(summary.read_text())["selected"] == 8
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -76,6 +76,15 @@ def scoring_context(recipe: Recipe, seed: int = 0, warmup: str | None = None) ->
     )
 
 
+def recipe_flow(name: str):
+    """A Prefect flow over already-validated objects (a Recipe, row and score refs). Prefect's own
+    parameter model would rebuild them from their annotations, which fails (`... is not fully
+    defined`) where a served run loads the flow from its entrypoint; the recipe was checked at load."""
+    from prefect import flow
+
+    return flow(name=name, log_prints=True, validate_parameters=False)
+
+
 @contextmanager
 def timed(timings: dict[str, float], name: str):
     t = time.perf_counter()
@@ -91,4 +100,4 @@ def write_json(path: Path, obj) -> Path:
     return path
 
 
-__all__ = ["RowsRef", "load_pool", "load_split", "run_dir", "save_rows", "scoring_context", "store_of", "timed", "write_json", "write_jsonl"]
+__all__ = ["RowsRef", "load_pool", "load_split", "recipe_flow", "run_dir", "save_rows", "scoring_context", "store_of", "timed", "write_json", "write_jsonl"]

@@ -9,15 +9,13 @@ import time
 from pathlib import Path
 
 import polars as pl
-from prefect import flow
 
 from tuneset.curation import budget_count
 from tuneset.evaluate.leaderboard import FULL, NONE, build_leaderboard, plot, to_markdown
 from tuneset.data.io import load_rows
-from tuneset.flows.common import load_pool, run_dir, save_rows, store_of, timed, write_json
+from tuneset.flows.common import RowsRef, load_pool, recipe_flow, run_dir, save_rows, store_of, timed, write_json
 from tuneset.flows.curate import curate_flow
 from tuneset.flows.score import score_flow
-from tuneset.flows.common import RowsRef
 from tuneset.flows.select import Selection, select_rows
 from tuneset.flows.sweep import best_base_format, sweep_finetune
 from tuneset.flows.train_eval import evaluate_model, finetune_task, train_seconds
@@ -45,7 +43,7 @@ def strategy_rows(recipe: Recipe, st: Strategy, default: RowsRef) -> RowsRef:
     return curate_flow(recipe.model_copy(update={"curate": st.curate, "name": f"{recipe.name}-{st.name}"})).rows
 
 
-@flow(name="tuneset-compare", log_prints=True)
+@recipe_flow("tuneset-compare")
 def compare_flow(recipe: Recipe) -> dict[str, str]:
     timings: dict[str, float] = {}
     t_start = time.perf_counter()

@@ -8,14 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
-from prefect import flow
 
 from tuneset.curation import check_accounting, curate_rows
 from tuneset.curation.audit import summary_by_source
 from tuneset.curation.correct import propose_rewrites
 from tuneset.data.io import write_rows
 from tuneset.data.store import write_parquet
-from tuneset.flows.common import RowsRef, load_pool, load_split, run_dir, save_rows, scoring_context, store_of, write_json
+from tuneset.flows.common import RowsRef, load_pool, load_split, recipe_flow, run_dir, save_rows, scoring_context, store_of, write_json
 from tuneset.flows.score import score_flow
 from tuneset.recipe import Recipe
 from tuneset.selectors import make_selector
@@ -58,7 +57,7 @@ def rewrites(recipe: Recipe, rows: RowsRef, scores: pl.DataFrame) -> dict[str, t
     return {k: tuple(v) for k, v in json.loads(path.read_text()).items()}
 
 
-@flow(name="tuneset-curate", log_prints=True)
+@recipe_flow("tuneset-curate")
 def curate_flow(recipe: Recipe) -> CurateResult:
     rows, n_read, quarantined = load_pool(recipe)
     scores = curation_scores(recipe, rows)

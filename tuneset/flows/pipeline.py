@@ -6,7 +6,7 @@ import polars as pl
 from prefect import flow
 
 from tuneset.data.io import write_rows
-from tuneset.flows.common import run_dir, write_json
+from tuneset.flows.common import recipe_flow, run_dir, write_json
 from tuneset.flows.curate import curate_flow
 from tuneset.flows.score import score_flow
 from tuneset.flows.select import select_rows
@@ -14,7 +14,7 @@ from tuneset.flows.train_eval import evaluate_model, finetune_task
 from tuneset.recipe import Recipe, load_recipe
 
 
-@flow(name="tuneset-pipeline", log_prints=True)
+@recipe_flow("tuneset-pipeline")
 def pipeline_flow(recipe: Recipe) -> dict:
     curated = curate_flow(recipe)
     scores = score_flow(recipe, curated.rows, seed=recipe.finetune.seed)

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
-from prefect import flow, task
+from prefect import task
 from prefect.cache_policies import NONE
 
 from tuneset.data.store import write_parquet
 from tuneset.errors import TunesetError
-from tuneset.flows.common import RowsRef, load_pool, scoring_context, store_of
+from tuneset.flows.common import RowsRef, load_pool, recipe_flow, scoring_context, store_of
 from tuneset.flows.warmup import warmup_task
 from tuneset.progress import ProgressLog
 from tuneset.recipe import Recipe, ScoreConfig, SelectorSpec
@@ -118,7 +118,7 @@ def score_flow(recipe: Recipe, rows: RowsRef | None = None, seed: int = 0, selec
     return _score_flow.with_options(task_runner=runner)(recipe, rows, seed, selectors)
 
 
-@flow(name="tuneset-score", log_prints=True)
+@recipe_flow("tuneset-score")
 def _score_flow(recipe: Recipe, rows: RowsRef | None = None, seed: int = 0, selectors: list[SelectorSpec] | None = None) -> ScoresRef:
     if rows is None:
         rows, _, _ = load_pool(recipe)

@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import polars as pl
-from prefect import flow
 
 from tuneset.curation import apply_policy
 from tuneset.data.io import write_rows
 from tuneset.data.store import write_parquet
 from tuneset.errors import UnknownNameError
-from tuneset.flows.common import RowsRef, load_split, save_rows, scoring_context, store_of
+from tuneset.flows.common import RowsRef, load_split, recipe_flow, save_rows, scoring_context, store_of
 from tuneset.flows.score import ScoresRef
 from tuneset.recipe import PolicyConfig, Recipe
 from tuneset.selectors.base import row_text
@@ -47,7 +46,7 @@ def select_rows(recipe: Recipe, rows: RowsRef, scores: ScoresRef, policy: Policy
     return Selection(save_rows(store, frame.filter(pl.col("id").is_in(chosen.implode()))), str(table_path))
 
 
-@flow(name="tuneset-select", log_prints=True)
+@recipe_flow("tuneset-select")
 def select_flow(recipe: Recipe, rows: RowsRef, scores: ScoresRef, policy: PolicyConfig | None = None,
                 out_jsonl: str | None = None) -> Selection:
     sel = select_rows(recipe, rows, scores, policy or recipe.select)

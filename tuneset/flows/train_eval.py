@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 import polars as pl
-from prefect import flow, task
+from prefect import task
 from prefect.cache_policies import NONE
 
 from tuneset.data.fingerprint import dataset_fingerprint
 from tuneset.evaluate import evaluate_task
 from tuneset.finetune import train
-from tuneset.flows.common import RowsRef, load_split, store_of
+from tuneset.flows.common import RowsRef, load_split, recipe_flow, store_of
 from tuneset.models.lm import resolve_format
 from tuneset.models.loading import load_lm, model_identity
 from tuneset.recipe import FinetuneConfig, Recipe, TaskSpec
@@ -109,12 +109,12 @@ def train_seconds(model_dir: str) -> float:
     return json.loads((Path(model_dir) / "train.json").read_text())["seconds"]
 
 
-@flow(name="tuneset-finetune", log_prints=True)
+@recipe_flow("tuneset-finetune")
 def finetune_flow(recipe: Recipe, rows: RowsRef, seed: int = 0) -> str:
     return finetune_task(recipe, rows, seed)
 
 
-@flow(name="tuneset-evaluate", log_prints=True)
+@recipe_flow("tuneset-evaluate")
 def evaluate_flow(recipe: Recipe, model_dir: str | None = None) -> dict[str, float]:
     paths = evaluate_model(recipe, model_dir)
     scores = {k: float(pl.read_parquet(p)["score"].mean()) for k, p in paths.items()}
