@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tuneset.runtime import configure
@@ -25,9 +26,12 @@ RecipeArg = Annotated[Path, typer.Argument(help="YAML recipe", exists=True, dir_
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override a recipe field: key.path=value")]
 
 
-def _recipe(path: Path | None, overrides: list[str] | None, **fields) -> Recipe:
+def _recipe(path: Path | None, overrides: list[str] | None, selects: bool = False, **fields) -> Recipe:
+    """The recipe with overrides, checked against everything it names before any work starts."""
+    from tuneset.flows.checks import check_recipe
+
     extra = [f"{k}={v}" for k, v in fields.items() if v is not None]
-    return load_recipe(path, [*extra, *(overrides or [])])
+    return check_recipe(load_recipe(path, [*extra, *(overrides or [])]), str(path or "recipe"), selects)
 
 
 def _interrupt(signum, frame):
@@ -41,7 +45,7 @@ def _run(fn, sigterm_as_interrupt: bool = True):
     try:
         return fn()
     except TunesetError as e:
-        console.print(f"[bold red]error:[/] {e}")
+        console.print(f"[bold red]error:[/] {escape(str(e))}")
         raise typer.Exit(2) from None
 
 
@@ -92,7 +96,7 @@ def select(recipe: RecipeArg, out: Annotated[Path, typer.Option(help="selected r
     from tuneset.flows.select import select_flow
 
     def go():
-        r = _recipe(recipe, set_, **{"select.budget": budget})
+        r = _recipe(recipe, set_, selects=True, **{"select.budget": budget})
         rows = curate_flow(r).rows
         return select_flow(r, rows, score_flow(r, rows), r.select, str(out))
 
@@ -129,7 +133,7 @@ def pipeline(recipe: RecipeArg, set_: SetOpt = None) -> None:
     """Curate -> score -> select -> fine-tune -> evaluate."""
     from tuneset.flows.pipeline import pipeline_flow
 
-    _run(lambda: pipeline_flow(_recipe(recipe, set_)))
+    _run(lambda: pipeline_flow(_recipe(recipe, set_, selects=True)))
 
 
 @app.command()
@@ -161,7 +165,7 @@ def serve(recipe: RecipeArg, cron: Annotated[str, typer.Option(help="cron expres
     from tuneset.flows.serve import serve as serve_recipe
 
     def go():
-        _recipe(recipe, set_)  # fail now on a bad recipe, not at the first scheduled run
+        _recipe(recipe, set_, selects=True)  # fail now on a bad recipe, not at the first scheduled run
         serve_recipe(str(recipe), cron, set_)
 
     _run(go, sigterm_as_interrupt=False)  # Prefect's runner handles SIGTERM itself

@@ -1,0 +1,69 @@
+"""Recipe mistakes fail in one line before any work starts (no store, no Prefect run)."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from tuneset.demo import DEMO_DIR
+
+runner = CliRunner()
+
+MISTAKES = [
+    ("score.selectors=[gott]", "score.selectors[0]: unknown selector 'gott'; valid: "),
+    ("score.selectors=[perplexityy]", "unknown selector 'perplexityy'"),
+    ("score.selectors=[{name: embedding_knn, params: {kk: 3}}]", "(embedding_knn): selector 'embedding_knn': bad params"),
+    ("score.selectors=[{name: embedding_knn, params: {k: 0}}]", "greater than or equal to 1"),
+    ("score.selectors=[]", "score.selectors: "),
+    ("select.weights={gott: 1}", "select.weights: unknown selector 'gott'"),
+    ("select.weights={-perplexityy.ppl: 1}", "select.weights: unknown selector 'perplexityy'"),
+    ("compare.strategies=[{name: mix, weights: {knn: 1}}]", "compare.strategies (mix).weights: unknown selector 'knn'"),
+    ("compare.strategies=[gott]", "compare.strategies (gott).weights: unknown selector 'gott'"),
+    ("compare.strategies=[{name: got, targets: {sst: 1}}]", "compare.strategies (got).targets: unknown task 'sst'"),
+    ("curate.filters=[{column: confidance.p_end, min: 0.1}]", "curate.filters[0].column: unknown selector 'confidance'"),
+    ("select.quotas={a: 3}", "quotas per group need quota_by"),
+    ("pool=missing.jsonl", "pool: no such file or folder"),
+    ("compare.references={mine: nowhere.jsonl}", "compare.references.mine: no such file"),
+    ("finetune.lr=-1", "finetune.lr: Input should be greater than 0"),
+    ("finetune.epochs=0", "finetune.epochs: Input should be greater than 0"),
+    ("select.budget=0", "select.budget"),
+    ("select.band=[0.9, 0.1]", "band is [lo, hi] quantiles"),
+    ("compare.sweep={grid: {lrr: [1]}}", "unknown fine-tune setting 'lrr'"),
+    ("task_names=[sentimentt]", "unknown task 'sentimentt'"),
+    ("work_dir=afile", "work_dir: "),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), MISTAKES)
+def test_a_recipe_mistake_is_one_line_before_any_work(tmp_path, override, message):
+    from tuneset.cli import app
+
+    (tmp_path / "afile").write_text("not a folder")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"pool: {DEMO_DIR / 'pool.jsonl'}\ntasks: {DEMO_DIR / 'tasks.json'}\n"
+                      "score: {selectors: [random, length]}\ncompare: {strategies: [random]}\n")
+    res = runner.invoke(app, ["score", str(recipe), "--set", override, "--set", f"work_dir={tmp_path / 'w'}"]
+                        if not override.startswith("work_dir") else ["score", str(recipe), "--set", override])
+    assert res.exit_code == 2, res.output
+    out = " ".join(res.output.split())  # rich wraps long lines
+    assert message in out, out
+    assert res.output.startswith("error: ") and "Traceback" not in res.output
+    assert not (tmp_path / "w").exists()  # nothing was written: no work started
+
+
+def test_select_weights_must_name_a_scored_selector(tmp_path):
+    from tuneset.cli import app
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"pool: {DEMO_DIR / 'pool.jsonl'}\nscore: {{selectors: [length]}}\nselect: {{weights: {{random: 1}}}}\n")
+    res = runner.invoke(app, ["select", str(recipe), "--set", f"work_dir={tmp_path / 'w'}"])
+    assert res.exit_code == 2 and "'random' needs selector 'random', which score.selectors does not run" in " ".join(res.output.split())
+
+
+def test_bracketed_text_in_errors_is_shown_not_eaten_as_markup(tmp_path):
+    from tuneset.cli import app
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"pool: {DEMO_DIR / 'pool.jsonl'}\nselect: {{band: [0.9, 0.1]}}\n")
+    res = runner.invoke(app, ["score", str(recipe)])
+    assert "[lo, hi]" in res.output

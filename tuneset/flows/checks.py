@@ -1,0 +1,71 @@
+"""A recipe checked against everything it names before any work starts: a typo in a selector,
+a parameter, a weight column or a path fails in a second with one line, not after minutes of
+scoring with a traceback. Lives above the selector registry, which the recipe module cannot see."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tuneset.errors import TunesetError, UnknownNameError
+from tuneset.recipe import PolicyConfig, Recipe
+from tuneset.selectors import make_selector, selector_names
+
+
+def check_recipe(recipe: Recipe, where: str = "recipe", selects: bool = False) -> Recipe:
+    """Raise a TunesetError naming the first field that cannot work; return the recipe. With
+    `selects` (select, pipeline, serve), `select.weights` may only name selectors the recipe scores."""
+    if not recipe.score.selectors:
+        raise TunesetError(f"{where}: score.selectors: name at least one selector, e.g. [random]; valid: "
+                           + ", ".join(selector_names()))
+    for i, spec in enumerate(recipe.score.selectors):
+        _selector(spec.name, f"{where}: score.selectors[{i}]")
+        try:
+            make_selector(spec.name, spec.params)
+        except TunesetError as e:
+            raise TunesetError(f"{where}: score.selectors[{i}] ({spec.name}): {e}") from None
+    _policy(recipe.select, f"{where}: select")
+    if selects:
+        scored = [s.name for s in recipe.score.selectors]
+        for col in recipe.select.weights:
+            name = col.lstrip("-").split(".")[0]
+            if name not in scored:
+                raise TunesetError(f"{where}: select.weights: '{col}' needs selector '{name}', which score.selectors "
+                                   f"does not run ({', '.join(scored)}); add it there")
+    for st in recipe.compare.strategies:
+        _policy(st, f"{where}: compare.strategies ({st.name})", recipe)
+    for i, rule in enumerate(recipe.curate.filters):
+        _column(rule.column, f"{where}: curate.filters[{i}].column")
+    if not recipe.pool.exists():
+        raise TunesetError(f"{where}: pool: no such file or folder: {recipe.pool}")
+    if recipe.work_dir.exists() and not recipe.work_dir.is_dir():
+        raise TunesetError(f"{where}: work_dir: {recipe.work_dir} is a file; name a folder")
+    for t in recipe.task_specs():
+        if not Path(t.dev).is_file():
+            raise TunesetError(f"{where}: task '{t.name}': dev rows not found: {t.dev}")
+    for name, path in recipe.compare.references.items():
+        if not Path(path).is_file():
+            raise TunesetError(f"{where}: compare.references.{name}: no such file: {path}")
+    return recipe
+
+
+def _selector(name: str, where: str) -> None:
+    if name not in selector_names():
+        raise TunesetError(f"{where}: {UnknownNameError('selector', name, selector_names())}")
+
+
+def _column(column: str, where: str) -> None:
+    """A score column is `<selector>` or `<selector>.<component>`, optionally with a leading '-'."""
+    _selector(column.lstrip("-").split(".")[0], where)
+
+
+def _policy(policy: PolicyConfig, where: str, recipe: Recipe | None = None) -> None:
+    weights = policy.weights if policy.weights is not None else {getattr(policy, "name", ""): 1.0}
+    for col in weights:
+        _column(col, f"{where}.weights")
+    if isinstance(policy.targets, dict) and recipe is not None:
+        tasks = [t.name for t in recipe.task_specs()]
+        unknown = sorted(set(policy.targets) - set(tasks))
+        if unknown:
+            raise TunesetError(f"{where}.targets: {UnknownNameError('task', unknown[0], tasks)}")
+    if policy.quotas != "proportional" and isinstance(policy.quotas, dict) and policy.quota_by is None:
+        raise TunesetError(f"{where}: quotas per group need quota_by (the column that names the groups)")
