@@ -304,3 +304,33 @@ def test_a_served_recipe_completes_its_scheduled_run(tiny_recipe, tmp_path):
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("ext", ["parquet", "csv", "jsonl"])
+def test_one_command_selection_without_a_recipe(tiny_recipe, tmp_path, ext):
+    from tuneset.cli import app
+    from tuneset.data.io import load_rows
+
+    r = tiny_recipe()
+    out = tmp_path / f"selected.{ext}"
+    res = runner.invoke(app, ["select", str(r.pool), "--selector", "embedding_knn", "--selector", "length",
+                              "--target", str(tmp_path / "tasks.json"), "--budget", "12", "--out", str(out),
+                              "--set", f"model.name={r.model.name}", "--set", f"model.embedder={r.model.embedder}",
+                              "--set", f"work_dir={r.work_dir}", "--set", "model.device=cpu"])
+    assert res.exit_code == 0, res.output
+    chosen = load_rows(out).rows
+    assert chosen.height == 12
+    decisions = pl.read_parquet(tmp_path / "selected.decisions.parquet")
+    assert {"embedding_knn", "embedding_knn.vs_sentiment", "length", "rank", "selected", "reason"} <= set(decisions.columns)
+    assert decisions.filter("selected")["id"].sort().to_list() == chosen["id"].sort().to_list()
+    assert "selected.decisions.parquet" in res.output.replace("\n", "")
+
+
+def test_unknown_output_format_is_named(tmp_path):
+    from tuneset.data.io import load_rows, write_rows
+    from tuneset.demo import DEMO_DIR
+    from tuneset.errors import TunesetError
+
+    rows = load_rows(DEMO_DIR / "pool.jsonl").rows.head(3)
+    with pytest.raises(TunesetError, match=r"cannot tell the format from '.txt'; valid: .jsonl, .parquet, .csv"):
+        write_rows(tmp_path / "x.txt", rows)

@@ -88,20 +88,45 @@ def curate(recipe: RecipeArg, set_: SetOpt = None) -> None:
 
 
 @app.command()
-def select(recipe: RecipeArg, out: Annotated[Path, typer.Option(help="selected rows (JSONL)")] = Path("selected.jsonl"),
-           set_: SetOpt = None, budget: Optional[str] = None) -> None:
-    """Curate, score and apply the recipe's selection policy; writes the chosen rows."""
+def select(source: Annotated[Path, typer.Argument(help="a YAML recipe, or a pool file/folder for a one-off selection", exists=True)],
+           out: Annotated[Path, typer.Option(help="selected rows: .jsonl, .parquet or .csv")] = Path("selected.jsonl"),
+           selector: Annotated[Optional[list[str]], typer.Option(help="selector to rank by (repeat to combine, equal weights)")] = None,
+           target: Annotated[Optional[list[Path]], typer.Option(help="a tasks.json, or a task's dev rows file (repeat)")] = None,
+           budget: Annotated[Optional[str], typer.Option(help="rows (300) or a percent (10%)")] = None,
+           set_: SetOpt = None) -> None:
+    """Curate, score and select; writes the chosen rows and, beside them, every candidate's scores,
+    rank, decision and reason. With a pool instead of a recipe: `--selector got --target tasks.json`."""
     from tuneset.flows.curate import curate_flow
     from tuneset.flows.score import score_flow
-    from tuneset.flows.select import select_flow
+    from tuneset.flows.select import decisions_path, select_flow
 
     def go():
-        r = _recipe(recipe, set_, selects=True, **{"select.budget": budget})
+        if source.suffix in (".yaml", ".yml"):
+            r = _recipe(source, set_, selects=True, **{"select.budget": budget})
+        else:
+            r = _recipe(None, [*one_off_recipe(source, selector or ["random"], target or [], budget or "10%"), *(set_ or [])],
+                        selects=True)
         rows = curate_flow(r).rows
         return select_flow(r, rows, score_flow(r, rows), r.select, str(out))
 
     sel = _run(go)
-    console.print(f"{sel.rows.n} rows -> {out}\nper-row decisions: {sel.table}")
+    console.print(f"{sel.rows.n} rows -> {out.resolve()}\nevery candidate's scores, rank, decision and reason: "
+                  f"{decisions_path(out).resolve()}")
+
+
+def one_off_recipe(pool: Path, selectors: list[str], targets: list[Path], budget: str) -> list[str]:
+    """Overrides that make a recipe from command-line flags: the named selectors, equally
+    weighted, with the targets as tasks (a tasks.json, or dev files named after their folder)."""
+    import json
+
+    tasks: str
+    if len(targets) == 1 and targets[0].suffix == ".json":
+        tasks = str(targets[0].resolve())
+    else:
+        tasks = json.dumps([{"name": t.parent.name if t.stem == "dev" else t.stem, "metric": "exact_match",
+                             "dev": str(t.resolve())} for t in targets])
+    return [f"pool={pool.resolve()}", f"tasks={tasks}", f"score.selectors={json.dumps(selectors)}",
+            f"select.weights={json.dumps({s: 1 for s in selectors})}", f"select.budget={budget}"]
 
 
 @app.command()

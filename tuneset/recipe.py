@@ -30,7 +30,7 @@ class TaskSpec(_Strict):
     name: str
     metric: Literal["choice_accuracy", "exact_match", "target_loss"]
     dev: Path
-    test: Path
+    test: Path | None = None  # only evaluation needs test rows; selection reads dev rows alone
     choices: list[str] | None = None  # None: per-row `choices` field, when the metric needs them
 
 

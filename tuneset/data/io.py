@@ -140,8 +140,17 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
     return path
 
 
+ROW_FORMATS = (".jsonl", ".parquet", ".csv")
+
+
 def write_rows(path: str | Path, rows: pl.DataFrame) -> Path:
-    """Rows back to JSONL in the input schema (metadata fields flattened back in)."""
+    """Rows back in the input schema (metadata fields flattened back in), as JSONL, Parquet or CSV
+    by the file's extension; a CSV cell holding a list (choices) is JSON text."""
+    path = Path(path)
+    if path.suffix not in ROW_FORMATS:
+        raise TunesetError(f"{path}: cannot tell the format from '{path.suffix or 'no extension'}'; "
+                           f"valid: {', '.join(ROW_FORMATS)}")
+
     def record(r: dict[str, Any]) -> dict[str, Any]:
         out = {k: r[k] for k in ("id", "source", "instruction", "response")}
         if r.get("choices") is not None:
@@ -150,7 +159,17 @@ def write_rows(path: str | Path, rows: pl.DataFrame) -> Path:
             out.update(json.loads(r["metadata"]))
         return out
 
-    return write_jsonl(path, (record(r) for r in rows.iter_rows(named=True)))
+    records = [record(r) for r in rows.iter_rows(named=True)]
+    if path.suffix == ".jsonl":
+        return write_jsonl(path, records)
+    frame = pl.DataFrame(records, infer_schema_length=None) if records else rows.select("id", "source", "instruction", "response")
+    with atomic_path(path) as tmp:
+        if path.suffix == ".parquet":
+            frame.write_parquet(tmp)
+        else:
+            frame.with_columns(pl.col(c).map_elements(json.dumps, return_dtype=pl.String)
+                               for c, t in frame.schema.items() if isinstance(t, (pl.List, pl.Struct))).write_csv(tmp)
+    return path
 
 
 class atomic_path:

@@ -14,6 +14,7 @@ import polars as pl
 from tuneset.data.fingerprint import dataset_fingerprint
 from tuneset.data.io import load_rows, write_jsonl
 from tuneset.data.store import ArtifactStore, write_parquet
+from tuneset.errors import TunesetError
 from tuneset.recipe import Recipe, TaskSpec
 from tuneset.selectors import ScoringContext
 
@@ -64,7 +65,10 @@ def load_pool(recipe: Recipe) -> tuple[RowsRef, int, list[dict]]:
 
 
 def load_split(task: TaskSpec, split: str) -> pl.DataFrame:
-    return load_rows(getattr(task, split)).rows
+    path = getattr(task, split)
+    if path is None:
+        raise TunesetError(f"task '{task.name}' has no {split} rows; evaluation needs a test file (tasks: ... test: path)")
+    return load_rows(path).rows
 
 
 def scoring_context(recipe: Recipe, seed: int = 0, warmup: str | None = None) -> ScoringContext:

@@ -30,7 +30,8 @@ class CurateResult:
 
 def eval_rows(recipe: Recipe) -> dict[str, pl.DataFrame]:
     """Dev and test rows of every task: a candidate matching either would leak the evaluation."""
-    return {f"{t.name}/{split}": load_split(t, split) for t in recipe.task_specs() for split in ("dev", "test")}
+    return {f"{t.name}/{split}": load_split(t, split) for t in recipe.task_specs() for split in ("dev", "test")
+            if getattr(t, split) is not None}
 
 
 def curation_scores(recipe: Recipe, rows: RowsRef) -> pl.DataFrame | None:

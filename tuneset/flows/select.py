@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
@@ -48,9 +49,17 @@ def select_rows(recipe: Recipe, rows: RowsRef, scores: ScoresRef, policy: Policy
 
 @recipe_flow("tuneset-select")
 def select_flow(recipe: Recipe, rows: RowsRef, scores: ScoresRef, policy: PolicyConfig | None = None,
-                out_jsonl: str | None = None) -> Selection:
+                out: str | None = None) -> Selection:
+    """Select; with `out`, write the chosen rows there (format by extension) and every candidate's
+    score columns, rank, decision and reason beside it (`decisions_path`)."""
     sel = select_rows(recipe, rows, scores, policy or recipe.select)
-    if out_jsonl:
-        write_rows(out_jsonl, sel.rows.read())
+    if out:
+        write_rows(out, sel.rows.read())
+        write_parquet(pl.read_parquet(sel.table), decisions_path(Path(out)))
     print(f"selected {sel.rows.n} of {rows.n} rows")
     return sel
+
+
+def decisions_path(out: Path) -> Path:
+    """`selected.parquet` -> `selected.decisions.parquet`."""
+    return out.with_name(out.name.rsplit(".", 1)[0] + ".decisions.parquet")
