@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import re
-import unicodedata
-
 import polars as pl
 
-_WS = re.compile(r"\s+")
-_PUNCT = re.compile(r"[^\w\s]")
-
-
-def normalise(text: str) -> str:
-    """Case-, whitespace- and punctuation-insensitive form used for matching."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    return _WS.sub(" ", _PUNCT.sub(" ", text)).strip()
+from tuneset.data.text import normalise
 
 
 def exact_duplicates(rows: pl.DataFrame) -> dict[str, str]:

@@ -3,25 +3,14 @@ compared pairwise on the same rows rather than by their means alone."""
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import polars as pl
 
+from tuneset.data.text import normalise_answer
 from tuneset.errors import DataError
 from tuneset.models.lm import encode, format_prompts, generate_greedy, response_nll
 from tuneset.models.loading import LoadedLM
 from tuneset.recipe import TaskSpec
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = re.compile(r"[^\w\s]")
-
-
-def normalise_answer(text: str) -> str:
-    """First line, lower-case, no punctuation or articles, single spaces (SQuAD-style)."""
-    line = text.strip().split("\n", 1)[0].lower()
-    line = _PUNCT.sub(" ", line)
-    return " ".join(_ARTICLES.sub(" ", line).split())
 
 
 def _choices(task: TaskSpec, rows: pl.DataFrame) -> list[list[str]]:

@@ -27,8 +27,8 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuneset.curation.dedup import normalise
 from tuneset.data.fingerprint import fingerprint
+from tuneset.data.text import normalise
 from tuneset.models.lm import generate, next_token_logprobs
 from tuneset.selectors.base import Selector, register
 

@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuneset.curation.dedup import normalise
+from tuneset.data.text import normalise
 from tuneset.errors import UnknownNameError
 from tuneset.selectors.base import Selector, register
 
