@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-
 from bench_args import parse_bench_args
+
 from tuneset.runtime import configure
 
 configure()

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-
 from bench_args import parse_bench_args
+
 from tuneset.data import ArtifactStore
 from tuneset.models.embed import MINILM
 from tuneset.selectors.base import ScoringContext, row_text

@@ -23,6 +23,7 @@ configure()
 
 from bench_args import parse_bench_args  # noqa: E402  (benchmarks/bench_args.py)
 from curation import auroc  # noqa: E402  (benchmarks/curation.py)
+
 from tuneset.flows.common import scoring_context  # noqa: E402
 from tuneset.recipe import load_recipe  # noqa: E402
 from tuneset.selectors import make_selector  # noqa: E402

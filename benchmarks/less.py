@@ -145,7 +145,11 @@ def projection(args) -> dict:
 
     from tuneset.flows.common import scoring_context
     from tuneset.models.grads import (
-        CountSketch, GaussianProjector, adam_transform, exact_features, load_trainable,
+        CountSketch,
+        GaussianProjector,
+        adam_transform,
+        exact_features,
+        load_trainable,
         lora_factors,
     )
     from tuneset.models.lm import encode

@@ -104,7 +104,13 @@ def measure(args, folders: list[Path], enc, meta: dict, device: torch.device, dt
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from tuneset.models.grads import (
-        CheckpointState, CountSketch, GaussianProjector, adam_transform, fast_chunk, load_trainable, lora_factors,
+        CheckpointState,
+        CountSketch,
+        GaussianProjector,
+        adam_transform,
+        fast_chunk,
+        load_trainable,
+        lora_factors,
         reference_chunk,
     )
 

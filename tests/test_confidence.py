@@ -5,7 +5,6 @@ import polars as pl
 import pytest
 
 from tuneset.errors import UnknownNameError
-
 from tuneset.selectors.confidence import token_f1
 from tuneset.selectors.label_quality import LabelQualityParams, label_groups, out_of_fold_probs, strip_template
 

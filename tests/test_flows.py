@@ -12,9 +12,8 @@ from tuneset.selectors.base import Selector
 
 @pytest.fixture(scope="module", autouse=True)
 def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
-
     from prefect.logging.configuration import setup_logging
+    from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
         setup_logging()  # bind Prefect's console handler to the real stderr, not a CliRunner buffer
@@ -37,7 +36,7 @@ def test_interrupted_score_run_resumes_from_finished_shards(tiny_recipe, monkeyp
         return real(self, frame)
 
     monkeypatch.setattr(Selector, "score", crash_on_third)
-    with pytest.raises(BaseException):
+    with pytest.raises(BaseException):  # noqa: B017  (Prefect may wrap the interrupt in its own exception)
         score_flow(recipe, rows)
     finished = len(list((store_of(recipe).root / "scores").glob("*/shards/*.parquet")))
     assert 2 <= finished < 4  # 4 shards of 16 rows; the killed one left nothing behind
@@ -112,8 +111,8 @@ def test_compare_writes_a_leaderboard_with_paired_differences(tiny_recipe):
 
 
 def test_compare_reuses_finished_runs(tiny_recipe, monkeypatch):
-    from tuneset.flows import compare as compare_mod
     from tuneset.finetune import sft
+    from tuneset.flows import compare as compare_mod
 
     recipe = tiny_recipe("compare.strategies=[length]", "compare.seeds=[0]", "compare.baselines=[none]")
     compare_mod.compare_flow(recipe)

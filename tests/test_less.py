@@ -9,8 +9,17 @@ from tuneset.data import ArtifactStore, load_rows
 from tuneset.errors import TunesetError
 from tuneset.finetune.sft import wrap_lora
 from tuneset.models.grads import (
-    Checkpoint, CountSketch, GaussianProjector, _FactorTaps, adam_direction, adam_transform, batched_example_grads, exact_features,
-    flat_moments, lora_factors, load_trainable,
+    Checkpoint,
+    CountSketch,
+    GaussianProjector,
+    _FactorTaps,
+    adam_direction,
+    adam_transform,
+    batched_example_grads,
+    exact_features,
+    flat_moments,
+    load_trainable,
+    lora_factors,
 )
 from tuneset.models.lm import encode, pad_batch, token_nll
 from tuneset.models.loading import load_lm

@@ -166,7 +166,7 @@ class PolicyConfig(_Strict):
     @classmethod
     def _quotas(cls, v):
         if isinstance(v, dict):
-            for g, q in v.items():
+            for q in v.values():
                 if isinstance(q, int) and q == 0:
                     continue
                 PolicyConfig._budget(q)

@@ -9,8 +9,8 @@ gentle rate: a constant 5e-4 made small runs collapse onto one class.
 from __future__ import annotations
 
 import json
-import math
 import logging
+import math
 import random
 import shutil
 import time

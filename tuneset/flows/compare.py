@@ -11,8 +11,8 @@ from pathlib import Path
 import polars as pl
 
 from tuneset.curation import budget_count
-from tuneset.evaluate.leaderboard import FULL, NONE, build_leaderboard, plot, to_markdown
 from tuneset.data.io import load_rows
+from tuneset.evaluate.leaderboard import FULL, NONE, build_leaderboard, plot, to_markdown
 from tuneset.flows.common import RowsRef, load_pool, recipe_flow, run_dir, save_rows, store_of, timed, write_json
 from tuneset.flows.curate import curate_flow
 from tuneset.flows.score import score_flow

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 
 from tuneset.progress import ProgressLog
 
-
 PROMPT_FORMATS = ("auto", "chat", "plain")
 
 

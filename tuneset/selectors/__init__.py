@@ -2,7 +2,13 @@
 
 from tuneset.selectors import baselines, confidence, distribution, diversity, embedding, label_quality, less, perplexity  # noqa: F401  (registration)
 from tuneset.selectors.base import (
-    ScoringContext, Selector, get_selector, make_selector, register, selector_names, validate_scores,
+    ScoringContext,
+    Selector,
+    get_selector,
+    make_selector,
+    register,
+    selector_names,
+    validate_scores,
 )
 
 __all__ = ["ScoringContext", "Selector", "get_selector", "make_selector", "register", "selector_names", "validate_scores"]

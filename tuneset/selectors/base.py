@@ -27,7 +27,6 @@ from tuneset.models.lm import encode, response_nll, text_features
 from tuneset.models.loading import SMOLLM2, LoadedLM, cached_lm, model_identity
 from tuneset.recipe import WarmupConfig
 
-
 EMBED_CHUNK = 8192
 
 

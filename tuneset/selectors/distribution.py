@@ -69,7 +69,7 @@ def sinkhorn_potentials(
     f = torch.zeros(n)
     g = torch.zeros(m)
     it = 0
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007  (the count is returned)
         acc = torch.full((m,), -math.inf)
         row_shift = g / reg + log_b
         for k, (s, e) in enumerate(spans):

@@ -28,8 +28,15 @@ from tuneset.data.fingerprint import fingerprint
 from tuneset.data.store import write_npy
 from tuneset.errors import TunesetError, UnknownNameError
 from tuneset.models.grads import (
-    Checkpoint, CheckpointState, CountSketch, GaussianProjector, adam_transform, fast_chunk, lora_factors,
-    load_trainable, reference_chunk,
+    Checkpoint,
+    CheckpointState,
+    CountSketch,
+    GaussianProjector,
+    adam_transform,
+    fast_chunk,
+    load_trainable,
+    lora_factors,
+    reference_chunk,
 )
 from tuneset.models.lm import encode
 from tuneset.models.loading import load_lm, resolve_device
