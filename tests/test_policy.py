@@ -302,3 +302,16 @@ def test_targets_errors_name_what_is_missing():
     with pytest.raises(TunesetError, match="use one"):
         apply_policy(scores, PolicyConfig(weights={"got": 1}, budget=2, targets="equal", quota_by="source"), {},
                      groups=pl.Series(["x"] * 10))
+
+
+def test_largest_remainder_gives_the_leftover_to_the_largest_fraction():
+    from tuneset.curation.policy import _largest_remainder
+
+    # 4 x (5, 3, 2)/10 = 2.0, 1.2, 0.8 -> floors 2, 1, 0; the leftover goes to c (0.8), not a
+    assert _largest_remainder({"a": 5, "b": 3, "c": 2}, 4) == {"a": 2, "b": 1, "c": 1}
+    assert _largest_remainder({"b": 1, "a": 1}, 1) == {"a": 1, "b": 0}  # equal fractions: by name
+    # Through the policy: c's rows score worst, so a floor-then-refill would hand c's seat to a.
+    scores = _scores(s=[10, 9, 8, 7, 6, 5, 4, 3, 2, 1])
+    groups = pl.Series(["a"] * 5 + ["b"] * 3 + ["c"] * 2)
+    out = apply_policy(scores, PolicyConfig(weights={"s": 1}, budget=4, quota_by="source"), {"s": True}, groups)
+    assert sorted(out.filter("selected")["id"]) == ["r00", "r01", "r05", "r08"]

@@ -17,9 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tuneset.errors import TunesetError
 
-METRICS = ("choice_accuracy", "exact_match", "target_loss")
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
