@@ -25,7 +25,8 @@ from bench_args import parse_bench_args
 
 from tuneset.data import ArtifactStore
 from tuneset.models.embed import MINILM
-from tuneset.selectors.base import ScoringContext, row_text
+from tuneset.selectors.base import row_text
+from tuneset.selectors.context import ScoringContext
 from tuneset.selectors.distribution import calibrated_gradient, dsir_log_weights, sinkhorn_potentials
 
 ROOT = Path(__file__).resolve().parent.parent

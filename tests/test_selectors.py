@@ -110,7 +110,7 @@ def test_scoring_with_a_fine_tuned_adapter_is_a_different_model(ctx, rows, tiny_
 
 
 def test_losses_are_computed_once_and_shared(ctx, rows, monkeypatch):
-    import tuneset.selectors.base as base
+    import tuneset.selectors.context as base
 
     calls = []
     real = base.response_nll
@@ -137,3 +137,37 @@ def test_knn_prefers_rows_like_the_targets(ctx, rows):
 def test_selectors_needing_targets_refuse_to_run_without(tmp_path):
     with pytest.raises(TunesetError, match="needs target dev rows"):
         make_selector("embedding_knn").fit(ScoringContext(store=ArtifactStore(tmp_path)))
+
+
+def test_a_selector_reading_an_undeclared_input_fails_its_contract(ctx, rows):
+    from tuneset.selectors.base import Selector
+    from tuneset.selectors.context import UndeclaredInput
+
+    class Sneaky(Selector):
+        """Reads embeddings but declares only targets: its cache key would miss the embedder."""
+
+        name = "sneaky"
+        uses = frozenset({"targets"})
+
+        def _score(self, frame):
+            e = self.ctx.embeddings([str(t) for t in frame["instruction"]])
+            return pl.DataFrame({"id": frame["id"], "score": e[:, 0].astype(float)})
+
+    with pytest.raises(UndeclaredInput, match=r"reads ctx.embeddings but does not declare 'embedder' in uses \(targets\)"):
+        Sneaky().fit(ctx).score(rows)
+    Sneaky.uses = frozenset({"targets", "embedder"})
+    assert Sneaky().fit(ctx).score(rows).height == rows.height
+
+
+def test_uses_is_a_closed_set_checked_at_registration():
+    from tuneset.selectors.base import Selector, register
+
+    class Odd(Selector):
+        name = "odd"
+        uses = frozenset({"embeddings"})
+
+        def _score(self, frame):
+            return frame.select("id", score=pl.lit(0.0))
+
+    with pytest.raises(ValueError, match=r"unknown uses \['embeddings'\]; valid: lm, embedder, targets, seed, warmup"):
+        register(Odd)

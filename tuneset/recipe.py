@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tuneset.errors import TunesetError
 
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -8,7 +8,8 @@ import polars as pl
 
 from tuneset.models.lm import generate_greedy
 from tuneset.recipe import RewriteConfig
-from tuneset.selectors.base import ScoringContext, Selector
+from tuneset.selectors.base import Selector
+from tuneset.selectors.context import ScoringContext
 
 
 def propose_rewrites(

@@ -2,7 +2,6 @@
 
 from tuneset.selectors import baselines, confidence, distribution, diversity, embedding, label_quality, less, perplexity  # noqa: F401  (registration)
 from tuneset.selectors.base import (
-    ScoringContext,
     Selector,
     get_selector,
     make_selector,
@@ -10,5 +9,6 @@ from tuneset.selectors.base import (
     selector_names,
     validate_scores,
 )
+from tuneset.selectors.context import ScoringContext
 
 __all__ = ["ScoringContext", "Selector", "get_selector", "make_selector", "register", "selector_names", "validate_scores"]

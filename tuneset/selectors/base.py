@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from functools import cached_property
-from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -19,15 +16,10 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict
 
 from tuneset import __version__
-from tuneset.data.fingerprint import dataset_fingerprint, fingerprint
-from tuneset.data.store import ArtifactStore, write_npy, write_parquet
+from tuneset.data.fingerprint import fingerprint
 from tuneset.errors import TunesetError, UnknownNameError
-from tuneset.models.embed import MINILM, embed_texts
-from tuneset.models.lm import encode, response_nll, text_features
-from tuneset.models.loading import SMOLLM2, LoadedLM, cached_lm, model_identity
 from tuneset.recipe import WarmupConfig
-
-EMBED_CHUNK = 8192
+from tuneset.selectors.context import USES, DeclaredView, ScoringContext
 
 
 class NoParams(BaseModel):
@@ -36,88 +28,6 @@ class NoParams(BaseModel):
 
 class ScoreError(TunesetError):
     """A selector broke the contract (missing ids, NaN...): a bug in the selector, named."""
-
-
-@dataclass
-class ScoringContext:
-    """What selectors may read: the reference model, the embedder, target dev rows, the cache."""
-
-    store: ArtifactStore
-    model: str = SMOLLM2
-    embedder: str = MINILM
-    device: str = "auto"
-    targets: dict[str, pl.DataFrame] = field(default_factory=dict)
-    seed: int = 0
-    max_length: int = 512
-    max_batch_tokens: int = 4096
-    warmup: str | None = None  # warm-up run folder (checkpoints/epoch-<k>/), for selectors that use "warmup"
-    adapter: str | None = None  # a LoRA adapter merged into `model` before scoring
-
-    @property
-    def warmup_identity(self) -> str | None:
-        """The warm-up folder's store key: it hashes the rows, config and model it was trained from."""
-        return None if self.warmup is None else Path(self.warmup).name
-
-    @cached_property
-    def model_identity(self) -> str:
-        return model_identity(self.model, self.adapter)
-
-    @cached_property
-    def targets_fingerprint(self) -> str:
-        return fingerprint({k: dataset_fingerprint(v) for k, v in sorted(self.targets.items())})
-
-    def lm(self) -> LoadedLM:
-        return cached_lm(self.model, str(self.store.root), self.device, self.adapter)
-
-    def response_losses(self, rows: pl.DataFrame, conditioned: bool = True, add_eos: bool = False) -> pl.DataFrame:
-        """Per-row summed response NLL, token count and last-token NLL, cached by rows + model +
-        variant. Shared by every loss-based selector: perplexity and IFD reuse one forward pass;
-        `add_eos` scores the end-of-sequence token too (its NLL is then `nll_last`)."""
-        variant = (conditioned, self.max_length) + (("eos",) if add_eos else ())
-        key = self.store.key("losses", self.model_identity, dataset_fingerprint(rows), *variant)
-        path = self.store.dir("losses", key) / "losses.parquet"
-        if self.store.is_complete("losses", key):
-            return pl.read_parquet(path)
-        lm = self.lm()
-        prompts = rows["instruction"].to_list() if conditioned else [None] * rows.height
-        enc = encode(lm.tokenizer, prompts, rows["response"].to_list(), self.max_length, add_eos=add_eos)
-        total, count, last = response_nll(lm.model, enc, lm.tokenizer.pad_token_id, self.max_batch_tokens)
-        out = pl.DataFrame({"id": rows["id"], "nll_sum": total, "n_tokens": count, "nll_last": last})
-        self.store.begin("losses", key, {"model": self.model_identity, "conditioned": conditioned,
-                                         "add_eos": add_eos, "rows": rows.height})
-        write_parquet(out, path)
-        self.store.finish("losses", key)
-        return out
-
-    def embeddings(self, texts: list[str]) -> np.ndarray:
-        """Embeddings cached by text content + embedder, in chunks of `EMBED_CHUNK` texts: every
-        embedding selector shares them, and a killed run resumes at the first missing chunk.
-        (sentence-transformers sorts each chunk by length, so batches carry little padding.)"""
-        return self._chunked("embeddings", texts)
-
-    def lm_features(self, texts: list[str]) -> np.ndarray:
-        """The reference model's `text_features` of each text, cached like the embeddings."""
-        return self._chunked("lm_features", texts)
-
-    def _chunked(self, kind: str, texts: list[str]) -> np.ndarray:
-        parts = [self._features_chunk(kind, texts[s:s + EMBED_CHUNK]) for s in range(0, len(texts), EMBED_CHUNK)]
-        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
-
-    def _features_chunk(self, kind: str, texts: list[str]) -> np.ndarray:
-        source = (self.embedder,) if kind == "embeddings" else (self.model_identity, self.max_length)
-        key = self.store.key(kind, *source, fingerprint(texts))
-        path = self.store.dir(kind, key) / "emb.npy"
-        if self.store.is_complete(kind, key):
-            return np.load(path)
-        if kind == "embeddings":
-            emb = embed_texts(self.embedder, texts, device="cpu" if self.device == "auto" else self.device)
-        else:
-            lm = self.lm()
-            emb = text_features(lm.model, lm.tokenizer, texts, self.max_length, self.max_batch_tokens)
-        self.store.begin(kind, key, {"source": list(source), "n": len(texts)})
-        write_npy(emb, path)
-        self.store.finish(kind, key)
-        return emb
 
 
 def row_text(rows: pl.DataFrame) -> list[str]:
@@ -146,11 +56,13 @@ class Selector(ABC):
     def fit(self, ctx: ScoringContext) -> Self:
         if "targets" in self.uses and not ctx.targets:
             raise TunesetError(f"selector '{self.name}' needs target dev rows; give the recipe at least one task")
-        self.ctx = ctx
+        self._full_ctx = ctx
+        self.ctx = DeclaredView(ctx, self.uses, self.name)  # type: ignore[assignment]
         return self
 
     def fingerprint(self) -> str:
-        ctx = self._need_ctx()
+        self._need_ctx()
+        ctx = self._full_ctx
         deps = {
             "lm": ctx.model_identity if "lm" in self.uses else None,
             "max_length": ctx.max_length if "lm" in self.uses else None,
@@ -209,6 +121,9 @@ _REGISTRY: dict[str, type[Selector]] = {}
 def register(cls: type[Selector]) -> type[Selector]:
     if cls.name in _REGISTRY:
         raise ValueError(f"selector name '{cls.name}' registered twice")
+    unknown = set(cls.uses) - set(USES)
+    if unknown:
+        raise ValueError(f"selector '{cls.name}' declares unknown uses {sorted(unknown)}; valid: {', '.join(USES)}")
     _REGISTRY[cls.name] = cls
     return cls
 

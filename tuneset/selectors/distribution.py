@@ -15,7 +15,8 @@ import polars as pl
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuneset.selectors.base import ScoringContext, Selector, register, row_text
+from tuneset.selectors.base import Selector, register, row_text
+from tuneset.selectors.context import ScoringContext
 
 
 def target_mixture(ctx: ScoringContext) -> tuple[list[str], np.ndarray]:

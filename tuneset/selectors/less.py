@@ -41,7 +41,8 @@ from tuneset.models.grads import (
 from tuneset.models.lm import encode
 from tuneset.models.loading import load_lm, resolve_device
 from tuneset.recipe import WarmupConfig
-from tuneset.selectors.base import ScoringContext, Selector, register
+from tuneset.selectors.base import Selector, register
+from tuneset.selectors.context import ScoringContext
 
 log = logging.getLogger("tuneset.less")
 GRAD_CHUNK = 256

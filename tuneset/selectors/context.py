@@ -1,0 +1,133 @@
+"""What a selector may read: the reference model, the embedder, target dev rows, the seed, a
+warm-up, and the cache they share. A selector sees a view limited to the inputs it declares in
+`uses`, so an input it reads always enters its cache key (a selector that read embeddings without
+declaring `embedder` would keep its key when the embedder changed, and reuse stale scores)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from tuneset.data.fingerprint import dataset_fingerprint, fingerprint
+from tuneset.data.store import ArtifactStore, write_npy, write_parquet
+from tuneset.errors import TunesetError
+from tuneset.models.embed import MINILM, embed_texts
+from tuneset.models.lm import encode, response_nll, text_features
+from tuneset.models.loading import SMOLLM2, LoadedLM, cached_lm, model_identity
+
+EMBED_CHUNK = 8192
+
+# The inputs a selector may declare, and the context members each one opens.
+USES: dict[str, frozenset[str]] = {
+    "lm": frozenset({"model", "adapter", "model_identity", "lm", "response_losses", "lm_features"}),
+    "embedder": frozenset({"embedder", "embeddings"}),
+    "targets": frozenset({"targets", "targets_fingerprint"}),
+    "seed": frozenset({"seed"}),
+    "warmup": frozenset({"warmup", "warmup_identity"}),
+}
+
+
+class UndeclaredInput(TunesetError):
+    """A selector read an input it did not declare in `uses`: a bug in the selector, named."""
+
+
+@dataclass
+class ScoringContext:
+    """What selectors may read: the reference model, the embedder, target dev rows, the cache."""
+
+    store: ArtifactStore
+    model: str = SMOLLM2
+    embedder: str = MINILM
+    device: str = "auto"
+    targets: dict[str, pl.DataFrame] = field(default_factory=dict)
+    seed: int = 0
+    max_length: int = 512
+    max_batch_tokens: int = 4096
+    warmup: str | None = None  # warm-up run folder (checkpoints/epoch-<k>/), for selectors that use "warmup"
+    adapter: str | None = None  # a LoRA adapter merged into `model` before scoring
+
+    @property
+    def warmup_identity(self) -> str | None:
+        """The warm-up folder's store key: it hashes the rows, config and model it was trained from."""
+        return None if self.warmup is None else Path(self.warmup).name
+
+    @cached_property
+    def model_identity(self) -> str:
+        return model_identity(self.model, self.adapter)
+
+    @cached_property
+    def targets_fingerprint(self) -> str:
+        return fingerprint({k: dataset_fingerprint(v) for k, v in sorted(self.targets.items())})
+
+    def lm(self) -> LoadedLM:
+        return cached_lm(self.model, str(self.store.root), self.device, self.adapter)
+
+    def response_losses(self, rows: pl.DataFrame, conditioned: bool = True, add_eos: bool = False) -> pl.DataFrame:
+        """Per-row summed response NLL, token count and last-token NLL, cached by rows + model +
+        variant. Shared by every loss-based selector: perplexity and IFD reuse one forward pass;
+        `add_eos` scores the end-of-sequence token too (its NLL is then `nll_last`)."""
+        variant = (conditioned, self.max_length) + (("eos",) if add_eos else ())
+        key = self.store.key("losses", self.model_identity, dataset_fingerprint(rows), *variant)
+        path = self.store.dir("losses", key) / "losses.parquet"
+        if self.store.is_complete("losses", key):
+            return pl.read_parquet(path)
+        lm = self.lm()
+        prompts = rows["instruction"].to_list() if conditioned else [None] * rows.height
+        enc = encode(lm.tokenizer, prompts, rows["response"].to_list(), self.max_length, add_eos=add_eos)
+        total, count, last = response_nll(lm.model, enc, lm.tokenizer.pad_token_id, self.max_batch_tokens)
+        out = pl.DataFrame({"id": rows["id"], "nll_sum": total, "n_tokens": count, "nll_last": last})
+        self.store.begin("losses", key, {"model": self.model_identity, "conditioned": conditioned,
+                                         "add_eos": add_eos, "rows": rows.height})
+        write_parquet(out, path)
+        self.store.finish("losses", key)
+        return out
+
+    def embeddings(self, texts: list[str]) -> np.ndarray:
+        """Embeddings cached by text content + embedder, in chunks of `EMBED_CHUNK` texts: every
+        embedding selector shares them, and a killed run resumes at the first missing chunk.
+        (sentence-transformers sorts each chunk by length, so batches carry little padding.)"""
+        return self._chunked("embeddings", texts)
+
+    def lm_features(self, texts: list[str]) -> np.ndarray:
+        """The reference model's `text_features` of each text, cached like the embeddings."""
+        return self._chunked("lm_features", texts)
+
+    def _chunked(self, kind: str, texts: list[str]) -> np.ndarray:
+        parts = [self._features_chunk(kind, texts[s:s + EMBED_CHUNK]) for s in range(0, len(texts), EMBED_CHUNK)]
+        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+    def _features_chunk(self, kind: str, texts: list[str]) -> np.ndarray:
+        source = (self.embedder,) if kind == "embeddings" else (self.model_identity, self.max_length)
+        key = self.store.key(kind, *source, fingerprint(texts))
+        path = self.store.dir(kind, key) / "emb.npy"
+        if self.store.is_complete(kind, key):
+            return np.load(path)
+        if kind == "embeddings":
+            emb = embed_texts(self.embedder, texts, device="cpu" if self.device == "auto" else self.device)
+        else:
+            lm = self.lm()
+            emb = text_features(lm.model, lm.tokenizer, texts, self.max_length, self.max_batch_tokens)
+        self.store.begin(kind, key, {"source": list(source), "n": len(texts)})
+        write_npy(emb, path)
+        self.store.finish(kind, key)
+        return emb
+
+
+class DeclaredView:
+    """A ScoringContext that lets a selector touch only the inputs it declared; the rest (store,
+    device, lengths) is open to all."""
+
+    def __init__(self, ctx: ScoringContext, uses: frozenset[str], selector: str):
+        self._ctx, self._uses, self._selector = ctx, uses, selector
+
+    def __getattr__(self, name: str):
+        for use, members in USES.items():
+            if name in members and use not in self._uses:
+                raise UndeclaredInput(f"selector '{self._selector}' reads ctx.{name} but does not declare "
+                                      f"'{use}' in uses ({', '.join(sorted(self._uses)) or 'nothing'}); add it, so it "
+                                      "enters the cache key")
+        return getattr(self._ctx, name)
