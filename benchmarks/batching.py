@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tuneset.data import ArtifactStore, load_rows
+from tuneset.data import load_rows
 from tuneset.models.lm import encode, length_batches, pad_batch, token_nll
 from tuneset.models.loading import load_lm
+from tuneset.store import ArtifactStore
 
 
 def arrival_batches(lengths: list[int], max_tokens: int, max_batch: int = 64) -> list[list[int]]:

@@ -23,11 +23,11 @@ import numpy as np
 import polars as pl
 from bench_args import parse_bench_args
 
-from tuneset.data import ArtifactStore
 from tuneset.models.embed import MINILM
 from tuneset.selectors.base import row_text
 from tuneset.selectors.context import ScoringContext
 from tuneset.selectors.distribution import calibrated_gradient, dsir_log_weights, sinkhorn_potentials
+from tuneset.store import ArtifactStore
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = ["banking77", "sst2", "arc_easy"]

@@ -83,7 +83,7 @@ def speed_child(args) -> None:
     rec, rows, params, warm = prepared(args, *extra)
     frame = rows.read().head(args.speed_rows)
     with tempfile.TemporaryDirectory() as tmp:
-        from tuneset.data import ArtifactStore
+        from tuneset.store import ArtifactStore
 
         ctx = scoring_context(rec, 0, warm)
         model_store = ctx.store

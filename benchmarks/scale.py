@@ -28,10 +28,10 @@ TASKS = ["banking77", "sst2", "arc_easy"]
 
 
 def build(args) -> dict:
-    from tuneset.data import ArtifactStore
     from tuneset.models.embed import MINILM
     from tuneset.selectors.base import row_text
     from tuneset.selectors.context import ScoringContext
+    from tuneset.store import ArtifactStore
 
     bench = args.shared / "bench"
     pool = pl.read_ndjson(bench / "pool.jsonl")

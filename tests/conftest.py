@@ -109,10 +109,11 @@ def tiny_recipe(tmp_path, tiny_lm_dir, tiny_embedder_dir, demo_dir):
 @pytest.fixture(scope="session")
 def tiny_warmup(tmp_path_factory, tiny_lm_dir) -> Path:
     """A LESS warm-up of the tiny model: two epochs on 24 demo rows, a checkpoint per epoch."""
-    from tuneset.data import ArtifactStore, load_rows
+    from tuneset.data import load_rows
     from tuneset.demo import DEMO_DIR
     from tuneset.finetune.sft import train
     from tuneset.recipe import WarmupConfig
+    from tuneset.store import ArtifactStore
 
     root = tmp_path_factory.mktemp("warm")
     rows = load_rows(DEMO_DIR / "pool.jsonl").rows.head(24)

@@ -9,6 +9,18 @@ from tuneset.demo import DEMO_DIR
 
 runner = CliRunner()
 
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_logging_on_real_stderr():
+    """Import the flows (and so Prefect) outside a CliRunner: Prefect binds its log handler to the
+    stderr it sees first, and a closed CliRunner buffer there breaks every later module's logging."""
+    from prefect.logging.configuration import setup_logging
+
+    import tuneset.flows.compare  # noqa: F401
+
+    setup_logging()
+    yield
+
 MISTAKES = [
     ("score.selectors=[gott]", "score.selectors[0]: unknown selector 'gott'; valid: "),
     ("score.selectors=[perplexityy]", "unknown selector 'perplexityy'"),

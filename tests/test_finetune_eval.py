@@ -6,11 +6,12 @@ import polars as pl
 import pytest
 import torch
 
-from tuneset.data import ArtifactStore, load_rows
+from tuneset.data import load_rows
 from tuneset.evaluate import evaluate_task
 from tuneset.finetune.sft import grouped_batches, train
 from tuneset.models.loading import load_lm
 from tuneset.recipe import FinetuneConfig, TaskSpec
+from tuneset.store import ArtifactStore
 
 
 def _rows(n: int = 8) -> pl.DataFrame:

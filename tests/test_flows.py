@@ -264,7 +264,7 @@ def test_evaluation_is_keyed_by_the_weights_content_not_the_folder_name(tiny_rec
     zeroed = evaluate_flow(recipe, str(copy))
     base = evaluate_flow(recipe, None)
     assert zeroed == base  # a zeroed LoRA is the base model, not the tuned one's cached scores
-    evals = list((store_of(recipe).root / "evals").iterdir())
+    evals = list((store_of(recipe).root / "eval").iterdir())
     assert len([e for e in evals if e.is_dir()]) == 3 * 2  # tuned, zeroed, base x 2 tasks
     assert tuned.keys() == base.keys()
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from tuneset.data import ArtifactStore, load_rows
+from tuneset.data import load_rows
 from tuneset.errors import TunesetError
 from tuneset.finetune.sft import wrap_lora
 from tuneset.models.grads import (
@@ -26,6 +26,7 @@ from tuneset.models.loading import load_lm
 from tuneset.recipe import FinetuneConfig
 from tuneset.selectors import ScoringContext, make_selector
 from tuneset.selectors.less import checkpoint_weights, checkpoints
+from tuneset.store import ArtifactStore
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from tuneset.data.store import ArtifactStore
 from tuneset.models.lm import encode, length_batches, pad_batch, response_nll, token_nll
 from tuneset.models.loading import load_lm
+from tuneset.store import ArtifactStore
 
 
 @pytest.fixture(scope="module")

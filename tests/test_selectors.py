@@ -2,10 +2,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tuneset.data import ArtifactStore, load_rows
+from tuneset.data import load_rows
 from tuneset.errors import TunesetError, UnknownNameError
 from tuneset.selectors import ScoringContext, get_selector, make_selector, selector_names, validate_scores
 from tuneset.selectors.base import ScoreError
+from tuneset.store import ArtifactStore
 
 
 @pytest.fixture(scope="module")

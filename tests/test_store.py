@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from tuneset.data.io import atomic_path
-from tuneset.data.store import DONE, ArtifactStore, write_parquet
+from tuneset.store import DONE, ArtifactStore, write_parquet
 
 
 def test_key_is_stable_and_sensitive_to_every_part(tmp_path):
@@ -18,7 +18,7 @@ def test_key_is_stable_and_sensitive_to_every_part(tmp_path):
     assert k != store.key("fp1", {"shard_size": 8}, "model-b")
 
 
-def test_build_runs_make_once_then_reuses(tmp_path):
+def test_cached_runs_make_once_then_reuses(tmp_path):
     store = ArtifactStore(tmp_path)
     calls = []
 
@@ -26,22 +26,23 @@ def test_build_runs_make_once_then_reuses(tmp_path):
         calls.append(folder)
         (folder / "out.txt").write_text("built")
 
-    first = store.build("scores", "k1", {"from": "rows"}, make)
-    second = store.build("scores", "k1", {"from": "rows"}, make)
-    assert first == second == tmp_path / "scores" / "k1"
+    first = store.cached("scores", ("rows-fp", 8), make, {"from": "rows"})
+    second = store.cached("scores", ("rows-fp", 8), make, {"from": "rows"})
+    assert first == second == tmp_path / "scores" / store.key("scores", "rows-fp", 8)
     assert calls == [first]
     assert (first / "out.txt").read_text() == "built"
     assert (first / DONE).exists()
     assert json.loads((first / "meta.json").read_text()) == {"from": "rows"}
-    assert store.is_complete("scores", "k1")
+    assert store.is_complete("scores", first.name)
 
 
-def test_build_with_other_key_builds_again(tmp_path):
+def test_cached_with_other_key_builds_again(tmp_path):
     store = ArtifactStore(tmp_path)
     calls = []
-    store.build("scores", "k1", {}, calls.append)
-    store.build("scores", "k2", {}, calls.append)
-    assert calls == [tmp_path / "scores" / "k1", tmp_path / "scores" / "k2"]
+    a = store.cached("scores", ("k1",), calls.append)
+    b = store.cached("scores", ("k2",), calls.append)
+    c = store.cached("losses", ("k1",), calls.append)  # the kind is part of the key and the folder
+    assert calls == [a, b, c] and len({a.name, b.name, c.name}) == 3 and c.parent.name == "losses"
 
 
 def test_failed_build_is_not_marked_complete_and_is_retried(tmp_path):
@@ -54,16 +55,16 @@ def test_failed_build_is_not_marked_complete_and_is_retried(tmp_path):
         raise RuntimeError("interrupted")
 
     with pytest.raises(RuntimeError, match="interrupted"):
-        store.build("m", "k", {}, failing)
-    assert not store.is_complete("m", "k")
+        store.cached("m", ("k",), failing)
+    assert not store.is_complete("m", store.key("m", "k"))
 
     def resume(folder):
         calls.append("resume")
         assert (folder / "partial.txt").read_text() == "half"
 
-    store.build("m", "k", {}, resume)
+    store.cached("m", ("k",), resume)
     assert calls == ["fail", "resume"]
-    assert store.is_complete("m", "k")
+    assert store.is_complete("m", store.key("m", "k"))
 
 
 def test_atomic_path_leaves_nothing_when_writer_raises(tmp_path):
@@ -96,3 +97,16 @@ def test_atomic_path_replaces_on_success(tmp_path):
         assert target.read_text() == "old"
     assert target.read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def test_every_cache_goes_through_the_one_helper():
+    """No hand-written check-then-build: besides the helper itself, only the gradient datastore
+    (which writes one artifact per warm-up checkpoint from one pass) marks completion by hand."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "tuneset"
+    hand = {str(p.relative_to(root)) for p in root.rglob("*.py") if re.search(r"\.finish\(", p.read_text())}
+    assert hand == {"store.py", "selectors/less.py"}
+    calls = sum(len(re.findall(r"\.cached\(", p.read_text())) for p in root.rglob("*.py") if p.name != "store.py")
+    assert calls >= 10

@@ -3,9 +3,8 @@
 from tuneset.data.fingerprint import dataset_fingerprint, fingerprint
 from tuneset.data.io import LoadResult, load_rows, read_jsonl, write_jsonl
 from tuneset.data.schema import ROW_COLUMNS, Example
-from tuneset.data.store import ArtifactStore
 
 __all__ = [
-    "ArtifactStore", "Example", "LoadResult", "ROW_COLUMNS", "dataset_fingerprint",
+    "Example", "LoadResult", "ROW_COLUMNS", "dataset_fingerprint",
     "fingerprint", "load_rows", "read_jsonl", "write_jsonl",
 ]

@@ -21,11 +21,11 @@ import numpy as np
 import polars as pl
 import torch
 
-from tuneset.data.store import ArtifactStore
 from tuneset.models.lm import Encoded, encode, format_prompts, pad_batch, resolve_format, response_token_nll
 from tuneset.models.loading import load_lm
 from tuneset.progress import ProgressLog
 from tuneset.recipe import FinetuneConfig
+from tuneset.store import ArtifactStore
 
 log = logging.getLogger("tuneset.finetune")
 

@@ -13,10 +13,10 @@ import polars as pl
 
 from tuneset.data.fingerprint import dataset_fingerprint
 from tuneset.data.io import load_rows, write_jsonl
-from tuneset.data.store import ArtifactStore, write_parquet
 from tuneset.errors import TunesetError
 from tuneset.recipe import Recipe, TaskSpec
 from tuneset.selectors import ScoringContext
+from tuneset.store import ArtifactStore, write_parquet
 
 log = logging.getLogger("tuneset.flows")
 
@@ -47,12 +47,8 @@ def run_dir(recipe: Recipe, *parts: str) -> Path:
 
 def save_rows(store: ArtifactStore, rows: pl.DataFrame) -> RowsRef:
     fp = dataset_fingerprint(rows)
-    path = store.dir("rows", fp) / "rows.parquet"
-    if not store.is_complete("rows", fp):
-        store.begin("rows", fp, {"n": rows.height})
-        write_parquet(rows, path)
-        store.finish("rows", fp)
-    return RowsRef(str(path), fp, rows.height)
+    folder = store.cached("rows", (fp,), lambda d: write_parquet(rows, d / "rows.parquet"), {"n": rows.height})
+    return RowsRef(str(folder / "rows.parquet"), fp, rows.height)
 
 
 def load_pool(recipe: Recipe) -> tuple[RowsRef, int, list[dict]]:

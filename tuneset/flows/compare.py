@@ -86,7 +86,7 @@ def compare_flow(recipe: Recipe) -> dict[str, str]:
             dev_paths = evaluate_model(base_recipe, model_dir, split="dev")
         train_s = train_seconds(model_dir) if model_dir else 0.0
         for task, p in paths.items():
-            eval_s = json.loads((Path(p).parent / "meta.json").read_text()).get("seconds", 0.0)
+            eval_s = json.loads((Path(p).parent / "result.json").read_text())["seconds"]
             results.append({"strategy": strategy, "budget": budget, "n_rows": n_rows, "seed": seed, "task": task,
                             "metric": tasks[task].metric, "examples": p, "dev_examples": dev_paths[task],
                             "train_s": train_s, "eval_s": eval_s})

@@ -13,11 +13,11 @@ from tuneset.curation import check_accounting, curate_rows
 from tuneset.curation.audit import summary_by_source
 from tuneset.curation.correct import propose_rewrites
 from tuneset.data.io import write_rows
-from tuneset.data.store import write_parquet
 from tuneset.flows.common import RowsRef, load_pool, load_split, recipe_flow, run_dir, save_rows, scoring_context, store_of, write_json
 from tuneset.flows.score import score_flow
 from tuneset.recipe import Recipe
 from tuneset.selectors import make_selector
+from tuneset.store import write_parquet
 
 
 @dataclass(frozen=True)
@@ -48,13 +48,12 @@ def rewrites(recipe: Recipe, rows: RowsRef, scores: pl.DataFrame) -> dict[str, t
     store = store_of(recipe)
     spec = recipe.score.spec("confidence")
     ctx = scoring_context(recipe)
-    key = store.key("rewrites", rows.fingerprint, ctx.model_identity, spec, cfg, scores["confidence"].round(6).to_list())
-    path = store.dir("rewrites", key) / "rewrites.json"
-    if not store.is_complete("rewrites", key):
-        out = propose_rewrites(ctx, rows.read(), make_selector(spec.name, spec.params), scores, cfg)
-        store.begin("rewrites", key, {"rows": rows.fingerprint, "rewrite": cfg.model_dump()})
-        write_json(path, out)
-        store.finish("rewrites", key)
+    parts = (rows.fingerprint, ctx.model_identity, spec, cfg, scores["confidence"].round(6).to_list())
+
+    def make(folder: Path) -> None:
+        write_json(folder / "rewrites.json", propose_rewrites(ctx, rows.read(), make_selector(spec.name, spec.params), scores, cfg))
+
+    path = store.cached("rewrites", parts, make, {"rows": rows.fingerprint, "rewrite": cfg.model_dump()}) / "rewrites.json"
     return {k: tuple(v) for k, v in json.loads(path.read_text()).items()}
 
 

@@ -13,13 +13,13 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NONE
 
-from tuneset.data.store import write_parquet
 from tuneset.errors import TunesetError
 from tuneset.flows.common import RowsRef, load_pool, recipe_flow, scoring_context, store_of
 from tuneset.flows.warmup import warmup_task
 from tuneset.progress import ProgressLog
 from tuneset.recipe import Recipe, ScoreConfig, SelectorSpec
 from tuneset.selectors import make_selector
+from tuneset.store import write_parquet
 
 log = logging.getLogger("tuneset.score")
 
@@ -57,30 +57,25 @@ def score_selector(recipe: Recipe, spec: SelectorSpec, rows: RowsRef, seed: int 
     warmup = warmup_task(recipe, rows, wcfg) if wcfg is not None else None
     sel.fit(scoring_context(recipe, seed, warmup))
     shard_size = recipe.score.shard_size if sel.row_local else max(rows.n, 1)
-    key = store.key("scores", rows.fingerprint, sel.fingerprint(), shard_size)
-    folder = store.dir("scores", key)
-    final = folder / "scores.parquet"
-    if store.is_complete("scores", key):
-        log.info("%s: reusing cached scores %s", spec.name, key)
-        return final
-    with store.lock("scores", key):
-        store.begin("scores", key, {"selector": spec.name, "params": spec.params, "rows": rows.fingerprint, "seed": seed})
-        n_shards = max(1, math.ceil(rows.n / shard_size))
+    n_shards = max(1, math.ceil(rows.n / shard_size))
+
+    def make(folder: Path) -> None:
         shards = [folder / "shards" / f"{i:05d}.parquet" for i in range(n_shards)]
         todo = [i for i, p in enumerate(shards) if not p.exists()]
         if len(todo) < n_shards:
             log.info("%s: reusing %d/%d finished shards, computing %d", spec.name, n_shards - len(todo), n_shards, len(todo))
         t0 = time.perf_counter()
         futures = [score_shard.submit(recipe, spec, seed, rows.path, i, shard_size, str(shards[i]), warmup) for i in todo]
-        progress = ProgressLog(f"score {spec.name}", sum(min(shard_size, rows.n - i * shard_size) for i in todo), "rows",
-                               every=0)
+        size = {i: min(shard_size, rows.n - i * shard_size) for i in todo}
+        progress = ProgressLog(f"score {spec.name}", sum(size.values()), "rows", every=0)
         for i, fut in zip(todo, futures):
             fut.result()
-            progress.update(progress.done + min(shard_size, rows.n - i * shard_size), f"shard {i + 1}/{n_shards}")
-        write_parquet(pl.concat([pl.read_parquet(p) for p in shards]), final)
+            progress.update(progress.done + size[i], f"shard {i + 1}/{n_shards}")
+        write_parquet(pl.concat([pl.read_parquet(p) for p in shards]), folder / "scores.parquet")
         (folder / "timing.json").write_text(json.dumps({"seconds_this_run": time.perf_counter() - t0, "shards_computed": len(todo)}))
-        store.finish("scores", key)
-    return final
+
+    meta = {"selector": spec.name, "params": spec.params, "rows": rows.fingerprint, "seed": seed}
+    return store.cached("scores", (rows.fingerprint, sel.fingerprint(), shard_size), make, meta) / "scores.parquet"
 
 
 def merge_scores(tables: dict[str, Path]) -> pl.DataFrame:
@@ -125,12 +120,7 @@ def _score_flow(recipe: Recipe, rows: RowsRef | None = None, seed: int = 0, sele
     specs = selectors if selectors is not None else recipe.score.selectors
     tables = {s.name: score_selector(recipe, s, rows, seed) for s in specs}
     directions = {s.name: make_selector(s.name, s.params).higher_is_better for s in specs}
-    store = store_of(recipe)
-    key = store.key("score-table", {k: str(v) for k, v in tables.items()})
-    out = store.dir("score-tables", key) / "scores.parquet"
-    if not out.exists():
-        store.begin("score-tables", key, {"tables": {k: str(v) for k, v in tables.items()}, "directions": directions})
-        write_parquet(merge_scores(tables), out)
-        (out.parent / "directions.json").write_text(json.dumps(directions))
-        store.finish("score-tables", key)
-    return ScoresRef(str(out), directions)
+    paths = {k: str(v) for k, v in tables.items()}
+    folder = store_of(recipe).cached("score-table", (paths,), lambda d: write_parquet(merge_scores(tables), d / "scores.parquet"),
+                                     {"tables": paths, "directions": directions})
+    return ScoresRef(str(folder / "scores.parquet"), directions)

@@ -9,12 +9,12 @@ import polars as pl
 
 from tuneset.curation import apply_policy
 from tuneset.data.io import write_rows
-from tuneset.data.store import write_parquet
 from tuneset.errors import UnknownNameError
 from tuneset.flows.common import RowsRef, load_split, recipe_flow, save_rows, scoring_context, store_of
 from tuneset.flows.score import ScoresRef
 from tuneset.recipe import PolicyConfig, Recipe
 from tuneset.selectors.base import row_text
+from tuneset.store import write_parquet
 
 
 @dataclass(frozen=True)
@@ -25,24 +25,23 @@ class Selection:
 
 def select_rows(recipe: Recipe, rows: RowsRef, scores: ScoresRef, policy: PolicyConfig) -> Selection:
     store = store_of(recipe)
-    key = store.key("selection", rows.fingerprint, scores.path, policy)
-    folder = store.dir("selections", key)
-    table_path = folder / "selection.parquet"
     frame = rows.read()
     if policy.quota_by and policy.quota_by not in frame.columns:
         raise UnknownNameError("quota_by column", policy.quota_by, frame.columns)
-    if not store.is_complete("selections", key):
+
+    def make(folder: Path) -> None:
         table = frame.select("id").join(scores.read(), on="id", how="left", maintain_order="left")
         groups = frame[policy.quota_by] if policy.quota_by else None
         emb = scoring_context(recipe).embeddings(row_text(frame)) if policy.max_similarity is not None else None
-        store.begin("selections", key, {"policy": policy.model_dump(mode="json"), "rows": rows.fingerprint})
         # Decisions beside every score column, so a selected row carries its explanation (e.g. the
         # dev rows behind a `less` score in `less.top_dev`).
         dev_sizes = ({t.name: load_split(t, "dev").height for t in recipe.task_specs()}
                      if policy.targets == "dev_size" else None)
         decided = apply_policy(table, policy, scores.directions, groups, emb, dev_sizes)
-        write_parquet(decided.join(table, on="id", how="left", maintain_order="left"), table_path)
-        store.finish("selections", key)
+        write_parquet(decided.join(table, on="id", how="left", maintain_order="left"), folder / "selection.parquet")
+
+    meta = {"policy": policy.model_dump(mode="json"), "rows": rows.fingerprint}
+    table_path = store.cached("selection", (rows.fingerprint, scores.path, policy), make, meta) / "selection.parquet"
     chosen = pl.read_parquet(table_path).filter("selected")["id"]
     return Selection(save_rows(store, frame.filter(pl.col("id").is_in(chosen.implode()))), str(table_path))
 

@@ -14,10 +14,11 @@ from prefect.cache_policies import NONE
 from tuneset.data.fingerprint import dataset_fingerprint
 from tuneset.evaluate import evaluate_task
 from tuneset.finetune import train
-from tuneset.flows.common import RowsRef, load_split, recipe_flow, store_of
+from tuneset.flows.common import RowsRef, load_split, recipe_flow, store_of, write_json
 from tuneset.models.lm import resolve_format
 from tuneset.models.loading import load_lm, model_identity
 from tuneset.recipe import FinetuneConfig, Recipe, TaskSpec
+from tuneset.store import write_parquet
 
 log = logging.getLogger("tuneset.train_eval")
 
@@ -28,16 +29,14 @@ def finetune_task(recipe: Recipe, rows: RowsRef, seed: int, cfg: FinetuneConfig 
     recipe's) lets a sweep or the full-pool arm train with other settings."""
     store = store_of(recipe)
     cfg = (cfg or recipe.finetune).model_copy(update={"seed": seed})
-    key = store.key("finetune", model_identity(recipe.model.name), rows.fingerprint, cfg, recipe.model.max_length)
 
     def make(folder: Path) -> None:
         res = train(rows.read(), cfg, recipe.model.name, store, folder, recipe.model.max_length, recipe.model.device)
         log.info("fine-tuned on %d rows, seed %d: %d steps in %.0fs (%.2f rows/s), loss %.3f",
                  rows.n, seed, res.steps, res.seconds, res.rows_per_s, res.final_loss)
 
-    if store.is_complete("finetune", key):
-        log.info("reusing fine-tuned model %s (%d rows, seed %d)", key, rows.n, seed)
-    return str(store.build("finetune", key, {"rows": rows.fingerprint, "n": rows.n, "config": cfg.model_dump()}, make))
+    parts = (model_identity(recipe.model.name), rows.fingerprint, cfg, recipe.model.max_length)
+    return str(store.cached("finetune", parts, make, {"rows": rows.fingerprint, "n": rows.n, "config": cfg.model_dump()}))
 
 
 def _task_rows(recipe: Recipe, t: TaskSpec, split: str) -> pl.DataFrame:
@@ -76,22 +75,21 @@ def evaluate_model(recipe: Recipe, model_dir: str | None, split: str = "test") -
     identity, fmt = weights_identity(recipe, model_dir), trained_format(recipe, model_dir)
     for t in recipe.task_specs():
         rows = _task_rows(recipe, t, split)
-        key = store.key("eval", identity, fmt, t.metric, t.choices, dataset_fingerprint(rows), recipe.evaluate,
-                        recipe.model.max_length)
-        path = store.dir("evals", key) / "examples.parquet"
-        if not store.is_complete("evals", key):
-            if lm is None:
-                lm = _load(recipe, model_dir)
+
+        def make(folder: Path, t: TaskSpec = t, rows: pl.DataFrame = rows) -> None:
+            nonlocal lm
+            lm = lm or _load(recipe, model_dir)
             t0 = time.perf_counter()
             res = evaluate_task(lm, t, rows, recipe.model.max_length, recipe.model.max_batch_tokens,
                                 recipe.evaluate.max_new_tokens, resolve_format(lm.tokenizer, fmt))
             secs = time.perf_counter() - t0
-            store.begin("evals", key, {"task": t.name, "split": split, "model_dir": model_dir, "prompt_format": fmt,
-                                       "seconds": secs, "mean": float(res["score"].mean())})
-            res.write_parquet(path)
-            store.finish("evals", key)
+            write_parquet(res, folder / "examples.parquet")
+            write_json(folder / "result.json", {"seconds": secs, "mean": float(res["score"].mean())})
             log.info("%s on %s %s: %.3f (%d rows, %.0fs)", t.metric, t.name, split, res["score"].mean(), rows.height, secs)
-        out[t.name] = str(path)
+
+        parts = (identity, fmt, t.metric, t.choices, dataset_fingerprint(rows), recipe.evaluate, recipe.model.max_length)
+        meta = {"task": t.name, "split": split, "model_dir": model_dir, "prompt_format": fmt}
+        out[t.name] = str(store.cached("eval", parts, make, meta) / "examples.parquet")
     return out
 
 

@@ -25,7 +25,6 @@ def warmup_rows(n: int, cfg: WarmupConfig) -> int:
 def warmup_task(recipe: Recipe, rows: RowsRef, cfg: WarmupConfig) -> str:
     """Folder holding `checkpoints/epoch-<k>/`; its name (the store key) identifies the checkpoints."""
     store = store_of(recipe)
-    key = store.key("warmup", model_identity(recipe.model.name), rows.fingerprint, cfg, recipe.model.max_length)
 
     def make(folder: Path) -> None:
         sample = rows.read().sample(warmup_rows(rows.n, cfg), seed=cfg.seed, shuffle=True)
@@ -35,4 +34,5 @@ def warmup_task(recipe: Recipe, rows: RowsRef, cfg: WarmupConfig) -> str:
                  res.steps, res.seconds)
 
     meta = {"rows": rows.fingerprint, "n": warmup_rows(rows.n, cfg), "config": cfg.model_dump()}
-    return str(store.build("warmup", key, meta, make))
+    return str(store.cached("warmup", (model_identity(recipe.model.name), rows.fingerprint, cfg, recipe.model.max_length),
+                            make, meta))

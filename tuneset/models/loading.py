@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 import transformers  # noqa: F401  (eager: its lazy imports race when shard threads load models)
 
-from tuneset.data.store import ArtifactStore
 from tuneset.errors import TunesetError
+from tuneset.store import ArtifactStore
 
 log = logging.getLogger("tuneset.models")
 
@@ -88,7 +88,6 @@ def materialize(name: str, store: ArtifactStore) -> Path:
     """A plain safetensors folder for `name`: the gguf alias is converted once into the store."""
     if name != SMOLLM2:
         return Path(name)
-    key = store.key("model", model_identity(name))
 
     def convert(folder: Path) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -105,7 +104,7 @@ def materialize(name: str, store: ArtifactStore) -> Path:
         model.save_pretrained(folder / "weights")
         tok.save_pretrained(folder / "weights")
 
-    return store.build("models", key, {"name": name, "identity": model_identity(name)}, convert) / "weights"
+    return store.cached("model", (model_identity(name),), convert, {"name": name, "identity": model_identity(name)}) / "weights"
 
 
 def load_lm(name: str, store: ArtifactStore, device: str = "auto", adapter: str | None = None) -> LoadedLM:

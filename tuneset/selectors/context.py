@@ -13,11 +13,11 @@ import numpy as np
 import polars as pl
 
 from tuneset.data.fingerprint import dataset_fingerprint, fingerprint
-from tuneset.data.store import ArtifactStore, write_npy, write_parquet
 from tuneset.errors import TunesetError
 from tuneset.models.embed import MINILM, embed_texts
 from tuneset.models.lm import encode, response_nll, text_features
 from tuneset.models.loading import SMOLLM2, LoadedLM, cached_lm, model_identity
+from tuneset.store import ArtifactStore, write_npy, write_parquet
 
 EMBED_CHUNK = 8192
 
@@ -71,20 +71,18 @@ class ScoringContext:
         variant. Shared by every loss-based selector: perplexity and IFD reuse one forward pass;
         `add_eos` scores the end-of-sequence token too (its NLL is then `nll_last`)."""
         variant = (conditioned, self.max_length) + (("eos",) if add_eos else ())
-        key = self.store.key("losses", self.model_identity, dataset_fingerprint(rows), *variant)
-        path = self.store.dir("losses", key) / "losses.parquet"
-        if self.store.is_complete("losses", key):
-            return pl.read_parquet(path)
-        lm = self.lm()
-        prompts = rows["instruction"].to_list() if conditioned else [None] * rows.height
-        enc = encode(lm.tokenizer, prompts, rows["response"].to_list(), self.max_length, add_eos=add_eos)
-        total, count, last = response_nll(lm.model, enc, lm.tokenizer.pad_token_id, self.max_batch_tokens)
-        out = pl.DataFrame({"id": rows["id"], "nll_sum": total, "n_tokens": count, "nll_last": last})
-        self.store.begin("losses", key, {"model": self.model_identity, "conditioned": conditioned,
-                                         "add_eos": add_eos, "rows": rows.height})
-        write_parquet(out, path)
-        self.store.finish("losses", key)
-        return out
+
+        def make(folder: Path) -> None:
+            lm = self.lm()
+            prompts = rows["instruction"].to_list() if conditioned else [None] * rows.height
+            enc = encode(lm.tokenizer, prompts, rows["response"].to_list(), self.max_length, add_eos=add_eos)
+            total, count, last = response_nll(lm.model, enc, lm.tokenizer.pad_token_id, self.max_batch_tokens)
+            out = pl.DataFrame({"id": rows["id"], "nll_sum": total, "n_tokens": count, "nll_last": last})
+            write_parquet(out, folder / "losses.parquet")
+
+        meta = {"model": self.model_identity, "conditioned": conditioned, "add_eos": add_eos, "rows": rows.height}
+        folder = self.store.cached("losses", (self.model_identity, dataset_fingerprint(rows), *variant), make, meta)
+        return pl.read_parquet(folder / "losses.parquet")
 
     def embeddings(self, texts: list[str]) -> np.ndarray:
         """Embeddings cached by text content + embedder, in chunks of `EMBED_CHUNK` texts: every
@@ -102,19 +100,17 @@ class ScoringContext:
 
     def _features_chunk(self, kind: str, texts: list[str]) -> np.ndarray:
         source = (self.embedder,) if kind == "embeddings" else (self.model_identity, self.max_length)
-        key = self.store.key(kind, *source, fingerprint(texts))
-        path = self.store.dir(kind, key) / "emb.npy"
-        if self.store.is_complete(kind, key):
-            return np.load(path)
-        if kind == "embeddings":
-            emb = embed_texts(self.embedder, texts, device="cpu" if self.device == "auto" else self.device)
-        else:
-            lm = self.lm()
-            emb = text_features(lm.model, lm.tokenizer, texts, self.max_length, self.max_batch_tokens)
-        self.store.begin(kind, key, {"source": list(source), "n": len(texts)})
-        write_npy(emb, path)
-        self.store.finish(kind, key)
-        return emb
+
+        def make(folder: Path) -> None:
+            if kind == "embeddings":
+                emb = embed_texts(self.embedder, texts, device="cpu" if self.device == "auto" else self.device)
+            else:
+                lm = self.lm()
+                emb = text_features(lm.model, lm.tokenizer, texts, self.max_length, self.max_batch_tokens)
+            write_npy(emb, folder / "emb.npy")
+
+        folder = self.store.cached(kind, (*source, fingerprint(texts)), make, {"source": list(source), "n": len(texts)})
+        return np.load(folder / "emb.npy")
 
 
 class DeclaredView:
@@ -125,6 +121,8 @@ class DeclaredView:
         self._ctx, self._uses, self._selector = ctx, uses, selector
 
     def __getattr__(self, name: str):
+        if name.startswith("_"):  # copy/pickle probe dunders before __init__ ran: no recursion
+            raise AttributeError(name)
         for use, members in USES.items():
             if name in members and use not in self._uses:
                 raise UndeclaredInput(f"selector '{self._selector}' reads ctx.{name} but does not declare "

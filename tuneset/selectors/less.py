@@ -25,7 +25,6 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneset.data.fingerprint import fingerprint
-from tuneset.data.store import write_npy
 from tuneset.errors import TunesetError, UnknownNameError
 from tuneset.models.grads import (
     Checkpoint,
@@ -43,6 +42,7 @@ from tuneset.models.loading import load_lm, resolve_device
 from tuneset.recipe import WarmupConfig
 from tuneset.selectors.base import Selector, register
 from tuneset.selectors.context import ScoringContext
+from tuneset.store import write_npy
 
 log = logging.getLogger("tuneset.less")
 GRAD_CHUNK = 256

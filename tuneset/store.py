@@ -53,19 +53,22 @@ class ArtifactStore:
         (d / DONE).touch()
         return d
 
-    def build(self, kind: str, key: str, meta: dict[str, Any], make: Callable[[Path], None]) -> Path:
-        """Return the finished artifact folder, building it with `make(folder)` only if missing.
+    def cached(self, kind: str, parts: tuple[Any, ...], make: Callable[[Path], None], meta: dict[str, Any] | None = None) -> Path:
+        """The one caching helper: the finished folder `<kind>/<key of (kind, *parts)>/`, built by
+        `make(folder)` only if its completion marker is missing.
 
-        A lock keeps two writers from building the same key; `make` may leave partial shards
-        that a later call resumes from."""
+        A lock keeps two writers from building the same key; the marker is written last, so a
+        reader never sees a half-built artifact, and `make` may resume from files a killed run
+        left in the folder (finished shards)."""
+        key = self.key(kind, *parts)
         d = self.dir(kind, key)
         if (d / DONE).exists():
-            log.info("reuse %s/%s", kind, key)
+            log.debug("reuse %s/%s", kind, key)
             return d
         with self.lock(kind, key):
             if (d / DONE).exists():
                 return d
-            self.begin(kind, key, meta)
+            self.begin(kind, key, meta or {})
             make(d)
             return self.finish(kind, key)
 
