@@ -228,7 +228,7 @@ def test_curated_plus_audit_rebuild_the_input_exactly(tmp_path):
 
     path = tmp_path / "rows.jsonl"
     recs = [{"id": f"r{i}", "source": "s", "instruction": f"q{i % 5}", "response": f"a{i % 5}",
-             "tag": i, **({"choices": ["a0", "a1"]} if i % 3 == 0 else {})} for i in range(12)]
+             "tag": i, **({"choices": [f"a{i % 5}", "other"]} if i % 3 == 0 else {})} for i in range(12)]
     path.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
     rows = load_rows(path).rows
     scores = _lq(rows["id"].to_list(), [float(i % 4 == 1) for i in range(12)], ["a9"] * 12, [0.9 if i % 8 == 1 else 0.2 for i in range(12)])

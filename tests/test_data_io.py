@@ -237,3 +237,27 @@ def test_unknown_suffix_and_plain_folder_and_missing_file(tmp_path):
         load_rows(tmp_path / "folder")
     with pytest.raises(TunesetError, match="nope.jsonl: no such file"):
         load_rows(tmp_path / "nope.jsonl")
+
+
+@pytest.mark.parametrize(("row", "field", "message"), [
+    ({"id": "a", "instruction": "q", "response": "   "}, "response", "must not be empty or whitespace"),
+    ({"id": " ", "instruction": "q", "response": "r"}, "id", "must not be empty or whitespace"),
+    ({"id": "a", "instruction": "q", "response": "r", "source": ""}, "source", "must not be empty or whitespace"),
+    ({"id": "a", "instruction": "q", "response": "D", "choices": ["A", "B"]}, "choices", "does not contain the row's response 'D'"),
+])
+def test_blank_fields_and_a_response_outside_its_choices_are_refused(tmp_path, row, field, message):
+    p = _jsonl(tmp_path / "p.jsonl", [GOOD[0], row])
+    with pytest.raises(DataError, match=rf"p.jsonl:2: field '{field}': .*{message}"):
+        load_rows(p)
+
+
+def test_metadata_survives_a_store_that_saw_the_same_rows_without_it(tmp_path):
+    from tuneset.flows.common import save_rows
+    from tuneset.store import ArtifactStore
+
+    store = ArtifactStore(tmp_path / "store")
+    plain = load_rows(_jsonl(tmp_path / "a.jsonl", [GOOD[0]])).rows
+    tagged = load_rows(_jsonl(tmp_path / "b.jsonl", [{**GOOD[0], "lang": "en", "tags": ["x"]}])).rows
+    a, b = save_rows(store, plain), save_rows(store, tagged)
+    assert a.fingerprint == b.fingerprint  # score caches are shared: no stage reads metadata
+    assert a.path != b.path and json.loads(b.read()["metadata"][0]) == {"lang": "en", "tags": ["x"]}

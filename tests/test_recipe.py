@@ -69,8 +69,8 @@ def test_overrides_are_parsed_as_yaml(recipe_file):
 
 
 def test_override_value_may_contain_equals_and_later_override_wins(recipe_file):
-    r = load_recipe(recipe_file, ["name=a=b", "select.budget=3", "select.budget=7"])
-    assert (r.name, r.select.budget) == ("a=b", 7)
+    r = load_recipe(recipe_file, ["compare.references={a: x=y.jsonl}", "select.budget=3", "select.budget=7"])
+    assert (r.compare.references["a"].name, r.select.budget) == ("x=y.jsonl", 7)
 
 
 def test_override_creates_missing_sections():
@@ -307,3 +307,11 @@ def test_every_relative_path_resolves_against_the_recipe_folder(tmp_path):
     assert (r.work_dir, r.model.adapter, r.compare.references["mine"]) == (d / "out", str(d / "ad"), d / "refs/mine.jsonl")
     assert (r.tasks[0].dev, r.tasks[0].test) == (d / "t/dev.jsonl", d / "t/test.jsonl")
     assert load_recipe(p, ["model.adapter=org/hub-adapter"]).model.adapter == "org/hub-adapter"  # not a folder here
+
+
+@pytest.mark.parametrize("name", ["../../../escaped", "a/b", ".hidden", "", "x" * 200])
+def test_names_that_become_paths_cannot_escape_the_work_dir(recipe_file, name):
+    with pytest.raises(TunesetError, match="name: String should"):
+        load_recipe(recipe_file, [f"name={json.dumps(name)}"])
+    with pytest.raises(TunesetError, match="compare.strategies.0.name: String should"):
+        load_recipe(recipe_file, [f"compare.strategies=[{{name: {json.dumps(name)}}}]"])

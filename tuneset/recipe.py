@@ -10,7 +10,7 @@ import copy
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -20,6 +20,10 @@ from tuneset.errors import TunesetError
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+# A name that becomes part of a path: no separators, no leading dot, so `../x` cannot escape.
+SafeName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$", max_length=128)]
 
 
 class TaskSpec(_Strict):
@@ -260,7 +264,7 @@ class Strategy(PolicyConfig):
     compare's budgets set) and optionally a curation of its own, applied to the pool before its
     policy picks; the curation's selectors share the compare's cached scores."""
 
-    name: str
+    name: SafeName
     weights: dict[str, float] | None = None  # default: {name: 1}, i.e. the selector of that name
     budget: None = None  # set by compare.budgets
     curate: CurateConfig | None = None  # default: the compare's own rows (compare.curate_first)
@@ -285,7 +289,7 @@ class CompareConfig(_Strict):
     sweep: SweepConfig | None = None  # choose the fine-tune settings per budget on dev rows first
     # Reference arms: rows chosen outside tuneset (a hand-curated set, a benchmark's oracle), each
     # fine-tuned and evaluated beside the strategies and marked as a reference.
-    references: dict[str, Path] = Field(default_factory=dict)
+    references: dict[SafeName, Path] = Field(default_factory=dict)
 
     @field_validator("strategies", mode="before")
     @classmethod
@@ -307,7 +311,7 @@ class CompareConfig(_Strict):
 
 
 class Recipe(_Strict):
-    name: str = "recipe"
+    name: SafeName = "recipe"
     work_dir: Path = Path(".tuneset")
     pool: Path
     quarantine: bool = False  # bad input rows go to a quarantine file instead of stopping the run

@@ -92,7 +92,7 @@ def validate_record(path: Path, line: int, rec: dict[str, Any]) -> Example:
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "<row>"
-        raise DataError(str(path), line, loc, err["msg"].lower()) from None
+        raise DataError(str(path), line, loc, err["msg"][:1].lower() + err["msg"][1:]) from None
 
 
 def load_rows(path: str | Path, quarantine: str | Path | None = None) -> LoadResult:

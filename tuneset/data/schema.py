@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 ROW_COLUMNS = ["id", "source", "instruction", "response", "choices", "metadata"]
 ROW_SCHEMA = {
@@ -29,18 +29,21 @@ class Example(BaseModel):
     source: str = "unknown"
     choices: list[str] | None = None
 
-    @field_validator("instruction")
+    @field_validator("id", "instruction", "response", "source")
     @classmethod
     def _not_blank(cls, v: str) -> str:
         if not v.strip():
-            raise ValueError("must not be empty")
+            raise ValueError("must not be empty or whitespace")
         return v
 
     @field_validator("choices")
     @classmethod
-    def _choices_nonempty(cls, v: list[str] | None) -> list[str] | None:
+    def _choices_nonempty(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
         if v is not None and len(v) < 2:
             raise ValueError("needs at least two choices")
+        response = info.data.get("response")
+        if v is not None and response is not None and response not in v:
+            raise ValueError(f"does not contain the row's response {response!r}")
         return v
 
     def extras(self) -> dict[str, Any]:

@@ -47,7 +47,11 @@ def run_dir(recipe: Recipe, *parts: str) -> Path:
 
 def save_rows(store: ArtifactStore, rows: pl.DataFrame) -> RowsRef:
     fp = dataset_fingerprint(rows)
-    folder = store.cached("rows", (fp,), lambda d: write_parquet(rows, d / "rows.parquet"), {"n": rows.height})
+    # Stored under content + metadata: the same rows with other extra fields are another table
+    # (else a store that saw them without metadata would hand them back without it), while `fp`,
+    # which every score cache keys on, ignores metadata that no stage reads.
+    meta = rows["metadata"].to_list() if "metadata" in rows.columns else []
+    folder = store.cached("rows", (fp, meta), lambda d: write_parquet(rows, d / "rows.parquet"), {"n": rows.height})
     return RowsRef(str(folder / "rows.parquet"), fp, rows.height)
 
 
