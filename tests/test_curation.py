@@ -67,18 +67,18 @@ def test_contaminated_rows_name_the_evaluation_row():
     kept, audit = curate_rows(rows, CurateConfig(dedup=False), evals)
     assert kept["id"].to_list() == ["c"]
     reasons = _reasons(audit)
-    assert reasons["a"] == reasons["b"] == ("dropped", "contaminated: matches evaluation row capitals/t7")
+    assert reasons["a"] == reasons["b"] == ("dropped", "contaminated: matches evaluation row capitals/t7 (same instruction)")
 
 
 def test_ngram_decontamination_only_when_enabled():
     rows = _rows(("a", "s", "Please tell me: the quick brown fox jumps, okay?", "r"))
     evals = _eval(t=[("e1", "Story: the quick brown fox jumps over the dog")])
     assert contaminated(rows, evals) == {}
-    assert contaminated(rows, evals, ngram=4) == {"a": "t/e1"}
+    assert contaminated(rows, evals, ngram=4) == {"a": "t/e1 (shares the 4-gram 'the quick brown fox')"}
     assert contaminated(rows, evals, ngram=6) == {}
     kept, audit = curate_rows(rows, CurateConfig(decontaminate_ngram=4), evals)
     assert kept.is_empty()
-    assert _reasons(audit)["a"] == ("dropped", "contaminated: matches evaluation row t/e1")
+    assert _reasons(audit)["a"] == ("dropped", "contaminated: matches evaluation row t/e1 (shares the 4-gram 'the quick brown fox')")
 
 
 def test_first_applicable_reason_is_recorded():
@@ -87,8 +87,8 @@ def test_first_applicable_reason_is_recorded():
     cfg = CurateConfig(filters=[FilterRule(column="length", min=2)])
     _, audit = curate_rows(rows, cfg, _eval(t=[("e1", "Q one")]), scores=scores)
     reasons = _reasons(audit)
-    assert reasons["a"][1] == "contaminated: matches evaluation row t/e1"
-    assert reasons["b"][1] == "contaminated: matches evaluation row t/e1"
+    assert reasons["a"][1] == "contaminated: matches evaluation row t/e1 (same instruction)"
+    assert reasons["b"][1] == "contaminated: matches evaluation row t/e1 (same instruction)"
     assert reasons["c"][1] == "length=1 below min 2.0"
 
 
@@ -238,3 +238,35 @@ def test_curated_plus_audit_rebuild_the_input_exactly(tmp_path):
     assert counts["dropped"] > 0 and counts["corrected"] > 0 and counts["kept"] > 0
     rebuilt = reconstruct_input(curated, audit)
     assert rebuilt.to_dicts() == rows.to_dicts()
+
+
+def test_a_template_shared_by_many_evaluation_rows_is_not_contamination():
+    template = "Is the sentiment of this product review positive or negative? Review:"
+    evals = _eval(s=[(f"e{k}", f"{template} text number {k} here") for k in range(5)])
+    rows = _rows(("a", "s", f"{template} a different review entirely", "positive"),
+                 ("b", "s", f"{template} text number 3 here", "negative"),
+                 ("c", "s", "Quote: this product review text number 2 here is great", "r"))
+    hits = contaminated(rows, evals, ngram=4)
+    assert "a" not in hits  # shares only the template with the evaluation rows
+    assert hits["b"] == "s/e3 (same instruction)"
+    assert hits["c"].startswith("s/e2 (shares the 4-gram")  # 'text number 2 here' is e2's alone
+
+
+def test_demo_decontamination_finds_the_planted_leaks_and_only_them():
+    from tuneset.data.io import load_rows
+    from tuneset.demo import DEMO_DIR
+    from tuneset.recipe import load_tasks_file
+
+    pool = load_rows(DEMO_DIR / "pool.jsonl").rows
+    truth = {r["id"]: r.get("noise") for r in map(json.loads, (DEMO_DIR / "truth.jsonl").read_text().splitlines())}
+    tasks = load_tasks_file(DEMO_DIR / "tasks.json")
+    evals = {f"{t.name}/{s}": load_rows(getattr(t, s)).rows for t in tasks for s in ("dev", "test")}
+    planted = {i for i, n in truth.items() if n == "contaminated"}
+    assert set(contaminated(pool, evals)) == planted and len(planted) == 4  # exact match: precision 1, recall 1
+    # 8-grams: the demo's reviews are built from stock phrases, so unrelated rows share 8 words
+    # with an evaluation row. Setting templates aside keeps recall at 1 and cuts the false leaks
+    # from 112 to 38 (every sentiment row shared the prompt template before).
+    with_templates = set(contaminated(pool, evals, ngram=8))
+    without = set(contaminated(pool, evals, ngram=8, template_rows=10**9))
+    assert planted <= with_templates and planted <= without
+    assert (len(with_templates), len(without)) == (42, 116)

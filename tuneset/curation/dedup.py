@@ -25,26 +25,55 @@ def _ngrams(text: str, n: int) -> set[tuple[str, ...]]:
     return {tuple(words[j:j + n]) for j in range(len(words) - n + 1)}
 
 
-def contaminated(rows: pl.DataFrame, eval_rows: dict[str, pl.DataFrame], ngram: int | None = None) -> dict[str, str]:
-    """id -> 'task/id' of an evaluation row whose instruction it matches (normalised exact match,
-    or a shared word n-gram when `ngram` is set)."""
+def contaminated(rows: pl.DataFrame, eval_rows: dict[str, pl.DataFrame], ngram: int | None = None,
+                 template_rows: int = 3) -> dict[str, str]:
+    """id -> which evaluation row it leaks and how: the same normalised instruction, or (with
+    `ngram`) a shared word n-gram.
+
+    An n-gram found in `template_rows` or more rows, evaluation and candidate rows together (and
+    in 1% of them, when many), is phrasing, not a leak: a prompt template ("is the sentiment
+    of this product review positive or negative") or a stock phrase. Matching on those dropped every
+    training row that asks the same question; a copied evaluation row is still caught by its
+    instruction or by the n-grams only it has."""
     exact: dict[str, str] = {}
     grams: dict[tuple[str, ...], str] = {}
+    in_eval: dict[tuple[str, ...], int] = {}
+    n_eval = 0
     for task, frame in eval_rows.items():
         for i, ins in frame.select("id", "instruction").iter_rows():
+            n_eval += 1
             norm = normalise(ins)
             exact.setdefault(norm, f"{task}/{i}")
-            if ngram:
-                for g in _ngrams(norm, ngram):
-                    grams.setdefault(g, f"{task}/{i}")
+            for g in _ngrams(norm, ngram) if ngram else ():
+                grams.setdefault(g, f"{task}/{i}")
+                in_eval[g] = in_eval.get(g, 0) + 1
+    cand = [(i, normalise(ins)) for i, ins in rows.select("id", "instruction").iter_rows()]
+    in_pool: dict[tuple[str, ...], int] = {}
+    for _, norm in cand if ngram else ():
+        for g in _ngrams(norm, ngram) & grams.keys():
+            in_pool[g] = in_pool.get(g, 0) + 1
+    limit = max(template_rows, 0.01 * (n_eval + len(cand)))
+    templates = {g for g, k in in_eval.items() if k + in_pool.get(g, 0) >= limit}
     hits: dict[str, str] = {}
-    for i, ins in rows.select("id", "instruction").iter_rows():
-        norm = normalise(ins)
+    for i, norm in cand:
         if norm in exact:
-            hits[i] = exact[norm]
+            hits[i] = f"{exact[norm]} (same instruction)"
         elif ngram:
-            for g in _ngrams(norm, ngram):
+            for g in _content_ngrams(norm.split(), ngram, templates):
                 if g in grams:
-                    hits[i] = grams[g]
+                    hits[i] = f"{grams[g]} (shares the {ngram}-gram '{' '.join(g)}')"
                     break
     return hits
+
+
+def _content_ngrams(words: list[str], n: int, templates: set[tuple[str, ...]]):
+    """The n-grams of `words` that touch no word of a template n-gram: a window straddling the end
+    of a template and the start of the content ("... positive or negative review the desk lamp")
+    is still mostly template."""
+    covered = [False] * len(words)
+    for j in range(len(words) - n + 1):
+        if tuple(words[j:j + n]) in templates:
+            covered[j:j + n] = [True] * n
+    for j in range(len(words) - n + 1):
+        if not any(covered[j:j + n]):
+            yield tuple(words[j:j + n])
