@@ -261,3 +261,39 @@ def test_metadata_survives_a_store_that_saw_the_same_rows_without_it(tmp_path):
     a, b = save_rows(store, plain), save_rows(store, tagged)
     assert a.fingerprint == b.fingerprint  # score caches are shared: no stage reads metadata
     assert a.path != b.path and json.loads(b.read()["metadata"][0]) == {"lang": "en", "tags": ["x"]}
+
+
+SHAPED = {
+    "trl": [{"prompt": "What is 3 plus 4?", "completion": "7"}],
+    "chat": [{"messages": [{"role": "user", "content": "What is 3 plus 4?"}, {"role": "assistant", "content": "7"}]}],
+    "alpaca": [{"instruction": "Add the numbers.", "input": "3 and 4", "output": "7"}],
+    "mapped": [{"question": "What is 3 plus 4?", "answer": "7", "uid": "q1"}],
+}
+
+
+@pytest.mark.parametrize("shape", list(SHAPED))
+def test_common_row_shapes_become_instruction_response(tmp_path, shape):
+    columns = {"instruction": "question", "response": "answer", "id": "uid"} if shape == "mapped" else None
+    rows = load_rows(_jsonl(tmp_path / "p.jsonl", SHAPED[shape]), columns=columns).rows
+    r = rows.row(0, named=True)
+    assert r["response"] == "7"
+    assert r["instruction"] == ("Add the numbers.\n\n3 and 4" if shape == "alpaca" else "What is 3 plus 4?")
+    assert r["id"] == ("q1" if shape == "mapped" else
+                       __import__("hashlib").sha256(f"{r['instruction']}\0{r['response']}".encode()).hexdigest()[:16])
+
+
+def test_multi_turn_chat_keeps_the_earlier_turns_in_the_instruction(tmp_path):
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "3+4?"}, {"role": "assistant", "content": "7"}]
+    r = load_rows(_jsonl(tmp_path / "p.jsonl", [{"id": "c", "messages": msgs}])).rows.row(0, named=True)
+    assert r["instruction"] == "system: Be brief.\nuser: Hi\nassistant: Hello\nuser: 3+4?" and r["response"] == "7"
+
+
+@pytest.mark.parametrize(("rec", "columns", "field", "message"), [
+    ({"messages": [{"role": "user", "content": "x"}]}, None, "messages", "needs an assistant turn"),
+    ({"messages": "hi"}, None, "messages", r"expected a list of \{role, content\}"),
+    ({"q": "x", "a": "y"}, {"instruction": "question"}, "question", "missing \\(columns maps instruction to it\\)"),
+])
+def test_bad_shapes_are_named(tmp_path, rec, columns, field, message):
+    with pytest.raises(DataError, match=rf"p.jsonl:1: field '{field}': {message}"):
+        load_rows(_jsonl(tmp_path / "p.jsonl", [rec]), columns=columns)

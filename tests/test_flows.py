@@ -333,3 +333,19 @@ def test_unknown_output_format_is_named(tmp_path):
     rows = load_rows(DEMO_DIR / "pool.jsonl").rows.head(3)
     with pytest.raises(TunesetError, match=r"cannot tell the format from '.txt'; valid: .jsonl, .parquet, .csv"):
         write_rows(tmp_path / "x.txt", rows)
+
+
+@pytest.mark.parametrize("shape", ["trl", "chat", "alpaca"])
+def test_trl_chat_and_alpaca_pools_select_and_fine_tune(tiny_recipe, tmp_path, shape):
+    from tuneset.flows.pipeline import pipeline_flow
+
+    rows = [json.loads(line) for line in tiny_recipe().pool.read_text().splitlines()[:40]]
+    shaped = {
+        "trl": lambda r: {"prompt": r["instruction"], "completion": r["response"]},
+        "chat": lambda r: {"messages": [{"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": r["response"]}]},
+        "alpaca": lambda r: {"instruction": r["instruction"], "input": "", "output": r["response"]},
+    }[shape]
+    pool = tmp_path / f"{shape}.jsonl"
+    pool.write_text("".join(json.dumps(shaped(r)) + "\n" for r in rows))
+    summary = pipeline_flow(tiny_recipe(f"pool={pool}", "score.selectors=[length]", "select.weights={length: 1}", "select.budget=8"))
+    assert summary["selected"] == 8 and set(summary["finetuned"]) == {"sentiment", "capitals"}

@@ -315,6 +315,8 @@ class Recipe(_Strict):
     work_dir: Path = Path(".tuneset")
     pool: Path
     quarantine: bool = False  # bad input rows go to a quarantine file instead of stopping the run
+    # The pool's column names for our fields, e.g. {instruction: prompt, response: completion}.
+    columns: dict[Literal["id", "source", "instruction", "response", "choices"], str] = Field(default_factory=dict)
     tasks: list[TaskSpec] | Path = Field(default_factory=list)  # a list, or a tasks.json in the bench format
     task_names: list[str] | None = None  # subset of the tasks file
     model: ModelConfig = Field(default_factory=ModelConfig)

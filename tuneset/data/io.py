@@ -6,6 +6,7 @@ a quarantined record carrying the same facts, so the accounting still sees every
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -79,6 +80,56 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
             yield line_no, rec
 
 
+SHAPES = "instruction/response, prompt/completion (TRL), messages (chat), or Alpaca instruction/input/output"
+
+
+def to_row_shape(path: Path, line: int, rec: dict[str, Any], columns: dict[str, str] | None = None) -> dict[str, Any]:
+    """A record in any common shape as instruction/response: the recipe's column mapping first
+    ({our field: their column}), then TRL prompt/completion, chat `messages` (the last assistant
+    turn is the response, the turns before it the instruction), Alpaca `output` and `input`
+    (folded into the instruction)."""
+    rec = dict(rec)
+    for ours, theirs in (columns or {}).items():
+        if theirs not in rec:
+            raise DataError(str(path), line, theirs, f"missing (columns maps {ours} to it)")
+        rec[ours] = rec.pop(theirs)
+    if "instruction" not in rec and "response" not in rec:
+        if "prompt" in rec and "completion" in rec:
+            rec["instruction"], rec["response"] = rec.pop("prompt"), rec.pop("completion")
+        elif "messages" in rec:
+            rec.update(_from_messages(path, line, rec.pop("messages")))
+    if "response" not in rec and "output" in rec and "instruction" in rec:
+        rec["response"] = rec.pop("output")
+    if "input" in rec and isinstance(rec.get("instruction"), str):
+        extra = rec.pop("input")
+        if isinstance(extra, str) and extra.strip():
+            rec["instruction"] = f"{rec['instruction']}\n\n{extra}"
+    return rec
+
+
+def content_id(rec: dict[str, Any], taken: dict[str, int]) -> str:
+    """An id from the row's content (stable across files and reorderings); a repeat of the same
+    content gets `-2`, `-3`... so it stays a row that dedup can account for, not a load error."""
+    base = hashlib.sha256(f"{rec.get('instruction')}\0{rec.get('response')}".encode()).hexdigest()[:16]
+    taken[base] = taken.get(base, 0) + 1
+    return base if taken[base] == 1 else f"{base}-{taken[base]}"
+
+
+def _from_messages(path: Path, line: int, messages: Any) -> dict[str, str]:
+    if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m and "content" in m for m in messages):
+        raise DataError(str(path), line, "messages", "expected a list of {role, content} objects")
+    last = max((k for k, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+    if last is None or last == 0:
+        raise DataError(str(path), line, "messages", "needs an assistant turn after at least one other turn")
+    before = messages[:last]
+    users = [m for m in before if m["role"] == "user"]
+    if len(before) == 1 and users:
+        instruction = str(users[0]["content"])
+    else:
+        instruction = "\n".join(f"{m['role']}: {m['content']}" for m in before)
+    return {"instruction": instruction, "response": str(messages[last]["content"])}
+
+
 def validate_record(path: Path, line: int, rec: dict[str, Any]) -> Example:
     if "metadata" in rec and (rec["metadata"] is None or isinstance(rec["metadata"], str)):
         # Our own canonical frame (Parquet saved by a stage) carries extras as a JSON column.
@@ -95,21 +146,26 @@ def validate_record(path: Path, line: int, rec: dict[str, Any]) -> Example:
         raise DataError(str(path), line, loc, err["msg"][:1].lower() + err["msg"][1:]) from None
 
 
-def load_rows(path: str | Path, quarantine: str | Path | None = None) -> LoadResult:
-    """Read and validate every row. Without `quarantine` the first bad row raises DataError;
-    with it, bad rows (and repeated ids) are written there with file, line, field and reason."""
+def load_rows(path: str | Path, quarantine: str | Path | None = None, columns: dict[str, str] | None = None) -> LoadResult:
+    """Read and validate every row (any shape `to_row_shape` knows). Without `quarantine` the first
+    bad row raises DataError; with it, bad rows (and repeated ids) are written there with file,
+    line, field and reason."""
     path = Path(path)
     if not path.exists():
         raise TunesetError(f"{path}: no such file")
     good: list[Example] = []
     bad: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
+    auto: dict[str, int] = {}
     n = 0
     for line, rec in iter_records(path):
         n += 1
         try:
             if isinstance(rec, DataError):
                 raise rec
+            rec = to_row_shape(path, line, rec, columns)
+            if "id" not in rec:
+                rec["id"] = content_id(rec, auto)
             ex = validate_record(path, line, rec)
             if ex.id in seen:
                 raise DataError(str(path), line, "id", f"repeats the id of line {seen[ex.id]}")

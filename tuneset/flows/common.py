@@ -58,7 +58,7 @@ def save_rows(store: ArtifactStore, rows: pl.DataFrame) -> RowsRef:
 def load_pool(recipe: Recipe) -> tuple[RowsRef, int, list[dict]]:
     """Validated pool rows, the number of input rows read, and the quarantined ones."""
     quarantine = run_dir(recipe) / "quarantine.jsonl" if recipe.quarantine else None
-    res = load_rows(recipe.pool, quarantine=quarantine)
+    res = load_rows(recipe.pool, quarantine=quarantine, columns=recipe.columns)
     if res.quarantined:
         log.warning("%d bad input rows quarantined in %s", len(res.quarantined), quarantine)
     return save_rows(store_of(recipe), res.rows), res.n_read, res.quarantined
