@@ -349,3 +349,57 @@ def test_trl_chat_and_alpaca_pools_select_and_fine_tune(tiny_recipe, tmp_path, s
     pool.write_text("".join(json.dumps(shaped(r)) + "\n" for r in rows))
     summary = pipeline_flow(tiny_recipe(f"pool={pool}", "score.selectors=[length]", "select.weights={length: 1}", "select.budget=8"))
     assert summary["selected"] == 8 and set(summary["finetuned"]) == {"sentiment", "capitals"}
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_a_killed_command_leaves_no_prefect_server_behind(tiny_recipe, tmp_path, how):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("parent-death signals are Linux's")
+    r = tiny_recipe("score.selectors=[perplexity, ifd]")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(json.loads(r.model_dump_json(exclude={"tasks"})) | {"tasks": str(tmp_path / "tasks.json")}))
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"TUNESET_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "tuneset.cli", "score", str(recipe)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    servers: list[int] = []
+    while not servers and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        servers = _children(proc.pid)
+    assert servers, "the command started no server"
+    time.sleep(2)
+    proc.send_signal(getattr(signal, how))
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 15
+    while any(_alive(s) for s in servers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(s) for s in servers), f"orphaned server after {how}"
+    if how == "SIGTERM":
+        assert proc.returncode != 0  # stopped by the signal, not finished

@@ -38,12 +38,18 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _run(fn, sigterm_as_interrupt: bool = True):
-    # SIGTERM as Ctrl-C: Prefect then stops its temporary API server instead of orphaning it.
+def _run(fn, recipe=None, sigterm_as_interrupt: bool = True):
+    """`fn(recipe())`: the recipe is loaded and checked first (a mistake costs a second, not a
+    server start), then the flow runs against a Prefect API that dies with this process. SIGTERM
+    stops it like Ctrl-C."""
+    from tuneset.flows.api import prefect_api
+
     if sigterm_as_interrupt:
         signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return fn()
+        r = recipe() if recipe else None
+        with prefect_api():
+            return fn(r)
     except TunesetError as e:
         console.print(f"[bold red]error:[/] {escape(str(e))}")
         raise typer.Exit(2) from None
@@ -74,7 +80,7 @@ def score(recipe: RecipeArg, set_: SetOpt = None, seed: int = 0) -> None:
     """Score every pool row with the recipe's selectors (cached, resumable by shard)."""
     from tuneset.flows.score import score_flow
 
-    ref = _run(lambda: score_flow(_recipe(recipe, set_), seed=seed))
+    ref = _run(lambda r: score_flow(r, seed=seed), lambda: _recipe(recipe, set_))
     console.print(f"scores: {ref.path}")
 
 
@@ -83,7 +89,7 @@ def curate(recipe: RecipeArg, set_: SetOpt = None) -> None:
     """Dedup, decontaminate and filter; writes curated.jsonl, audit and report."""
     from tuneset.flows.curate import curate_flow
 
-    res = _run(lambda: curate_flow(_recipe(recipe, set_)))
+    res = _run(curate_flow, lambda: _recipe(recipe, set_))
     console.print(f"counts: {res.counts}\naudit: {res.audit}\nreport: {res.report}")
 
 
@@ -100,16 +106,17 @@ def select(source: Annotated[Path, typer.Argument(help="a YAML recipe, or a pool
     from tuneset.flows.score import score_flow
     from tuneset.flows.select import decisions_path, select_flow
 
-    def go():
+    def load():
         if source.suffix in (".yaml", ".yml"):
-            r = _recipe(source, set_, selects=True, **{"select.budget": budget})
-        else:
-            r = _recipe(None, [*one_off_recipe(source, selector or ["random"], target or [], budget or "10%"), *(set_ or [])],
-                        selects=True)
+            return _recipe(source, set_, selects=True, **{"select.budget": budget})
+        return _recipe(None, [*one_off_recipe(source, selector or ["random"], target or [], budget or "10%"), *(set_ or [])],
+                       selects=True)
+
+    def go(r):
         rows = curate_flow(r).rows
         return select_flow(r, rows, score_flow(r, rows), r.select, str(out))
 
-    sel = _run(go)
+    sel = _run(go, load)
     console.print(f"{sel.rows.n} rows -> {out.resolve()}\nevery candidate's scores, rank, decision and reason: "
                   f"{decisions_path(out).resolve()}")
 
@@ -137,11 +144,7 @@ def finetune(recipe: RecipeArg, rows: Annotated[Path, typer.Option(help="trainin
     from tuneset.flows.common import save_rows, store_of
     from tuneset.flows.train_eval import finetune_flow
 
-    def go():
-        r = _recipe(recipe, set_)
-        return finetune_flow(r, save_rows(store_of(r), load_rows(rows).rows), seed)
-
-    console.print(f"model: {_run(go)}")
+    console.print(f"model: {_run(lambda r: finetune_flow(r, save_rows(store_of(r), load_rows(rows).rows), seed), lambda: _recipe(recipe, set_))}")
 
 
 @app.command()
@@ -150,7 +153,7 @@ def evaluate(recipe: RecipeArg, model_dir: Annotated[Optional[Path], typer.Optio
     """Evaluate the base model or a fine-tuned folder on the recipe's tasks."""
     from tuneset.flows.train_eval import evaluate_flow
 
-    _run(lambda: evaluate_flow(_recipe(recipe, set_), str(model_dir) if model_dir else None))
+    _run(lambda r: evaluate_flow(r, str(model_dir) if model_dir else None), lambda: _recipe(recipe, set_))
 
 
 @app.command()
@@ -158,7 +161,7 @@ def pipeline(recipe: RecipeArg, set_: SetOpt = None) -> None:
     """Curate -> score -> select -> fine-tune -> evaluate."""
     from tuneset.flows.pipeline import pipeline_flow
 
-    _run(lambda: pipeline_flow(_recipe(recipe, set_, selects=True)))
+    _run(pipeline_flow, lambda: _recipe(recipe, set_, selects=True))
 
 
 @app.command()
@@ -166,7 +169,7 @@ def compare(recipe: RecipeArg, set_: SetOpt = None) -> None:
     """Strategies x budgets x seeds with baselines; writes leaderboard CSV, Markdown and PNG."""
     from tuneset.flows.compare import compare_flow
 
-    out = _run(lambda: compare_flow(_recipe(recipe, set_)))
+    out = _run(compare_flow, lambda: _recipe(recipe, set_))
     console.print(out)
 
 
@@ -175,13 +178,13 @@ def sweep(recipe: RecipeArg, set_: SetOpt = None) -> None:
     """Choose fine-tune settings on dev rows: the recipe's compare.sweep at each budget, nothing else."""
     from tuneset.flows.compare import compare_flow
 
-    def go():
+    def load():
         r = _recipe(recipe, [*(set_ or []), "compare.seeds=[]", "compare.baselines=[]"])
         if r.compare.sweep is None:
             raise TunesetError(f"{recipe}: compare.sweep is not set; add e.g. compare.sweep: {{grid: {{lr: [2e-4, 5e-4]}}}}")
-        return compare_flow(r)
+        return r
 
-    console.print(_run(go))
+    console.print(_run(compare_flow, load))
 
 
 @app.command()
@@ -189,11 +192,9 @@ def serve(recipe: RecipeArg, cron: Annotated[str, typer.Option(help="cron expres
     """Serve the recipe's pipeline on a cron schedule (stop with SIGTERM)."""
     from tuneset.flows.serve import serve as serve_recipe
 
-    def go():
-        _recipe(recipe, set_, selects=True)  # fail now on a bad recipe, not at the first scheduled run
-        serve_recipe(str(recipe), cron, set_)
-
-    _run(go, sigterm_as_interrupt=False)  # Prefect's runner handles SIGTERM itself
+    # The recipe is checked now, not at the first scheduled run; serve starts its own server.
+    _run(lambda r: serve_recipe(str(recipe), cron, set_), lambda: _recipe(recipe, set_, selects=True),
+         sigterm_as_interrupt=False)  # Prefect's runner handles SIGTERM itself
 
 
 @app.command()
@@ -203,7 +204,7 @@ def demo(work_dir: Annotated[Path, typer.Option(help="where caches and results g
     from tuneset.demo import demo_recipe_file
     from tuneset.flows.compare import compare_flow
 
-    out = _run(lambda: compare_flow(_recipe(demo_recipe_file(), [f"work_dir={work_dir.resolve()}", *(set_ or [])])))
+    out = _run(compare_flow, lambda: _recipe(demo_recipe_file(), [f"work_dir={work_dir.resolve()}", *(set_ or [])]))
     console.print(out)
 
 
@@ -221,7 +222,7 @@ def bench(shared: Annotated[Path, typer.Option(help="folder holding bench/")] = 
     recipe = Path(__file__).parent.parent / "recipes" / "bench.yaml"
     overrides = [f"pool={(bench_dir / ('pool.jsonl' if full_pool else 'pool_small.jsonl')).resolve()}",
                  f"tasks={(bench_dir / 'tasks.json').resolve()}", *(set_ or [])]
-    console.print(_run(lambda: compare_flow(_recipe(recipe if recipe.exists() else None, overrides))))
+    console.print(_run(compare_flow, lambda: _recipe(recipe if recipe.exists() else None, overrides)))
 
 
 if __name__ == "__main__":
