@@ -74,7 +74,25 @@ def main() -> None:
 
     overrides = [f"pool={pool.resolve()}", f"tasks={(bench / 'tasks.json').resolve()}", f"work_dir={work}",
                  "compare.references={" + ", ".join(f"{k}: {v}" for k, v in refs.items()) + "}", *args.overrides]
-    print(compare_flow(load_recipe(ROOT / "recipes" / "bench.yaml", overrides)))
+    out = compare_flow(load_recipe(ROOT / "recipes" / "bench.yaml", overrides))
+    print(out)
+    print(recommend(Path(out["csv"])))
+
+
+def recommend(leaderboard: Path) -> str:
+    """The strategy to recommend, chosen on dev rows alone: the best mean over tasks of its dev
+    score (references and baselines are not candidates). Its test figures are reported, not used."""
+    import polars as pl
+
+    board = pl.read_csv(leaderboard)
+    arms = (board.filter(~pl.col("strategy").str.contains("reference") & ~pl.col("strategy").is_in(["none", "full"]))
+            .group_by("strategy", "budget").agg(pl.col("dev_mean").mean().alias("dev"), pl.col("mean").mean().alias("test"))
+            .sort("dev", descending=True))
+    lines = ["| strategy | budget | mean dev score over tasks | mean test score over tasks |", "|---|---|---|---|"]
+    lines += [f"| {r['strategy']} | {r['budget']} | {r['dev']:.3f} | {r['test']:.3f} |" for r in arms.iter_rows(named=True)]
+    text = f"Chosen on dev rows: **{arms['strategy'][0]}**\n\n" + "\n".join(lines) + "\n"
+    (leaderboard.parent / "recommended.md").write_text(text)
+    return text
 
 
 if __name__ == "__main__":
