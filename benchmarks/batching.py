@@ -19,7 +19,6 @@ import torch
 from tuneset.data import load_rows
 from tuneset.models.lm import encode, length_batches, pad_batch, token_nll
 from tuneset.models.loading import load_lm
-from tuneset.store import ArtifactStore
 
 
 def arrival_batches(lengths: list[int], max_tokens: int, max_batch: int = 64) -> list[list[int]]:
@@ -59,7 +58,7 @@ def main() -> None:
         print(f"skipped: {args.pool} not found")
         return
     rows = load_rows(args.pool).rows.head(args.rows)
-    lm = load_lm("smollm2", ArtifactStore(args.store), "cpu")
+    lm = load_lm("smollm2", "cpu")
     enc = encode(lm.tokenizer, rows["instruction"].to_list(), rows["response"].to_list(), 256)
     lengths = [len(e.ids) for e in enc]
     plans = {"arrival order": arrival_batches(lengths, args.max_tokens), "length-sorted": length_batches(lengths, args.max_tokens)}

@@ -143,7 +143,6 @@ def projection(args) -> dict:
     """Exact cosines of real Adam-aware gradients vs their projections (k = 8192)."""
     import torch
 
-    from tuneset.flows.common import scoring_context
     from tuneset.models.grads import (
         CountSketch,
         GaussianProjector,
@@ -158,8 +157,7 @@ def projection(args) -> dict:
 
     rec, rows, params, warm = prepared(args)
     frame = rows.read().sample(args.projection_rows, seed=0)
-    ctx = scoring_context(rec, 0, warm)
-    lm = load_lm(rec.model.name, ctx.store, "cpu")
+    lm = load_lm(rec.model.name, "cpu")
     folder = checkpoints(warm)[-1]
     model = load_trainable(lm.model, folder / "adapter")
     enc = encode(lm.tokenizer, frame["instruction"].to_list(), frame["response"].to_list(), rec.model.max_length)
@@ -245,7 +243,7 @@ def exact_scores(rec, ctx, frame, folders, params) -> np.ndarray:
     weights = checkpoint_weights(folders)
     per_task = {t: np.zeros(frame.height) for t in params.tasks}
     for w, folder in zip(weights, folders):
-        lm = load_lm(rec.model.name, ctx.store, "cpu")
+        lm = load_lm(rec.model.name, "cpu")
         model = load_trainable(lm.model, folder / "adapter")
         pad = lm.tokenizer.pad_token_id
         cand = exact_features(model, enc(lm.tokenizer, frame), pad, adam_transform(folder, [n for n, _ in lora_factors(model)]),

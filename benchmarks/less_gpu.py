@@ -32,7 +32,6 @@ def export(args) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from less import ALL_LAYERS, prepared  # benchmarks/less.py: the same recipe, rows and warm-ups
 
-    from tuneset.flows.common import store_of
     from tuneset.models.lm import encode
     from tuneset.models.loading import load_lm
     from tuneset.selectors.less import checkpoints
@@ -48,7 +47,7 @@ def export(args) -> None:
             _cast_bf16(folder / "adam.safetensors", dst / "adam.safetensors")
             _cast_bf16(dst / "adapter" / "adapter_model.safetensors", dst / "adapter" / "adapter_model.safetensors")
             shutil.copy(folder / "state.json", dst / "state.json")
-    lm = load_lm(rec.model.name, store_of(rec), "cpu")
+    lm = load_lm(rec.model.name, "cpu")
     lm.model.config.save_pretrained(bundle / "model")
     frame = rows.read().head(args.rows)
     enc = encode(lm.tokenizer, frame["instruction"].to_list(), frame["response"].to_list(), rec.model.max_length)

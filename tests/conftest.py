@@ -113,11 +113,10 @@ def tiny_warmup(tmp_path_factory, tiny_lm_dir) -> Path:
     from tuneset.demo import DEMO_DIR
     from tuneset.finetune.sft import train
     from tuneset.recipe import WarmupConfig
-    from tuneset.store import ArtifactStore
 
     root = tmp_path_factory.mktemp("warm")
     rows = load_rows(DEMO_DIR / "pool.jsonl").rows.head(24)
     cfg = WarmupConfig(epochs=2, batch_size=4, lr=1e-2, warmup_ratio=0.0)
-    train(rows, cfg, str(tiny_lm_dir), ArtifactStore(root / "store"), root / "run", max_length=64,
+    train(rows, cfg, str(tiny_lm_dir), root / "run", max_length=64,
           device="cpu", checkpoint_epochs=True)
     return root / "run"

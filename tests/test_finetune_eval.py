@@ -29,32 +29,32 @@ def test_grouped_batches_visit_every_row_once_per_epoch():
 
 @pytest.mark.parametrize(("method", "lr"), [("lora", 3e-2), ("full", 5e-3)])
 def test_training_lowers_the_loss_and_saves_a_loadable_model(method, lr, tiny_lm_dir, tmp_path):
-    store = ArtifactStore(tmp_path / "store")
+    ArtifactStore(tmp_path / "store")
     cfg = FinetuneConfig(method=method, lr=lr, epochs=6, batch_size=4, warmup_ratio=0.0, seed=0)
-    res = train(_rows(), cfg, str(tiny_lm_dir), store, tmp_path / "run", max_length=64, device="cpu")
+    res = train(_rows(), cfg, str(tiny_lm_dir), tmp_path / "run", max_length=64, device="cpu")
     losses = json.loads((tmp_path / "run" / "train.json").read_text())["losses"]
     assert res.steps == 12 and len(losses) == 12
     # A random 32-dim model's frozen head caps how low LoRA can go; any real learning clears 0.1 nats.
     assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.1
-    base = load_lm(str(tiny_lm_dir), store, "cpu")
-    tuned = (load_lm(str(tiny_lm_dir), store, "cpu", adapter=str(tmp_path / "run" / "adapter")) if method == "lora"
-             else load_lm(str(tmp_path / "run" / "model"), store, "cpu"))
+    base = load_lm(str(tiny_lm_dir), "cpu")
+    tuned = (load_lm(str(tiny_lm_dir), "cpu", adapter=str(tmp_path / "run" / "adapter")) if method == "lora"
+             else load_lm(str(tmp_path / "run" / "model"), "cpu"))
     ids = base.tokenizer("What is 3 plus 4? Answer: 7", return_tensors="pt").input_ids
     with torch.no_grad():
         assert not torch.allclose(base.model(ids).logits, tuned.model(ids).logits)
 
 
 def test_same_seed_same_model(tiny_lm_dir, tmp_path):
-    store = ArtifactStore(tmp_path / "store")
+    ArtifactStore(tmp_path / "store")
     cfg = FinetuneConfig(lr=1e-3, epochs=1, batch_size=4)
-    a = train(_rows(), cfg, str(tiny_lm_dir), store, tmp_path / "a", 64, "cpu")
-    b = train(_rows(), cfg, str(tiny_lm_dir), store, tmp_path / "b", 64, "cpu")
+    a = train(_rows(), cfg, str(tiny_lm_dir), tmp_path / "a", 64, "cpu")
+    b = train(_rows(), cfg, str(tiny_lm_dir), tmp_path / "b", 64, "cpu")
     assert a.final_loss == b.final_loss
 
 
 @pytest.fixture(scope="module")
 def lm(tiny_lm_dir, tmp_path_factory):
-    return load_lm(str(tiny_lm_dir), ArtifactStore(tmp_path_factory.mktemp("s")), "cpu")
+    return load_lm(str(tiny_lm_dir), "cpu")
 
 
 def test_choice_accuracy_picks_the_most_likely_choice(lm, demo_dir):
@@ -73,8 +73,8 @@ def test_per_row_choices_are_checked(lm, tmp_path):
     task = TaskSpec(name="t", metric="choice_accuracy", dev=bad, test=bad)
     from tuneset.errors import DataError
 
-    with pytest.raises(DataError, match="test.jsonl:1: field 'response'"):
-        evaluate_task(lm, task, load_rows(bad).rows)
+    with pytest.raises(DataError, match="test.jsonl:1: field 'choices': .*does not contain the row's response 'x'"):
+        evaluate_task(lm, task, load_rows(bad).rows)  # refused when read, before any model runs
 
 
 def test_exact_match_and_target_loss(lm, demo_dir):
@@ -113,7 +113,7 @@ def test_prompt_format_resolves_by_the_tokenizer(lm, chat_lm_dir, tmp_path):
         resolve_format(lm.tokenizer, "chat")
     with pytest.raises(ValueError, match="valid: auto, chat, plain"):
         resolve_format(lm.tokenizer, "markdown")
-    chat = load_lm(str(chat_lm_dir), ArtifactStore(tmp_path / "s"), "cpu").tokenizer
+    chat = load_lm(str(chat_lm_dir), "cpu").tokenizer
     assert resolve_format(chat, "auto") == "chat" and resolve_format(chat, "plain") == "plain"
     prompts, sep = format_prompts(chat, ["Q?"], "auto")
     assert (prompts, sep) == (["<bos>user: Q?<eos><bos>assistant: "], "")
@@ -123,12 +123,12 @@ def test_prompt_format_resolves_by_the_tokenizer(lm, chat_lm_dir, tmp_path):
 def test_chat_format_trains_and_scores_the_response_after_the_assistant_header(chat_lm_dir, tmp_path):
     from tuneset.models.lm import encode, format_prompts
 
-    store = ArtifactStore(tmp_path / "store")
-    res = train(_rows(), FinetuneConfig(lr=1e-3, epochs=1, batch_size=4), str(chat_lm_dir), store, tmp_path / "run",
+    ArtifactStore(tmp_path / "store")
+    res = train(_rows(), FinetuneConfig(lr=1e-3, epochs=1, batch_size=4), str(chat_lm_dir), tmp_path / "run",
                 64, "cpu")
     assert res.prompt_format == "chat"
     assert json.loads((tmp_path / "run" / "train.json").read_text())["prompt_format"] == "chat"
-    tok = load_lm(str(chat_lm_dir), store, "cpu").tokenizer
+    tok = load_lm(str(chat_lm_dir), "cpu").tokenizer
     prompts, sep = format_prompts(tok, ["What is 3 plus 4? Answer:"], "chat")
     e = encode(tok, prompts, ["7"], 64, add_eos=True, sep=sep)[0]
     assert tok.decode(e.ids[:e.n_prompt]) == prompts[0]
@@ -139,9 +139,9 @@ def test_chat_format_trains_and_scores_the_response_after_the_assistant_header(c
 def test_a_killed_fine_tune_resumes_to_the_uninterrupted_result(method, tiny_lm_dir, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    store = ArtifactStore(tmp_path / "store")
+    ArtifactStore(tmp_path / "store")
     cfg = FinetuneConfig(method=method, lr=5e-3, epochs=3, batch_size=4, seed=3)  # 6 steps, LoRA dropout on
-    whole = train(_rows(), cfg, str(tiny_lm_dir), store, tmp_path / "whole", 64, "cpu", resume_every_s=0)
+    whole = train(_rows(), cfg, str(tiny_lm_dir), tmp_path / "whole", 64, "cpu", resume_every_s=0)
     real_clip, calls = torch.nn.utils.clip_grad_norm_, []
 
     def dies_at_step_4(*a, **k):
@@ -152,10 +152,10 @@ def test_a_killed_fine_tune_resumes_to_the_uninterrupted_result(method, tiny_lm_
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", dies_at_step_4)
     with pytest.raises(KeyboardInterrupt):
-        train(_rows(), cfg, str(tiny_lm_dir), store, tmp_path / "killed", 64, "cpu", resume_every_s=0)
+        train(_rows(), cfg, str(tiny_lm_dir), tmp_path / "killed", 64, "cpu", resume_every_s=0)
     assert json.loads((tmp_path / "killed" / "resume" / "state.json").read_text())["step"] == 3
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", real_clip)
-    resumed = train(_rows(), cfg, str(tiny_lm_dir), store, tmp_path / "killed", 64, "cpu", resume_every_s=0)
+    resumed = train(_rows(), cfg, str(tiny_lm_dir), tmp_path / "killed", 64, "cpu", resume_every_s=0)
     assert resumed.final_loss == whole.final_loss and resumed.steps == whole.steps == 6
     a = json.loads((tmp_path / "whole" / "train.json").read_text())["losses"]
     b = json.loads((tmp_path / "killed" / "train.json").read_text())["losses"]
@@ -175,7 +175,7 @@ def test_long_work_logs_step_total_rate_and_eta(tiny_lm_dir, tmp_path, caplog, l
     p.update(1)
     assert p.line().startswith("work: 1/4 rows (25%), ") and "rows/s" in p.line() and "ETA " in p.line()
     with caplog.at_level(logging.INFO, logger="tuneset.progress"):
-        train(_rows(), FinetuneConfig(lr=1e-3, epochs=1, batch_size=4), str(tiny_lm_dir), ArtifactStore(tmp_path / "s"),
+        train(_rows(), FinetuneConfig(lr=1e-3, epochs=1, batch_size=4), str(tiny_lm_dir),
               tmp_path / "run", 64, "cpu")
         task = TaskSpec(name="capitals", metric="exact_match", dev=demo_dir / "x", test=demo_dir / "targets/capitals/test.jsonl")
         evaluate_task(lm, task, load_rows(task.test).rows.head(5), 64, 4096, 4)

@@ -53,7 +53,7 @@ def _ctx(tmp_path, tiny_lm_dir, demo_dir, warmup, tasks=("sentiment", "capitals"
 
 
 def _lora_model(tiny_lm_dir, tmp_path, last_layers=None):
-    lm = load_lm(str(tiny_lm_dir), ArtifactStore(tmp_path), "cpu")
+    lm = load_lm(str(tiny_lm_dir), "cpu")
     model = wrap_lora(lm.model, FinetuneConfig(lora_r=4, lora_dropout=0.0, last_layers=last_layers))
     torch.manual_seed(1)
     for _, p in model.named_parameters():
@@ -112,7 +112,7 @@ def test_adam_direction_is_the_step_adam_would_take():
 def test_warmup_saves_a_checkpoint_with_adam_state_per_epoch(warmup, tiny_lm_dir, tmp_path):
     folders = checkpoints(warmup)
     assert [f.name for f in folders] == ["epoch-1", "epoch-2"]
-    lm = load_lm(str(tiny_lm_dir), ArtifactStore(tmp_path), "cpu")
+    lm = load_lm(str(tiny_lm_dir), "cpu")
     model = load_trainable(lm.model, folders[-1] / "adapter")
     names = [n for n, _ in lora_factors(model)]
     ckpt = Checkpoint.load(folders[-1])
@@ -137,12 +137,12 @@ def test_less_scores_are_lr_weighted_cosines_and_explained(tmp_path, tiny_lm_dir
     assert {"vs_sentiment", "vs_capitals", "top_dev"} <= set(out.columns)
     np.testing.assert_allclose(out["score"], np.maximum(out["vs_sentiment"], out["vs_capitals"]))
     # Against unprojected gradients: the projected score ranks rows as the exact one does.
-    lm = load_lm(str(tiny_lm_dir), ctx.store, "cpu")
+    lm = load_lm(str(tiny_lm_dir), "cpu")
     w = checkpoint_weights(checkpoints(warmup))
     dev = ctx.targets["sentiment"]
     exact = np.zeros(rows.height)
     for wc, folder in zip(w, checkpoints(warmup)):
-        lm = load_lm(str(tiny_lm_dir), ctx.store, "cpu")
+        lm = load_lm(str(tiny_lm_dir), "cpu")
         model = load_trainable(lm.model, folder / "adapter")
         enc_c = encode(lm.tokenizer, rows["instruction"].to_list(), rows["response"].to_list(), 64)
         enc_d = encode(lm.tokenizer, dev["instruction"].to_list(), dev["response"].to_list(), 64)

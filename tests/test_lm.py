@@ -4,12 +4,11 @@ import torch
 
 from tuneset.models.lm import encode, length_batches, pad_batch, response_nll, token_nll
 from tuneset.models.loading import load_lm
-from tuneset.store import ArtifactStore
 
 
 @pytest.fixture(scope="module")
 def lm(tiny_lm_dir, tmp_path_factory):
-    return load_lm(str(tiny_lm_dir), ArtifactStore(tmp_path_factory.mktemp("store")), "cpu")
+    return load_lm(str(tiny_lm_dir), "cpu")
 
 
 def test_encode_scores_only_the_response_and_respects_max_length(lm):

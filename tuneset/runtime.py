@@ -23,6 +23,11 @@ DEFAULTS = {
 }
 
 
+def cache_dir() -> Path:
+    """Machine-wide cache for what no recipe changes (the converted embedded model)."""
+    return Path(os.environ.get("TUNESET_CACHE", Path.home() / ".cache" / "tuneset")).expanduser()
+
+
 def home() -> Path:
     return Path(os.environ.get("TUNESET_HOME", ".tuneset")).resolve()
 

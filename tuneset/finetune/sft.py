@@ -25,7 +25,6 @@ from tuneset.models.lm import Encoded, encode, format_prompts, pad_batch, resolv
 from tuneset.models.loading import load_lm
 from tuneset.progress import ProgressLog
 from tuneset.recipe import FinetuneConfig
-from tuneset.store import ArtifactStore
 
 log = logging.getLogger("tuneset.finetune")
 
@@ -98,7 +97,6 @@ def train(
     rows: pl.DataFrame,
     cfg: FinetuneConfig,
     model_name: str,
-    store: ArtifactStore,
     out_dir: Path,
     max_length: int = 256,
     device: str = "auto",
@@ -112,7 +110,7 @@ def train(
     schedule, RNG, losses) goes to `out_dir/resume/`; a rerun after a kill continues from there
     and ends with the same weights and losses as a run that was never interrupted."""
     seed_everything(cfg.seed)
-    lm = load_lm(model_name, store, device)
+    lm = load_lm(model_name, device)
     model = wrap_lora(lm.model, cfg) if cfg.method == "lora" else lm.model
     model.train()
     fmt = resolve_format(lm.tokenizer, cfg.prompt_format)

@@ -31,7 +31,7 @@ def finetune_task(recipe: Recipe, rows: RowsRef, seed: int, cfg: FinetuneConfig 
     cfg = (cfg or recipe.finetune).model_copy(update={"seed": seed})
 
     def make(folder: Path) -> None:
-        res = train(rows.read(), cfg, recipe.model.name, store, folder, recipe.model.max_length, recipe.model.device)
+        res = train(rows.read(), cfg, recipe.model.name, folder, recipe.model.max_length, recipe.model.device)
         log.info("fine-tuned on %d rows, seed %d: %d steps in %.0fs (%.2f rows/s), loss %.3f",
                  rows.n, seed, res.steps, res.seconds, res.rows_per_s, res.final_loss)
 
@@ -94,13 +94,13 @@ def evaluate_model(recipe: Recipe, model_dir: str | None, split: str = "test") -
 
 
 def _load(recipe: Recipe, model_dir: str | None):
-    store = store_of(recipe)
+    store_of(recipe)
     if model_dir is None:
-        return load_lm(recipe.model.name, store, recipe.model.device)
+        return load_lm(recipe.model.name, recipe.model.device)
     d = Path(model_dir)
     if (d / "adapter").exists():
-        return load_lm(recipe.model.name, store, recipe.model.device, adapter=str(d / "adapter"))
-    return load_lm(str(d / "model"), store, recipe.model.device)
+        return load_lm(recipe.model.name, recipe.model.device, adapter=str(d / "adapter"))
+    return load_lm(str(d / "model"), recipe.model.device)
 
 
 def train_seconds(model_dir: str) -> float:

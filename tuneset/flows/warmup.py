@@ -28,7 +28,7 @@ def warmup_task(recipe: Recipe, rows: RowsRef, cfg: WarmupConfig) -> str:
 
     def make(folder: Path) -> None:
         sample = rows.read().sample(warmup_rows(rows.n, cfg), seed=cfg.seed, shuffle=True)
-        res = train(sample, cfg, recipe.model.name, store, folder, recipe.model.max_length, recipe.model.device,
+        res = train(sample, cfg, recipe.model.name, folder, recipe.model.max_length, recipe.model.device,
                     checkpoint_epochs=True)
         log.info("warm-up on %d of %d rows: %d epochs, %d steps in %.0fs", sample.height, rows.n, int(cfg.epochs),
                  res.steps, res.seconds)

@@ -16,6 +16,7 @@ import torch
 import transformers  # noqa: F401  (eager: its lazy imports race when shard threads load models)
 
 from tuneset.errors import TunesetError
+from tuneset.runtime import cache_dir
 from tuneset.store import ArtifactStore
 
 log = logging.getLogger("tuneset.models")
@@ -84,10 +85,12 @@ def _dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def materialize(name: str, store: ArtifactStore) -> Path:
-    """A plain safetensors folder for `name`: the gguf alias is converted once into the store."""
+def materialize(name: str) -> Path:
+    """A plain safetensors folder for `name`: the gguf alias is converted once per machine, into
+    the user-level cache (`TUNESET_CACHE`, default ~/.cache/tuneset), not once per work dir."""
     if name != SMOLLM2:
         return Path(name)
+    store = ArtifactStore(cache_dir())
 
     def convert(folder: Path) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -107,12 +110,12 @@ def materialize(name: str, store: ArtifactStore) -> Path:
     return store.cached("model", (model_identity(name),), convert, {"name": name, "identity": model_identity(name)}) / "weights"
 
 
-def load_lm(name: str, store: ArtifactStore, device: str = "auto", adapter: str | None = None) -> LoadedLM:
+def load_lm(name: str, device: str = "auto", adapter: str | None = None) -> LoadedLM:
     """Fresh model + tokenizer (callers that train need their own copy; scorers use `cached_lm`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dev = resolve_device(device)
-    path = materialize(name, store)
+    path = materialize(name)
     offline = os.environ.get("HF_HUB_OFFLINE")
     try:
         tok = AutoTokenizer.from_pretrained(str(path))
@@ -140,9 +143,9 @@ def load_lm(name: str, store: ArtifactStore, device: str = "auto", adapter: str 
 
 
 @lru_cache(maxsize=2)
-def cached_lm(name: str, store_root: str, device: str = "auto", adapter: str | None = None) -> LoadedLM:
+def cached_lm(name: str, device: str = "auto", adapter: str | None = None) -> LoadedLM:
     """One shared frozen copy per process for scoring; never train on it."""
-    lm = load_lm(name, ArtifactStore(store_root), device, adapter)
+    lm = load_lm(name, device, adapter)
     for p in lm.model.parameters():
         p.requires_grad_(False)
     return lm

@@ -64,7 +64,7 @@ class ScoringContext:
         return fingerprint({k: dataset_fingerprint(v) for k, v in sorted(self.targets.items())})
 
     def lm(self) -> LoadedLM:
-        return cached_lm(self.model, str(self.store.root), self.device, self.adapter)
+        return cached_lm(self.model, self.device, self.adapter)
 
     def response_losses(self, rows: pl.DataFrame, conditioned: bool = True, add_eos: bool = False) -> pl.DataFrame:
         """Per-row summed response NLL, token count and last-token NLL, cached by rows + model +

@@ -125,7 +125,7 @@ class GradientStore:
                 for c in range(len(folders))]
 
     def _setup(self, folder: Path):
-        lm = load_lm(self.ctx.model, self.ctx.store, self.ctx.device)
+        lm = load_lm(self.ctx.model, self.ctx.device)
         model = load_trainable(lm.model, folder / "adapter")
         factors = lora_factors(model)
         sketch = self.p.path == "fast" and self.p.projection == "countsketch"
