@@ -76,7 +76,7 @@ def to_markdown(board: pl.DataFrame) -> str:
         parts.append("")
     parts.append("Intervals resample test rows and seeds; \"detectable\" is the smallest difference the "
                  "comparison finds with 80% power (2.8 standard errors). An arm with one seed has no seed "
-                 "spread (n/a), so its intervals leave seed variance out.")
+                 "spread (n/a), so its intervals leave seed variance out.\n")
     return "\n".join(parts)
 
 
