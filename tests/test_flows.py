@@ -284,8 +284,10 @@ def test_a_served_recipe_completes_its_scheduled_run(tiny_recipe, tmp_path):
     recipe = tmp_path / "served.yaml"
     recipe.write_text(yaml.safe_dump(json.loads(r.model_dump_json(exclude={"tasks"})) | {"tasks": str(tmp_path / "tasks.json")}))
     summary = r.work_dir / "runs" / r.name / "pipeline" / "summary.json"
-    env = {**os.environ, "TUNESET_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
-    env.pop("PREFECT_API_URL", None)
+    # A fresh Prefect home: the suite's shared one holds earlier runs' deployments and their late
+    # scheduled runs, which a one-at-a-time runner would work through first.
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_HOME")}
+    env |= {"TUNESET_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "tuneset.cli", "serve", str(recipe), "--cron", "* * * * *"],
                             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -385,7 +387,8 @@ def test_a_killed_command_leaves_no_prefect_server_behind(tiny_recipe, tmp_path,
     r = tiny_recipe("score.selectors=[perplexity, ifd]")
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(json.loads(r.model_dump_json(exclude={"tasks"})) | {"tasks": str(tmp_path / "tasks.json")}))
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"TUNESET_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_HOME")}
+    env |= {"TUNESET_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "tuneset.cli", "score", str(recipe)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
