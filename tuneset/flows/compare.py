@@ -76,8 +76,10 @@ def compare_flow(recipe: Recipe) -> dict[str, str]:
     base_recipe = recipe
     if cmp.sweep is not None:
         st = next(s for s in cmp.strategies if s.name == cmp.sweep.strategy)
+        sweep_scores = scores_for(cmp.sweep.seed)
+        sweep_rows = {str(b): select(st, b, sweep_scores).rows for b in cmp.budgets}  # timed as score/select
         with timed(timings, "sweep"):
-            settings, base_recipe = chosen_settings(recipe, lambda b: select(st, b, scores_for(cmp.sweep.seed)).rows)
+            settings, base_recipe = chosen_settings(recipe, sweep_rows)
 
     def record(strategy: str, budget: str, n_rows: int, seed, model_dir: str | None) -> None:
         # Dev rows too: the arm to recommend is chosen on them, never on the test rows.
@@ -134,11 +136,11 @@ def compare_flow(recipe: Recipe) -> dict[str, str]:
     return write_leaderboard(recipe, results, timings, info)
 
 
-def chosen_settings(recipe: Recipe, rows_at) -> tuple[dict[str, FinetuneConfig], Recipe]:
-    """Per budget, the sweep's best fine-tune settings on `rows_at(budget)`; and the recipe the
+def chosen_settings(recipe: Recipe, rows_at: dict[str, RowsRef]) -> tuple[dict[str, FinetuneConfig], Recipe]:
+    """Per budget, the sweep's best fine-tune settings on `rows_at[budget]`; and the recipe the
     no-fine-tune arm is evaluated with (the base model's best prompt format on dev rows)."""
     sw = recipe.compare.sweep
-    settings = {str(b): sweep_finetune(recipe, rows_at(b), sw, str(b)).best for b in recipe.compare.budgets}
+    settings = {b: sweep_finetune(recipe, rows, sw, b).best for b, rows in rows_at.items()}
     formats = [str(f) for f in sw.grid.get("prompt_format", [recipe.finetune.prompt_format])]
     fmt = best_base_format(recipe, formats)
     return settings, recipe.model_copy(update={"finetune": recipe.finetune.model_copy(update={"prompt_format": fmt})})

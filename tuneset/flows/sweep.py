@@ -33,6 +33,12 @@ def dev_scores(recipe: Recipe, model_dir: str | None) -> dict[str, tuple[float, 
     return out
 
 
+def dev_summary(scores: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Mean dev score and mean dev loss over tasks: what the sweep ranks by."""
+    return {"dev_mean": sum(s for s, _ in scores.values()) / len(scores),
+            "dev_loss": sum(lo for _, lo in scores.values()) / len(scores)}
+
+
 def _best(table: pl.DataFrame) -> int:
     """Index of the best grid point: highest mean dev score over tasks, then lowest dev loss."""
     order = table.with_row_index("i").sort(["dev_mean", "dev_loss"], descending=[True, False])
@@ -49,9 +55,7 @@ def sweep_finetune(recipe: Recipe, rows: RowsRef, sweep: SweepConfig, label: str
         model_dir = finetune_task(recipe, rows, sweep.seed, cfg)
         scores = dev_scores(recipe, model_dir)
         records.append({**{f: str(v) for f, v in settings.items()},
-                        **{f"dev_{t}": s for t, (s, _) in scores.items()},
-                        "dev_mean": sum(s for s, _ in scores.values()) / len(scores),
-                        "dev_loss": sum(lo for _, lo in scores.values()) / len(scores)})
+                        **{f"dev_{t}": s for t, (s, _) in scores.items()}, **dev_summary(scores)})
     table = pl.DataFrame(records)
     best = points[_best(table)]
     path = write_sweep(recipe, table, label, {f: getattr(best, f) for f in sweep.grid}, rows.n)
@@ -60,12 +64,11 @@ def sweep_finetune(recipe: Recipe, rows: RowsRef, sweep: SweepConfig, label: str
 
 def best_base_format(recipe: Recipe, formats: list[str]) -> str:
     """The prompt format the base model does best with on dev rows (for the no-fine-tune arm)."""
-    scored = []
+    rows = []
     for fmt in formats:
         r = recipe.model_copy(update={"finetune": recipe.finetune.model_copy(update={"prompt_format": fmt})})
-        s = dev_scores(r, None)
-        scored.append((-sum(v for v, _ in s.values()), sum(lo for _, lo in s.values()), fmt))
-    return min(scored)[2]
+        rows.append(dev_summary(dev_scores(r, None)))
+    return formats[_best(pl.DataFrame(rows))]
 
 
 def write_sweep(recipe: Recipe, table: pl.DataFrame, label: str, best: dict, n_rows: int) -> str:
