@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuneset.errors import TunesetError, UnknownNameError
-from tuneset.recipe import PolicyConfig, Recipe
+from tuneset.recipe import PolicyConfig, Recipe, Strategy
 from tuneset.selectors import make_selector, selector_names
 
 
@@ -59,8 +59,7 @@ def _column(column: str, where: str) -> None:
 
 
 def _policy(policy: PolicyConfig, where: str, recipe: Recipe | None = None) -> None:
-    weights = policy.weights if policy.weights is not None else {getattr(policy, "name", ""): 1.0}
-    for col in weights:
+    for col in policy.columns() if isinstance(policy, Strategy) else policy.weights:
         _column(col, f"{where}.weights")
     if isinstance(policy.targets, dict) and recipe is not None:
         tasks = [t.name for t in recipe.task_specs()]
