@@ -101,6 +101,8 @@ def compare_flow(recipe: Recipe) -> dict[str, str]:
                          "no fine-tune": {"prompt_format": base_recipe.finetune.prompt_format}}}
     if NONE in cmp.baselines:
         record(NONE, "-", 0, "-", None)
+    refs = {name: save_rows(store_of(recipe), load_rows(path).rows) for name, path in cmp.references.items()}
+    # Seed by seed, references included, so an interrupted compare already has every arm at seed 0.
     for seed in cmp.seeds:
         seed_scores = scores_for(seed)
         for budget in cmp.budgets:
@@ -112,8 +114,6 @@ def compare_flow(recipe: Recipe) -> dict[str, str]:
                     model_dir = finetune_task(recipe, sel.rows, seed, settings[label])
                 record(st.name, label, sel.rows.n, seed, model_dir)
                 write_leaderboard(recipe, results, timings, info, final=False)
-    refs = {name: save_rows(store_of(recipe), load_rows(path).rows) for name, path in cmp.references.items()}
-    for seed in cmp.seeds:
         for name, ref in refs.items():
             label = next((str(b) for b in cmp.budgets if budget_count(b, rows.n) == ref.n), str(ref.n))
             print(f"[seed {seed}] reference {name}: {ref.n} rows")
