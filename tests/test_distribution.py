@@ -5,8 +5,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tuneset.curation import apply_policy
 from tuneset.recipe import PolicyConfig
+from tuneset.selection import apply_policy
 from tuneset.selectors.distribution import calibrated_gradient, ngram_counts, sinkhorn_potentials
 from tuneset.selectors.diversity import k_center_greedy, semantic_duplicates
 from tuneset.selectors.index import build_index

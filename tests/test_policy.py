@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tuneset.curation.policy import apply_policy, budget_count, combined_score, rank_normalise
 from tuneset.errors import TunesetError, UnknownNameError
 from tuneset.recipe import PolicyConfig
+from tuneset.selection.policy import apply_policy, budget_count, combined_score, rank_normalise
 
 FAST = settings(max_examples=60, deadline=None)
 
@@ -305,7 +305,7 @@ def test_targets_errors_name_what_is_missing():
 
 
 def test_largest_remainder_gives_the_leftover_to_the_largest_fraction():
-    from tuneset.curation.policy import _largest_remainder
+    from tuneset.selection.policy import _largest_remainder
 
     # 4 x (5, 3, 2)/10 = 2.0, 1.2, 0.8 -> floors 2, 1, 0; the leftover goes to c (0.8), not a
     assert _largest_remainder({"a": 5, "b": 3, "c": 2}, 4) == {"a": 2, "b": 1, "c": 1}

@@ -1,7 +1,6 @@
-"""Curation: dedup, decontaminate, filter (every drop with a reason) and selection policies."""
+"""Curation: dedup, decontaminate, filter (every drop with a reason)."""
 
 from tuneset.curation.audit import check_accounting
 from tuneset.curation.curate import curate_rows
-from tuneset.curation.policy import apply_policy, budget_count, combined_score
 
-__all__ = ["apply_policy", "budget_count", "check_accounting", "combined_score", "curate_rows"]
+__all__ = ["check_accounting", "curate_rows"]

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import polars as pl
 
-from tuneset.curation import budget_count
 from tuneset.data.io import load_rows
 from tuneset.evaluate.leaderboard import FULL, NONE, build_leaderboard, plot, to_markdown
 from tuneset.flows.common import RowsRef, load_pool, recipe_flow, run_dir, save_rows, store_of, timed, write_json
@@ -20,6 +19,7 @@ from tuneset.flows.select import Selection, select_rows
 from tuneset.flows.sweep import best_base_format, sweep_finetune
 from tuneset.flows.train_eval import evaluate_model, finetune_task, train_seconds
 from tuneset.recipe import FinetuneConfig, Recipe, SelectorSpec, Strategy
+from tuneset.selection import budget_count
 from tuneset.selectors import get_selector
 
 log = logging.getLogger("tuneset.compare")

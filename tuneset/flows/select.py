@@ -7,12 +7,12 @@ from pathlib import Path
 
 import polars as pl
 
-from tuneset.curation import apply_policy
 from tuneset.data.io import write_rows
 from tuneset.errors import UnknownNameError
 from tuneset.flows.common import RowsRef, load_split, recipe_flow, save_rows, scoring_context, store_of
 from tuneset.flows.score import ScoresRef
 from tuneset.recipe import PolicyConfig, Recipe
+from tuneset.selection import apply_policy
 from tuneset.selectors.base import row_text
 from tuneset.store import write_parquet
 
