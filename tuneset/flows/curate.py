@@ -10,8 +10,8 @@ from pathlib import Path
 import polars as pl
 
 from tuneset.curation import check_accounting, curate_rows
-from tuneset.curation.audit import summary_by_source
 from tuneset.curation.correct import propose_rewrites
+from tuneset.curation.report import plot_scores, render_report
 from tuneset.data.io import write_rows
 from tuneset.flows.common import RowsRef, load_pool, load_split, recipe_flow, run_dir, save_rows, scoring_context, store_of, write_json
 from tuneset.flows.score import score_flow
@@ -68,47 +68,11 @@ def curate_flow(recipe: Recipe) -> CurateResult:
     write_rows(out / "curated.jsonl", kept)
     write_parquet(audit, out / "audit.parquet")
     audit.select(pl.exclude("choices")).write_csv(out / "audit.csv")
-    by_source = summary_by_source(audit)
-    reasons = audit.filter(pl.col("action") != "kept").group_by(
-        pl.col("reason").str.replace(r" [a-zA-Z0-9_/-]+$", "").str.replace(r":.*$", "")).len().sort("len", descending=True)
     plot = out / "scores.png"
-    has_plot = plot_scores(audit, [c for c in (scores.columns if scores is not None else []) if c in recipe.curate.selectors()], plot)
+    has_plot = plot_scores(audit, [c for c in (scores.columns if scores is not None else []) if c in recipe.curate.selectors()], plot,
+                           recipe.curate.filters)
     report = out / "report.md"
-    report.write_text(
-        f"# Curation report: {recipe.name}\n\n"
-        f"Input rows: {n_read} = " + " + ".join(f"{v} {k}" for k, v in counts.items()) + "\n\n"
-        "## By source\n\n" + _md(by_source) + "\n\n## Reasons (not kept)\n\n" + _md(reasons) + "\n"
-        + ("\n## Scores by action\n\n![scores](scores.png)\n" if has_plot else "")
-    )
+    report.write_text(render_report(recipe.name, n_read, counts, audit, plot.name if has_plot else None))
     print(f"curated {n_read} rows: {counts}; audit {out / 'audit.parquet'}")
     return CurateResult(save_rows(store_of(recipe), kept), str(out / "audit.parquet"), str(report), counts)
 
-
-def plot_scores(audit: pl.DataFrame, columns: list[str], path: Path) -> bool:
-    """One histogram per score column, rows coloured by their curation action."""
-    if not columns:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(columns), figsize=(4.5 * len(columns), 3.2), squeeze=False)
-    for ax, col in zip(axes[0], columns):
-        for action in ("kept", "corrected", "dropped"):
-            v = audit.filter(pl.col("action") == action)[col].drop_nulls().to_numpy()
-            if len(v):
-                ax.hist(v, bins=40, alpha=0.6, label=f"{action} ({len(v)})")
-        ax.set_title(col)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
-def _md(frame: pl.DataFrame) -> str:
-    if frame.is_empty():
-        return "(none)"
-    head = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * frame.width + "\n"
-    return head + "\n".join("| " + " | ".join(str(v) for v in r) + " |" for r in frame.iter_rows())
