@@ -186,11 +186,13 @@ def test_tasks_file_entry_without_metric_is_named(tmp_path):
 
 
 def test_tasks_file_entry_with_invalid_metric_is_named(tmp_path):
+    """Metrics are a registry above the recipe module: the recipe check names the task and the valid metrics."""
+    from tuneset.flows.checks import check_recipe
+
     p = tmp_path / "tasks.json"
     p.write_text(json.dumps({"qa": {"metric": "bleu"}}))
-    with pytest.raises(TunesetError) as e:
-        load_recipe(None, ["pool=/p.jsonl", f"tasks={p}"])
-    assert str(p) in str(e.value) and "qa" in str(e.value) and "metric" in str(e.value)
+    with pytest.raises(TunesetError, match=r"task 'qa': metric: unknown metric 'bleu'; valid: choice_accuracy, exact_match, target_loss"):
+        check_recipe(load_recipe(None, ["pool=/p.jsonl", f"tasks={p}"]))
 
 
 def test_recipe_with_tasks_file_and_task_names():

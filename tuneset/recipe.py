@@ -30,7 +30,7 @@ class TaskSpec(_Strict):
     """A target task: dev rows selectors may read, test rows only evaluation reads."""
 
     name: str
-    metric: Literal["choice_accuracy", "exact_match", "target_loss"]
+    metric: str  # a registered metric (tuneset.evaluate.metrics), checked with the recipe (flows/checks.py)
     dev: Path
     test: Path | None = None  # only evaluation needs test rows; selection reads dev rows alone
     choices: list[str] | None = None  # None: per-row `choices` field, when the metric needs them

@@ -1,16 +1,119 @@
 """Per-example evaluation: every metric returns one row per test example, so strategies can be
-compared pairwise on the same rows rather than by their means alone."""
+compared pairwise on the same rows rather than by their means alone.
+
+Metrics are a registry (name -> function + direction), so a new metric is one module with one
+`@register_metric` function. `evaluate_task` orients every `score` so that higher is better:
+the sweep, the leaderboard and the paired statistics never need to ask a metric its direction.
+"""
 
 from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
 
 from tuneset.data.text import normalise_answer
-from tuneset.errors import DataError
+from tuneset.errors import DataError, TunesetError, UnknownNameError
 from tuneset.models.lm import encode, format_prompts, generate_greedy, response_nll
 from tuneset.models.loading import LoadedLM
 from tuneset.recipe import TaskSpec
+
+
+@dataclass(frozen=True)
+class EvalInput:
+    """What a metric reads: the model, the task, its rows and their prompts in the fine-tune's format."""
+
+    lm: LoadedLM
+    task: TaskSpec
+    rows: pl.DataFrame
+    prompts: list[str]
+    sep: str  # text between prompt and response (format_prompts)
+    max_length: int
+    max_batch_tokens: int
+    max_new_tokens: int
+
+    def gold_loss(self) -> np.ndarray:
+        """Per-token NLL of each row's gold response."""
+        tok = self.lm.tokenizer
+        enc = encode(tok, self.prompts, self.rows["response"].to_list(), self.max_length, sep=self.sep)
+        s, n, _ = response_nll(self.lm.model, enc, tok.pad_token_id, self.max_batch_tokens,
+                               what=f"evaluate {self.task.name}: gold loss")
+        return s / np.maximum(n, 1)
+
+    def generate(self) -> list[str]:
+        return generate_greedy(self.lm.model, self.lm.tokenizer, self.prompts, self.max_new_tokens,
+                               self.max_batch_tokens, self.max_length, what=f"evaluate {self.task.name}: generate")
+
+
+class Scored(NamedTuple):
+    """One value per row: the metric in its own direction, the gold response's loss, the prediction."""
+
+    score: np.ndarray
+    loss: np.ndarray
+    prediction: list[str]
+
+
+MetricFn = Callable[[EvalInput], Scored]
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    fn: MetricFn
+    higher_is_better: bool
+
+
+_METRICS: dict[str, Metric] = {}
+
+
+def register_metric(name: str, *, higher_is_better: bool) -> Callable[[MetricFn], MetricFn]:
+    """Register `fn(EvalInput) -> Scored` as metric `name`; its direction must be stated."""
+
+    def add(fn: MetricFn) -> MetricFn:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise ValueError(f"metric name '{name}' must be lowercase letters, digits and '_'")
+        if name in _METRICS:
+            raise ValueError(f"metric name '{name}' registered twice")
+        if not isinstance(higher_is_better, bool):
+            raise ValueError(f"metric '{name}': higher_is_better must be True or False, got {higher_is_better!r}")
+        if not callable(fn):
+            raise ValueError(f"metric '{name}': {fn!r} is not callable")
+        _METRICS[name] = Metric(name, fn, higher_is_better)
+        return fn
+
+    return add
+
+
+def metric_names() -> list[str]:
+    return sorted(_METRICS)
+
+
+def get_metric(name: str) -> Metric:
+    try:
+        return _METRICS[name]
+    except KeyError:
+        raise UnknownNameError("metric", name, metric_names()) from None
+
+
+def evaluate_task(lm: LoadedLM, task: TaskSpec, rows: pl.DataFrame, max_length: int = 256,
+                  max_batch_tokens: int = 4096, max_new_tokens: int = 16, prompt_format: str = "plain") -> pl.DataFrame:
+    """Columns: id, score (oriented: higher is better), loss (gold response NLL/token), prediction.
+    `prompt_format` must be the one the model was fine-tuned with (`TrainResult.prompt_format`)."""
+    metric = get_metric(task.metric)
+    prompts, sep = format_prompts(lm.tokenizer, rows["instruction"].to_list(), prompt_format)
+    out = metric.fn(EvalInput(lm, task, rows, prompts, sep, max_length, max_batch_tokens, max_new_tokens))
+    score, loss = np.asarray(out.score, dtype=np.float64), np.asarray(out.loss, dtype=np.float64)
+    if not (len(score) == len(loss) == len(out.prediction) == rows.height):
+        raise TunesetError(f"metric '{metric.name}' returned {len(score)} scores, {len(loss)} losses and "
+                           f"{len(out.prediction)} predictions for {rows.height} rows")
+    if not np.isfinite(score).all():
+        raise TunesetError(f"metric '{metric.name}': non-finite score for row '{rows['id'][int(np.argmin(np.isfinite(score)))]}'")
+    return pl.DataFrame({"id": rows["id"], "score": score if metric.higher_is_better else -score,
+                         "loss": loss, "prediction": pl.Series(out.prediction, dtype=pl.String)})
 
 
 def _choices(task: TaskSpec, rows: pl.DataFrame) -> list[list[str]]:
@@ -23,35 +126,35 @@ def _choices(task: TaskSpec, rows: pl.DataFrame) -> list[list[str]]:
     return out
 
 
-def evaluate_task(lm: LoadedLM, task: TaskSpec, rows: pl.DataFrame, max_length: int = 256,
-                  max_batch_tokens: int = 4096, max_new_tokens: int = 16, prompt_format: str = "plain") -> pl.DataFrame:
-    """Columns: id, score (1/0 correct, or -loss for target_loss), loss (gold response NLL/token), prediction.
-    `prompt_format` must be the one the model was fine-tuned with (`TrainResult.prompt_format`)."""
-    tok, pad = lm.tokenizer, lm.tokenizer.pad_token_id
-    prompts, sep = format_prompts(tok, rows["instruction"].to_list(), prompt_format)
-    gold = rows["response"].to_list()
-    if task.metric == "choice_accuracy":
-        choices = _choices(task, rows)
-        flat_p = [p for p, cs in zip(prompts, choices) for _ in cs]
-        flat_c = [c for cs in choices for c in cs]
-        c_sum, c_n, _ = response_nll(lm.model, encode(tok, flat_p, flat_c, max_length, sep=sep), pad, max_batch_tokens,
-                                     what=f"evaluate {task.name}: choices")
-        preds, loss, k = [], np.zeros(rows.height), 0
-        for row, (cs, g) in enumerate(zip(choices, gold)):
-            preds.append(cs[int(np.argmin(c_sum[k:k + len(cs)]))])  # highest summed log-likelihood
-            j = k + cs.index(g)  # the gold response is one of the choices: its loss is already here
-            loss[row] = c_sum[j] / max(c_n[j], 1)
-            k += len(cs)
-        score = np.array([float(p == g) for p, g in zip(preds, gold)])
-        return pl.DataFrame({"id": rows["id"], "score": score, "loss": loss, "prediction": preds})
-    g_sum, g_n, _ = response_nll(lm.model, encode(tok, prompts, gold, max_length, sep=sep), pad, max_batch_tokens,
-                                 what=f"evaluate {task.name}: gold loss")
-    loss = g_sum / np.maximum(g_n, 1)
-    if task.metric == "exact_match":
-        preds = generate_greedy(lm.model, tok, prompts, max_new_tokens, max_batch_tokens, max_length,
-                                what=f"evaluate {task.name}: generate")
-        score = np.array([float(normalise_answer(p) == normalise_answer(g)) for p, g in zip(preds, gold)])
-    else:
-        preds = [""] * rows.height
-        score = -loss
-    return pl.DataFrame({"id": rows["id"], "score": score, "loss": loss, "prediction": preds})
+@register_metric("choice_accuracy", higher_is_better=True)
+def choice_accuracy(x: EvalInput) -> Scored:
+    """1 when the choice with the highest summed log-likelihood is the gold one; the gold response
+    is one of the choices, so its loss comes from the same pass."""
+    choices = _choices(x.task, x.rows)
+    tok, gold = x.lm.tokenizer, x.rows["response"].to_list()
+    flat_p = [p for p, cs in zip(x.prompts, choices) for _ in cs]
+    flat_c = [c for cs in choices for c in cs]
+    c_sum, c_n, _ = response_nll(x.lm.model, encode(tok, flat_p, flat_c, x.max_length, sep=x.sep), tok.pad_token_id,
+                                 x.max_batch_tokens, what=f"evaluate {x.task.name}: choices")
+    preds, loss, k = [], np.zeros(x.rows.height), 0
+    for row, (cs, g) in enumerate(zip(choices, gold)):
+        preds.append(cs[int(np.argmin(c_sum[k:k + len(cs)]))])
+        j = k + cs.index(g)
+        loss[row] = c_sum[j] / max(c_n[j], 1)
+        k += len(cs)
+    return Scored(np.array([float(p == g) for p, g in zip(preds, gold)]), loss, preds)
+
+
+@register_metric("exact_match", higher_is_better=True)
+def exact_match(x: EvalInput) -> Scored:
+    """1 when the greedy answer equals the gold one after answer normalisation."""
+    loss, preds = x.gold_loss(), x.generate()
+    gold = x.rows["response"].to_list()
+    return Scored(np.array([float(normalise_answer(p) == normalise_answer(g)) for p, g in zip(preds, gold)]), loss, preds)
+
+
+@register_metric("target_loss", higher_is_better=False)
+def target_loss(x: EvalInput) -> Scored:
+    """The gold response's per-token loss itself (reported as score = -loss)."""
+    loss = x.gold_loss()
+    return Scored(loss, loss, [""] * x.rows.height)

@@ -1,12 +1,14 @@
 """A recipe checked against everything it names before any work starts: a typo in a selector,
 a parameter, a weight column or a path fails in a second with one line, not after minutes of
-scoring with a traceback. Lives above the selector registry, which the recipe module cannot see."""
+scoring with a traceback. Lives above the selector and metric registries, which the recipe module
+cannot see."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from tuneset.errors import TunesetError, UnknownNameError
+from tuneset.evaluate.metrics import metric_names
 from tuneset.recipe import PolicyConfig, Recipe, Strategy
 from tuneset.selectors import make_selector, selector_names
 
@@ -23,6 +25,9 @@ def check_recipe(recipe: Recipe, where: str = "recipe", selects: bool = False) -
             make_selector(spec.name, spec.params)
         except TunesetError as e:
             raise TunesetError(f"{where}: score.selectors[{i}] ({spec.name}): {e}") from None
+    for t in recipe.task_specs():
+        if t.metric not in metric_names():
+            raise TunesetError(f"{where}: task '{t.name}': metric: {UnknownNameError('metric', t.metric, metric_names())}")
     _policy(recipe.select, f"{where}: select")
     if selects:
         scored = [s.name for s in recipe.score.selectors]
