@@ -1,0 +1,76 @@
+"""Readable outputs: the curation report, its score plot, the leaderboard plot, `tuneset selectors`."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from tuneset.curation import curate_rows
+from tuneset.curation.report import log_scale, plot_scores, reason_table, render_report, score_panels
+from tuneset.recipe import CurateConfig, FilterRule
+
+
+@pytest.fixture
+def demo_rows(demo_dir):
+    from tuneset.data.io import load_rows
+
+    return load_rows(demo_dir / "pool.jsonl").rows
+
+
+def _curated(rows: pl.DataFrame, n: int, limit: float = 100.0):
+    """Curate the first `n` rows with a perplexity filter over scores spanning 1 to 1e5, two
+    planted duplicates and one eval leak; returns the audit and its counts."""
+    rows = rows.head(n)
+    copies = rows.head(2).with_columns(pl.format("copy-{}", "id").alias("id"))
+    rows = pl.concat([rows, copies])
+    scores = pl.DataFrame({"id": rows["id"], "perplexity": np.geomspace(1, 1e5, rows.height),
+                           "ifd": np.linspace(0.5, 1.5, rows.height)})
+    cfg = CurateConfig(filters=[FilterRule(column="perplexity", max=limit), FilterRule(column="ifd", max=1.4)])
+    evals = {"t/test": rows.slice(5, 1).select("id", "instruction")}
+    _, audit = curate_rows(rows, cfg, evals, scores)
+    counts = {a: int((audit["action"] == a).sum()) for a in ("kept", "dropped", "corrected", "quarantined")}
+    return audit, counts
+
+
+def test_reasons_are_grouped_by_rule_with_the_range_of_values(demo_rows):
+    audit, _ = _curated(demo_rows, 120)
+    table = reason_table(audit)
+    dropped = audit.filter(pl.col("action") == "dropped")
+    assert table["rows"].sum() == dropped.height
+    by_filter = table.filter(pl.col("reason").str.starts_with("perplexity="))
+    assert by_filter.height == 1  # one line for the rule, not one per value
+    over = dropped.filter(pl.col("reason").str.starts_with("perplexity="))["perplexity"]
+    assert over.len() > 10 and by_filter["rows"][0] == over.len()
+    assert "max 100" in by_filter["reason"][0] and "#" in by_filter["reason"][0]
+    assert by_filter["values"][0] == f"perplexity {over.min():.4g} to {over.max():.4g}"
+    for prefix in ("duplicate of ", "contaminated: "):  # planted: two copies, one leak
+        n = dropped.filter(pl.col("reason").str.starts_with(prefix)).height
+        assert n >= 1 and table.filter(pl.col("reason").str.starts_with(prefix))["rows"].to_list() == [n]
+    assert "duplicate of …" in table["reason"].to_list()
+
+
+def test_report_length_does_not_grow_with_the_rows_a_rule_drops(demo_rows):
+    small, big = (_curated(demo_rows, n) for n in (60, 300))
+    lines = [render_report("r", a.height, c, a).splitlines() for a, c in (small, big)]
+    assert big[1]["dropped"] > small[1]["dropped"] + 50
+    assert len(lines[0]) == len(lines[1])
+    assert max(len(line) for line in lines[1]) < 300
+
+
+def test_a_pipe_in_a_reason_does_not_split_its_table_row(demo_rows):
+    audit = pl.DataFrame({"action": ["dropped"], "reason": ["label issue: given 'a|b' (p=0.10)"], "source": ["s"], "id": ["x"]})
+    row = next(line for line in render_report("r", 1, {"dropped": 1}, audit).splitlines() if "label issue" in line)
+    assert row.count(" | ") == 4  # five cells: action, reason, rows, values, example
+
+
+def test_score_panels_use_log_axes_only_for_values_spanning_orders_of_magnitude(demo_rows, tmp_path):
+    audit, _ = _curated(demo_rows, 120)
+    filters = [FilterRule(column="perplexity", max=100.0), FilterRule(column="ifd", min=0.6, max=1.4)]
+    panels = {p.column: p for p in score_panels(audit, ["perplexity"], filters)}
+    assert set(panels) == {"perplexity", "ifd"}  # a filtered column is plotted even if not asked for
+    assert panels["perplexity"].log and not panels["ifd"].log
+    assert panels["ifd"].thresholds == [("min", 0.6), ("max", 1.4)]
+    assert sum(len(v) for v in panels["perplexity"].by_action.values()) == audit.height
+    assert plot_scores(audit, ["perplexity"], tmp_path / "s.png", filters) and (tmp_path / "s.png").stat().st_size > 0
+    assert not log_scale(np.array([-1.0, 10.0, 1e4])) and not log_scale(np.array([]))
