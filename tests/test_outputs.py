@@ -74,3 +74,46 @@ def test_score_panels_use_log_axes_only_for_values_spanning_orders_of_magnitude(
     assert sum(len(v) for v in panels["perplexity"].by_action.values()) == audit.height
     assert plot_scores(audit, ["perplexity"], tmp_path / "s.png", filters) and (tmp_path / "s.png").stat().st_size > 0
     assert not log_scale(np.array([-1.0, 10.0, 1e4])) and not log_scale(np.array([]))
+
+
+def _results(tmp_path, arms: dict[str, float], budgets=("300",), seeds=3, n=60):
+    """Evaluation results for `arms` (strategy -> accuracy around which each seed scatters)."""
+    from tuneset.evaluate.leaderboard import NONE
+
+    rng = np.random.default_rng(0)
+    out = []
+    for strategy, p in arms.items():
+        for budget in (["-"] if strategy == NONE else budgets):
+            for seed in (["-"] if strategy == NONE else range(seeds)):
+                path = tmp_path / f"{strategy}-{budget}-{seed}.parquet"
+                pl.DataFrame({"id": [f"r{i}" for i in range(n)],
+                              "score": (rng.random(n) < p).astype(float)}).write_parquet(path)
+                out.append({"strategy": strategy, "budget": budget, "n_rows": 0 if strategy == NONE else 30,
+                            "seed": seed, "task": "qa", "metric": "exact_match", "examples": str(path)})
+    return out
+
+
+def test_leaderboard_plot_zooms_to_the_data_and_shows_paired_intervals(tmp_path):
+    from tuneset.evaluate.leaderboard import build_leaderboard, plot, plot_panels
+
+    board = build_leaderboard(_results(tmp_path, {"none": 0.55, "random": 0.6, "ppl": 0.7, "knn": 0.65}))
+    (panel,) = plot_panels(board)
+    arms = board.filter(pl.col("strategy") != "none")
+    assert panel.labels == arms.sort("mean", descending=True)["strategy"].to_list()  # best first, one budget: no "@"
+    seeds = [float(v) for s in arms["per_seed"] for v in s.split()]
+    lo, hi = panel.xlim
+    assert lo < min(seeds) and hi > max(seeds) and lo > 0.2  # zoomed, not from 0
+    assert panel.delta_name == "random"
+    for label, d in zip(panel.labels, panel.deltas):
+        row = arms.filter(pl.col("strategy") == label).row(0, named=True)
+        assert d == (None if label == "random" else (row["vs_random"], row["vs_random_lo"], row["vs_random_hi"]))
+    assert "no fine-tune" in panel.baselines
+    assert plot(board, tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_leaderboard_plot_labels_budgets_only_when_there_are_several(tmp_path):
+    from tuneset.evaluate.leaderboard import build_leaderboard, plot_panels
+
+    (panel,) = plot_panels(build_leaderboard(_results(tmp_path, {"random": 0.5, "ppl": 0.6}, budgets=("10", "20"))))
+    assert sorted(panel.labels) == ["ppl @ 10", "ppl @ 20", "random @ 10", "random @ 20"]
+    assert panel.delta_name == "random" and sum(d is None for d in panel.deltas) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,35 +81,102 @@ def to_markdown(board: pl.DataFrame) -> str:
     return "\n".join(parts)
 
 
+@dataclass
+class TaskPanel:
+    """What the leaderboard plot shows for one task: arms top to bottom, best test mean first."""
+
+    title: str
+    labels: list[str]
+    means: np.ndarray
+    sds: np.ndarray  # 0 where one seed
+    seeds: list[list[float]]
+    baselines: dict[str, float]  # "no fine-tune" / "full pool" -> mean
+    delta_name: str  # "random" or "no fine-tune": what the paired differences are against
+    deltas: list[tuple[float, float, float] | None]  # (difference, lo, hi) per arm, None for the reference itself
+    xlim: tuple[float, float]
+
+
+def _zoom(values: list[float], pad: float = 0.08) -> tuple[float, float]:
+    """The data's range plus a margin: a bar from 0 hides differences of a few points."""
+    lo, hi = min(values), max(values)
+    margin = (hi - lo) * pad or max(abs(hi) * pad, 0.01)
+    return lo - margin, hi + margin
+
+
+def plot_panels(board: pl.DataFrame) -> list[TaskPanel]:
+    """Per task: every arm but the baselines (random and references included), with its seeds and
+    paired 95% interval against random (or, without a random arm, against no fine-tune)."""
+    panels = []
+    for task in board["task"].unique(maintain_order=True).to_list():
+        t = board.filter(pl.col("task") == task)
+        arms = t.filter(~pl.col("strategy").is_in([NONE, FULL])).sort(["budget", "mean"], descending=[False, True])
+        several = arms["budget"].n_unique() > 1
+        labels = [f"{s} @ {b}" if several else s for s, b in zip(arms["strategy"], arms["budget"])]
+        seeds = [[float(v) for v in str(s).split()] for s in arms["per_seed"]]
+        means, sds = arms["mean"].to_numpy(), arms["sd_seeds"].fill_null(0).cast(pl.Float64).to_numpy()
+        baselines = {name: float(t.filter(pl.col("strategy") == key)["mean"][0])
+                     for key, name in ((NONE, "no fine-tune"), (FULL, "full pool")) if key in t["strategy"].to_list()}
+        ref = next((c for c in ("vs_random", "vs_none") if c in arms.columns and arms[c].drop_nulls().len()), None)
+        deltas = ([None if r[ref] is None else (r[ref], r[f"{ref}_lo"], r[f"{ref}_hi"]) for r in arms.iter_rows(named=True)]
+                  if ref else [None] * arms.height)
+        values = [*(v for s in seeds for v in s), *(means - sds), *(means + sds), *baselines.values()]
+        budget = "" if several or not arms.height else f", budget {arms['budget'][0]}"
+        title = f"{task} ({t['metric'][0]}, {t['n_test'][0]} test rows{budget})"
+        panels.append(TaskPanel(title, labels, means, sds, seeds, baselines,
+                                "random" if ref == "vs_random" else "no fine-tune", deltas, _zoom(values)))
+    return panels
+
+
 def plot(board: pl.DataFrame, path: Path) -> Path:
+    """Per task, two panels sharing the arms: test score (mean ± sd over seeds, each seed a dot,
+    the baselines as lines, the axis zoomed to the data) and the paired difference with its 95%
+    interval, coloured where the interval excludes zero."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = board["task"].unique(maintain_order=True).to_list()
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        t = board.filter(pl.col("task") == task)
-        arms = t.filter(~pl.col("strategy").is_in([NONE, FULL])).sort(["budget", "strategy"])
-        labels = [f"{s}\n@{b}" for s, b in zip(arms["strategy"], arms["budget"])]
-        x = np.arange(len(labels))
-        colors = ["tab:gray" if s == RANDOM else "tab:blue" for s in arms["strategy"]]
-        ax.bar(x, arms["mean"].to_numpy(), yerr=arms["sd_seeds"].fill_null(0).to_numpy(), color=colors, alpha=0.6, capsize=4)
-        for xi, seeds in zip(x, arms["per_seed"].to_list()):
-            vals = [float(v) for v in seeds.split()]
-            ax.scatter([xi] * len(vals), vals, color="black", s=10, zorder=3)
-        for name, style in ((NONE, ":"), (FULL, "--")):
-            base = t.filter(pl.col("strategy") == name)
-            if base.height:
-                ax.axhline(base["mean"][0], linestyle=style, color="tab:red" if name == FULL else "tab:green",
-                           label=f"{'full pool' if name == FULL else 'no fine-tune'} {base['mean'][0]:.3f}")
-        ax.set_xticks(x, labels, fontsize=8)
-        ax.set_title(f"{task} ({t['metric'][0]})")
-        ax.set_ylabel("score (mean over test rows)")
-        ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle("Downstream score per strategy (bars: mean, whiskers: sd over seeds, dots: seeds)")
+    panels = plot_panels(board)
+    heights = [max(len(p.labels), 2) * 0.38 + 1.3 for p in panels]
+    fig, axes = plt.subplots(len(panels), 2, figsize=(12, sum(heights) + 0.6), squeeze=False, sharey="row",
+                             gridspec_kw={"height_ratios": heights, "width_ratios": [3, 2]})
+    for (left, right), p in zip(axes, panels):
+        y = np.arange(len(p.labels))
+        for yi, vals in zip(y, p.seeds):
+            left.scatter(vals, [yi] * len(vals), s=14, color="0.55", zorder=2, label="a seed" if yi == 0 else None)
+        first = next((i for i, label in enumerate(p.labels) if label.split(" @ ")[0] != RANDOM), 0)
+        for yi, (label, mean, sd) in enumerate(zip(p.labels, p.means, p.sds)):
+            left.errorbar([mean], [yi], xerr=[sd], fmt="o", capsize=3, zorder=3,
+                          color="0.3" if label.split(" @ ")[0] == RANDOM else "tab:blue",
+                          label="mean ± sd over seeds" if yi == first else None)
+        for (name, value), style in zip(p.baselines.items(), (":", "--")):
+            left.axvline(value, linestyle=style, color="tab:green" if name == "no fine-tune" else "tab:red",
+                         label=f"{name} {value:.3f}")
+        left.set_xlim(*p.xlim)
+        left.set_yticks(y, p.labels, fontsize=9)
+        left.invert_yaxis()
+        left.set_title(p.title, fontsize=10, loc="left")
+        left.set_xlabel("test score (mean over test rows)", fontsize=9)
+        left.grid(axis="x", alpha=0.3)
+        left.legend(fontsize=7, loc="best")
+        _draw_deltas(right, y, p)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _draw_deltas(ax, y: np.ndarray, p: TaskPanel) -> None:
+    ax.axvline(0, color="black", linewidth=0.8)
+    for yi, d in zip(y, p.deltas):
+        if d is None:
+            if p.labels[yi].split(" @ ")[0] == RANDOM and p.delta_name == RANDOM:
+                ax.annotate("the reference", (0, yi), xytext=(4, 0), textcoords="offset points", va="center", fontsize=7)
+            continue
+        diff, lo, hi = d
+        color = "tab:blue" if lo > 0 else "tab:red" if hi < 0 else "0.4"
+        ax.errorbar([diff], [yi], xerr=[[diff - lo], [hi - diff]], fmt="o", color=color, capsize=3)
+        ax.annotate(f"{diff:+.3f}", (hi, yi), xytext=(4, 0), textcoords="offset points", va="center", fontsize=7)
+    ax.set_xlabel(f"difference vs {p.delta_name}, paired 95% CI", fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    ax.margins(x=0.15)
