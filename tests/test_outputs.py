@@ -117,3 +117,16 @@ def test_leaderboard_plot_labels_budgets_only_when_there_are_several(tmp_path):
     (panel,) = plot_panels(build_leaderboard(_results(tmp_path, {"random": 0.5, "ppl": 0.6}, budgets=("10", "20"))))
     assert sorted(panel.labels) == ["ppl @ 10", "ppl @ 20", "random @ 10", "random @ 20"]
     assert panel.delta_name == "random" and sum(d is None for d in panel.deltas) == 2
+
+
+def test_leaderboard_header_is_sentences_naming_every_arm():
+    from tuneset.flows.compare import describe
+
+    info = {"pool_rows": 1989, "budgets": {"300": 300, "10%": 199},
+            "finetune": {"budget 300": {"lr": 0.001, "epochs": 3}, "budget 10%": {"lr": 0.001, "epochs": 3},
+                         "full pool": {"target_modules": ["q_proj", "v_proj"]}, "no fine-tune": {"prompt_format": "plain"}}}
+    text = describe(info)
+    assert not any(c in text for c in "{}[]|=\n") and text.endswith(".")
+    assert "1,989 rows" in text and "budget 10% selects 199 rows" in text
+    assert "budget 300 and budget 10%: lr 0.001, epochs 3" in text  # trained alike, named together
+    assert "q_proj/v_proj" in text and "no fine-tune: prompt format plain" in text

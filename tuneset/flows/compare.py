@@ -154,12 +154,19 @@ def _changed(cfg: FinetuneConfig, recipe: Recipe) -> dict:
 
 
 def describe(info: dict) -> str:
-    """The run's setup in words: pool, budgets, and the fine-tune settings each arm trained with."""
-    budgets = ", ".join(f"{b} ({n} rows)" for b, n in info["budgets"].items()) or "none"
-    lines = [f"Pool: {info['pool_rows']} rows. Budgets: {budgets}.", "",
-             "| arm | fine-tune settings (differences from the recipe's) |", "|---|---|"]
-    lines += [f"| {arm} | {', '.join(f'{k}={v}' for k, v in cfg.items())} |" for arm, cfg in info["finetune"].items()]
-    return "\n".join(lines)
+    """The run's setup in two sentences: what each budget selects from the pool, and the fine-tune
+    settings of each arm (arms trained alike named together), so the header reads without code."""
+    def words(cfg: dict) -> str:
+        return ", ".join(f"{k.replace('_', ' ')} {'/'.join(map(str, v)) if isinstance(v, list | tuple) else v}"
+                         for k, v in cfg.items())
+
+    budgets = "; ".join(f"budget {b} selects {n:,} rows" for b, n in info["budgets"].items())
+    alike: dict[str, list[str]] = {}
+    for arm, cfg in info["finetune"].items():
+        alike.setdefault(words(cfg), []).append(arm)
+    arms = "; ".join(f"{' and '.join(names)}: {settings}" for settings, names in alike.items())
+    return (f"The pool has {info['pool_rows']:,} rows" + (f"; {budgets}" if budgets else "") + ". "
+            f"Fine-tune settings where they differ from the recipe's (else its lr, epochs and prompt format): {arms}.")
 
 
 def write_leaderboard(recipe: Recipe, results: list[dict], timings: dict[str, float], info: dict, final: bool = True) -> dict[str, str]:
