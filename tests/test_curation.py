@@ -213,12 +213,32 @@ def test_near_duplicates_name_the_row_they_copy():
     assert _reasons(audit)["b"] == ("dropped", "near-duplicate of a (cosine 0.990)")
 
 
+def _rw(ids, given, proposed, p_new) -> pl.DataFrame:
+    """The `rewrite` selector's columns: given confidence, the model's answer ('' none), its confidence, gain."""
+    return pl.DataFrame({"id": ids, "rewrite": given, "rewrite.proposed": proposed, "rewrite.proposed_confidence": p_new,
+                         "rewrite.gain": [n - g if p else 0.0 for g, p, n in zip(given, proposed, p_new)]})
+
+
+def test_rewrite_takes_a_proposal_only_when_its_confidence_gains_the_margin():
+    from tuneset.recipe import RewriteConfig
+
+    rows = _rows(("a", "s", "q", "bad"), ("b", "s", "q2", "meh"), ("c", "s", "q3", "fine"))
+    scores = _rw(["a", "b", "c"], [0.1, 0.2, 0.9], ["good", "better?", ""], [0.9, 0.3, 0.0])
+    curated, audit = curate_rows(rows, OFF.model_copy(update={"rewrite": RewriteConfig(margin=0.2)}), {}, scores)
+    assert _reasons(audit) == {"a": ("corrected", "rewritten: model answer confidence 0.90 vs given 0.10"),
+                               "b": ("kept", "passed all checks"), "c": ("kept", "passed all checks")}
+    assert curated["response"].to_list() == ["good", "meh", "fine"]
+
+
 def test_filters_do_not_judge_corrected_rows():
+    from tuneset.recipe import RewriteConfig
+
     rows = _rows(("a", "s", "q", "bad"), ("b", "s", "q2", "bad too"))
-    scores = pl.DataFrame({"id": ["a", "b"], "confidence": [0.1, 0.1]})
-    cfg = OFF.model_copy(update={"filters": [FilterRule(column="confidence", min=0.3)]})
-    curated, audit = curate_rows(rows, cfg, {}, scores, rewrites={"a": ("good", "rewritten: 0.9 vs 0.1")})
-    assert _reasons(audit) == {"a": ("corrected", "rewritten: 0.9 vs 0.1"), "b": ("dropped", "confidence=0.1 below min 0.3")}
+    scores = _rw(["a", "b"], [0.1, 0.1], ["good", ""], [0.9, 0.0]).with_columns(pl.Series("confidence", [0.1, 0.1]))
+    cfg = OFF.model_copy(update={"filters": [FilterRule(column="confidence", min=0.3)], "rewrite": RewriteConfig(margin=0.2)})
+    curated, audit = curate_rows(rows, cfg, {}, scores)
+    assert _reasons(audit) == {"a": ("corrected", "rewritten: model answer confidence 0.90 vs given 0.10"),
+                               "b": ("dropped", "confidence=0.1 below min 0.3")}
     assert curated["response"].to_list() == ["good"]
 
 

@@ -74,9 +74,10 @@ def test_curate_corrects_and_the_audit_rebuilds_the_input(tiny_recipe):
     from tuneset.flows.curate import curate_flow
 
     recipe = tiny_recipe(
-        "curate.relabel={min_prob: 0.05}", "curate.rewrite={below: 1.0, margin: 0.0, max_new_tokens: 4}",
+        "curate.relabel={min_prob: 0.05}", "curate.rewrite={margin: 0.0}",
         "curate.near_dedup=0.999", "curate.filters=[{column: confidence.p_end, min: 0.0}]",
-        "score.selectors=[{name: confidence, params: {components: [likelihood]}}, {name: label_quality, params: {sources: [reviews], folds: 2}}]",
+        "score.selectors=[{name: confidence, params: {components: [likelihood]}}, {name: label_quality, params: {sources: [reviews], folds: 2}},"
+        " {name: rewrite, params: {confidence: {components: [likelihood]}, below: 1.0, max_new_tokens: 4}}]",
     )
     res = curate_flow(recipe)
     audit = pl.read_parquet(res.audit)

@@ -8,8 +8,11 @@ import json
 import textwrap
 
 import numpy as np
+import polars as pl
 import pytest
 
+from tuneset.curation import steps
+from tuneset.curation.curate import curate_rows
 from tuneset.errors import TunesetError, UnknownNameError
 from tuneset.evaluate import metrics
 from tuneset.flows.checks import check_recipe
@@ -20,6 +23,7 @@ from tuneset.recipe import load_recipe
 def plugin(tmp_path, monkeypatch):
     """Import a module written into tmp_path; registrations made by it vanish after the test."""
     monkeypatch.setattr(metrics, "_METRICS", dict(metrics._METRICS))
+    monkeypatch.setattr(steps, "_STEPS", dict(steps._STEPS))
     monkeypatch.syspath_prepend(str(tmp_path))
 
     def load(name: str, source: str):
@@ -90,3 +94,89 @@ def test_unknown_metric_at_evaluation_names_the_valid_ones(tiny_lm_dir, demo_dir
     task = TaskSpec(name="c", metric="bleu", dev=demo_dir / "x")
     with pytest.raises(UnknownNameError, match="unknown metric 'bleu'; valid: choice_accuracy, exact_match, target_loss"):
         metrics.evaluate_task(None, task, None)  # refused before any model or row is touched
+
+
+MIN_WORDS = """
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from tuneset.curation.steps import CurationInput, CurationStep, Decisions, register_step
+
+
+    class MinWordsParams(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        min: int = Field(default=2, ge=1)
+
+
+    @register_step
+    class MinWords(CurationStep):
+        name = "min_words"
+        Params = MinWordsParams
+
+        def run(self, data: CurationInput, decisions: Decisions) -> None:
+            for i, response in data.rows.select("id", "response").iter_rows():
+                if len(response.split()) < self.params.min:
+                    decisions.drop(i, f"response has fewer than {self.params.min} words")
+"""
+
+
+def test_a_new_curation_step_is_one_file_ordered_by_the_recipe(plugin, tmp_path, demo_dir):
+    from tuneset.data.io import load_rows
+
+    steps_list = "curate.steps=[decontaminate, dedup, {name: min_words, params: {min: 3}}]"
+    with pytest.raises(TunesetError, match=r"curate.steps\[2\]: unknown curation step 'min_words'; valid: decontaminate, dedup, "):
+        check_recipe(_recipe(tmp_path, demo_dir, "exact_match", steps_list))
+    plugin("my_step", MIN_WORDS)
+    recipe = check_recipe(_recipe(tmp_path, demo_dir, "exact_match", steps_list))
+    rows = load_rows(recipe.pool).rows
+    curated, audit = curate_rows(rows, recipe.curate, {})
+    short = {i for i, r in rows.select("id", "response").iter_rows() if len(r.split()) < 3}
+    dropped = dict(audit.filter(pl.col("reason") == "response has fewer than 3 words").select("id", "action").iter_rows())
+    assert short and set(dropped) <= short and set(dropped.values()) == {"dropped"}
+    assert not set(curated["id"]) & short  # short rows left for this step or an earlier one
+    assert audit.height == rows.height
+
+
+def test_the_recipe_orders_steps_and_the_first_reason_stands(plugin):
+    from tuneset.recipe import CurateConfig
+
+    rows = pl.DataFrame({"id": ["a", "b"], "source": ["s", "s"], "instruction": ["Q one", "q one"], "response": ["r", "r"]})
+    evals = {"t": pl.DataFrame({"id": ["e"], "instruction": ["Q ONE"]})}
+    default = dict(curate_rows(rows, CurateConfig(), evals)[1].select("id", "reason").iter_rows())
+    dedup_first = dict(curate_rows(rows, CurateConfig(steps=["dedup", "decontaminate"]), evals)[1].select("id", "reason").iter_rows())
+    assert default["b"].startswith("contaminated") and dedup_first["b"] == "duplicate of a"
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("curate.steps=[dedupe]", r"recipe: curate.steps\[0\]: unknown curation step 'dedupe'; valid: decontaminate, dedup, filters, "),
+    ("curate.steps=[decontaminate, dedup, dedup]", r"curate.steps\[2\] \(dedup\): listed twice"),
+    ("curate.steps=[decontaminate]", r"curate.steps does not list 'dedup', which curate.dedup turns on"),
+    ("curate.steps=[decontaminate, dedup, near_dedup]", r"curate.steps\[2\] \(near_dedup\): curate.near_dedup is off"),
+    ("curate.steps=[decontaminate, {name: dedup, params: {k: 1}}]", r"curate.steps\[1\] \(dedup\): bad params: .*valid params: none"),
+    ("compare.strategies=[{name: random, curate: {steps: [relabel]}}]",
+     r"compare.strategies \(random\): curate.steps\[0\] \(relabel\): curate.relabel is off"),
+])
+def test_curation_steps_are_checked_at_recipe_load(tmp_path, demo_dir, override, message):
+    with pytest.raises(TunesetError, match=message):
+        check_recipe(_recipe(tmp_path, demo_dir, "exact_match", override))
+
+
+def test_curation_step_registration_is_validated(plugin):
+    from pydantic import BaseModel
+
+    from tuneset.curation.steps import CurationStep, register_step
+
+    def step(name, setting=None, params=None):
+        attrs = {"name": name, "setting": setting, "run": lambda self, data, decisions: None}
+        if params is not None:
+            attrs["Params"] = params
+        return type("S", (CurationStep,), attrs)
+
+    with pytest.raises(ValueError, match="'dedup' registered twice"):
+        register_step(step("dedup"))
+    with pytest.raises(ValueError, match="lowercase letters"):
+        register_step(step("My-Step"))
+    with pytest.raises(ValueError, match="setting 'dedupe' is not a curate field; valid: dedup, decontaminate"):
+        register_step(step("other", setting="dedupe"))
+    with pytest.raises(ValueError, match="from curate.dedup or from Params, not both"):
+        register_step(step("other", setting="dedup", params=type("P", (BaseModel,), {})))
+    assert "other" not in steps.step_names()

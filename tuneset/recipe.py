@@ -87,12 +87,18 @@ class RelabelConfig(_Strict):
 
 
 class RewriteConfig(_Strict):
-    """CLEAR's auto-correct: the reference model answers a low-confidence row itself; its answer
-    replaces the response only when its confidence beats the given one's by `margin`."""
+    """CLEAR's auto-correct: the `rewrite` selector proposes the model's own answer to low-confidence
+    rows (its params: which rows, the confidence measure); the answer replaces the response only
+    when its confidence beats the given one's by `margin`."""
 
-    below: float = Field(default=0.3, ge=0, le=1)  # try rows whose `confidence` score is under this
     margin: float = Field(default=0.2, ge=0)
-    max_new_tokens: int = Field(default=128, ge=1)
+
+
+class StepSpec(_Strict):
+    """A curation step in `curate.steps`: a name, and params for steps without a `curate` setting."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
 
 
 class CurateConfig(_Strict):
@@ -103,13 +109,14 @@ class CurateConfig(_Strict):
     relabel: RelabelConfig | None = None
     rewrite: RewriteConfig | None = None
     filters: list[FilterRule] = Field(default_factory=list)  # drop rows outside [min, max] of a score column
+    # The steps in order (tuneset.curation.steps), e.g. [dedup, decontaminate, {name: my_step, params: {...}}].
+    # None: decontaminate, dedup, near_dedup, relabel, rewrite, filters, each as its setting above turns it on.
+    steps: list[StepSpec] | None = None
 
-    def selectors(self) -> list[str]:
-        """Selectors whose scores these settings read."""
-        names = [f.column.split(".")[0] for f in self.filters]
-        names += ["semdedup"] * (self.near_dedup is not None) + ["label_quality"] * (self.relabel is not None)
-        names += ["confidence"] * (self.rewrite is not None)
-        return list(dict.fromkeys(names))
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> Any:
+        return [{"name": s} if isinstance(s, str) else s for s in v] if isinstance(v, list) else v
 
 
 Budget = int | str

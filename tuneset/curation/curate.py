@@ -1,8 +1,10 @@
-"""Curation: decontaminate, dedup, correct and filter scored rows, every decision in the audit.
+"""Curation: run the recipe's steps over scored rows, every decision in the audit.
 
-Order matters and is fixed: a row leaves for the first reason that applies (contamination, exact
-duplicate, near-duplicate, unfixable label), then corrections (relabel, rewrite) apply to the rest,
-and rule filters judge only rows that were not corrected (their scores describe the old response).
+The built-in steps, in their default order: a row leaves for the first reason that applies
+(contamination, exact duplicate, near-duplicate, unfixable label), then corrections (relabel,
+rewrite) apply to the rest, and rule filters judge only rows that were not corrected (their scores
+describe the old response). Steps only decide: proposals (a suggested label, a model's answer) are
+score columns that selectors produced.
 """
 
 from __future__ import annotations
@@ -11,8 +13,12 @@ import polars as pl
 
 from tuneset.curation.audit import audit_frame
 from tuneset.curation.dedup import contaminated, exact_duplicates
-from tuneset.errors import TunesetError, UnknownNameError
-from tuneset.recipe import CurateConfig, RelabelConfig
+from tuneset.curation.steps import CurationInput, CurationStep, Decisions, need, register_step, resolve_steps
+from tuneset.errors import TunesetError
+from tuneset.recipe import CurateConfig
+
+LABEL_COLUMNS = ("label_quality.label_issue", "label_quality.suggested", "label_quality.suggested_prob", "label_quality.given_prob")
+REWRITE_COLUMNS = ("rewrite", "rewrite.proposed", "rewrite.proposed_confidence", "rewrite.gain")
 
 
 def curate_rows(
@@ -21,40 +27,15 @@ def curate_rows(
     eval_rows: dict[str, pl.DataFrame],
     scores: pl.DataFrame | None = None,
     quarantined: list[dict] | None = None,
-    rewrites: dict[str, tuple[str, str]] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Return (curated rows, audit). `rewrites`: id -> (new response, reason), from `propose_rewrites`."""
+    """Return (curated rows, audit)."""
     table = rows.select("id").join(scores, on="id", how="left", maintain_order="left") if scores is not None else rows.select("id")
-    drops: dict[str, str] = {}
-    fixes: dict[str, tuple[str, str]] = {}
-    if cfg.decontaminate:
-        for i, where in contaminated(rows, eval_rows, cfg.decontaminate_ngram).items():
-            drops.setdefault(i, f"contaminated: matches evaluation row {where}")
-    if cfg.dedup:
-        for i, first in exact_duplicates(rows).items():
-            drops.setdefault(i, f"duplicate of {first}")
-    if cfg.near_dedup is not None:
-        need(table, "semdedup.duplicate_of", "semdedup.max_similarity")
-        for i, of, sim in table.select("id", "semdedup.duplicate_of", "semdedup.max_similarity").iter_rows():
-            if of and sim > cfg.near_dedup:
-                drops.setdefault(i, f"near-duplicate of {of} (cosine {sim:.3f})")
-    if cfg.relabel is not None:
-        need(table, "label_quality.label_issue", "label_quality.suggested", "label_quality.suggested_prob", "label_quality.given_prob")
-        _relabel(rows, table, cfg.relabel, drops, fixes)
-    for i, (new, why) in (rewrites or {}).items():
-        if i not in drops:
-            fixes.setdefault(i, (new, why))
-    for rule in cfg.filters:
-        need(table, rule.column)
-        for i, v in table.select("id", rule.column).iter_rows():
-            if i in fixes:
-                continue
-            if v is None or v != v:
-                raise TunesetError(f"filter column '{rule.column}' has no value for row '{i}'; score the same rows you curate")
-            if rule.min is not None and v < rule.min:
-                drops.setdefault(i, f"{rule.column}={v:.4g} below min {rule.min}")
-            elif rule.max is not None and v > rule.max:
-                drops.setdefault(i, f"{rule.column}={v:.4g} above max {rule.max}")
+    steps = resolve_steps(cfg)
+    need(table, *(c for step in steps for c in step.columns(cfg)))
+    data, decisions = CurationInput(rows, eval_rows, table, cfg), Decisions()
+    for step in steps:
+        step.run(data, decisions)
+    drops, fixes = decisions.drops, decisions.fixes
     records = []
     for r in rows.iter_rows(named=True):
         i = r["id"]
@@ -74,25 +55,103 @@ def curate_rows(
     if scores is not None:
         audit = audit.join(scores, on="id", how="left", maintain_order="left")
     curated = rows.filter(~pl.col("id").is_in(list(drops))).with_columns(
-        pl.col("id").replace_strict({i: new for i, (new, _) in fixes.items() if i not in drops},
+        pl.col("id").replace_strict({i: new for i, (new, _) in fixes.items()},
                                     default=pl.col("response"), return_dtype=pl.String).alias("response"))
     return curated, audit
 
 
-def _relabel(rows: pl.DataFrame, table: pl.DataFrame, cfg: RelabelConfig, drops: dict, fixes: dict) -> None:
-    cols = ["id", "label_quality.label_issue", "label_quality.suggested", "label_quality.suggested_prob", "label_quality.given_prob"]
-    given = dict(rows.select("id", "response").iter_rows())
-    for i, issue, new, p_new, p_old in table.select(cols).iter_rows():
-        if not issue or i in drops:
-            continue
-        why = f"label issue: given '{given[i]}' (p={p_old:.2f}), model suggests '{new}' (p={p_new:.2f})"
-        if p_new >= cfg.min_prob and new != given[i]:
-            fixes[i] = (new, f"relabelled: {why}")
-        elif cfg.drop_unsure:
-            drops[i] = f"{why}, below min_prob {cfg.min_prob} to relabel"
+@register_step
+class Decontaminate(CurationStep):
+    """Rows that repeat an evaluation row's instruction (or, with `decontaminate_ngram`, share an n-gram)."""
+
+    name, setting = "decontaminate", "decontaminate"
+
+    def run(self, data: CurationInput, decisions: Decisions) -> None:
+        for i, where in contaminated(data.rows, data.eval_rows, data.cfg.decontaminate_ngram).items():
+            decisions.drop(i, f"contaminated: matches evaluation row {where}")
 
 
-def need(table: pl.DataFrame, *cols: str) -> None:
-    for c in cols:
-        if c not in table.columns:
-            raise UnknownNameError("score column", c, [x for x in table.columns if x != "id"])
+@register_step
+class Dedup(CurationStep):
+    """Exact duplicates (normalised instruction and response); the first row stays."""
+
+    name, setting = "dedup", "dedup"
+
+    def run(self, data: CurationInput, decisions: Decisions) -> None:
+        for i, first in exact_duplicates(data.rows).items():
+            decisions.drop(i, f"duplicate of {first}")
+
+
+@register_step
+class NearDedup(CurationStep):
+    """SemDeDup near-duplicates above the `near_dedup` cosine, naming the row they copy."""
+
+    name, setting = "near_dedup", "near_dedup"
+
+    def columns(self, cfg: CurateConfig) -> list[str]:
+        return ["semdedup.duplicate_of", "semdedup.max_similarity"]
+
+    def run(self, data: CurationInput, decisions: Decisions) -> None:
+        for i, of, sim in data.table.select("id", *self.columns(data.cfg)).iter_rows():
+            if of and sim > data.cfg.near_dedup:
+                decisions.drop(i, f"near-duplicate of {of} (cosine {sim:.3f})")
+
+
+@register_step
+class Relabel(CurationStep):
+    """Label issues: take `label_quality`'s suggestion when it is confident enough, else drop (`drop_unsure`)."""
+
+    name, setting = "relabel", "relabel"
+
+    def columns(self, cfg: CurateConfig) -> list[str]:
+        return list(LABEL_COLUMNS)
+
+    def run(self, data: CurationInput, decisions: Decisions) -> None:
+        cfg = data.cfg.relabel
+        given = dict(data.rows.select("id", "response").iter_rows())
+        for i, issue, new, p_new, p_old in data.table.select("id", *LABEL_COLUMNS).iter_rows():
+            if not issue or decisions.decided(i):
+                continue
+            why = f"label issue: given '{given[i]}' (p={p_old:.2f}), model suggests '{new}' (p={p_new:.2f})"
+            if p_new >= cfg.min_prob and new != given[i]:
+                decisions.fix(i, new, f"relabelled: {why}")
+            elif cfg.drop_unsure:
+                decisions.drop(i, f"{why}, below min_prob {cfg.min_prob} to relabel")
+
+
+@register_step
+class Rewrite(CurationStep):
+    """Take the `rewrite` selector's model answer when its confidence beats the given one's by `margin`."""
+
+    name, setting = "rewrite", "rewrite"
+
+    def columns(self, cfg: CurateConfig) -> list[str]:
+        return list(REWRITE_COLUMNS)
+
+    def run(self, data: CurationInput, decisions: Decisions) -> None:
+        margin = data.cfg.rewrite.margin
+        for i, old, new, p_new, gain in data.table.select("id", *REWRITE_COLUMNS).iter_rows():
+            if new and gain >= margin:
+                decisions.fix(i, new, f"rewritten: model answer confidence {p_new:.2f} vs given {old:.2f}")
+
+
+@register_step
+class Filters(CurationStep):
+    """Rule filters: drop rows outside [min, max] of a score column; corrected rows are not judged."""
+
+    name, setting = "filters", "filters"
+
+    def columns(self, cfg: CurateConfig) -> list[str]:
+        return [rule.column for rule in cfg.filters]
+
+    def run(self, data: CurationInput, decisions: Decisions) -> None:
+        for rule in data.cfg.filters:
+            for i, v in data.table.select("id", rule.column).iter_rows():
+                if i in decisions.fixes:
+                    continue
+                if v is None or v != v:
+                    raise TunesetError(f"filter column '{rule.column}' has no value for row '{i}'; score the same rows you curate")
+                if rule.min is not None and v < rule.min:
+                    decisions.drop(i, f"{rule.column}={v:.4g} below min {rule.min}")
+                elif rule.max is not None and v > rule.max:
+                    decisions.drop(i, f"{rule.column}={v:.4g} above max {rule.max}")

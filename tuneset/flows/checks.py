@@ -1,15 +1,16 @@
 """A recipe checked against everything it names before any work starts: a typo in a selector,
 a parameter, a weight column or a path fails in a second with one line, not after minutes of
-scoring with a traceback. Lives above the selector and metric registries, which the recipe module
-cannot see."""
+scoring with a traceback. Lives above the selector, metric and curation-step registries, which the
+recipe module cannot see."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from tuneset.curation.steps import resolve_steps
 from tuneset.errors import TunesetError, UnknownNameError
 from tuneset.evaluate.metrics import metric_names
-from tuneset.recipe import PolicyConfig, Recipe, Strategy
+from tuneset.recipe import CurateConfig, PolicyConfig, Recipe, Strategy
 from tuneset.selectors import make_selector, selector_names
 
 
@@ -40,6 +41,10 @@ def check_recipe(recipe: Recipe, where: str = "recipe", selects: bool = False) -
         _policy(st, f"{where}: compare.strategies ({st.name})", recipe)
     for i, rule in enumerate(recipe.curate.filters):
         _column(rule.column, f"{where}: curate.filters[{i}].column")
+    _curation(recipe.curate, where)
+    for st in recipe.compare.strategies:
+        if st.curate is not None:
+            _curation(st.curate, f"{where}: compare.strategies ({st.name})")
     if not recipe.pool.exists():
         raise TunesetError(f"{where}: pool: no such file or folder: {recipe.pool}")
     if recipe.work_dir.exists() and not recipe.work_dir.is_dir():
@@ -56,6 +61,14 @@ def check_recipe(recipe: Recipe, where: str = "recipe", selects: bool = False) -
 def _selector(name: str, where: str) -> None:
     if name not in selector_names():
         raise TunesetError(f"{where}: {UnknownNameError('selector', name, selector_names())}")
+
+
+def _curation(cfg: CurateConfig, where: str) -> None:
+    """Step names, their order against their settings, and step params."""
+    try:
+        resolve_steps(cfg)
+    except TunesetError as e:
+        raise TunesetError(f"{where}: {e}") from None
 
 
 def _column(column: str, where: str) -> None:

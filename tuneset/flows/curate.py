@@ -1,22 +1,19 @@
-"""Curate flow: decontaminate, dedup, correct and filter the pool; every input row accounted for,
+"""Curate flow: score what the curation steps read, run the steps; every input row accounted for,
 with an audit, a report and a score histogram."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import polars as pl
 
 from tuneset.curation import check_accounting, curate_rows
-from tuneset.curation.correct import propose_rewrites
 from tuneset.curation.report import plot_scores, render_report
+from tuneset.curation.steps import step_selectors
 from tuneset.data.io import write_rows
-from tuneset.flows.common import RowsRef, load_pool, load_split, recipe_flow, run_dir, save_rows, scoring_context, store_of, write_json
+from tuneset.flows.common import RowsRef, load_pool, load_split, recipe_flow, run_dir, save_rows, store_of
 from tuneset.flows.score import score_flow
 from tuneset.recipe import Recipe
-from tuneset.selectors import make_selector
 from tuneset.store import write_parquet
 
 
@@ -36,40 +33,24 @@ def eval_rows(recipe: Recipe) -> dict[str, pl.DataFrame]:
 
 def curation_scores(recipe: Recipe, rows: RowsRef) -> pl.DataFrame | None:
     """Scores the curate settings read, with the recipe's params for those selectors."""
-    names = recipe.curate.selectors()
+    names = step_selectors(recipe.curate)
     if not names:
         return None
     return score_flow(recipe, rows, selectors=[recipe.score.spec(n) for n in names]).read()
-
-
-def rewrites(recipe: Recipe, rows: RowsRef, scores: pl.DataFrame) -> dict[str, tuple[str, str]]:
-    """Model rewrites of low-confidence rows, cached by rows, confidence scores and settings."""
-    cfg = recipe.curate.rewrite
-    store = store_of(recipe)
-    spec = recipe.score.spec("confidence")
-    ctx = scoring_context(recipe)
-    parts = (rows.fingerprint, ctx.model_identity, spec, cfg, scores["confidence"].round(6).to_list())
-
-    def make(folder: Path) -> None:
-        write_json(folder / "rewrites.json", propose_rewrites(ctx, rows.read(), make_selector(spec.name, spec.params), scores, cfg))
-
-    path = store.cached("rewrites", parts, make, {"rows": rows.fingerprint, "rewrite": cfg.model_dump()}) / "rewrites.json"
-    return {k: tuple(v) for k, v in json.loads(path.read_text()).items()}
 
 
 @recipe_flow("tuneset-curate")
 def curate_flow(recipe: Recipe) -> CurateResult:
     rows, n_read, quarantined = load_pool(recipe)
     scores = curation_scores(recipe, rows)
-    fixes = rewrites(recipe, rows, scores) if recipe.curate.rewrite is not None else None
-    kept, audit = curate_rows(rows.read(), recipe.curate, eval_rows(recipe), scores, quarantined, fixes)
+    kept, audit = curate_rows(rows.read(), recipe.curate, eval_rows(recipe), scores, quarantined)
     counts = check_accounting(audit, n_read)
     out = run_dir(recipe, "curate")
     write_rows(out / "curated.jsonl", kept)
     write_parquet(audit, out / "audit.parquet")
     audit.select(pl.exclude("choices")).write_csv(out / "audit.csv")
     plot = out / "scores.png"
-    has_plot = plot_scores(audit, [c for c in (scores.columns if scores is not None else []) if c in recipe.curate.selectors()], plot,
+    has_plot = plot_scores(audit, [c for c in (scores.columns if scores is not None else []) if c in step_selectors(recipe.curate)], plot,
                            recipe.curate.filters)
     report = out / "report.md"
     report.write_text(render_report(recipe.name, n_read, counts, audit, plot.name if has_plot else None))

@@ -1,6 +1,6 @@
 """Selectors: one contract, one registry. Importing this package registers the built-ins."""
 
-from tuneset.selectors import baselines, confidence, distribution, diversity, embedding, label_quality, less, perplexity  # noqa: F401  (registration)
+from tuneset.selectors import baselines, confidence, distribution, diversity, embedding, label_quality, less, perplexity, rewrite  # noqa: F401  (registration)
 from tuneset.selectors.base import (
     Selector,
     get_selector,

@@ -1,0 +1,158 @@
+"""The curation-step contract and registry: a new step is one module with one `@register_step` class.
+
+A step only decides: it reads the rows, evaluation rows and score columns (selectors produce any
+proposal, e.g. `label_quality.suggested`) and drops or corrects rows through `Decisions`, which
+keeps a row's first decision. So the order of steps is the order of reasons: a row leaves for the
+first reason that applies, and later steps judge only the rows still undecided.
+
+Built-in steps are turned on by their own `curate` settings (`dedup`, `near_dedup`, `relabel`...)
+and run in `DEFAULT_ORDER`; `curate.steps` orders them explicitly (data-juicer style) and adds
+steps that have no setting of their own, with `params` validated by the step's `Params`.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from tuneset.errors import TunesetError, UnknownNameError
+from tuneset.recipe import CurateConfig
+
+# Today's fixed order: contamination, duplicates and unfixable labels first, corrections next,
+# rule filters last (a corrected row's scores describe its old response, so filters skip it).
+DEFAULT_ORDER = ("decontaminate", "dedup", "near_dedup", "relabel", "rewrite", "filters")
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class CurationInput:
+    """What every step may read: the rows, the evaluation rows, `table` (id + score columns) and the settings."""
+
+    rows: pl.DataFrame
+    eval_rows: dict[str, pl.DataFrame]
+    table: pl.DataFrame
+    cfg: CurateConfig
+
+
+@dataclass
+class Decisions:
+    """Drops and corrections so far; the first decision about a row stands."""
+
+    drops: dict[str, str] = field(default_factory=dict)
+    fixes: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def decided(self, i: str) -> bool:
+        return i in self.drops or i in self.fixes
+
+    def drop(self, i: str, reason: str) -> None:
+        if not self.decided(i):
+            self.drops[i] = reason
+
+    def fix(self, i: str, response: str, reason: str) -> None:
+        if not self.decided(i):
+            self.fixes[i] = (response, reason)
+
+
+class CurationStep(ABC):
+    """Subclass, set `name` (and `setting`, or `Params`), implement `run`."""
+
+    name: ClassVar[str]
+    # The `curate` field that turns this built-in step on; None: the step runs when curate.steps lists it.
+    setting: ClassVar[str | None] = None
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def __init__(self, params: BaseModel):
+        self.params = params
+
+    def columns(self, cfg: CurateConfig) -> list[str]:
+        """Score columns this step reads; checked before any step runs."""
+        return []
+
+    @abstractmethod
+    def run(self, data: CurationInput, decisions: Decisions) -> None: ...
+
+
+_STEPS: dict[str, type[CurationStep]] = {}
+
+
+def register_step(cls: type[CurationStep]) -> type[CurationStep]:
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ValueError(f"curation step {cls.__name__}: name must be lowercase letters, digits and '_', got {name!r}")
+    if name in _STEPS:
+        raise ValueError(f"curation step name '{name}' registered twice")
+    if cls.setting is not None and cls.setting not in CurateConfig.model_fields:
+        raise ValueError(f"curation step '{name}': setting '{cls.setting}' is not a curate field; "
+                         f"valid: {', '.join(f for f in CurateConfig.model_fields if f != 'steps')}")
+    if cls.setting is not None and cls.Params is not NoParams:
+        raise ValueError(f"curation step '{name}': a step takes its settings from curate.{cls.setting} or from Params, not both")
+    _STEPS[name] = cls
+    return cls
+
+
+def step_names() -> list[str]:
+    return sorted(_STEPS)
+
+
+def get_step(name: str) -> type[CurationStep]:
+    try:
+        return _STEPS[name]
+    except KeyError:
+        raise UnknownNameError("curation step", name, step_names()) from None
+
+
+def _on(cls: type[CurationStep], cfg: CurateConfig) -> bool:
+    return cls.setting is None or bool(getattr(cfg, cls.setting))
+
+
+def resolve_steps(cfg: CurateConfig) -> list[CurationStep]:
+    """The steps these settings run, in order. With `cfg.steps`, it must list exactly the built-in
+    steps their settings turn on (so no setting is silently ignored), plus any others."""
+    if cfg.steps is None:
+        return [get_step(n)(NoParams()) for n in DEFAULT_ORDER if _on(get_step(n), cfg)]
+    out: list[CurationStep] = []
+    for k, spec in enumerate(cfg.steps):
+        if spec.name not in _STEPS:
+            raise TunesetError(f"curate.steps[{k}]: {UnknownNameError('curation step', spec.name, step_names())}")
+        cls, where = _STEPS[spec.name], f"curate.steps[{k}] ({spec.name})"
+        if spec.name in [s.name for s in cfg.steps[:k]]:
+            raise TunesetError(f"{where}: listed twice")
+        if not _on(cls, cfg):
+            raise TunesetError(f"{where}: curate.{cls.setting} is off; set it or drop the step")
+        out.append(cls(_params(cls, spec.params, where)))
+    listed = {s.name for s in cfg.steps}
+    for name in DEFAULT_ORDER:
+        if name not in listed and _on(get_step(name), cfg):
+            raise TunesetError(f"curate.steps does not list '{name}', which curate.{get_step(name).setting} turns on; "
+                               f"list it or turn it off")
+    return out
+
+
+def _params(cls: type[CurationStep], params: dict[str, Any], where: str) -> BaseModel:
+    try:
+        return cls.Params.model_validate(params)
+    except ValidationError as e:
+        valid = ", ".join(cls.Params.model_fields) or "none"
+        raise TunesetError(f"{where}: bad params: {e.errors()[0]['msg']} at {e.errors()[0]['loc']}; valid params: {valid}") from None
+
+
+def step_selectors(cfg: CurateConfig) -> list[str]:
+    """Selectors whose score columns the steps read (the curate flow scores them first)."""
+    # The filters' selectors first: the order score tables (and the score plot) have always had.
+    steps = sorted(resolve_steps(cfg), key=lambda step: step.name != "filters")
+    cols = [c for step in steps for c in step.columns(cfg)]
+    return list(dict.fromkeys(c.split(".")[0] for c in cols))
+
+
+def need(table: pl.DataFrame, *cols: str) -> None:
+    for c in cols:
+        if c not in table.columns:
+            raise UnknownNameError("score column", c, [x for x in table.columns if x != "id"])
