@@ -130,3 +130,21 @@ def test_leaderboard_header_is_sentences_naming_every_arm():
     assert "1,989 rows" in text and "budget 10% selects 199 rows" in text
     assert "budget 300 and budget 10%: lr 0.001, epochs 3" in text  # trained alike, named together
     assert "q_proj/v_proj" in text and "no fine-tune: prompt format plain" in text
+
+
+@pytest.mark.parametrize("width", [80, 60])
+def test_selectors_listing_fits_the_terminal_and_shows_whole_descriptions(width):
+    import inspect
+
+    from typer.testing import CliRunner
+
+    from tuneset.cli import app
+    from tuneset.selectors import get_selector, selector_names
+
+    res = CliRunner(env={"COLUMNS": str(width)}).invoke(app, ["selectors"])
+    assert res.exit_code == 0, res.output
+    assert max(len(line) for line in res.output.splitlines()) <= width
+    flat = " ".join(res.output.split())
+    for name in selector_names():
+        doc = " ".join(inspect.cleandoc(get_selector(name).__doc__ or "").split())
+        assert doc and doc in flat, name

@@ -9,7 +9,6 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from tuneset.runtime import configure
 
@@ -57,16 +56,31 @@ def _run(fn, recipe=None, sigterm_as_interrupt: bool = True):
 
 @app.command()
 def selectors() -> None:
-    """List the registered selectors, their direction and parameters."""
+    """List the registered selectors: direction, inputs, parameters and their whole description."""
+    import textwrap
+
+    from rich.text import Text
+
     from tuneset.selectors import get_selector, selector_names
 
-    table = Table("name", "higher is better", "needs", "params", "about")
+    out = Console()  # the terminal's width now (COLUMNS), not the width at import
     for name in selector_names():
         cls = get_selector(name)
-        params = ", ".join(f"{k}={_shown(v.get_default(call_default_factory=True))}" for k, v in cls.Params.model_fields.items()) or "-"
-        doc = (cls.__doc__ or "").strip().split("\n")[0]
-        table.add_row(name, str(cls.higher_is_better), ", ".join(sorted(cls.uses)) or "-", params, doc)
-    console.print(table)
+        head = Text.assemble((name, "bold cyan"), f"  {'higher' if cls.higher_is_better else 'lower'} is better"
+                             f" · reads {', '.join(sorted(cls.uses)) or 'the row only'}")
+        params = ", ".join(f"{k}={_shown(v.get_default(call_default_factory=True))}" for k, v in cls.Params.model_fields.items())
+        out.print(head)
+        for para in [*_paragraphs(cls.__doc__ or ""), f"params: {params or 'none'}"]:
+            out.print(Text(textwrap.fill(para, out.width, initial_indent="  ", subsequent_indent="  ",
+                                           break_on_hyphens=False)), soft_wrap=True)
+        out.print()
+
+
+def _paragraphs(doc: str) -> list[str]:
+    """A docstring's paragraphs with their line breaks undone, so the terminal wraps them."""
+    import inspect
+
+    return [" ".join(p.split()) for p in inspect.cleandoc(doc).split("\n\n") if p.strip()]
 
 
 def _shown(value) -> str:
