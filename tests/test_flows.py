@@ -38,7 +38,7 @@ def test_interrupted_score_run_resumes_from_finished_shards(tiny_recipe, monkeyp
     monkeypatch.setattr(Selector, "score", crash_on_third)
     with pytest.raises(BaseException):  # noqa: B017  (Prefect may wrap the interrupt in its own exception)
         score_flow(recipe, rows)
-    finished = len(list((store_of(recipe).root / "scores").glob("*/shards/*.parquet")))
+    finished = len(list((store_of(recipe).root / "row-scores").glob("*/parts/*.parquet")))
     assert 2 <= finished < 4  # 4 shards of 16 rows; the killed one left nothing behind
     calls.clear()
     monkeypatch.setattr(Selector, "score", lambda self, frame: calls.append(frame.height) or real(self, frame))
@@ -85,7 +85,8 @@ def test_curate_corrects_and_the_audit_rebuilds_the_input(tiny_recipe):
     assert audit.filter(pl.col("source") == "reviews")["label_quality.in_label_group"].min() == 1
     flagged = audit.filter((pl.col("label_quality.label_issue") == 1) & ~pl.col("reason").str.starts_with("duplicate"))
     assert flagged["reason"].str.contains("label issue").all()  # relabelled or dropped, never kept silently
-    assert {"confidence", "label_quality", "semdedup.duplicate_of"} <= set(audit.columns)
+    assert {"confidence", "label_quality", "semdedup.duplicate_of", "rewrite.proposed"} <= set(audit.columns)
+    assert audit["reason"].str.starts_with("rewritten: model answer confidence").any()
     report = Path(res.report)
     assert (report.parent / "scores.png").stat().st_size > 0 and "Scores by action" in report.read_text()
     curated = load_rows(report.parent / "curated.jsonl").rows

@@ -108,5 +108,44 @@ def test_every_cache_goes_through_the_one_helper():
     root = Path(__file__).resolve().parent.parent / "tuneset"
     hand = {str(p.relative_to(root)) for p in root.rglob("*.py") if re.search(r"\.finish\(", p.read_text())}
     assert hand == {"store.py", "selectors/less.py"}
-    calls = sum(len(re.findall(r"\.cached\(", p.read_text())) for p in root.rglob("*.py") if p.name != "store.py")
+    # whole artifacts (`cached`) and per-row values (`rows`) share the store's keys, locks and layout
+    calls = sum(len(re.findall(r"\.(cached|rows)\(", p.read_text())) for p in root.rglob("*.py") if p.name != "store.py")
     assert calls >= 10
+
+
+def _values(keys: list[str]):
+    return pl.DataFrame({"v": [float(len(k)) + ord(k[0]) for k in keys]})
+
+
+def test_row_cache_computes_each_key_once_and_returns_keys_in_order(tmp_path):
+    store = ArtifactStore(tmp_path)
+    made: list[list[str]] = []
+
+    def make_for(keys):
+        def make(idx):
+            made.append([keys[i] for i in idx])
+            return _values([keys[i] for i in idx])
+        return make
+
+    cache = store.rows("feat", ("model-a",))
+    keys = ["a", "bb", "a", "ccc"]
+    out = cache.fetch(keys, make_for(keys), chunk=2)
+    assert made == [["a", "bb"], ["ccc"]]  # duplicate key computed once, two rows a part
+    assert out["v"].to_list() == _values(keys)["v"].to_list()
+    made.clear()
+    keys2 = ["ccc", "dd", "a"]
+    out2 = store.rows("feat", ("model-a",)).fetch(keys2, make_for(keys2), chunk=8)
+    assert made == [["dd"]] and out2["v"].to_list() == _values(keys2)["v"].to_list()
+    assert store.rows("feat", ("model-b",)).missing(keys2) == [0, 1, 2]  # another model: nothing shared
+
+
+def test_row_cache_get_names_missing_keys_and_compacts_many_parts(tmp_path):
+    cache = ArtifactStore(tmp_path).rows("feat", ())
+    for k in range(cache.MAX_PARTS + 3):
+        cache.add([f"k{k}"], _values([f"k{k}"]))
+    with pytest.raises(KeyError, match="1 keys not stored"):
+        cache.get(["k0", "nope"])
+    keys = [f"k{k}" for k in reversed(range(cache.MAX_PARTS + 3))]
+    assert cache.get(keys)["v"].to_list() == _values(keys)["v"].to_list()
+    assert len(list(cache.parts.glob("*.parquet"))) == 1  # merged into one part, values unchanged
+    assert cache.get(keys)["v"].to_list() == _values(keys)["v"].to_list()

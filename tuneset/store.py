@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,86 @@ class ArtifactStore:
             self.begin(kind, key, meta or {})
             make(d)
             return self.finish(kind, key)
+
+
+    def rows(self, kind: str, parts: tuple[Any, ...], meta: dict[str, Any] | None = None) -> RowCache:
+        """A per-row cache under `<kind>/<key of (kind, *parts)>/`: values keyed by each row's own
+        content, so a grown, shrunk or reordered table reuses every row it has seen before."""
+        key = self.key(kind, *parts)
+        d = self.dir(kind, key)
+        if not (d / "meta.json").exists():
+            self.begin(kind, key, meta or {})
+        return RowCache(d, self.lock(kind, key))
+
+
+KEY = "_key"
+
+
+class RowCache:
+    """Values per row key, stored as immutable part files (`parts/<hash of their keys>.parquet`).
+
+    Parts are written by atomic rename and never modified, so concurrent writers need no lock (the
+    same row computed twice is stored twice and read once) and a killed run keeps every finished
+    part. Reads and compaction take the folder's lock."""
+
+    MAX_PARTS = 64  # beyond this, `get` merges the parts into one
+
+    def __init__(self, folder: Path, lock: FileLock):
+        self.folder, self._lock = folder, lock
+        self.parts = folder / "parts"
+
+    def _files(self) -> list[Path]:
+        return sorted(self.parts.glob("*.parquet")) if self.parts.exists() else []
+
+    def known(self) -> set[str]:
+        with self._lock:
+            files = self._files()
+            return set(pl.scan_parquet(files).select(KEY).collect()[KEY].to_list()) if files else set()
+
+    def missing(self, keys: Sequence[str]) -> list[int]:
+        """Index of the first occurrence of every key not stored yet."""
+        known, seen, out = self.known(), set(), []
+        for i, k in enumerate(keys):
+            if k not in known and k not in seen:
+                seen.add(k)
+                out.append(i)
+        return out
+
+    def add(self, keys: Sequence[str], values: pl.DataFrame) -> Path:
+        if values.height != len(keys):
+            raise ValueError(f"{len(keys)} keys but {values.height} value rows")
+        path = self.parts / f"{fingerprint(list(keys))}.parquet"
+        self.parts.mkdir(parents=True, exist_ok=True)
+        return write_parquet(values.with_columns(pl.Series(KEY, list(keys), dtype=pl.String)), path)
+
+    def get(self, keys: Sequence[str]) -> pl.DataFrame:
+        """The stored values of `keys`, one row per key in their order; every key must be stored."""
+        with self._lock:
+            files = self._files()
+            if len(files) > self.MAX_PARTS:
+                files = [self._compact(files)]
+            wanted = pl.DataFrame({KEY: list(keys)}, schema={KEY: pl.String})
+            stored = (pl.scan_parquet(files).join(wanted.lazy().unique(), on=KEY, how="semi")
+                      .unique(KEY, keep="first", maintain_order=True).collect()) if files else None
+        if stored is None or stored.height < wanted.unique().height:
+            raise KeyError(f"{self.folder}: {len(keys) - (0 if stored is None else stored.height)} keys not stored")
+        return wanted.join(stored, on=KEY, how="left", maintain_order="left").drop(KEY)
+
+    def fetch(self, keys: Sequence[str], make: Callable[[list[int]], pl.DataFrame], chunk: int) -> pl.DataFrame:
+        """`get(keys)`, computing the missing ones first with `make(indices)`, `chunk` rows per part."""
+        todo = self.missing(keys)
+        for s in range(0, len(todo), chunk):
+            idx = todo[s:s + chunk]
+            self.add([keys[i] for i in idx], make(idx))
+        return self.get(keys)
+
+    def _compact(self, files: list[Path]) -> Path:
+        merged = pl.read_parquet(files).unique(KEY, keep="first", maintain_order=True)
+        out = write_parquet(merged, self.parts / f"{fingerprint(merged[KEY].to_list())}.parquet")
+        for f in files:
+            if f != out:
+                f.unlink()
+        return out
 
 
 def write_npy(array, path: Path) -> Path:

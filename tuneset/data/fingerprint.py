@@ -35,3 +35,15 @@ def dataset_fingerprint(rows: pl.DataFrame) -> str:
         h.update(json.dumps(rec, separators=(",", ":")).encode())
         h.update(b"\n")
     return h.hexdigest()[:24]
+
+
+def row_keys(rows: pl.DataFrame, columns: list[str] | None = None) -> list[str]:
+    """One content key per row (id and content by default): what a per-row cache is keyed by, so
+    a row keeps its key wherever it sits in whichever table."""
+    cols = [c for c in (columns or _CONTENT) if c in rows.columns]
+    return [hashlib.blake2b(json.dumps(rec, separators=(",", ":")).encode(), digest_size=12).hexdigest()
+            for rec in rows.select(cols).iter_rows()]
+
+
+def text_keys(texts: list[str]) -> list[str]:
+    return [hashlib.blake2b(t.encode(), digest_size=12).hexdigest() for t in texts]

@@ -1,4 +1,4 @@
-"""Score flow: every selector scores every row, shard by shard, cached and resumable."""
+"""Score flow: every selector scores every row, shard by shard, cached per row and resumable."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NONE
 
+from tuneset.data.fingerprint import row_keys
 from tuneset.errors import TunesetError
 from tuneset.flows.common import RowsRef, load_pool, recipe_flow, scoring_context, store_of
 from tuneset.flows.warmup import warmup_task
 from tuneset.progress import ProgressLog
 from tuneset.recipe import Recipe, ScoreConfig, SelectorSpec
-from tuneset.selectors import make_selector
-from tuneset.store import write_parquet
+from tuneset.selectors import Selector, make_selector
+from tuneset.store import RowCache, write_parquet
 
 log = logging.getLogger("tuneset.score")
 
@@ -40,42 +41,66 @@ def _prefixed(name: str, frame: pl.DataFrame) -> pl.DataFrame:
 
 
 @task(cache_policy=NONE, task_run_name="score-{spec.name}-shard-{shard}")
-def score_shard(recipe: Recipe, spec: SelectorSpec, seed: int, rows_path: str, shard: int, shard_size: int, out: str,
-                warmup: str | None = None) -> str:
-    """One shard of one selector; written atomically so a killed run keeps it."""
+def score_shard(recipe: Recipe, spec: SelectorSpec, seed: int, rows_path: str, shard: int, shard_size: int,
+                warmup: str | None = None) -> int:
+    """One shard of one row-local selector, added to its per-row cache as one immutable part (so a
+    killed run keeps it)."""
     rows = pl.read_parquet(rows_path).slice(shard * shard_size, shard_size)
     sel = make_selector(spec.name, spec.params).fit(scoring_context(recipe, seed, warmup))
-    write_parquet(sel.score(rows), Path(out))
-    return out
+    scores = rows.select("id").join(sel.score(rows), on="id", how="left", maintain_order="left")
+    row_cache(recipe, spec, sel).add(row_keys(rows), scores)
+    return rows.height
+
+
+def row_cache(recipe: Recipe, spec: SelectorSpec, sel: Selector) -> RowCache:
+    """A row-local selector's scores per row, keyed by the row's id and content: a pool that grew,
+    shrank or was reordered scores only rows this selector (same params, models, inputs) never saw."""
+    return store_of(recipe).rows("row-scores", (sel.fingerprint(),), {"selector": spec.name, "params": spec.params})
 
 
 def score_selector(recipe: Recipe, spec: SelectorSpec, rows: RowsRef, seed: int = 0) -> Path:
-    """Score table of one selector; finished shards on disk are reused, missing ones computed."""
+    """Score table of one selector over `rows`. Row-local selectors compute only rows missing from
+    their per-row cache, in shards; pool-wide ones rerun their global step over the whole table,
+    reading per-row features (embeddings, LM losses) from the context's per-row caches."""
     store = store_of(recipe)
     sel = make_selector(spec.name, spec.params)
     wcfg = sel.warmup_config()
     warmup = warmup_task(recipe, rows, wcfg) if wcfg is not None else None
     sel.fit(scoring_context(recipe, seed, warmup))
-    shard_size = recipe.score.shard_size if sel.row_local else max(rows.n, 1)
-    n_shards = max(1, math.ceil(rows.n / shard_size))
 
     def make(folder: Path) -> None:
-        shards = [folder / "shards" / f"{i:05d}.parquet" for i in range(n_shards)]
-        todo = [i for i, p in enumerate(shards) if not p.exists()]
-        if len(todo) < n_shards:
-            log.info("%s: reusing %d/%d finished shards, computing %d", spec.name, n_shards - len(todo), n_shards, len(todo))
         t0 = time.perf_counter()
-        futures = [score_shard.submit(recipe, spec, seed, rows.path, i, shard_size, str(shards[i]), warmup) for i in todo]
-        size = {i: min(shard_size, rows.n - i * shard_size) for i in todo}
-        progress = ProgressLog(f"score {spec.name}", sum(size.values()), "rows", every=0)
-        for i, fut in zip(todo, futures):
-            fut.result()
-            progress.update(progress.done + size[i], f"shard {i + 1}/{n_shards}")
-        write_parquet(pl.concat([pl.read_parquet(p) for p in shards]), folder / "scores.parquet")
-        (folder / "timing.json").write_text(json.dumps({"seconds_this_run": time.perf_counter() - t0, "shards_computed": len(todo)}))
+        if sel.row_local:
+            new = _score_missing(recipe, spec, sel, rows, seed, warmup, folder)
+            write_parquet(row_cache(recipe, spec, sel).get(row_keys(rows.read())), folder / "scores.parquet")
+        else:
+            new = rows.n
+            log.info("%s: pool-wide selector, global step over all %d rows", spec.name, rows.n)
+            write_parquet(sel.score(rows.read()), folder / "scores.parquet")
+        timing = {"seconds_this_run": time.perf_counter() - t0, "rows_computed": new, "rows_reused": rows.n - new}
+        (folder / "timing.json").write_text(json.dumps(timing))
 
     meta = {"selector": spec.name, "params": spec.params, "rows": rows.fingerprint, "seed": seed}
-    return store.cached("scores", (rows.fingerprint, sel.fingerprint(), shard_size), make, meta) / "scores.parquet"
+    return store.cached("scores", (rows.fingerprint, sel.fingerprint()), make, meta) / "scores.parquet"
+
+
+def _score_missing(recipe: Recipe, spec: SelectorSpec, sel: Selector, rows: RowsRef, seed: int, warmup: str | None,
+                   folder: Path) -> int:
+    """Scores the rows missing from the selector's per-row cache, `score.shard_size` per task."""
+    frame = rows.read()
+    todo = row_cache(recipe, spec, sel).missing(row_keys(frame))
+    log.info("%s: %d of %d rows new, %d reused from the per-row cache", spec.name, len(todo), rows.n, rows.n - len(todo))
+    if not todo:
+        return 0
+    pending = write_parquet(frame[todo], folder / "pending.parquet")
+    size = recipe.score.shard_size
+    n_shards = math.ceil(len(todo) / size)
+    futures = [score_shard.submit(recipe, spec, seed, str(pending), i, size, warmup) for i in range(n_shards)]
+    progress = ProgressLog(f"score {spec.name}", len(todo), "rows", every=0)
+    for i, fut in enumerate(futures):
+        progress.update(progress.done + fut.result(), f"shard {i + 1}/{n_shards}")
+    pending.unlink()
+    return len(todo)
 
 
 def merge_scores(tables: dict[str, Path]) -> pl.DataFrame:

@@ -12,14 +12,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from tuneset.data.fingerprint import dataset_fingerprint, fingerprint
+from tuneset.data.fingerprint import dataset_fingerprint, fingerprint, row_keys, text_keys
 from tuneset.errors import TunesetError
 from tuneset.models.embed import MINILM, embed_texts
 from tuneset.models.lm import encode, response_nll, text_features
 from tuneset.models.loading import SMOLLM2, LoadedLM, cached_lm, model_identity
-from tuneset.store import ArtifactStore, write_npy, write_parquet
+from tuneset.store import ArtifactStore
 
 EMBED_CHUNK = 8192
+ROW_CHUNK = 1024  # rows per stored part of per-row LM losses
 
 # The inputs a selector may declare, and the context members each one opens.
 USES: dict[str, frozenset[str]] = {
@@ -67,50 +68,51 @@ class ScoringContext:
         return cached_lm(self.model, self.device, self.adapter)
 
     def response_losses(self, rows: pl.DataFrame, conditioned: bool = True, add_eos: bool = False) -> pl.DataFrame:
-        """Per-row summed response NLL, token count and last-token NLL, cached by rows + model +
-        variant. Shared by every loss-based selector: perplexity and IFD reuse one forward pass;
-        `add_eos` scores the end-of-sequence token too (its NLL is then `nll_last`)."""
+        """Per-row summed response NLL, token count and last-token NLL, cached per row (by its
+        prompt and response) + model + variant: perplexity and IFD reuse one forward pass, and a
+        grown pool forwards only its new rows. `add_eos` scores the end-of-sequence token too (its
+        NLL is then `nll_last`)."""
         variant = (conditioned, self.max_length) + (("eos",) if add_eos else ())
+        meta = {"model": self.model_identity, "conditioned": conditioned, "add_eos": add_eos}
+        cache = self.store.rows("losses", (self.model_identity, *variant), meta)
 
-        def make(folder: Path) -> None:
-            lm = self.lm()
-            prompts = rows["instruction"].to_list() if conditioned else [None] * rows.height
-            enc = encode(lm.tokenizer, prompts, rows["response"].to_list(), self.max_length, add_eos=add_eos)
+        def make(idx: list[int]) -> pl.DataFrame:
+            lm, part = self.lm(), rows[idx]
+            prompts = part["instruction"].to_list() if conditioned else [None] * part.height
+            enc = encode(lm.tokenizer, prompts, part["response"].to_list(), self.max_length, add_eos=add_eos)
             total, count, last = response_nll(lm.model, enc, lm.tokenizer.pad_token_id, self.max_batch_tokens)
-            out = pl.DataFrame({"id": rows["id"], "nll_sum": total, "n_tokens": count, "nll_last": last})
-            write_parquet(out, folder / "losses.parquet")
+            return pl.DataFrame({"nll_sum": total, "n_tokens": count, "nll_last": last})
 
-        meta = {"model": self.model_identity, "conditioned": conditioned, "add_eos": add_eos, "rows": rows.height}
-        folder = self.store.cached("losses", (self.model_identity, dataset_fingerprint(rows), *variant), make, meta)
-        return pl.read_parquet(folder / "losses.parquet")
+        keys = row_keys(rows, ["instruction", "response"] if conditioned else ["response"])
+        return cache.fetch(keys, make, ROW_CHUNK).insert_column(0, rows["id"])
 
     def embeddings(self, texts: list[str]) -> np.ndarray:
-        """Embeddings cached by text content + embedder, in chunks of `EMBED_CHUNK` texts: every
-        embedding selector shares them, and a killed run resumes at the first missing chunk.
-        (sentence-transformers sorts each chunk by length, so batches carry little padding.)"""
-        return self._chunked("embeddings", texts)
+        """Embeddings cached per text + embedder, stored `EMBED_CHUNK` texts a part: every
+        embedding selector shares them, a grown pool embeds only its new texts, and a killed run
+        resumes at the first missing part. (sentence-transformers sorts each chunk by length, so
+        batches carry little padding.)"""
+        return self._features("embeddings", texts)
 
     def lm_features(self, texts: list[str]) -> np.ndarray:
         """The reference model's `text_features` of each text, cached like the embeddings."""
-        return self._chunked("lm_features", texts)
+        return self._features("lm_features", texts)
 
-    def _chunked(self, kind: str, texts: list[str]) -> np.ndarray:
-        parts = [self._features_chunk(kind, texts[s:s + EMBED_CHUNK]) for s in range(0, len(texts), EMBED_CHUNK)]
-        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
-
-    def _features_chunk(self, kind: str, texts: list[str]) -> np.ndarray:
+    def _features(self, kind: str, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
         source = (self.embedder,) if kind == "embeddings" else (self.model_identity, self.max_length)
 
-        def make(folder: Path) -> None:
+        def make(idx: list[int]) -> pl.DataFrame:
+            part = [texts[i] for i in idx]
             if kind == "embeddings":
-                emb = embed_texts(self.embedder, texts, device="cpu" if self.device == "auto" else self.device)
+                emb = embed_texts(self.embedder, part, device="cpu" if self.device == "auto" else self.device)
             else:
                 lm = self.lm()
-                emb = text_features(lm.model, lm.tokenizer, texts, self.max_length, self.max_batch_tokens)
-            write_npy(emb, folder / "emb.npy")
+                emb = text_features(lm.model, lm.tokenizer, part, self.max_length, self.max_batch_tokens)
+            return pl.DataFrame({"emb": np.asarray(emb, dtype=np.float32)})
 
-        folder = self.store.cached(kind, (*source, fingerprint(texts)), make, {"source": list(source), "n": len(texts)})
-        return np.load(folder / "emb.npy")
+        cache = self.store.rows(kind, source, {"source": list(source)})
+        return cache.fetch(text_keys(texts), make, EMBED_CHUNK)["emb"].to_numpy()
 
 
 class DeclaredView:

@@ -1,0 +1,89 @@
+"""Scores cached per row: a grown, shrunk or reordered pool scores only rows never seen before."""
+
+import json
+
+import pytest
+
+from tuneset.selectors.base import Selector
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_harness():
+    from prefect.logging.configuration import setup_logging
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        setup_logging()
+        yield
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Rows each row-local selector scored, texts embedded and rows the LM forwarded."""
+    import tuneset.selectors.context as context
+
+    seen = {"scored": [], "embedded": 0, "forwarded": 0}
+    real_score, real_embed, real_nll = Selector.score, context.embed_texts, context.response_nll
+
+    def score(self, frame):
+        seen["scored"] += frame["id"].to_list()
+        return real_score(self, frame)
+
+    def embed(name, texts, **kw):
+        seen["embedded"] += len(texts)
+        return real_embed(name, texts, **kw)
+
+    def nll(model, enc, *a, **kw):
+        seen["forwarded"] += len(enc)
+        return real_nll(model, enc, *a, **kw)
+
+    monkeypatch.setattr(Selector, "score", score)
+    monkeypatch.setattr(context, "embed_texts", embed)
+    monkeypatch.setattr(context, "response_nll", nll)
+    return seen
+
+
+def _write_pool(recipe, rows: list[str]) -> None:
+    from pathlib import Path
+
+    Path(recipe.pool).write_text("\n".join(rows) + "\n")
+
+
+def _pair(line: str) -> tuple[str, str]:
+    r = json.loads(line)
+    return r["instruction"], r["response"]
+
+
+def test_grown_shrunk_and_reordered_pools_score_only_new_rows(tiny_recipe, demo_dir, counted):
+    from tuneset.flows.score import score_flow
+
+    lines = (demo_dir / "pool.jsonl").read_text().splitlines()
+    recipe = tiny_recipe("score.selectors=[perplexity, length, semdedup]")
+    _write_pool(recipe, lines[:40])
+    first = score_flow(recipe).read()
+    pairs = [_pair(line) for line in lines[:40]]  # the demo pool plants duplicates: the LM forwards each once
+    assert first.height == 40 and counted["forwarded"] == len(set(pairs)) < 40
+
+    for key in counted:
+        counted[key] = [] if key == "scored" else 0
+    grown = lines[50:58] + list(reversed(lines[10:40]))  # 8 new rows; 10 removed; the rest reordered
+    _write_pool(recipe, grown)
+    second = score_flow(recipe).read()
+    new_ids = {json.loads(line)["id"] for line in lines[50:58]}
+    assert second["id"].to_list() == [json.loads(line)["id"] for line in grown]
+    # perplexity and length are row-local: each scored just the 8 new rows (its own set each)
+    assert sorted(counted["scored"]) == sorted([i for i in new_ids for _ in range(2)] + second["id"].to_list())
+    new_pairs = {_pair(line) for line in lines[50:58]} - set(pairs)
+    assert counted["forwarded"] == len(new_pairs) > 0  # the LM forwarded only new rows
+    assert counted["embedded"] == len(new_pairs)  # semdedup (pool-wide) redid its global step on cached embeddings
+
+    # a row keeps its score wherever it sits
+    both = first.join(second, on="id", suffix="_2")
+    assert both.height == 30
+    assert (both["perplexity"] - both["perplexity_2"]).abs().max() < 1e-5
+    assert (both["length"] == both["length_2"]).all()
+
+    for key in counted:
+        counted[key] = [] if key == "scored" else 0
+    score_flow(recipe)
+    assert counted == {"scored": [], "embedded": 0, "forwarded": 0}  # unchanged pool: nothing recomputed
