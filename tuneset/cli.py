@@ -37,21 +37,29 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _run(fn, recipe=None, sigterm_as_interrupt: bool = True):
+def _run(command: str, fn, recipe=None, sigterm_as_interrupt: bool = True):
     """`fn(recipe())`: the recipe is loaded and checked first (a mistake costs a second, not a
-    server start), then the flow runs against a Prefect API that dies with this process. SIGTERM
-    stops it like Ctrl-C."""
+    server start), then the flow runs against a Prefect API that dies with this process, its runs
+    tagged with the command and recipe (`command:select`, `recipe:bench`) so the UI can filter
+    them. SIGTERM stops it like Ctrl-C."""
+    from prefect import tags
+
     from tuneset.flows.api import prefect_api
 
     if sigterm_as_interrupt:
         signal.signal(signal.SIGTERM, _interrupt)
     try:
         r = recipe() if recipe else None
-        with prefect_api():
+        with prefect_api(), tags(*run_tags(command, r)):
             return fn(r)
     except TunesetError as e:
         console.print(f"[bold red]error:[/] {escape(str(e))}")
         raise typer.Exit(2) from None
+
+
+def run_tags(command: str, recipe: Recipe | None) -> list[str]:
+    """Tags for a command's Prefect runs: `tuneset`, the command, and the recipe's name."""
+    return ["tuneset", f"command:{command}", *([f"recipe:{recipe.name}"] if recipe else [])]
 
 
 @app.command()
@@ -94,7 +102,7 @@ def score(recipe: RecipeArg, set_: SetOpt = None, seed: int = 0) -> None:
     """Score every pool row with the recipe's selectors (cached, resumable by shard)."""
     from tuneset.flows.score import score_flow
 
-    ref = _run(lambda r: score_flow(r, seed=seed), lambda: _recipe(recipe, set_))
+    ref = _run("score", lambda r: score_flow(r, seed=seed), lambda: _recipe(recipe, set_))
     console.print(f"scores: {ref.path}")
 
 
@@ -103,7 +111,7 @@ def curate(recipe: RecipeArg, set_: SetOpt = None) -> None:
     """Dedup, decontaminate and filter; writes curated.jsonl, audit and report."""
     from tuneset.flows.curate import curate_flow
 
-    res = _run(curate_flow, lambda: _recipe(recipe, set_))
+    res = _run("curate", curate_flow, lambda: _recipe(recipe, set_))
     console.print(f"counts: {res.counts}\naudit: {res.audit}\nreport: {res.report}")
 
 
@@ -116,8 +124,6 @@ def select(source: Annotated[Path, typer.Argument(help="a YAML recipe, or a pool
            set_: SetOpt = None) -> None:
     """Curate, score and select; writes the chosen rows and, beside them, every candidate's scores,
     rank, decision and reason. With a pool instead of a recipe: `--selector got --target tasks.json`."""
-    from tuneset.flows.curate import curate_flow
-    from tuneset.flows.score import score_flow
     from tuneset.flows.select import decisions_path, select_flow
 
     def load():
@@ -126,11 +132,7 @@ def select(source: Annotated[Path, typer.Argument(help="a YAML recipe, or a pool
         return _recipe(None, [*one_off_recipe(source, selector or ["random"], target or [], budget or "10%"), *(set_ or [])],
                        selects=True)
 
-    def go(r):
-        rows = curate_flow(r).rows
-        return select_flow(r, rows, score_flow(r, rows), r.select, str(out))
-
-    sel = _run(go, load)
+    sel = _run("select", lambda r: select_flow(r, str(out)), load)
     console.print(f"{sel.rows.n} rows -> {out.resolve()}\nevery candidate's scores, rank, decision and reason: "
                   f"{decisions_path(out).resolve()}")
 
@@ -158,7 +160,8 @@ def finetune(recipe: RecipeArg, rows: Annotated[Path, typer.Option(help="trainin
     from tuneset.flows.common import save_rows, store_of
     from tuneset.flows.train_eval import finetune_flow
 
-    console.print(f"model: {_run(lambda r: finetune_flow(r, save_rows(store_of(r), load_rows(rows).rows), seed), lambda: _recipe(recipe, set_))}")
+    model = _run("finetune", lambda r: finetune_flow(r, save_rows(store_of(r), load_rows(rows).rows), seed), lambda: _recipe(recipe, set_))
+    console.print(f"model: {model}")
 
 
 @app.command()
@@ -167,7 +170,7 @@ def evaluate(recipe: RecipeArg, model_dir: Annotated[Optional[Path], typer.Optio
     """Evaluate the base model or a fine-tuned folder on the recipe's tasks."""
     from tuneset.flows.train_eval import evaluate_flow
 
-    _run(lambda r: evaluate_flow(r, str(model_dir) if model_dir else None), lambda: _recipe(recipe, set_))
+    _run("evaluate", lambda r: evaluate_flow(r, str(model_dir) if model_dir else None), lambda: _recipe(recipe, set_))
 
 
 @app.command()
@@ -175,7 +178,7 @@ def pipeline(recipe: RecipeArg, set_: SetOpt = None) -> None:
     """Curate -> score -> select -> fine-tune -> evaluate."""
     from tuneset.flows.pipeline import pipeline_flow
 
-    _run(pipeline_flow, lambda: _recipe(recipe, set_, selects=True))
+    _run("pipeline", pipeline_flow, lambda: _recipe(recipe, set_, selects=True))
 
 
 @app.command()
@@ -183,7 +186,7 @@ def compare(recipe: RecipeArg, set_: SetOpt = None) -> None:
     """Strategies x budgets x seeds with baselines; writes leaderboard CSV, Markdown and PNG."""
     from tuneset.flows.compare import compare_flow
 
-    out = _run(compare_flow, lambda: _recipe(recipe, set_))
+    out = _run("compare", compare_flow, lambda: _recipe(recipe, set_))
     console.print(out)
 
 
@@ -198,7 +201,7 @@ def sweep(recipe: RecipeArg, set_: SetOpt = None) -> None:
             raise TunesetError(f"{recipe}: compare.sweep is not set; add e.g. compare.sweep: {{grid: {{lr: [2e-4, 5e-4]}}}}")
         return r
 
-    console.print(_run(compare_flow, load))
+    console.print(_run("sweep", compare_flow, load))
 
 
 @app.command()
@@ -207,7 +210,7 @@ def serve(recipe: RecipeArg, cron: Annotated[str, typer.Option(help="cron expres
     from tuneset.flows.serve import serve as serve_recipe
 
     # The recipe is checked now, not at the first scheduled run; serve starts its own server.
-    _run(lambda r: serve_recipe(str(recipe), cron, set_), lambda: _recipe(recipe, set_, selects=True),
+    _run("serve", lambda r: serve_recipe(str(recipe), cron, set_), lambda: _recipe(recipe, set_, selects=True),
          sigterm_as_interrupt=False)  # Prefect's runner handles SIGTERM itself
 
 
@@ -218,7 +221,7 @@ def demo(work_dir: Annotated[Path, typer.Option(help="where caches and results g
     from tuneset.demo import demo_recipe_file
     from tuneset.flows.compare import compare_flow
 
-    out = _run(compare_flow, lambda: _recipe(demo_recipe_file(), [f"work_dir={work_dir.resolve()}", *(set_ or [])]))
+    out = _run("demo", compare_flow, lambda: _recipe(demo_recipe_file(), [f"work_dir={work_dir.resolve()}", *(set_ or [])]))
     console.print(out)
 
 
@@ -236,7 +239,7 @@ def bench(shared: Annotated[Path, typer.Option(help="folder holding bench/")] = 
     recipe = Path(__file__).parent.parent / "recipes" / "bench.yaml"
     overrides = [f"pool={(bench_dir / ('pool.jsonl' if full_pool else 'pool_small.jsonl')).resolve()}",
                  f"tasks={(bench_dir / 'tasks.json').resolve()}", *(set_ or [])]
-    console.print(_run(compare_flow, lambda: _recipe(recipe if recipe.exists() else None, overrides)))
+    console.print(_run("bench", compare_flow, lambda: _recipe(recipe if recipe.exists() else None, overrides)))
 
 
 if __name__ == "__main__":

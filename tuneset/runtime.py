@@ -1,6 +1,8 @@
-"""Process set-up that must happen before Prefect is imported: a local PREFECT_HOME under the
-work dir (ephemeral mode, no server needed), telemetry off (no internet here: it logged errors
-and once locked Prefect's SQLite database), our logger routed into Prefect's run logs."""
+"""Process set-up that must happen before Prefect is imported: PREFECT_HOME in the user's
+tuneset home (never the current directory: importing tuneset must not litter it, and every run
+lands in one history whatever the directory it started from), telemetry off (no internet here:
+it logged errors and once locked Prefect's SQLite database), our logger routed into Prefect's
+run logs."""
 
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ def cache_dir() -> Path:
 
 
 def home() -> Path:
-    return Path(os.environ.get("TUNESET_HOME", ".tuneset")).resolve()
+    """Per-user state (Prefect's database and logs): TUNESET_HOME, else ~/.tuneset."""
+    return Path(os.environ.get("TUNESET_HOME", Path.home() / ".tuneset")).expanduser().resolve()
 
 
 def configure() -> None:

@@ -83,10 +83,14 @@ def scoring_context(recipe: Recipe, seed: int = 0, warmup: str | None = None) ->
 def recipe_flow(name: str):
     """A Prefect flow over already-validated objects (a Recipe, row and score refs). Prefect's own
     parameter model would rebuild them from their annotations, which fails (`... is not fully
-    defined`) where a served run loads the flow from its entrypoint; the recipe was checked at load."""
+    defined`) where a served run loads the flow from its entrypoint; the recipe was checked at load.
+
+    Each run is named after its recipe and stage (`bench-compare`, `bench-curate`), so the UI's run
+    list says what ran instead of Prefect's random names; every such flow takes `recipe` first."""
     from prefect import flow
 
-    return flow(name=name, log_prints=True, validate_parameters=False)
+    stage = name.removeprefix("tuneset-")
+    return flow(name=name, flow_run_name="{recipe.name}-" + stage, log_prints=True, validate_parameters=False)
 
 
 @contextmanager

@@ -10,7 +10,8 @@ import polars as pl
 from tuneset.data.io import write_rows
 from tuneset.errors import UnknownNameError
 from tuneset.flows.common import RowsRef, load_split, recipe_flow, save_rows, scoring_context, store_of
-from tuneset.flows.score import ScoresRef
+from tuneset.flows.curate import curate_flow
+from tuneset.flows.score import ScoresRef, score_flow
 from tuneset.recipe import PolicyConfig, Recipe
 from tuneset.selection import apply_policy
 from tuneset.selectors.base import row_text
@@ -47,11 +48,12 @@ def select_rows(recipe: Recipe, rows: RowsRef, scores: ScoresRef, policy: Policy
 
 
 @recipe_flow("tuneset-select")
-def select_flow(recipe: Recipe, rows: RowsRef, scores: ScoresRef, policy: PolicyConfig | None = None,
-                out: str | None = None) -> Selection:
-    """Select; with `out`, write the chosen rows there (format by extension) and every candidate's
-    score columns, rank, decision and reason beside it (`decisions_path`)."""
-    sel = select_rows(recipe, rows, scores, policy or recipe.select)
+def select_flow(recipe: Recipe, out: str | None = None) -> Selection:
+    """Curate, score and select as one run (curation and scoring are its subflows); with `out`,
+    write the chosen rows there (format by extension) and every candidate's score columns, rank,
+    decision and reason beside it (`decisions_path`)."""
+    rows = curate_flow(recipe).rows
+    sel = select_rows(recipe, rows, score_flow(recipe, rows), recipe.select)
     if out:
         write_rows(out, sel.rows.read())
         write_parquet(pl.read_parquet(sel.table), decisions_path(Path(out)))
