@@ -233,10 +233,44 @@ def test_unknown_suffix_and_plain_folder_and_missing_file(tmp_path):
     with pytest.raises(TunesetError, match=r"unknown file type '\.txt'; valid: \.jsonl"):
         detect_format(tmp_path / "rows.txt")
     (tmp_path / "folder").mkdir()
-    with pytest.raises(TunesetError, match="save_to_disk"):
+    with pytest.raises(TunesetError, match="holds no .jsonl, .parquet or .csv file and is no saved HF dataset"):
         load_rows(tmp_path / "folder")
     with pytest.raises(TunesetError, match="nope.jsonl: no such file"):
         load_rows(tmp_path / "nope.jsonl")
+    with pytest.raises(TunesetError, match=r"x\*.jsonl: the pattern matches no file"):
+        load_rows(tmp_path / "x*.jsonl")
+
+
+def test_a_pool_of_many_files_grows_by_new_files_and_a_resent_file_adds_nothing(tmp_path, caplog):
+    """A folder or glob of JSONL/Parquet/CSV files reads as one pool, in file-name order; rows are
+    identified by content, so a re-sent file (with ids or without) adds no row."""
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    write_jsonl(folder / "2026-01.jsonl", GOOD[:2])
+    pl.DataFrame([GOOD[2]]).write_parquet(folder / "2026-02.parquet")
+    (folder / "notes.txt").write_text("not rows")
+    with caplog.at_level("WARNING", logger="tuneset.data"):
+        res = load_rows(folder)
+    assert res.rows["id"].to_list() == ["a", "b", "c"] and res.n_read == 3 and res.n_resent == 0
+    assert "notes.txt" in caplog.text  # named, not silently skipped
+    assert load_rows(tmp_path / "incoming" / "*.jsonl").rows["id"].to_list() == ["a", "b"]
+
+    write_jsonl(folder / "2026-03.jsonl", GOOD[:2])  # the January file, sent again
+    res = load_rows(folder)
+    assert res.rows["id"].to_list() == ["a", "b", "c"] and res.n_read == 3 and res.n_resent == 2
+
+    no_ids = [{k: v for k, v in r.items() if k != "id"} for r in GOOD]
+    write_jsonl(tmp_path / "plain" / "1.jsonl", no_ids)
+    write_jsonl(tmp_path / "plain" / "2.jsonl", [*no_ids, {"instruction": "new", "response": "row"}])
+    res = load_rows(tmp_path / "plain")
+    assert res.rows.height == 4 and res.n_resent == 3  # content ids: the same rows get the same ids
+
+
+def test_an_id_reused_for_other_content_in_another_file_is_named(tmp_path):
+    write_jsonl(tmp_path / "p" / "1.jsonl", GOOD)
+    write_jsonl(tmp_path / "p" / "2.jsonl", [{**GOOD[0], "response": "5"}])
+    with pytest.raises(DataError, match=r"2.jsonl:1: field .id.: repeats the id of .*1.jsonl line 1"):
+        load_rows(tmp_path / "p")
 
 
 @pytest.mark.parametrize(("row", "field", "message"), [

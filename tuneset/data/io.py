@@ -6,8 +6,10 @@ a quarantined record carrying the same facts, so the accounting still sees every
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -22,13 +24,15 @@ from tuneset.data.schema import Example, rows_frame
 from tuneset.errors import DataError, TunesetError
 
 FORMATS = ("jsonl", "parquet", "csv", "hf")
+log = logging.getLogger("tuneset.data")
 
 
 @dataclass
 class LoadResult:
     rows: pl.DataFrame
-    n_read: int
+    n_read: int  # distinct input rows (a re-sent copy of a row is counted in n_resent instead)
     quarantined: list[dict[str, Any]] = field(default_factory=list)
+    n_resent: int = 0
 
 
 def detect_format(path: Path) -> str:
@@ -146,40 +150,78 @@ def validate_record(path: Path, line: int, rec: dict[str, Any]) -> Example:
         raise DataError(str(path), line, loc, err["msg"][:1].lower() + err["msg"][1:]) from None
 
 
-def load_rows(path: str | Path, quarantine: str | Path | None = None, columns: dict[str, str] | None = None) -> LoadResult:
-    """Read and validate every row (any shape `to_row_shape` knows). Without `quarantine` the first
-    bad row raises DataError; with it, bad rows (and repeated ids) are written there with file,
-    line, field and reason."""
+def pool_files(path: str | Path) -> list[Path]:
+    """The files a pool names: one file, a saved HF dataset, a folder of JSONL/Parquet/CSV files,
+    or a glob (`data/*.jsonl`), in sorted order so a pool that grows by new files keeps its rows'
+    order and ids."""
     path = Path(path)
+    if any(ch in str(path) for ch in "*?["):
+        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+        if not files:
+            raise TunesetError(f"{path}: the pattern matches no file")
+        return files
     if not path.exists():
-        raise TunesetError(f"{path}: no such file")
+        raise TunesetError(f"{path}: no such file or folder")
+    if path.is_dir() and detect_format_or_none(path) != "hf":
+        files = sorted(p for p in path.iterdir() if p.is_file() and detect_format_or_none(p))
+        if not files:
+            raise TunesetError(f"{path}: the folder holds no .jsonl, .parquet or .csv file and is no saved HF dataset")
+        skipped = sorted(p.name for p in path.iterdir() if p.is_file() and p not in files and not p.name.startswith("."))
+        if skipped:
+            log.warning("%s: not read (not .jsonl/.parquet/.csv): %s", path, ", ".join(skipped))
+        return files
+    return [path]
+
+
+def detect_format_or_none(path: Path) -> str | None:
+    try:
+        return detect_format(path)
+    except TunesetError:
+        return None
+
+
+def load_rows(path: str | Path, quarantine: str | Path | None = None, columns: dict[str, str] | None = None) -> LoadResult:
+    """Read and validate every row (any shape `to_row_shape` knows) of every file `pool_files`
+    names. Without `quarantine` the first bad row raises DataError; with it, bad rows (and ids
+    repeated with other content) are written there with file, line, field and reason.
+
+    Rows are identified by content: a row that repeats an earlier file's row exactly (a re-sent
+    file) is read once and counted in `n_resent`, so it adds nothing."""
     good: list[Example] = []
     bad: list[dict[str, Any]] = []
-    seen: dict[str, int] = {}
-    auto: dict[str, int] = {}
-    n = 0
-    for line, rec in iter_records(path):
-        n += 1
-        try:
-            if isinstance(rec, DataError):
-                raise rec
-            rec = to_row_shape(path, line, rec, columns)
-            if "id" not in rec:
-                rec["id"] = content_id(rec, auto)
-            ex = validate_record(path, line, rec)
-            if ex.id in seen:
-                raise DataError(str(path), line, "id", f"repeats the id of line {seen[ex.id]}")
-            seen[ex.id] = line
-            good.append(ex)
-        except DataError as e:
-            if quarantine is None:
-                raise
-            raw = rec if isinstance(rec, dict) else None
-            bad.append({"file": e.file, "line": e.line, "field": e.field, "reason": e.reason,
-                        "id": raw.get("id") if raw else None, "raw": json.dumps(raw, default=str) if raw else None})
+    seen: dict[str, tuple[Path, int, Example]] = {}
+    n = resent = 0
+    for file in pool_files(path):
+        auto: dict[str, int] = {}  # per file: a re-sent file's id-less rows get the same ids again
+        for line, rec in iter_records(file):
+            n += 1
+            try:
+                if isinstance(rec, DataError):
+                    raise rec
+                rec = to_row_shape(file, line, rec, columns)
+                if "id" not in rec:
+                    rec["id"] = content_id(rec, auto)
+                ex = validate_record(file, line, rec)
+                if ex.id in seen:
+                    first_path, first_line, first = seen[ex.id]
+                    if first_path != file and first == ex:
+                        resent += 1
+                        continue
+                    where = f"line {first_line}" if first_path == file else f"{first_path} line {first_line}"
+                    raise DataError(str(file), line, "id", f"repeats the id of {where}")
+                seen[ex.id] = (file, line, ex)
+                good.append(ex)
+            except DataError as e:
+                if quarantine is None:
+                    raise
+                raw = rec if isinstance(rec, dict) else None
+                bad.append({"file": e.file, "line": e.line, "field": e.field, "reason": e.reason,
+                            "id": raw.get("id") if raw else None, "raw": json.dumps(raw, default=str) if raw else None})
     if quarantine is not None:
         write_jsonl(quarantine, bad)
-    return LoadResult(rows=rows_frame(good), n_read=n, quarantined=bad)
+    if resent:
+        log.warning("%d rows repeat an earlier file's rows exactly (same id and content): read once", resent)
+    return LoadResult(rows=rows_frame(good), n_read=n - resent, quarantined=bad, n_resent=resent)
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

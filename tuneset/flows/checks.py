@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuneset.curation.steps import resolve_steps
+from tuneset.data.io import pool_files
 from tuneset.errors import TunesetError, UnknownNameError
 from tuneset.evaluate.metrics import metric_names
 from tuneset.recipe import CurateConfig, PolicyConfig, Recipe, Strategy
@@ -45,8 +46,10 @@ def check_recipe(recipe: Recipe, where: str = "recipe", selects: bool = False) -
     for st in recipe.compare.strategies:
         if st.curate is not None:
             _curation(st.curate, f"{where}: compare.strategies ({st.name})")
-    if not recipe.pool.exists():
-        raise TunesetError(f"{where}: pool: no such file or folder: {recipe.pool}")
+    try:
+        pool_files(recipe.pool)
+    except TunesetError as e:
+        raise TunesetError(f"{where}: pool: {e}") from None
     if recipe.work_dir.exists() and not recipe.work_dir.is_dir():
         raise TunesetError(f"{where}: work_dir: {recipe.work_dir} is a file; name a folder")
     for t in recipe.task_specs():
