@@ -1,6 +1,7 @@
 """Scores cached per row: a grown, shrunk or reordered pool scores only rows never seen before."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -44,8 +45,6 @@ def counted(monkeypatch):
 
 
 def _write_pool(recipe, rows: list[str]) -> None:
-    from pathlib import Path
-
     Path(recipe.pool).write_text("\n".join(rows) + "\n")
 
 
@@ -87,3 +86,55 @@ def test_grown_shrunk_and_reordered_pools_score_only_new_rows(tiny_recipe, demo_
         counted[key] = [] if key == "scored" else 0
     score_flow(recipe)
     assert counted == {"scored": [], "embedded": 0, "forwarded": 0}  # unchanged pool: nothing recomputed
+
+
+def _long_rows(n: int) -> list[str]:
+    return [json.dumps({"id": f"new{i}", "source": "fresh", "instruction": f"Describe item {i}.",
+                        "response": "A long and detailed answer. " * 12}) for i in range(n)]
+
+
+def test_each_pipeline_run_reports_what_changed_and_retrains_only_beyond_the_threshold(tiny_recipe, demo_dir):
+    from tuneset.flows.history import past_runs
+    from tuneset.flows.pipeline import pipeline_flow
+
+    lines = (demo_dir / "pool.jsonl").read_text().splitlines()[:30]
+    recipe = tiny_recipe("score.selectors=[length]", "select.weights={length: 1}", "select.budget=10",
+                         "schedule.retrain_min_change=0.5", "task_names=[sentiment]")
+    _write_pool(recipe, lines)
+    first = pipeline_flow(recipe)
+    assert "model_dir" in first  # a first run always fine-tunes
+
+    _write_pool(recipe, lines + _long_rows(4))  # 4 long rows push 4 selected rows out
+    second = pipeline_flow(recipe)
+    runs = past_runs(recipe)
+    assert [r["new_rows"] for r in runs] == [30, 4]
+    assert (runs[1]["entered"], runs[1]["left"], runs[1]["change"]) == (4, 4, 0.4)
+    assert "model_dir" not in second and "below schedule.retrain_min_change 50.0%" in runs[1]["finetuned"]
+    report = Path(second["report"]).read_text()
+    assert "4 new and 0 removed" in report and "## Entered the selection (4" in report and "new3" in report
+    assert "## Left the selection (4" in report and "| length |" in report
+
+    _write_pool(recipe, lines[5:] + _long_rows(8))  # 5 rows gone, 4 more long rows: 4 of 10 new
+    pipeline_flow(recipe.model_copy(update={"schedule": recipe.schedule.model_copy(update={"retrain_min_change": 0.3})}))
+    last = past_runs(recipe)[-1]
+    assert (last["new_rows"], last["removed_rows"], last["entered"]) == (4, 5, 4)
+    assert last["finetuned"].startswith("Fine-tuned on 10 rows")
+
+
+def test_overlapping_runs_of_one_recipe_wait_for_each_other(tiny_recipe, demo_dir):
+    import threading
+    import time
+
+    from tuneset.flows.history import past_runs, run_lock
+    from tuneset.flows.pipeline import pipeline_flow
+
+    recipe = tiny_recipe("score.selectors=[length]", "select.weights={length: 1}", "select.budget=5",
+                         "schedule.retrain_min_change=1", "task_names=[sentiment]")
+    _write_pool(recipe, (demo_dir / "pool.jsonl").read_text().splitlines()[:20])
+    with run_lock(recipe):  # a run in progress
+        tick = threading.Thread(target=pipeline_flow, args=(recipe,))
+        tick.start()
+        time.sleep(3)
+        assert tick.is_alive() and past_runs(recipe) == []  # the overlapping tick waits
+    tick.join(timeout=300)
+    assert not tick.is_alive() and len(past_runs(recipe)) == 1

@@ -320,6 +320,12 @@ class CompareConfig(_Strict):
         return self
 
 
+class ScheduleConfig(_Strict):
+    # A pipeline run fine-tunes and evaluates only when at least this share of its selection is
+    # new since the last run (0: always); scoring and the run report happen on every run.
+    retrain_min_change: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
 class Recipe(_Strict):
     name: SafeName = "recipe"
     work_dir: Path = Path(".tuneset")
@@ -336,6 +342,7 @@ class Recipe(_Strict):
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
     @model_validator(mode="after")
     def _resolve_tasks(self) -> Recipe:

@@ -8,28 +8,48 @@ from prefect import flow
 from tuneset.data.io import write_rows
 from tuneset.flows.common import recipe_flow, run_dir, write_json
 from tuneset.flows.curate import curate_flow
+from tuneset.flows.history import past_runs, record_run, run_lock, run_report
 from tuneset.flows.score import score_flow
-from tuneset.flows.select import select_rows
+from tuneset.flows.select import Selection, select_rows
 from tuneset.flows.train_eval import evaluate_model, finetune_task
 from tuneset.recipe import Recipe, load_recipe
 
 
 @recipe_flow("tuneset-pipeline")
 def pipeline_flow(recipe: Recipe) -> dict:
-    curated = curate_flow(recipe)
-    scores = score_flow(recipe, curated.rows, seed=recipe.finetune.seed)
-    sel = select_rows(recipe, curated.rows, scores, recipe.select)
-    out = run_dir(recipe, "pipeline")
-    write_rows(out / "selected.jsonl", sel.rows.read())
+    """One run: curate, score and select; then fine-tune and evaluate unless the selection moved
+    less than `schedule.retrain_min_change` since the last run. Every run leaves a report of what
+    changed (`tuneset runs`); runs of one recipe never overlap."""
+    with run_lock(recipe):
+        curated = curate_flow(recipe)
+        scores = score_flow(recipe, curated.rows, seed=recipe.finetune.seed)
+        sel = select_rows(recipe, curated.rows, scores, recipe.select)
+        out = run_dir(recipe, "pipeline")
+        write_rows(out / "selected.jsonl", sel.rows.read())
+        prev = (past_runs(recipe) or [None])[-1]
+        report, diff = run_report(prev, curated.audit, scores.path, sel.table, curated.counts, scores.directions)
+        summary = {"curation": curated.counts, "selected": sel.rows.n, "selection_table": sel.table,
+                   "change": report["change"]}
+        threshold = recipe.schedule.retrain_min_change
+        if prev is not None and report["change"] < threshold:
+            report["finetuned"] = (f"Not fine-tuned: {report['change']:.1%} of the selection is new, below "
+                                   f"schedule.retrain_min_change {threshold:.1%}.")
+        else:
+            summary |= _finetune_and_evaluate(recipe, sel)
+            report["finetuned"] = f"Fine-tuned on {sel.rows.n} rows: {summary['model_dir']}."
+        summary["report"] = str(record_run(recipe, report, diff) / "report.md")
+        write_json(out / "summary.json", summary)
+        print(report["finetuned"] + f" Run report: {summary['report']}")
+        return summary
+
+
+def _finetune_and_evaluate(recipe: Recipe, sel: Selection) -> dict:
     model_dir = finetune_task(recipe, sel.rows, recipe.finetune.seed)
     base = {k: float(pl.read_parquet(p)["score"].mean()) for k, p in evaluate_model(recipe, None).items()}
     tuned = {k: float(pl.read_parquet(p)["score"].mean()) for k, p in evaluate_model(recipe, model_dir).items()}
-    summary = {"curation": curated.counts, "selected": sel.rows.n, "model_dir": model_dir,
-               "no_finetune": base, "finetuned": tuned, "selection_table": sel.table}
-    write_json(out / "summary.json", summary)
     for task in tuned:
         print(f"{task}: no fine-tune {base[task]:.3f} -> fine-tuned on {sel.rows.n} selected rows {tuned[task]:.3f}")
-    return summary
+    return {"model_dir": model_dir, "no_finetune": base, "finetuned": tuned}
 
 
 @flow(name="tuneset-scheduled-pipeline", log_prints=True)
