@@ -138,3 +138,25 @@ def test_overlapping_runs_of_one_recipe_wait_for_each_other(tiny_recipe, demo_di
         assert tick.is_alive() and past_runs(recipe) == []  # the overlapping tick waits
     tick.join(timeout=300)
     assert not tick.is_alive() and len(past_runs(recipe)) == 1
+
+
+def test_runs_lists_past_runs_with_their_reports(tiny_recipe, demo_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from tuneset.cli import app
+    from tuneset.flows.pipeline import pipeline_flow
+
+    recipe = tiny_recipe("score.selectors=[length]", "select.weights={length: 1}", "select.budget=5",
+                         "schedule.retrain_min_change=1", "task_names=[sentiment]")
+    yaml = tmp_path / "r.yaml"
+    yaml.write_text(json.dumps(recipe.model_dump(mode="json")))
+    out = CliRunner().invoke(app, ["runs", str(yaml)], env={"COLUMNS": "200"})
+    assert out.exit_code == 0 and "no runs yet" in out.output
+    _write_pool(recipe, (demo_dir / "pool.jsonl").read_text().splitlines()[:20])
+    pipeline_flow(recipe)
+    _write_pool(recipe, (demo_dir / "pool.jsonl").read_text().splitlines()[:25])
+    pipeline_flow(recipe)
+    out = CliRunner().invoke(app, ["runs", str(yaml)], env={"COLUMNS": "250"})
+    lines = [line for line in out.output.splitlines() if "report.md" in line]
+    assert len(lines) == 2 and "00000" in lines[0] and "00001" in lines[1]
+    assert lines[0].split("│")[9].strip() == "yes" and lines[1].split("│")[9].strip() == "no"

@@ -182,6 +182,21 @@ def pipeline(recipe: RecipeArg, set_: SetOpt = None) -> None:
 
 
 @app.command()
+def runs(recipe: RecipeArg, set_: SetOpt = None) -> None:
+    """Past pipeline runs of a recipe (scheduled or not): what each read and chose, and its report."""
+    from rich.table import Table
+
+    from tuneset.flows.history import past_runs
+
+    table = Table("run", "time", "pool", "new", "removed", "selected", "entered", "left", "fine-tuned", "report")
+    for r in past_runs(load_recipe(recipe, set_ or [])):
+        table.add_row(Path(r["folder"]).name.split("-")[0], r["time"], *(str(r[k]) for k in
+                      ("pool_rows", "new_rows", "removed_rows", "selected", "entered", "left")),
+                      "yes" if r["finetuned"].startswith("Fine-tuned") else "no", str(Path(r["folder"]) / "report.md"))
+    console.print(table if table.rows else "no runs yet: `tuneset pipeline` or `tuneset serve` records them")
+
+
+@app.command()
 def compare(recipe: RecipeArg, set_: SetOpt = None) -> None:
     """Strategies x budgets x seeds with baselines; writes leaderboard CSV, Markdown and PNG."""
     from tuneset.flows.compare import compare_flow

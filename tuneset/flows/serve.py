@@ -26,6 +26,7 @@ def serve(recipe_path: str, cron: str, overrides: list[str] | None = None, name:
         scheduled_pipeline.serve(
             name=name or Path(recipe_path).stem,
             schedule=schedule,
-            limit=1,  # one run at a time: a tick that comes while the last still runs waits, never overlaps
+            limit=1,  # one run at a time here; the recipe's run lock also guards against other processes
+            tags=["tuneset", "command:serve", f"recipe:{Path(recipe_path).stem}"],
             parameters={"recipe_path": str(Path(recipe_path).resolve()), "overrides": overrides or []},
         )
