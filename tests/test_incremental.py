@@ -160,3 +160,17 @@ def test_runs_lists_past_runs_with_their_reports(tiny_recipe, demo_dir, tmp_path
     lines = [line for line in out.output.splitlines() if "report.md" in line]
     assert len(lines) == 2 and "00000" in lines[0] and "00001" in lines[1]
     assert lines[0].split("│")[9].strip() == "yes" and lines[1].split("│")[9].strip() == "no"
+
+
+def test_a_dask_cluster_of_two_workers_gives_the_local_scores(tiny_recipe, tmp_path):
+    """Row-local shards and pool-wide selectors' per-row features run on two Dask worker
+    processes, sharing the store; the scores equal the local runner's."""
+    from polars.testing import assert_frame_equal
+
+    from tuneset.flows.score import score_flow
+
+    picks = "score.selectors=[perplexity, length, semdedup, got]"
+    local = score_flow(tiny_recipe(picks)).read()
+    dask = score_flow(tiny_recipe(picks, "score.runner=dask", "score.workers=2", f"work_dir={tmp_path / 'dask'}")).read()
+    assert not (tmp_path / "work" / "store").samefile(tmp_path / "dask" / "store")
+    assert_frame_equal(local, dask)

@@ -75,6 +75,7 @@ def score_selector(recipe: Recipe, spec: SelectorSpec, rows: RowsRef, seed: int 
             write_parquet(row_cache(recipe, spec, sel).get(row_keys(rows.read())), folder / "scores.parquet")
         else:
             new = rows.n
+            _prepare(recipe, spec, rows, seed, warmup)
             log.info("%s: pool-wide selector, global step over all %d rows", spec.name, rows.n)
             write_parquet(sel.score(rows.read()), folder / "scores.parquet")
         timing = {"seconds_this_run": time.perf_counter() - t0, "rows_computed": new, "rows_reused": rows.n - new}
@@ -82,6 +83,26 @@ def score_selector(recipe: Recipe, spec: SelectorSpec, rows: RowsRef, seed: int 
 
     meta = {"selector": spec.name, "params": spec.params, "rows": rows.fingerprint, "seed": seed}
     return store.cached("scores", (rows.fingerprint, sel.fingerprint()), make, meta) / "scores.parquet"
+
+
+@task(cache_policy=NONE, task_run_name="prepare-{spec.name}-shard-{shard}")
+def prepare_shard(recipe: Recipe, spec: SelectorSpec, seed: int, rows_path: str, shard: int, shard_size: int,
+                  warmup: str | None = None) -> int:
+    """A pool-wide selector's per-row features for one shard, into the context's per-row caches."""
+    rows = pl.read_parquet(rows_path).slice(shard * shard_size, shard_size)
+    make_selector(spec.name, spec.params).fit(scoring_context(recipe, seed, warmup)).prepare(rows)
+    return rows.height
+
+
+def _prepare(recipe: Recipe, spec: SelectorSpec, rows: RowsRef, seed: int, warmup: str | None) -> None:
+    """The map step of a pool-wide selector: its per-row features, `score.shard_size` rows a task
+    on the flow's runner (features already cached cost a lookup)."""
+    size = recipe.score.shard_size
+    n_shards = math.ceil(rows.n / size)
+    futures = [prepare_shard.submit(recipe, spec, seed, rows.path, i, size, warmup) for i in range(n_shards)]
+    progress = ProgressLog(f"prepare {spec.name}", rows.n, "rows", every=0)
+    for i, fut in enumerate(futures):
+        progress.update(progress.done + fut.result(), f"shard {i + 1}/{n_shards}")
 
 
 def _score_missing(recipe: Recipe, spec: SelectorSpec, sel: Selector, rows: RowsRef, seed: int, warmup: str | None,

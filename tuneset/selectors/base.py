@@ -82,6 +82,15 @@ class Selector(ABC):
     @abstractmethod
     def _score(self, rows: pl.DataFrame) -> pl.DataFrame: ...
 
+    def prepare(self, rows: pl.DataFrame) -> None:
+        """Fill the context's per-row caches with what `_score` will read for `rows`. Row-local by
+        contract: the score flow runs it shard by shard on its task runner (so a Dask or Ray
+        cluster spreads the embedding and LM passes) before a pool-wide selector's global step,
+        which then finds every feature cached. Default: the row embeddings a pool-wide selector
+        that uses the embedder reads."""
+        if not self.row_local and "embedder" in self.uses:
+            self.ctx.embeddings(row_text(rows))
+
     def warmup_config(self) -> WarmupConfig | None:
         """Settings of the warm-up fine-tune this selector reads (selectors using "warmup"); the
         score flow trains it before scoring."""

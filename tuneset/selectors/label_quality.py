@@ -165,6 +165,10 @@ class LabelQualitySelector(Selector):
     row_local = False  # the class model is fitted on the whole group
     revision = 2  # refit without the first fit's issues; score = P(given label right)
 
+    def prepare(self, rows: pl.DataFrame) -> None:
+        """Nothing row-local: which rows form a label group, their template-stripped text and
+        their label set are all decided over the whole pool, in the global step."""
+
     def _score(self, rows: pl.DataFrame) -> pl.DataFrame:
         n = rows.height
         score, given_p, best_p = np.ones(n), np.ones(n), np.ones(n)
