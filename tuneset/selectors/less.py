@@ -39,6 +39,7 @@ from tuneset.models.grads import (
 )
 from tuneset.models.lm import encode
 from tuneset.models.loading import load_lm, resolve_device
+from tuneset.progress import ProgressLog
 from tuneset.recipe import WarmupConfig
 from tuneset.selectors.base import Selector, register
 from tuneset.selectors.context import ScoringContext
@@ -141,23 +142,26 @@ class GradientStore:
         lm, model, names, project = self._fast_loaded
         states = [CheckpointState(load_peft_weights(str(f / "adapter"), device="cpu"),
                                   adam_transform(f, names) if adam else None) for f in folders]
+        progress = ProgressLog(f"less gradients ({'candidates' if adam else 'targets'})", sum(c.height for c, _ in todo), "rows")
         for chunk, missing in todo:
             feats = fast_chunk(model, self._encode(lm, chunk), lm.tokenizer.pad_token_id, project,
                                [states[c] for c, _ in missing], self.p.tokens_per_batch(self.ctx.device))
             for (c, key), f in zip(missing, feats):
                 self._save(key, f, folders[c], adam, chunk.height)
+            progress.update(progress.done + chunk.height, f"{len(missing)} checkpoints")
 
     def _reference(self, todo, folders: list[Path], adam: bool) -> None:
         """LESS's order: checkpoint by checkpoint, row by row."""
         for c, folder in enumerate(folders):
             lm, model, names, project = self._setup(folder)
             transform = adam_transform(folder, names) if adam else None
+            progress = ProgressLog(f"less gradients, checkpoint {c + 1}/{len(folders)}", sum(ch.height for ch, _ in todo), "rows")
             for chunk, missing in todo:
                 key = dict(missing).get(c)
-                if key is None:
-                    continue
-                feats = reference_chunk(model, self._encode(lm, chunk), lm.tokenizer.pad_token_id, project, transform)
-                self._save(key, feats, folder, adam, chunk.height)
+                if key is not None:
+                    feats = reference_chunk(model, self._encode(lm, chunk), lm.tokenizer.pad_token_id, project, transform)
+                    self._save(key, feats, folder, adam, chunk.height)
+                progress.update(progress.done + chunk.height)
 
     def _encode(self, lm, chunk: pl.DataFrame):
         return encode(lm.tokenizer, chunk["instruction"].to_list(), chunk["response"].to_list(), self.ctx.max_length)
