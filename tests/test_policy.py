@@ -315,3 +315,13 @@ def test_largest_remainder_gives_the_leftover_to_the_largest_fraction():
     groups = pl.Series(["a"] * 5 + ["b"] * 3 + ["c"] * 2)
     out = apply_policy(scores, PolicyConfig(weights={"s": 1}, budget=4, quota_by="source"), {"s": True}, groups)
     assert sorted(out.filter("selected")["id"]) == ["r00", "r01", "r05", "r08"]
+
+
+def test_a_pick_by_a_similarity_selector_names_its_nearest_dev_row():
+    s = _scores(got=[0.1, 0.9, 0.5, 0.7]).with_columns(
+        pl.Series("got.nearest_dev", [f"sst2/dev-{i} (cos 0.{i}0)" for i in range(4)]))
+    out = apply_policy(s, PolicyConfig(weights={"got": 1}, budget=2), {"got": True})
+    reasons = dict(zip(out["id"], out["reason"]))
+    assert reasons["r01"] == "selected (rank 1, budget 2); got: nearest dev row sst2/dev-1 (cos 0.10)"
+    assert reasons["r03"].endswith("nearest dev row sst2/dev-3 (cos 0.30)")
+    assert reasons["r00"] == "not selected: outside budget 2"  # only picks carry it

@@ -5,7 +5,7 @@ import pytest
 from tuneset.data import load_rows
 from tuneset.errors import TunesetError, UnknownNameError
 from tuneset.selectors import ScoringContext, get_selector, make_selector, selector_names, validate_scores
-from tuneset.selectors.base import ScoreError
+from tuneset.selectors.base import ScoreError, row_text
 from tuneset.store import ArtifactStore
 
 
@@ -172,3 +172,22 @@ def test_uses_is_a_closed_set_checked_at_registration():
 
     with pytest.raises(ValueError, match=r"unknown uses \['embeddings'\]; valid: lm, embedder, targets, seed, warmup"):
         register(Odd)
+
+
+@pytest.mark.parametrize("name", ["embedding_knn", "got"])
+def test_similarity_selectors_name_the_dev_row_a_candidate_is_nearest_to(name, ctx):
+    dev = ctx.targets["capitals"]
+    probe = dev.head(3).with_columns(pl.Series("id", ["p0", "p1", "p2"]))  # candidates that are dev rows
+    other = ctx.targets["sentiment"].head(3).with_columns(pl.Series("id", ["q0", "q1", "q2"]))
+    out = make_selector(name).fit(ctx).score(pl.concat([probe, other]))
+    said = out["nearest_dev"].to_list()
+    # (the tiny embedder maps several dev rows to one vector, so ties may name a twin of the row)
+    emb = ctx.embeddings
+    for cand, text in zip(said, [*probe.rows(named=True), *other.rows(named=True)]):
+        task, rest = cand.split("/", 1)
+        dev_id, cos = rest.rsplit(" (cos ", 1)
+        twin = ctx.targets[task].filter(pl.col("id") == dev_id)
+        assert twin.height == 1 and cos == "1.00)"
+        a, b = emb(row_text(twin))[0], emb(row_text(pl.DataFrame([text])))[0]
+        assert float(a @ b) > 0.999
+    assert all(s.startswith("capitals/") for s in said[:3]) and all(s.startswith("sentiment/") for s in said[3:])

@@ -74,6 +74,11 @@ class DiversityGate:
         return True
 
 
+def _nearest_columns(scores: pl.DataFrame, policy: PolicyConfig) -> list[str]:
+    names = dict.fromkeys(w.lstrip("-").split(".")[0] for w in policy.weights)
+    return [f"{n}.nearest_dev" for n in names if f"{n}.nearest_dev" in scores.columns]
+
+
 def apply_policy(
     scores: pl.DataFrame,
     policy: PolicyConfig,
@@ -136,6 +141,10 @@ def apply_policy(
         budget_txt = f"budget {k} split over targets ({policy.targets})"
     reason[selected] = [f"selected (rank {rank[i]}, {budget_txt}" + (f", for {task_of[i]}" if i in task_of else "") + ")"
                         for i in np.flatnonzero(selected)]
+    for col in _nearest_columns(scores, policy):  # similarity selectors say which dev row a pick resembles
+        near = scores[col].to_list()
+        for i in np.flatnonzero(selected):
+            reason[i] += f"; {col.split('.')[0]}: nearest dev row {near[i]}"
     left = ~selected & eligible
     reason[left] = f"not selected: outside {budget_txt}"
     for i, why in (gate.rejected if gate else {}).items():

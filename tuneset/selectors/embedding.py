@@ -25,6 +25,8 @@ class EmbeddingKnnSelector(Selector):
     Params = KnnParams
     uses = frozenset({"embedder", "targets"})
 
+    revision = 2  # adds nearest_dev
+
     def _score(self, rows: pl.DataFrame) -> pl.DataFrame:
         cand = self.ctx.embeddings(row_text(rows))
         cols: dict[str, np.ndarray] = {}
@@ -35,4 +37,13 @@ class EmbeddingKnnSelector(Selector):
             sims, _ = index.search(cand, k)
             cols[f"vs_{task}"] = sims.mean(axis=1).astype(np.float64)
         best = np.max(np.stack(list(cols.values())), axis=0)
-        return pl.DataFrame({"id": rows["id"], "score": best, **cols})
+        return pl.DataFrame({"id": rows["id"], "score": best, **cols, "nearest_dev": nearest_dev(self.ctx, cand)})
+
+
+def nearest_dev(ctx, cand: np.ndarray) -> list[str]:
+    """Each candidate's most similar dev row over all target tasks, as `task/id (cos 0.83)`: the
+    reason a similarity-based selector picked it, in words a user can check."""
+    names = [(task, i) for task, dev in sorted(ctx.targets.items()) for i in dev["id"].to_list()]
+    tgt = np.concatenate([ctx.embeddings(row_text(dev)) for _, dev in sorted(ctx.targets.items())])
+    sims, idx = build_index(tgt).search(np.ascontiguousarray(cand, dtype=np.float32), 1)
+    return [f"{names[j][0]}/{names[j][1]} (cos {s:.2f})" for s, j in zip(sims[:, 0], idx[:, 0])]
