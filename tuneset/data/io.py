@@ -6,11 +6,16 @@ a quarantined record carrying the same facts, so the accounting still sees every
 
 from __future__ import annotations
 
+import csv
+import datetime
+import decimal
 import glob
 import hashlib
 import json
 import logging
+import math
 import os
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +25,7 @@ from typing import Any
 import polars as pl
 from pydantic import ValidationError
 
-from tuneset.data.schema import Example, rows_frame
+from tuneset.data.schema import ROW_COLUMNS, Example, rows_frame
 from tuneset.errors import DataError, TunesetError
 
 FORMATS = ("jsonl", "parquet", "csv", "hf")
@@ -48,24 +53,73 @@ def detect_format(path: Path) -> str:
 
 
 def iter_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
-    """(line, record) pairs; a record that cannot even be parsed comes back as its DataError."""
+    """(line, record) pairs; a record that cannot even be parsed comes back as its DataError.
+    A fault no row can be read past (garbage Parquet, an unclosed CSV quote, a UTF-16 file)
+    raises a TunesetError naming the file, quarantine or not: there is no row to set aside."""
     fmt = detect_format(path)
     if fmt == "jsonl":
         yield from _iter_jsonl(path)
     elif fmt == "parquet":
-        yield from enumerate(pl.read_parquet(path).to_dicts(), start=1)
+        yield from _iter_parquet(path)
     elif fmt == "csv":
-        frame = pl.read_csv(path, infer_schema_length=0)  # all text: a CSV has no types to check
-        yield from ((i + 2, rec) for i, rec in enumerate(frame.to_dicts()))  # line 1 is the header
+        yield from _iter_csv(path)
     else:
-        from datasets import load_from_disk
+        yield from _iter_hf(path)
 
-        yield from enumerate(load_from_disk(str(path)), start=1)
+
+# Byte-order marks of encodings that are not UTF-8: such a file has no line we could read.
+_FOREIGN_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
+UTF8_BOM = b"\xef\xbb\xbf"
+MAX_DEPTH = 64  # JSON nesting a row may have; deeper is a crafted or broken row, not data
+
+
+def _foreign_encoding(path: Path, head: bytes) -> None:
+    for bom, name in _FOREIGN_BOMS.items():
+        if head.startswith(bom):
+            raise TunesetError(f"{path}: the file is {name}, not UTF-8; re-save it as UTF-8")
+
+
+class _RowFault(ValueError):
+    """A JSON value JSON itself allows but a row must not hold (NaN, a repeated key)."""
+
+
+def _no_constants(name: str) -> float:
+    raise _RowFault(f"{name} is not a JSON number; write null or a string")
+
+
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _RowFault(f"key {json.dumps(k)} appears twice in one object; which one is meant is a guess")
+        out[k] = v
+    return out
+
+
+def parse_json_line(path: Path, line_no: int, text: str) -> dict[str, Any] | DataError:
+    """One JSONL line as a record, or the DataError saying why not. Stricter than json.loads:
+    NaN/Infinity and repeated keys are refused, since each silently picks a value."""
+    try:
+        rec = json.loads(text, parse_constant=_no_constants, object_pairs_hook=_no_repeated_keys)
+    except json.JSONDecodeError as e:
+        return DataError(str(path), line_no, "<line>", f"broken JSON: {e.msg} (column {e.colno})")
+    except _RowFault as e:
+        return DataError(str(path), line_no, "<line>", str(e))
+    except RecursionError:
+        return DataError(str(path), line_no, "<line>", f"JSON nested deeper than Python can parse (limit {MAX_DEPTH})")
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        return DataError(str(path), line_no, "<line>", f"unreadable JSON value: {e}")
+    if not isinstance(rec, dict):
+        return DataError(str(path), line_no, "<line>", f"expected a JSON object, got {type(rec).__name__}")
+    return rec
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
     with path.open("rb") as f:
         for line_no, raw in enumerate(f, start=1):
+            if line_no == 1:
+                _foreign_encoding(path, raw)
+                raw = raw.removeprefix(UTF8_BOM)  # Windows editors write one; it is not part of the row
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -73,15 +127,70 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
                 continue
             if not text.strip():
                 continue
-            try:
-                rec = json.loads(text.rstrip("\r\n"))
-            except json.JSONDecodeError as e:
-                yield line_no, DataError(str(path), line_no, "<line>", f"broken JSON: {e.msg} (column {e.colno})")
-                continue
-            if not isinstance(rec, dict):
-                yield line_no, DataError(str(path), line_no, "<line>", f"expected a JSON object, got {type(rec).__name__}")
-                continue
-            yield line_no, rec
+            yield line_no, parse_json_line(path, line_no, text.rstrip("\r\n"))
+
+
+def _iter_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
+    try:
+        frame = pl.read_parquet(path)
+    except Exception as e:  # polars raises several kinds for garbage, truncation, bad metadata
+        raise TunesetError(f"{path}: not a readable Parquet file ({type(e).__name__}: {_first_line(e)})") from None
+    yield from enumerate(frame.to_dicts(), start=1)
+
+
+def _iter_hf(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
+    from datasets import load_from_disk
+
+    try:
+        data = load_from_disk(str(path))
+    except Exception as e:  # datasets raises many kinds for a damaged folder
+        raise TunesetError(f"{path}: not a readable saved Hugging Face dataset ({type(e).__name__}: {_first_line(e)})") from None
+    if not hasattr(data, "features"):  # a DatasetDict: which split is the pool is the user's call
+        raise TunesetError(f"{path}: holds several splits ({', '.join(data)}); name one split's folder")
+    yield from enumerate(data, start=1)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else "no detail"
+
+
+def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
+    """CSV rows by the physical line each starts on (a quoted cell may span lines). All cells are
+    text, as a CSV has no types; an empty cell is an absent field. A row with more or fewer cells
+    than the header is that row's error, so quarantine can set it aside."""
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a 10 MB cell is a long row, not a fault
+    with path.open("rb") as fb:
+        _foreign_encoding(path, fb.read(4))
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f, strict=True)
+            header = next(reader, None)
+            if header is None:
+                raise TunesetError(f"{path}: empty CSV: no header line")
+            _check_header(path, header)
+            start = reader.line_num + 1
+            for cells in reader:
+                line, start = start, reader.line_num + 1
+                if not any(c.strip() for c in cells):
+                    continue
+                if len(cells) != len(header):
+                    yield line, DataError(str(path), line, "<line>",
+                                          f"{len(cells)} cells, but the header names {len(header)} columns")
+                    continue
+                yield line, {k: v for k, v in zip(header, cells) if v != ""}
+    except UnicodeDecodeError as e:
+        raise TunesetError(f"{path}: invalid UTF-8 at byte {e.start}; re-save the file as UTF-8") from None
+    except csv.Error as e:
+        raise TunesetError(f"{path}:{reader.line_num}: unreadable CSV ({e}), e.g. a quote that is never closed") from None
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    for k, name in enumerate(header, start=1):
+        if not name.strip():
+            raise DataError(str(path), 1, f"<column {k}>", "the header gives this column no name")
+        if name in header[:k - 1]:
+            raise DataError(str(path), 1, name, "the header names this column twice; which one is meant is a guess")
 
 
 SHAPES = "instruction/response, prompt/completion (TRL), messages (chat), or Alpaca instruction/input/output"
@@ -106,9 +215,15 @@ def to_row_shape(path: Path, line: int, rec: dict[str, Any], columns: dict[str, 
         rec["response"] = rec.pop("output")
     if "input" in rec and isinstance(rec.get("instruction"), str):
         extra = rec.pop("input")
-        if isinstance(extra, str) and extra.strip():
+        if extra is not None and not isinstance(extra, str):  # dropping it would lose the row's input
+            raise DataError(str(path), line, "input", f"expected text (Alpaca input), got {_type_name(extra)}")
+        if extra and extra.strip():
             rec["instruction"] = f"{rec['instruction']}\n\n{extra}"
     return rec
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "an object", list: "a list", bool: "true/false", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def content_id(rec: dict[str, Any], taken: dict[str, int]) -> str:
@@ -122,6 +237,10 @@ def content_id(rec: dict[str, Any], taken: dict[str, int]) -> str:
 def _from_messages(path: Path, line: int, messages: Any) -> dict[str, str]:
     if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m and "content" in m for m in messages):
         raise DataError(str(path), line, "messages", "expected a list of {role, content} objects")
+    for k, m in enumerate(messages):  # a number or object here would be str()-ed into the text
+        for key in ("role", "content"):
+            if not isinstance(m[key], str):
+                raise DataError(str(path), line, f"messages[{k}].{key}", f"expected text, got {_type_name(m[key])}")
     last = max((k for k, m in enumerate(messages) if m["role"] == "assistant"), default=None)
     if last is None or last == 0:
         raise DataError(str(path), line, "messages", "needs an assistant turn after at least one other turn")
@@ -134,20 +253,78 @@ def _from_messages(path: Path, line: int, messages: Any) -> dict[str, str]:
     return {"instruction": instruction, "response": str(messages[last]["content"])}
 
 
+CANONICAL = frozenset(ROW_COLUMNS)
+
+
 def validate_record(path: Path, line: int, rec: dict[str, Any]) -> Example:
-    if "metadata" in rec and (rec["metadata"] is None or isinstance(rec["metadata"], str)):
-        # Our own canonical frame (Parquet saved by a stage) carries extras as a JSON column.
+    if set(rec) == CANONICAL and (rec["metadata"] is None or isinstance(rec["metadata"], str)):
+        # Our own canonical frame (Parquet saved by a stage) carries extras as a JSON column; a
+        # user's own field named `metadata` (any other set of columns) stays a field of its own.
+        rec = dict(rec)
         meta = rec.pop("metadata")
-        try:
-            rec = {**(json.loads(meta) if meta else {}), **rec}
-        except json.JSONDecodeError:
-            raise DataError(str(path), line, "metadata", "is not a JSON object") from None
+        parsed = parse_json_line(path, line, meta) if meta else {}
+        if isinstance(parsed, DataError):
+            raise DataError(str(path), line, "metadata", f"is not a JSON object ({parsed.reason})")
+        rec = {**parsed, **rec}
+    rec = json_safe(path, line, rec)
     try:
         return Example.model_validate(rec)
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "<row>"
         raise DataError(str(path), line, loc, err["msg"][:1].lower() + err["msg"][1:]) from None
+
+
+def json_safe(path: Path, line: int, rec: dict[str, Any]) -> dict[str, Any]:
+    """The record with every value JSON can carry: dates and times become ISO text (Parquet and
+    HF datasets have them; the metadata column is JSON). Anything that would crash a later write
+    or silently change is this row's error, naming the field: a lone surrogate or NUL in text,
+    NaN/Infinity, bytes, or nesting deeper than MAX_DEPTH."""
+
+    def clean(value: Any, where: str, depth: int) -> Any:
+        if depth > MAX_DEPTH:
+            raise DataError(str(path), line, where.split(".")[0], f"nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, str):
+            _check_text(value, where)
+            return value
+        if isinstance(value, bool) or value is None or isinstance(value, int):
+            return value
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise DataError(str(path), line, where, f"{value} is not a JSON number; write null or a string")
+            return value
+        if isinstance(value, dict):
+            out = {}
+            for k, v in value.items():
+                if not isinstance(k, str):
+                    raise DataError(str(path), line, where, f"has a key that is not text ({type(k).__name__})")
+                _check_text(k, where)
+                out[k] = clean(v, f"{where}.{k}" if where else k, depth + 1)
+            return out
+        if isinstance(value, (list, tuple)):
+            return [clean(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
+        if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+            return value.isoformat()
+        if isinstance(value, datetime.timedelta):
+            return value.total_seconds()
+        if isinstance(value, decimal.Decimal):
+            return str(value)
+        raise DataError(str(path), line, where, f"{type(value).__name__} values cannot be carried; "
+                        "valid: text, numbers, true/false, null, lists, objects, dates")
+
+    def _check_text(text: str, where: str) -> None:
+        if "\x00" in text:
+            raise DataError(str(path), line, where or "<key>", "contains a NUL character")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise DataError(str(path), line, where or "<key>",
+                            f"contains a lone surrogate {ascii(text[e.start])} (not valid Unicode text)") from None
+
+    try:
+        return clean(rec, "", 0)
+    except RecursionError:  # pragma: no cover - MAX_DEPTH stops far before Python's limit
+        raise DataError(str(path), line, "<row>", f"nested deeper than {MAX_DEPTH} levels") from None
 
 
 def pool_files(path: str | Path) -> list[Path]:
@@ -214,14 +391,38 @@ def load_rows(path: str | Path, quarantine: str | Path | None = None, columns: d
             except DataError as e:
                 if quarantine is None:
                     raise
-                raw = rec if isinstance(rec, dict) else None
-                bad.append({"file": e.file, "line": e.line, "field": e.field, "reason": e.reason,
-                            "id": raw.get("id") if raw else None, "raw": json.dumps(raw, default=str) if raw else None})
+                bad.append(quarantine_record(e, rec if isinstance(rec, dict) else None))
     if quarantine is not None:
         write_jsonl(quarantine, bad)
+    if not good:
+        what = f"all {n} rows are bad (see {quarantine})" if n else "holds no rows"
+        raise TunesetError(f"{path}: {what}; there is nothing to select from")
     if resent:
         log.warning("%d rows repeat an earlier file's rows exactly (same id and content): read once", resent)
     return LoadResult(rows=rows_frame(good), n_read=n - resent, quarantined=bad, n_resent=resent)
+
+
+def quarantine_record(e: DataError, raw: dict[str, Any] | None) -> dict[str, Any]:
+    """What the quarantine file says of a bad row. The raw row is ASCII-escaped JSON text and
+    the id is kept only when it is plain text, so a row holding a lone surrogate or a 100-deep
+    id can be written down too."""
+    try:
+        text = json.dumps(raw, default=str) if raw is not None else None
+        rid = raw.get("id") if raw else None
+        rid = rid if rid is None or isinstance(rid, str) else json.dumps(rid, default=str)[:200]
+    except (RecursionError, ValueError):
+        text = rid = None  # deeper than json can write: file, line and reason still locate it
+    return {"file": e.file, "line": e.line, "field": _writable(e.field), "reason": _writable(e.reason),
+            "id": _writable(rid) if rid is not None else None, "raw": text}
+
+
+def _writable(text: str) -> str:
+    """Text as is, or ASCII-escaped where it holds what UTF-8 cannot encode (a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return ascii(text)[1:-1]
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
