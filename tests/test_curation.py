@@ -290,3 +290,36 @@ def test_demo_decontamination_finds_the_planted_leaks_and_only_them():
     without = set(contaminated(pool, evals, ngram=8, template_rows=10**9))
     assert planted <= with_templates and planted <= without
     assert (len(with_templates), len(without)) == (42, 116)
+
+
+def test_a_rewrite_lands_in_the_rows_answer_space_or_not_at_all():
+    from tuneset.recipe import RewriteConfig
+
+    mc = [("m1", "mmlu", "Q1 A) x B) y C) z D) w", "D"), ("m2", "mmlu", "Q2", "D"), ("m3", "mmlu", "Q3", "C")]
+    sentiment = [(f"s{i}", "sst", f"review {i}", "positive" if i % 2 else "negative") for i in range(12)]
+    rows = _rows(*mc, *sentiment, ("g", "gsm", "How many?", "3 + 4 = 7\n#### 7"), ("h", "gsm", "And now?", "2 * 4 = 8\n#### 8"))
+    rows = rows.with_columns(pl.Series("choices", [["A", "B", "C", "D"]] * 3 + [None] * 14, dtype=pl.List(pl.String)))
+    ids = ["m1", "m2", "m3", "s0", "s1", "g", "h"]
+    proposals = ["The answer is B", "A) x B) y C) z D) w", "c.", "Positive!", "neutral", "#### 7", "2 * 4 = 9\n#### 9"]
+    scores = _rw(ids, [0.1] * 7, proposals, [0.9] * 7)
+    curated, audit = curate_rows(rows, OFF.model_copy(update={"rewrite": RewriteConfig(margin=0.2)}), {}, scores)
+    got = dict(zip(curated["id"], curated["response"]))
+    assert got["m1"] == "B"  # mapped onto its choice
+    assert got["m2"] == "D"  # the pasted option list is no answer: unchanged
+    assert got["m3"] == "C"  # the same answer: nothing to correct
+    assert got["s0"] == "positive"  # into the source's label set, as the source spells it
+    assert got["s1"] == "positive"  # 'neutral' is no label of this source: unchanged
+    assert got["g"] == "3 + 4 = 7\n#### 7"  # lost the worked solution: not the original's format
+    assert got["h"] == "2 * 4 = 9\n#### 9"  # same format: taken (the judge gate decides trust, not this)
+    assert set(_reasons(audit)) >= {"m1", "s0", "h"}
+
+
+@pytest.mark.parametrize(("text", "space", "expected"), [
+    ("B", ["A", "B"], "B"), ("b)", ["A", "B"], "B"), ("Answer: B", ["A", "B"], "B"),
+    ("A or B", ["A", "B"], None), ("", ["A", "B"], None), ("Paris\nbecause", ["Paris", "Rome"], "Paris"),
+    ("the capital is rome", ["Paris", "Rome"], "Rome"), ("Berlin", ["Paris", "Rome"], None),
+])
+def test_to_answer_space(text, space, expected):
+    from tuneset.data.labels import to_answer_space
+
+    assert to_answer_space(text, space) == expected

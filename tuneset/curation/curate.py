@@ -14,6 +14,7 @@ import polars as pl
 from tuneset.curation.audit import audit_frame
 from tuneset.curation.dedup import contaminated, exact_duplicates
 from tuneset.curation.steps import CurationInput, CurationStep, Decisions, need, register_step, resolve_steps
+from tuneset.data.labels import label_sets, same_format, to_answer_space
 from tuneset.errors import TunesetError
 from tuneset.recipe import CurateConfig
 
@@ -121,7 +122,9 @@ class Relabel(CurationStep):
 
 @register_step
 class Rewrite(CurationStep):
-    """Take the `rewrite` selector's model answer when its confidence beats the given one's by `margin`."""
+    """Take the `rewrite` selector's model answer when its confidence beats the given one's by
+    `margin` and it is an answer the row could have: one of its `choices`, one of its source's
+    labels (closed-label sources), or else text in the original's format."""
 
     name, setting = "rewrite", "rewrite"
 
@@ -130,9 +133,26 @@ class Rewrite(CurationStep):
 
     def run(self, data: CurationInput, decisions: Decisions) -> None:
         margin = data.cfg.rewrite.margin
+        rows = data.rows
+        labels = label_sets(rows["source"].to_list(), rows["response"].to_list())
+        choices = rows["choices"].to_list() if "choices" in rows.columns else [None] * rows.height
+        given = {i: (src, resp, ch) for i, src, resp, ch in zip(rows["id"], rows["source"], rows["response"], choices)}
         for i, old, new, p_new, gain in data.table.select("id", *REWRITE_COLUMNS).iter_rows():
-            if new and gain >= margin:
-                decisions.fix(i, new, f"rewritten: model answer confidence {p_new:.2f} vs given {old:.2f}")
+            if not new or gain < margin or decisions.decided(i):
+                continue
+            src, resp, ch = given[i]
+            answer = in_answer_space(new, resp, ch, labels.get(src))
+            if answer is not None and answer != resp:
+                decisions.fix(i, answer, f"rewritten: model answer confidence {p_new:.2f} vs given {old:.2f}")
+
+
+def in_answer_space(proposal: str, original: str, choices: list[str] | None, labels: list[str] | None) -> str | None:
+    """The proposal as an answer of the row's space, or None if it is not one."""
+    if choices:
+        return to_answer_space(proposal, choices)
+    if labels:
+        return to_answer_space(proposal, labels)
+    return proposal if same_format(original, proposal) else None
 
 
 @register_step

@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
+from tuneset.data.labels import is_closed_label
 from tuneset.data.text import normalise
 from tuneset.errors import UnknownNameError
 from tuneset.selectors.base import Selector, register
@@ -53,11 +54,10 @@ def label_groups(rows: pl.DataFrame, params: LabelQualityParams) -> dict[str, np
     labels = np.array([normalise(r) for r in rows["response"].to_list()], dtype=object)
     for s in present:
         idx = np.flatnonzero(src == s)
-        n_labels = len(set(labels[idx].tolist()))
         if params.sources is not None:
             if s in params.sources:
                 groups[s] = idx
-        elif 2 <= n_labels <= params.max_classes and len(idx) >= params.min_rows_per_class * n_labels:
+        elif is_closed_label(labels[idx].tolist(), params.max_classes, params.min_rows_per_class):
             groups[s] = idx
     return groups
 

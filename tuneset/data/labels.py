@@ -1,0 +1,61 @@
+"""Answer spaces: the labels a closed-label source uses, and mapping free text into a row's space.
+
+A correction (a relabel, a model's rewrite) is only a correction if it is an answer the row could
+have: one of its `choices`, one of its source's labels, or text in the original's format. A model
+answer that pastes the option list, or names a label no row of the source uses, is not one."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from tuneset.data.text import normalise
+
+_MARKER = re.compile(r"^\W*(#+|answer\s*:|final answer\s*:)", re.IGNORECASE)
+
+
+def is_closed_label(labels: list[str], max_classes: int = 200, min_rows_per_class: float = 5.0) -> bool:
+    """A source is closed-label when its normalised responses take 2..`max_classes` values, each
+    used on average by at least `min_rows_per_class` rows (classification, not free text)."""
+    n = len(set(labels))
+    return 2 <= n <= max_classes and len(labels) >= min_rows_per_class * n
+
+
+def label_sets(sources: list[str], responses: list[str], max_classes: int = 200, min_rows_per_class: float = 5.0) -> dict[str, list[str]]:
+    """source -> its labels (each as most often written), for the closed-label sources only."""
+    by_source: dict[str, list[str]] = {}
+    for s, r in zip(sources, responses):
+        by_source.setdefault(s, []).append(r)
+    out = {}
+    for s, rs in by_source.items():
+        if is_closed_label([normalise(r) for r in rs], max_classes, min_rows_per_class):
+            spelled: dict[str, Counter] = {}
+            for r in rs:
+                spelled.setdefault(normalise(r), Counter())[r] += 1
+            out[s] = sorted(c.most_common(1)[0][0] for c in spelled.values())
+    return out
+
+
+def to_answer_space(text: str, space: list[str]) -> str | None:
+    """The one answer of `space` that `text` gives: equal after normalising, or the only one its
+    first line names as whole words ("The answer is B" -> "B"); None when it names none or
+    several (an answer that lists the options is no answer)."""
+    norm = {normalise(a): a for a in space}
+    first = normalise(text.strip().split("\n", 1)[0])
+    if first in norm:
+        return norm[first]
+    hits = {a for n, a in norm.items() if n and f" {n} " in f" {first} "}
+    return hits.pop() if len(hits) == 1 else None
+
+
+def same_format(original: str, proposal: str, max_ratio: float = 3.0) -> bool:
+    """The proposal keeps the original's shape: one line stays one line, a final-answer marker
+    (`#### 42`, `Answer: ...`) is kept, and the length stays within `max_ratio` of the original's."""
+    o, p = original.strip(), proposal.strip()
+    if not p or ("\n" in o) != ("\n" in p):
+        return False
+    o_last, p_last = o.rsplit("\n", 1)[-1], p.rsplit("\n", 1)[-1]
+    o_mark, p_mark = _MARKER.match(o_last), _MARKER.match(p_last)
+    if o_mark and (not p_mark or p_mark.group(1).lower() != o_mark.group(1).lower()):
+        return False
+    return 1 / max_ratio <= len(p) / max(len(o), 1) <= max_ratio
