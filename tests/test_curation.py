@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -323,3 +324,39 @@ def test_to_answer_space(text, space, expected):
     from tuneset.data.labels import to_answer_space
 
     assert to_answer_space(text, space) == expected
+
+
+def test_the_judge_gate_skips_confidence_filters_and_rewrites_a_weak_judge_cannot_back():
+    from tuneset.curation.judge import gate_notes
+    from tuneset.recipe import RewriteConfig
+
+    rows = _rows(("a", "s", "q", "bad"), ("b", "s", "q2", "fine answer"))
+    scores = _rw(["a", "b"], [0.1, 0.9], ["good", ""], [0.9, 0.0]).with_columns(pl.Series("confidence", [0.1, 0.05]))
+    cfg = OFF.model_copy(update={"filters": [FilterRule(column="confidence", min=0.3)], "rewrite": RewriteConfig(margin=0.2)})
+    weak = {"confidence": 0.52, "rewrite": 0.55}
+    curated, audit = curate_rows(rows, cfg, {}, scores, judge=weak)
+    assert curated["response"].to_list() == ["bad", "fine answer"]  # nothing dropped or rewritten
+    notes = gate_notes(cfg, weak)
+    assert len(notes) == 2 and "AUROC 0.52, below curate.judge_min_auroc 0.6" in notes[0]
+    curated, _ = curate_rows(rows, cfg, {}, scores, judge={"confidence": 0.9, "rewrite": 0.8})
+    assert curated["response"].to_list() == ["good"]  # a judge that passed acts: a rewritten, b dropped
+    unmeasured, _ = curate_rows(rows, cfg.model_copy(update={"judge_min_auroc": None}), {}, scores, judge=weak)
+    assert unmeasured["response"].to_list() == ["good"]  # no bar: trusted as before
+
+
+def test_known_answer_pairs_spoil_each_known_row_the_ways_curation_must_catch():
+    from tuneset.curation.judge import auroc
+    from tuneset.data.labels import known_answer_pairs
+
+    mc = pl.DataFrame({"id": ["m"], "instruction": ["Q"], "response": ["B"], "choices": [["A", "B", "C"]]})
+    open_ = pl.DataFrame({"id": ["o1", "o2"], "instruction": ["Q1", "Q2"],
+                          "response": ["one two three four five six", "seven eight"], "choices": [None, None]},
+                         schema_overrides={"choices": pl.List(pl.String)})
+    pairs = known_answer_pairs({"mc": mc, "open": open_}, seed=0)
+    kinds = dict(zip(pairs["id"], pairs["spoiled"]))
+    assert kinds == {"mc/m/given": "", "mc/m/wrong": "wrong choice", "open/o1/given": "", "open/o1/shuffled": "shuffled",
+                     "open/o1/truncated": "truncated", "open/o2/given": "", "open/o2/shuffled": "shuffled"}
+    assert pairs.filter(pl.col("id") == "mc/m/wrong")["response"][0] in {"A", "C"}
+    assert pairs.filter(pl.col("id") == "open/o1/truncated")["response"][0] == "one two three"
+    right = pairs["correct"].to_numpy()
+    assert auroc(right.astype(float), right) == 1.0 and auroc(np.zeros(len(right)), right) == 0.5

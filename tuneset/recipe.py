@@ -109,6 +109,10 @@ class CurateConfig(_Strict):
     relabel: RelabelConfig | None = None
     rewrite: RewriteConfig | None = None
     filters: list[FilterRule] = Field(default_factory=list)  # drop rows outside [min, max] of a score column
+    # The judge-competence gate: a filter on a judging column (confidence) and the rewrite step act
+    # only if that column separates the target tasks' known answers from spoiled ones at this
+    # AUROC or better (0.5 is a coin); None trusts the reference model unmeasured.
+    judge_min_auroc: float | None = Field(default=0.6, ge=0.5, le=1.0)
     # The steps in order (tuneset.curation.steps), e.g. [dedup, decontaminate, {name: my_step, params: {...}}].
     # None: decontaminate, dedup, near_dedup, relabel, rewrite, filters, each as its setting above turns it on.
     steps: list[StepSpec] | None = None

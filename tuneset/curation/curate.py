@@ -13,6 +13,7 @@ import polars as pl
 
 from tuneset.curation.audit import audit_frame
 from tuneset.curation.dedup import contaminated, exact_duplicates
+from tuneset.curation.judge import REWRITE, gate
 from tuneset.curation.steps import CurationInput, CurationStep, Decisions, need, register_step, resolve_steps
 from tuneset.data.labels import label_sets, same_format, to_answer_space
 from tuneset.errors import TunesetError
@@ -28,12 +29,14 @@ def curate_rows(
     eval_rows: dict[str, pl.DataFrame],
     scores: pl.DataFrame | None = None,
     quarantined: list[dict] | None = None,
+    judge: dict[str, float] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Return (curated rows, audit)."""
+    """Return (curated rows, audit). `judge`: AUROC per judging column on known answers; steps
+    reading a column below `cfg.judge_min_auroc` are skipped (`curation.judge.gate_notes`)."""
     table = rows.select("id").join(scores, on="id", how="left", maintain_order="left") if scores is not None else rows.select("id")
     steps = resolve_steps(cfg)
     need(table, *(c for step in steps for c in step.columns(cfg)))
-    data, decisions = CurationInput(rows, eval_rows, table, cfg), Decisions()
+    data, decisions = CurationInput(rows, eval_rows, table, cfg, judge or {}), Decisions()
     for step in steps:
         step.run(data, decisions)
     drops, fixes = decisions.drops, decisions.fixes
@@ -132,6 +135,8 @@ class Rewrite(CurationStep):
         return list(REWRITE_COLUMNS)
 
     def run(self, data: CurationInput, decisions: Decisions) -> None:
+        if gate(data.cfg, data.judge, REWRITE):
+            return
         margin = data.cfg.rewrite.margin
         rows = data.rows
         labels = label_sets(rows["source"].to_list(), rows["response"].to_list())
@@ -166,6 +171,8 @@ class Filters(CurationStep):
 
     def run(self, data: CurationInput, decisions: Decisions) -> None:
         for rule in data.cfg.filters:
+            if gate(data.cfg, data.judge, rule.column):
+                continue
             for i, v in data.table.select("id", rule.column).iter_rows():
                 if i in decisions.fixes:
                     continue

@@ -40,6 +40,7 @@ class CurationInput:
     eval_rows: dict[str, pl.DataFrame]
     table: pl.DataFrame
     cfg: CurateConfig
+    judge: dict[str, float] = field(default_factory=dict)  # AUROC per judging column on known answers (curation.judge)
 
 
 @dataclass

@@ -6,8 +6,11 @@ answer that pastes the option list, or names a label no row of the source uses, 
 
 from __future__ import annotations
 
+import random
 import re
 from collections import Counter
+
+import polars as pl
 
 from tuneset.data.text import normalise
 
@@ -59,3 +62,31 @@ def same_format(original: str, proposal: str, max_ratio: float = 3.0) -> bool:
     if o_mark and (not p_mark or p_mark.group(1).lower() != o_mark.group(1).lower()):
         return False
     return 1 / max_ratio <= len(p) / max(len(o), 1) <= max_ratio
+
+
+def known_answer_pairs(known: dict[str, pl.DataFrame], seed: int = 0) -> pl.DataFrame:
+    """Rows whose answers are known (the target tasks' dev rows), each as given (`correct`) and
+    spoiled the ways curation must catch: another of its choices (a wrong answer), another row's
+    response (shuffled) and its first half (truncated). A judge that cannot tell these apart
+    should not decide which pool rows are wrong."""
+    rng = random.Random(seed)
+    out: list[dict] = []
+    for task, rows in sorted(known.items()):
+        recs = rows.to_dicts()
+        for r in recs:
+            base = {"source": task, "instruction": r["instruction"], "choices": r.get("choices")}
+            out.append({**base, "id": f"{task}/{r['id']}/given", "response": r["response"], "correct": True, "spoiled": ""})
+            wrong = [c for c in (r.get("choices") or []) if normalise(c) != normalise(r["response"])]
+            if wrong:
+                out.append({**base, "id": f"{task}/{r['id']}/wrong", "response": rng.choice(wrong), "correct": False,
+                            "spoiled": "wrong choice"})
+            others = [o["response"] for o in recs if normalise(o["response"]) != normalise(r["response"])]
+            if others and not wrong:
+                out.append({**base, "id": f"{task}/{r['id']}/shuffled", "response": rng.choice(others), "correct": False,
+                            "spoiled": "shuffled"})
+            words = r["response"].split()
+            if len(words) >= 4:
+                out.append({**base, "id": f"{task}/{r['id']}/truncated", "response": " ".join(words[: len(words) // 2]),
+                            "correct": False, "spoiled": "truncated"})
+    return pl.DataFrame(out, schema={"id": pl.String, "source": pl.String, "instruction": pl.String, "response": pl.String,
+                                     "choices": pl.List(pl.String), "correct": pl.Boolean, "spoiled": pl.String})
