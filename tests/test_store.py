@@ -149,3 +149,45 @@ def test_row_cache_get_names_missing_keys_and_compacts_many_parts(tmp_path):
     assert cache.get(keys)["v"].to_list() == _values(keys)["v"].to_list()
     assert len(list(cache.parts.glob("*.parquet"))) == 1  # merged into one part, values unchanged
     assert cache.get(keys)["v"].to_list() == _values(keys)["v"].to_list()
+
+
+def _machine(monkeypatch, tmp_path, name: str, url: str) -> ArtifactStore:
+    """A store on `url` as seen from another machine: its own local mirror."""
+    monkeypatch.setenv("TUNESET_CACHE", str(tmp_path / name))
+    return ArtifactStore(url)
+
+
+def test_a_store_on_an_fsspec_url_is_shared_by_machines_and_written_marker_last(tmp_path, monkeypatch):
+    import fsspec
+
+    url = f"memory://tuneset-test-{tmp_path.name}/store"
+    a, b = _machine(monkeypatch, tmp_path, "a", url), _machine(monkeypatch, tmp_path, "b", url)
+    assert a.root != b.root
+    built: list[str] = []
+
+    def make(d):
+        built.append("x")
+        write_parquet(pl.DataFrame({"v": [1, 2]}), d / "t.parquet")
+
+    da = a.cached("thing", ("p",), make)
+    fs = fsspec.filesystem("memory")
+    remote = sorted(p.rsplit("/", 1)[-1] for p in fs.find(f"/tuneset-test-{tmp_path.name}/store/thing"))
+    assert remote == [DONE, "meta.json", "t.parquet"]
+    db = b.cached("thing", ("p",), make)
+    assert built == ["x"] and pl.read_parquet(db / "t.parquet").equals(pl.read_parquet(da / "t.parquet"))
+
+    def killed(d):
+        write_parquet(pl.DataFrame({"v": [0]}), d / "half.parquet")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        a.cached("other", ("p",), killed)
+    assert not fs.exists(f"/tuneset-test-{tmp_path.name}/store/other/{a.key('other', 'p')}/{DONE}")
+    b.cached("other", ("p",), make)  # never finished anywhere: built, not read half-made
+    assert built == ["x", "x"]
+
+    rows_a = a.rows("feat", ("m",))
+    rows_a.fetch(["k1", "k2"], lambda idx: _values([["k1", "k2"][i] for i in idx]), chunk=1)
+    rows_b = b.rows("feat", ("m",))
+    assert rows_b.missing(["k2", "k3"]) == [1]  # the other machine's parts are seen
+    assert rows_b.get(["k2", "k1"])["v"].to_list() == _values(["k2", "k1"])["v"].to_list()

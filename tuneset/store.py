@@ -24,8 +24,15 @@ DONE = "_COMPLETE"
 
 
 class ArtifactStore:
+    """`root` is a local folder, or an fsspec URL (`s3://bucket/prefix`, `gs://...`) that remote
+    workers share. A URL store keeps a local mirror (under the user cache) that every reader and
+    writer works in, as with a local store: an artifact is built there, then uploaded file by file
+    with its completion marker last, so a reader elsewhere sees it whole or not at all; a finished
+    artifact another machine built is downloaded on first use."""
+
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        self.remote: Remote | None = Remote.of(str(root)) if _is_url(root) else None
+        self.root = self.remote.mirror if self.remote else Path(root)
 
     def key(self, *parts: Any) -> str:
         return fingerprint(*parts)
@@ -34,7 +41,9 @@ class ArtifactStore:
         return self.root / kind / key
 
     def is_complete(self, kind: str, key: str) -> bool:
-        return (self.dir(kind, key) / DONE).exists()
+        if (self.dir(kind, key) / DONE).exists():
+            return True
+        return self.remote is not None and self.remote.fetch(f"{kind}/{key}", self.dir(kind, key))
 
     def lock(self, kind: str, key: str) -> FileLock:
         (self.root / kind).mkdir(parents=True, exist_ok=True)
@@ -50,6 +59,8 @@ class ArtifactStore:
 
     def finish(self, kind: str, key: str) -> Path:
         d = self.dir(kind, key)
+        if self.remote is not None:
+            self.remote.publish(d, f"{kind}/{key}")
         (d / DONE).touch()
         return d
 
@@ -62,11 +73,11 @@ class ArtifactStore:
         left in the folder (finished shards)."""
         key = self.key(kind, *parts)
         d = self.dir(kind, key)
-        if (d / DONE).exists():
+        if self.is_complete(kind, key):
             log.debug("reuse %s/%s", kind, key)
             return d
         with self.lock(kind, key):
-            if (d / DONE).exists():
+            if self.is_complete(kind, key):
                 return d
             self.begin(kind, key, meta or {})
             make(d)
@@ -80,7 +91,7 @@ class ArtifactStore:
         d = self.dir(kind, key)
         if not (d / "meta.json").exists():
             self.begin(kind, key, meta or {})
-        return RowCache(d, self.lock(kind, key))
+        return RowCache(d, self.lock(kind, key), self.remote and self.remote.child(f"{kind}/{key}/parts"))
 
 
 KEY = "_key"
@@ -93,13 +104,15 @@ class RowCache:
     same row computed twice is stored twice and read once) and a killed run keeps every finished
     part. Reads and compaction take the folder's lock."""
 
-    MAX_PARTS = 64  # beyond this, `get` merges the parts into one
+    MAX_PARTS = 64  # beyond this, `get` merges the parts into one (local stores only)
 
-    def __init__(self, folder: Path, lock: FileLock):
-        self.folder, self._lock = folder, lock
+    def __init__(self, folder: Path, lock: FileLock, remote: Remote | None = None):
+        self.folder, self._lock, self.remote = folder, lock, remote
         self.parts = folder / "parts"
 
     def _files(self) -> list[Path]:
+        if self.remote is not None:  # parts other machines added since
+            self.remote.sync_down(self.parts)
         return sorted(self.parts.glob("*.parquet")) if self.parts.exists() else []
 
     def known(self) -> set[str]:
@@ -121,13 +134,16 @@ class RowCache:
             raise ValueError(f"{len(keys)} keys but {values.height} value rows")
         path = self.parts / f"{fingerprint(list(keys))}.parquet"
         self.parts.mkdir(parents=True, exist_ok=True)
-        return write_parquet(values.with_columns(pl.Series(KEY, list(keys), dtype=pl.String)), path)
+        write_parquet(values.with_columns(pl.Series(KEY, list(keys), dtype=pl.String)), path)
+        if self.remote is not None:
+            self.remote.put(path, path.name)
+        return path
 
     def get(self, keys: Sequence[str]) -> pl.DataFrame:
         """The stored values of `keys`, one row per key in their order; every key must be stored."""
         with self._lock:
             files = self._files()
-            if len(files) > self.MAX_PARTS:
+            if len(files) > self.MAX_PARTS and self.remote is None:
                 files = [self._compact(files)]
             wanted = pl.DataFrame({KEY: list(keys)}, schema={KEY: pl.String})
             stored = (pl.scan_parquet(files).join(wanted.lazy().unique(), on=KEY, how="semi")
@@ -151,6 +167,61 @@ class RowCache:
             if f != out:
                 f.unlink()
         return out
+
+
+def _is_url(root: str | Path) -> bool:
+    return isinstance(root, str) and "://" in root and not root.startswith("file://")
+
+
+class Remote:
+    """A store folder on an fsspec filesystem, mirrored in a local folder."""
+
+    def __init__(self, fs, path: str, mirror: Path):
+        self.fs, self.path, self.mirror = fs, path.rstrip("/"), mirror
+
+    @classmethod
+    def of(cls, url: str) -> Remote:
+        from fsspec.core import url_to_fs
+
+        from tuneset.runtime import cache_dir
+
+        fs, path = url_to_fs(url)
+        return cls(fs, path, cache_dir() / "store-mirror" / fingerprint(url))
+
+    def child(self, rel: str) -> Remote:
+        return Remote(self.fs, f"{self.path}/{rel}", self.mirror / rel)
+
+    def put(self, local: Path, rel: str) -> None:
+        self.fs.put_file(str(local), f"{self.path}/{rel}")
+
+    def publish(self, local: Path, rel: str) -> None:
+        """Every file of the finished folder `local`, then its completion marker, last."""
+        for f in sorted(p for p in local.rglob("*") if p.is_file() and p.name != DONE):
+            self.fs.put_file(str(f), f"{self.path}/{rel}/{f.relative_to(local).as_posix()}")
+        self.fs.pipe_file(f"{self.path}/{rel}/{DONE}", b"")
+
+    def fetch(self, rel: str, local: Path) -> bool:
+        """Download the finished artifact `rel` into `local` (marker last); False if not finished."""
+        if not self.fs.exists(f"{self.path}/{rel}/{DONE}"):
+            return False
+        for src in self.fs.find(f"{self.path}/{rel}"):
+            name = src[len(self.path) + len(rel) + 2:]
+            if name != DONE:
+                with atomic_path(local / name) as tmp:
+                    self.fs.get_file(src, str(tmp))
+        (local / DONE).touch()
+        return True
+
+    def sync_down(self, local: Path) -> None:
+        """Files of this remote folder that `local` lacks (immutable parts: names never change)."""
+        if not self.fs.exists(self.path):
+            return
+        local.mkdir(parents=True, exist_ok=True)
+        for src in self.fs.find(self.path):
+            dest = local / src.rsplit("/", 1)[-1]
+            if not dest.exists():
+                with atomic_path(dest) as tmp:
+                    self.fs.get_file(src, str(tmp))
 
 
 def write_npy(array, path: Path) -> Path:
