@@ -1,16 +1,41 @@
-"""Sentence embeddings: the embedded all-MiniLM-L6-v2 by default, any sentence-transformers model by path/name."""
+"""Sentence embeddings: the embedded all-MiniLM-L6-v2 by default, two faster tiers built from it
+offline, or any sentence-transformers / model2vec model by path (or hub name, where a hub is
+reachable).
+
+Tiers (`model.embedder`):
+- `minilm`: the bundled sentence-transformer (6 transformer layers); the reference.
+- `minilm-onnx`, `minilm-onnx-int8`: the same network exported once to ONNX (with its mean pooling
+  and L2 normalisation inside the graph) and run by onnxruntime; `-int8` quantises the weight
+  matrices' products to int8 (dynamic quantisation, per channel).
+- `minilm-static`: a model2vec static model distilled once from the bundled MiniLM: one vector per
+  token, averaged. No transformer runs at embedding time.
+
+A tier's build is written once to `cache_dir()/embedders/<name>-<build id>/`. The embeddings
+cache keys on the embedder *name* (ScoringContext.embedder), so a tier's build settings are
+pinned to its name: changing them needs a new name (`PINNED_BUILDS`, checked on load and by the
+tests), else embeddings of the old build would be reused under the new one.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from tuneset.errors import TunesetError
+from tuneset.errors import TunesetError, UnknownNameError
 
 MINILM = "minilm"
+MINILM_STATIC = "minilm-static"
+MINILM_ONNX = "minilm-onnx"
+MINILM_ONNX_INT8 = "minilm-onnx-int8"
 
 
 def minilm_dir() -> Path:
@@ -20,20 +45,272 @@ def minilm_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 
-@lru_cache(maxsize=2)
-def load_embedder(name: str = MINILM, device: str = "cpu"):
-    from sentence_transformers import SentenceTransformer
+# --- build settings, pinned to tier names ------------------------------------------------------
 
-    path = str(minilm_dir()) if name == MINILM else name
+
+@dataclass(frozen=True)
+class StaticBuild:
+    """model2vec `distill_from_model` settings: PCA to `pca_dims` (model2vec's default, 256 of 384;
+    it also whitens the token vectors), SIF weighting of frequent tokens, float32 vectors."""
+
+    pca_dims: int | None = 256
+    sif_coefficient: float | None = 1e-4
+    revision: int = 1
+
+
+@dataclass(frozen=True)
+class OnnxBuild:
+    """torch.onnx export of transformer + mean pooling + normalisation; `int8`: onnxruntime dynamic
+    quantisation of the constant-weight MatMuls, per output channel (per-tensor int8 of every MatMul
+    kept only ~0.94 cosine to fp32 on a probe)."""
+
+    int8: bool = False
+    opset: int = 17
+    max_seq_length: int = 256  # the bundled MiniLM's (sentence_bert_config.json)
+    revision: int = 1
+
+
+Build = StaticBuild | OnnxBuild
+
+TIERS: dict[str, Build] = {
+    MINILM_STATIC: StaticBuild(),
+    MINILM_ONNX: OnnxBuild(),
+    MINILM_ONNX_INT8: OnnxBuild(int8=True),
+}
+
+
+def build_id(build: Build) -> str:
+    """Short hash of a build's type and settings: names its folder, so a changed build is rebuilt."""
+    blob = json.dumps({"type": type(build).__name__, **asdict(build)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# The build each tier name stands for. The embeddings cache keys on the name alone, so a name must
+# never change its build: to change settings, add a tier under a new name (e.g. `minilm-static-v2`).
+PINNED_BUILDS: dict[str, str] = {
+    MINILM_STATIC: "0d8797b59718",
+    MINILM_ONNX: "0e6729c61e4f",
+    MINILM_ONNX_INT8: "5230ab280521",
+}
+
+
+def valid_embedders() -> list[str]:
+    return [MINILM, *TIERS, "<a sentence-transformers or model2vec folder>", "<a hub name>"]
+
+
+def tier_dir(name: str) -> Path:
+    """Where tier `name`'s build lives: the user cache (not a run's store: every recipe shares it)."""
+    from tuneset.runtime import cache_dir
+
+    build = TIERS[name]
+    if PINNED_BUILDS.get(name) != build_id(build):
+        raise TunesetError(f"embedder tier '{name}' has build {build_id(build)} but its name is pinned to "
+                           f"{PINNED_BUILDS.get(name)}: embeddings are cached by name, so new settings need a new tier name")
+    return cache_dir() / "embedders" / f"{name}-{build_id(build)}"
+
+
+# --- building tiers ----------------------------------------------------------------------------
+
+
+def distill_static(source: Path, out: Path, build: StaticBuild = StaticBuild()) -> Path:
+    """Distil a model2vec static model from the sentence-transformer folder `source` (its
+    transformer and tokenizer; one forward pass per vocabulary token) into `out`. Offline: nothing
+    is fetched. Takes ~90 s for MiniLM on one core."""
+    import torch
+    from model2vec.distill import distill_from_model
+    from transformers import AutoModel, AutoTokenizer
+
+    model = AutoModel.from_pretrained(str(source))
+    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    with torch.inference_mode():
+        static = distill_from_model(model, tokenizer, device="cpu", pca_dims=build.pca_dims,
+                                    sif_coefficient=build.sif_coefficient, quantize_to="float32")
+    static.save_pretrained(str(out))
+    return out
+
+
+def _mean_pooled(transformer):
+    """The exported graph: transformer, attention-masked mean, L2 normalisation (what
+    sentence-transformers does for MiniLM), so onnxruntime returns final embeddings."""
+    import torch
+
+    class MeanPooled(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            h = self.m(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+            w = attention_mask.unsqueeze(-1).to(h.dtype)
+            return torch.nn.functional.normalize((h * w).sum(1) / w.sum(1).clamp(min=1e-9), dim=-1)
+
+    return MeanPooled(transformer).eval()
+
+
+def export_onnx(source: Path, out: Path, build: OnnxBuild = OnnxBuild()) -> Path:
+    """Export the sentence-transformer folder `source` (a BERT-like transformer with mean pooling,
+    as MiniLM) to `out/model.onnx` with its tokenizer; int8 adds dynamic quantisation.
+
+    Uses torch's TorchScript exporter and onnxruntime's quantiser rather than sentence-transformers'
+    `backend="onnx"`: that path needs optimum-onnx, whose releases (<= 0.1.0) require
+    transformers < 4.58, while sentence-transformers 6 requires transformers >= 5."""
+    import torch
+    from transformers import AutoModel
+
+    pooling = source / "1_Pooling" / "config.json"
+    conf = json.loads(pooling.read_text()) if pooling.exists() else {}
+    if conf and not (conf.get("pooling_mode") == "mean" or conf.get("pooling_mode_mean_tokens")):  # new and old keys
+        raise TunesetError(f"ONNX export supports mean-pooled sentence-transformers only; {source} pools otherwise")
+    out.mkdir(parents=True, exist_ok=True)
+    model = _mean_pooled(AutoModel.from_pretrained(str(source)))
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    dummy = tuple(torch.ones(2, 8, dtype=torch.long) if n != "token_type_ids" else torch.zeros(2, 8, dtype=torch.long) for n in names)
+    fp32 = out / ("model_fp32.onnx" if build.int8 else "model.onnx")
+    with torch.inference_mode():
+        torch.onnx.export(model, dummy, str(fp32), input_names=names, output_names=["embedding"], dynamo=False,
+                          dynamic_axes={**{n: {0: "batch", 1: "seq"} for n in names}, "embedding": {0: "batch"}},
+                          opset_version=build.opset)
+    if build.int8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(fp32), str(out / "model.onnx"), weight_type=QuantType.QInt8, per_channel=True,
+                         extra_options={"MatMulConstBOnly": True})
+        fp32.unlink()
+    shutil.copy(source / "tokenizer.json", out / "tokenizer.json")
+    (out / "tuneset_onnx.json").write_text(json.dumps({"source": str(source), **asdict(build)}))
+    return out
+
+
+def build_tier(name: str, source: Path | None = None) -> Path:
+    """The tier's folder, built on first use (under a file lock, into a temporary folder renamed
+    into place, so a killed build leaves nothing half-written and two processes build once)."""
+    from filelock import FileLock
+
+    out = tier_dir(name)
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out) + ".lock"):
+        if out.exists():
+            return out
+        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        build, src = TIERS[name], source or minilm_dir()
+        if isinstance(build, StaticBuild):
+            distill_static(src, tmp, build)
+        else:
+            export_onnx(src, tmp, build)
+        tmp.rename(out)
+    return out
+
+
+# --- loading and embedding ---------------------------------------------------------------------
+
+
+class Embedder(Protocol):
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray: ...
+
+
+class SentenceTransformerEmbedder:
+    def __init__(self, path: str, device: str):
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(path, device=device)
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        return self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                                 show_progress_bar=False)
+
+
+class StaticEmbedder:
+    """A model2vec folder: mean of token vectors. Multiprocessing off: callers embed in chunks, and
+    forked workers beside torch oversubscribe small machines."""
+
+    def __init__(self, path: str):
+        from model2vec import StaticModel
+
+        self.model = StaticModel.from_pretrained(path, normalize=True)
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        return self.model.encode(texts, batch_size=max(batch_size, 1024), use_multiprocessing=False)
+
+
+class OnnxEmbedder:
+    """An exported folder (`export_onnx`): tokenises with the model's own fast tokenizer, sorts by
+    length so a batch carries little padding (as sentence-transformers does), runs onnxruntime with
+    the process's thread budget (OMP_NUM_THREADS, else onnxruntime's default)."""
+
+    def __init__(self, path: str):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        folder = Path(path)
+        meta = json.loads((folder / "tuneset_onnx.json").read_text())
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.enable_truncation(int(meta["max_seq_length"]))
+        self.tokenizer.no_padding()
+        opts = ort.SessionOptions()
+        threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        self.session = ort.InferenceSession(str(folder / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        enc = self.tokenizer.encode_batch(texts)
+        order = np.argsort([-len(e.ids) for e in enc], kind="stable")
+        parts: list[np.ndarray] = []
+        for s in range(0, len(texts), batch_size):
+            batch = [enc[i] for i in order[s:s + batch_size]]
+            width = max(len(e.ids) for e in batch)
+            feed = {k: np.zeros((len(batch), width), dtype=np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
+            for r, e in enumerate(batch):
+                n = len(e.ids)
+                feed["input_ids"][r, :n], feed["attention_mask"][r, :n], feed["token_type_ids"][r, :n] = e.ids, e.attention_mask, e.type_ids
+            parts.append(self.session.run(["embedding"], feed)[0])
+        out = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
+        out[order] = np.concatenate(parts)
+        return out
+
+
+def _folder_kind(path: Path) -> str:
+    if (path / "tuneset_onnx.json").exists():
+        return "onnx"
+    config = path / "config.json"
+    if config.exists() and json.loads(config.read_text()).get("model_type") == "model2vec":
+        return "static"
+    return "sentence-transformers"
+
+
+@lru_cache(maxsize=4)
+def load_embedder(name: str = MINILM, device: str = "cpu") -> Embedder:
+    """The embedder `name` stands for: `minilm`, a tier (built on first use), or a folder / hub name."""
+    if name == MINILM:
+        return SentenceTransformerEmbedder(str(minilm_dir()), device)
     try:
-        return SentenceTransformer(path, device=device)
-    except OSError as e:
-        raise TunesetError(f"cannot load embedder '{name}': {e}. Valid: '{MINILM}' (embedded), a local folder, or a hub name") from None
+        return _load(name, device)
+    except ImportError as e:
+        raise TunesetError(f"embedder '{name}' needs {e.name}: pip install 'tuneset[fast]'") from e
+
+
+def _load(name: str, device: str) -> Embedder:
+    path = build_tier(name) if name in TIERS else Path(name).expanduser()
+    if path.is_dir():
+        kind = _folder_kind(path)
+        if kind == "onnx":
+            return OnnxEmbedder(str(path))
+        if kind == "static":
+            return StaticEmbedder(str(path))
+        return SentenceTransformerEmbedder(str(path), device)
+    if name.startswith(MINILM):  # tuneset's namespace: a typo of a tier, never a hub lookup (slow offline)
+        raise UnknownNameError("embedder", name, valid_embedders())
+    try:
+        return SentenceTransformerEmbedder(name, device)
+    except (OSError, ValueError) as e:
+        raise UnknownNameError("embedder", name, valid_embedders()) from e
 
 
 def embed_texts(name: str, texts: list[str], batch_size: int = 64, device: str = "cpu") -> np.ndarray:
-    """L2-normalised float32 embeddings (sentence-transformers sorts by length internally)."""
-    model = load_embedder(name, device)
-    emb = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                       show_progress_bar=False)
-    return np.ascontiguousarray(emb, dtype=np.float32)
+    """L2-normalised float32 embeddings, one row per text (renormalised here in float32, whatever
+    the tier computed in)."""
+    emb = np.asarray(load_embedder(name, device).encode(texts, batch_size), dtype=np.float32)
+    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    return np.ascontiguousarray(emb)
