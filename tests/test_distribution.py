@@ -25,13 +25,13 @@ def clouds():
     return cand, tgt
 
 
-@pytest.mark.parametrize("cache_bytes", [1 << 30, 0])  # cost kept, and recomputed per iteration
-def test_sinkhorn_matches_pot(clouds, cache_bytes):
+@pytest.mark.parametrize("backend,cache_bytes", [("chunked", 1 << 30), ("chunked", 0), ("pot", 1 << 30)])  # cost kept / recomputed
+def test_sinkhorn_matches_pot(clouds, backend, cache_bytes):
     ot = pytest.importorskip("ot")
     cand, tgt = clouds
     b = np.random.default_rng(1).uniform(0.5, 1.5, len(tgt))
     b /= b.sum()
-    f, g, _ = sinkhorn_potentials(cand, tgt, b, reg=0.1, tol=1e-9, chunk=64, cache_bytes=cache_bytes)
+    f, g, _ = sinkhorn_potentials(cand, tgt, b, reg=0.1, tol=1e-9, chunk=64, cache_bytes=cache_bytes, backend=backend)
     a = np.full(len(cand), 1 / len(cand))
     cost = 1.0 - cand.astype(np.float64) @ tgt.T.astype(np.float64)
     _, log = ot.sinkhorn(a, b, cost, 0.1, method="sinkhorn_log", log=True, numItermax=5000, stopThr=1e-12)
@@ -41,6 +41,35 @@ def test_sinkhorn_matches_pot(clouds, cache_bytes):
     plan = np.exp((f[:, None] + g[None, :] - cost) / 0.1) * a[:, None] * b[None, :]
     np.testing.assert_allclose(plan.sum(0), b, atol=1e-5)
     np.testing.assert_allclose(plan.sum(1), a, atol=1e-5)
+
+
+def test_chunked_kernel_stops_on_pots_criterion(clouds):
+    """Same tolerance, same meaning: at the iteration the kernel stops, the plan's column-marginal
+    violation (POT's `stopThr` quantity) is below tol, and one iteration earlier it was not."""
+    cand, tgt = clouds
+    a, b = np.full(len(cand), 1 / len(cand)), np.full(len(tgt), 1 / len(tgt))
+    cost = 1.0 - cand.astype(np.float64) @ tgt.T.astype(np.float64)
+
+    def violation(iters: int) -> float:
+        f, g, _ = sinkhorn_potentials(cand, tgt, reg=0.1, max_iter=iters, tol=0, backend="chunked")
+        g_prev = sinkhorn_potentials(cand, tgt, reg=0.1, max_iter=iters - 1, tol=0, backend="chunked")[1] if iters > 1 else np.zeros(len(tgt))
+        plan = np.exp((f[:, None] + g_prev[None, :] - cost) / 0.1) * a[:, None] * b[None, :]  # after the f-step
+        return float(np.linalg.norm(plan.sum(0) - b))
+
+    _, _, stop = sinkhorn_potentials(cand, tgt, reg=0.1, tol=1e-4, backend="chunked")
+    assert stop > 1
+    assert violation(stop) < 1e-4 <= violation(stop - 1)
+
+
+def test_auto_backend_uses_the_chunked_kernel_when_the_cost_does_not_fit(clouds, monkeypatch):
+    from tuneset.selectors import distribution
+
+    cand, tgt = clouds
+    monkeypatch.setattr(distribution, "_sinkhorn_pot", lambda *a, **k: pytest.fail("dense POT called over the cap"))
+    f, _, _ = sinkhorn_potentials(cand, tgt, cache_bytes=0)
+    assert np.isfinite(f).all()
+    with pytest.raises(ValueError, match="valid: auto, chunked, pot"):
+        sinkhorn_potentials(cand, tgt, backend="sparse")
 
 
 def test_got_prefers_candidates_near_the_targets(clouds):
