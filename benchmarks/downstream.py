@@ -74,7 +74,10 @@ def main() -> None:
 
     overrides = [f"pool={pool.resolve()}", f"tasks={(bench / 'tasks.json').resolve()}", f"work_dir={work}",
                  "compare.references={" + ", ".join(f"{k}: {v}" for k, v in refs.items()) + "}", *args.overrides]
-    out = compare_flow(load_recipe(ROOT / "recipes" / "bench.yaml", overrides))
+    from tuneset.flows.api import prefect_api
+
+    with prefect_api():  # a server that dies with this script, even on kill -9
+        out = compare_flow(load_recipe(ROOT / "recipes" / "bench.yaml", overrides))
     print(out)
     print(recommend(Path(out["csv"])))
 

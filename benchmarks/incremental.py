@@ -63,8 +63,6 @@ def main() -> None:
     from tuneset.runtime import configure
 
     configure()
-    from tuneset.selectors import get_selector
-
     work = args.work_dir.resolve()
     selectors = args.selectors.split(",")
     lines = (bench / "pool_small.jsonl").read_text().splitlines()
@@ -73,12 +71,25 @@ def main() -> None:
     first_pool.write_text("\n".join(line for i, line in enumerate(lines) if i % 50 != 49) + "\n")
     tasks = bench / "tasks.json"
     out: dict = {"rows_first": sum(1 for i in range(len(lines)) if i % 50 != 49), "rows_grown": len(lines)}
+    from tuneset.flows.api import prefect_api
+
     phases = {}
+    with prefect_api():  # a server that dies with this script, even on kill -9
+        _run_phases(phases, out, first_pool, bench, tasks, work, selectors)
+    _report(out, phases, selectors, work)
+
+
+def _run_phases(phases: dict, out: dict, first_pool: Path, bench: Path, tasks: Path, work: Path, selectors: list[str]) -> None:
     for phase, pool, store in (("first", first_pool, work / "incremental"), ("grown", bench / "pool_small.jsonl", work / "incremental"),
                                ("scratch", bench / "pool_small.jsonl", work / "scratch")):
         print(f"{phase}: {pool.name} into {store}", flush=True)
         phases[phase] = score_phase(pool, tasks, store, selectors)
         out[phase] = phases[phase][0]
+
+
+def _report(out: dict, phases: dict, selectors: list[str], work: Path) -> None:
+    from tuneset.selectors import get_selector
+
     out["grown_over_first"] = {s: out["grown"][s] / out["first"][s] for s in selectors}
     local = [s for s in selectors if get_selector(s).row_local]
     out["grown_over_first_row_local"] = sum(out["grown"][s] for s in local) / max(sum(out["first"][s] for s in local), 1e-9)
