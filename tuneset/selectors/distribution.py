@@ -57,13 +57,13 @@ def sinkhorn_potentials(
     `backend`: "pot" calls POT's `sinkhorn_log` on float32 torch tensors with the dense cost;
     "chunked" runs tuneset's kernel, which builds the cost chunk by chunk (rows of x) and keeps it
     between iterations only when it fits in `cache_bytes`, else recomputes it, so memory stays
-    O(chunk x m) for any n. "auto" (default) uses POT where the dense cost fits in `cache_bytes` and
-    POT is installed, the chunked kernel otherwise. Measured at matched tolerance, min of 7 runs
+    O(chunk x m) for any n. "auto" (default) uses POT where its ~4 dense n x m float32 arrays fit in
+    `cache_bytes` and POT is installed, the chunked kernel otherwise. Measured at matched tolerance, min of 7 runs
     (benchmarks/README.md), the two cost the same per iteration; the kernel is kept for what POT
     lacks, a cost that does not fit in memory (8366 x 122 is 4 MB; 1M x 122 float64 is 1 GB)."""
     if backend not in ("auto", "pot", "chunked"):
         raise ValueError(f"unknown Sinkhorn backend '{backend}'; valid: auto, chunked, pot")
-    dense_fits = len(x) * len(y) * 4 <= cache_bytes
+    dense_fits = 4 * len(x) * len(y) * 4 <= cache_bytes  # POT holds the cost, -C/reg, a temporary and the plan
     if backend == "pot" or (backend == "auto" and dense_fits and importlib.util.find_spec("ot") is not None):
         return _sinkhorn_pot(x, y, b, reg, max_iter, tol)
     return _sinkhorn_chunked(x, y, b, reg, max_iter, tol, chunk, cache_bytes)
