@@ -333,6 +333,9 @@ class ScheduleConfig(_Strict):
 class Recipe(_Strict):
     name: SafeName = "recipe"
     work_dir: Path = Path(".tuneset")
+    # Where artifacts live: a folder, or an fsspec URL (s3://bucket/prefix) that remote workers
+    # share; None: <work_dir>/store.
+    store: str | None = None
     pool: Path
     quarantine: bool = False  # bad input rows go to a quarantine file instead of stopping the run
     # The pool's column names for our fields, e.g. {instruction: prompt, response: completion}.
@@ -423,7 +426,7 @@ def resolve_paths(data: dict[str, Any], root: Path) -> None:
         if isinstance(v, str) and v and not Path(v).is_absolute() and "://" not in v:
             node[key] = str(root / v)
 
-    for key in ("pool", "work_dir"):
+    for key in ("pool", "work_dir", "store"):
         fix(data, key)
     if isinstance(data.get("tasks"), str):
         fix(data, "tasks")
