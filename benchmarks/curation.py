@@ -28,7 +28,7 @@ from tuneset.runtime import configure
 configure()
 
 from tuneset.curation.dedup import normalise  # noqa: E402
-from tuneset.flows.common import scoring_context  # noqa: E402
+from tuneset.flows.context import run_context  # noqa: E402
 from tuneset.flows.curate import curate_flow  # noqa: E402
 from tuneset.recipe import load_recipe  # noqa: E402
 from tuneset.selectors import make_selector  # noqa: E402
@@ -134,7 +134,7 @@ def component_sample(recipe, frame: pl.DataFrame, n: int) -> dict:
     parts.append(frame.filter(pl.col("noise").is_null() & pl.col("source").is_in(gen_sources.implode())).sample(per, seed=0))
     sample = pl.concat(parts)
     rows = sample.select("id", "source", "instruction", pl.col("old_response").alias("response"))
-    ctx = scoring_context(recipe)
+    ctx = run_context(recipe).scoring()
     models = ctx.store.root / "models"
     ctx.store = type(ctx.store)(Path(recipe.work_dir) / "component-sample-store")  # cold: time every component
     ctx.store.root.mkdir(parents=True, exist_ok=True)

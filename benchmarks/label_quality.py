@@ -24,7 +24,7 @@ configure()
 from bench_args import parse_bench_args  # noqa: E402  (benchmarks/bench_args.py)
 from curation import auroc  # noqa: E402  (benchmarks/curation.py)
 
-from tuneset.flows.common import scoring_context  # noqa: E402
+from tuneset.flows.context import run_context  # noqa: E402
 from tuneset.recipe import load_recipe  # noqa: E402
 from tuneset.selectors import make_selector  # noqa: E402
 from tuneset.selectors.label_quality import fit_group, label_groups, prob_label_right  # noqa: E402
@@ -52,7 +52,7 @@ def main() -> None:
         f"pool={(bench / 'pool.jsonl').resolve()}", f"tasks={(bench / 'tasks.json').resolve()}", f"work_dir={args.work_dir}"])
     rows = pl.read_ndjson(bench / "pool.jsonl")
     noise = dict(pl.read_ndjson(bench / "pool_truth.jsonl").select("id", "noise").iter_rows())
-    selector = make_selector("label_quality").fit(scoring_context(recipe))
+    selector = make_selector("label_quality").fit(run_context(recipe).scoring())
     params = selector.params
     scored: dict[str, dict[str, np.ndarray]] = {}
     flipped: dict[str, np.ndarray] = {}

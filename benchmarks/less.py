@@ -51,6 +51,7 @@ def recipe(args, *extra: str):
 
 def prepared(args, *extra: str):
     """(recipe, rows, selector params, warm-up folder), training the warm-up only if missing."""
+    from tuneset.flows.context import run_context
     from tuneset.flows.curate import curate_flow
     from tuneset.flows.warmup import warmup_task
     from tuneset.selectors.less import LessParams
@@ -58,7 +59,7 @@ def prepared(args, *extra: str):
     rec = recipe(args, *extra)
     rows = curate_flow(rec).rows  # exact dedup + decontamination, as compare does
     params = LessParams.model_validate(rec.score.spec("less").params)
-    warm = warmup_task.fn(rec, rows, params.warmup)
+    warm = warmup_task.fn(run_context(rec), rows, params.warmup)
     return rec, rows, params, warm
 
 
@@ -76,7 +77,7 @@ def peak_rss_mib() -> float:
 
 def speed_child(args) -> None:
     """One path on an empty store: candidate features of the first N rows under every checkpoint."""
-    from tuneset.flows.common import scoring_context
+    from tuneset.flows.context import run_context
     from tuneset.selectors.less import GradientStore, checkpoints
 
     extra = [ALL_LAYERS] if args.all_layers else []
@@ -85,7 +86,7 @@ def speed_child(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         from tuneset.store import ArtifactStore
 
-        ctx = scoring_context(rec, 0, warm)
+        ctx = run_context(rec).scoring(0, warm)
         model_store = ctx.store
         ctx.store = ArtifactStore(tmp)
         ctx.store.root.joinpath("models").symlink_to(model_store.root / "models")  # the converted model only
@@ -188,12 +189,12 @@ def top_overlap(a: np.ndarray, b: np.ndarray, frac: float = 0.15) -> float:
 def fidelity(args) -> dict:
     from scipy.stats import spearmanr
 
-    from tuneset.flows.common import scoring_context
+    from tuneset.flows.context import run_context
     from tuneset.selectors import make_selector
 
     rec, rows, params, warm = prepared(args)
     frame = rows.read()
-    ctx = scoring_context(rec, 0, warm)
+    ctx = run_context(rec).scoring(0, warm)
     res = {"rows": frame.height, "top_k": round(0.15 * frame.height), "checkpoints": args.checkpoints or "all"}
     # fast: the default (CountSketch). fast_gaussian: the fast gradients with the reference's own
     # projection, which isolates the gradient computation from the choice of projection.
@@ -255,12 +256,12 @@ def exact_scores(rec, ctx, frame, folders, params) -> np.ndarray:
 
 
 def reuse(args) -> dict:
-    from tuneset.flows.common import scoring_context
+    from tuneset.flows.context import run_context
     from tuneset.selectors import make_selector
 
     rec, rows, params, warm = prepared(args)
     frame = rows.read()
-    ctx = scoring_context(rec, 0, warm)
+    ctx = run_context(rec).scoring(0, warm)
     out = {}
     for label, tasks in [("existing_targets", ["banking77", "sst2"]), ("new_target_arc_easy", ["banking77", "sst2", "arc_easy"])]:
         sel = make_selector("less", {**params.model_dump(), "tasks": tasks}).fit(ctx)
@@ -274,7 +275,7 @@ def reuse(args) -> dict:
 
 def layers(args) -> dict:
     """Fast path, last 4 layers vs every layer, each with its own warm-up, on the first N rows."""
-    from tuneset.flows.common import scoring_context
+    from tuneset.flows.context import run_context
     from tuneset.selectors import make_selector
 
     res = {}
@@ -284,7 +285,7 @@ def layers(args) -> dict:
         frame = rows.read().head(args.layers_rows)
         # one projection for both arms (the default, the reference's Gaussian), so the overlap
         # measures the layers alone and not the recipe's CountSketch noise at the cut
-        sel = make_selector("less", {**params.model_dump(), "projection": "gaussian"}).fit(scoring_context(rec, 0, warm))
+        sel = make_selector("less", {**params.model_dump(), "projection": "gaussian"}).fit(run_context(rec).scoring(0, warm))
         t = time.perf_counter()
         scores[label] = sel.score(frame)["score"].to_numpy()
         res[label] = {"wall_s": round(time.perf_counter() - t, 1), "compute_s": {k: round(v, 1) for k, v in sel.store.seconds.items()}}

@@ -21,11 +21,11 @@ def prefect_harness():
 
 
 def test_interrupted_score_run_resumes_from_finished_shards(tiny_recipe, monkeypatch):
-    from tuneset.flows.common import load_pool, store_of
+    from tuneset.flows.common import load_pool, run_context
     from tuneset.flows.score import score_flow
 
     recipe = tiny_recipe("score.selectors=[perplexity]")
-    rows, _, _ = load_pool(recipe)
+    rows, _, _ = load_pool(run_context(recipe))
     calls: list[int] = []
     real = Selector.score
 
@@ -38,7 +38,7 @@ def test_interrupted_score_run_resumes_from_finished_shards(tiny_recipe, monkeyp
     monkeypatch.setattr(Selector, "score", crash_on_third)
     with pytest.raises(BaseException):  # noqa: B017  (Prefect may wrap the interrupt in its own exception)
         score_flow(recipe, rows)
-    finished = len(list((store_of(recipe).root / "row-scores").glob("*/parts/*.parquet")))
+    finished = len(list((run_context(recipe).store.root / "row-scores").glob("*/parts/*.parquet")))
     assert 2 <= finished < 4  # 4 shards of 16 rows; the killed one left nothing behind
     calls.clear()
     monkeypatch.setattr(Selector, "score", lambda self, frame: calls.append(frame.height) or real(self, frame))
@@ -122,6 +122,30 @@ def test_compare_reuses_finished_runs(tiny_recipe, monkeypatch):
     compare_mod.compare_flow(recipe)
 
 
+def test_compare_reads_each_task_file_once(tiny_recipe, monkeypatch):
+    """Curation, every selector shard, selection and every evaluation read the tasks' rows through
+    the run context: one read per file per process, however many stages and seeds need them."""
+    from collections import Counter
+
+    from tuneset.flows import context
+    from tuneset.flows.compare import compare_flow
+
+    reads: Counter[str] = Counter()
+    real = context.load_rows
+
+    def counting(path, *a, **k):
+        reads[str(Path(path).resolve())] += 1
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(context, "_ROWS", {})  # rows other tests read in this process do not count
+    monkeypatch.setattr(context, "load_rows", counting)
+    recipe = tiny_recipe("compare.strategies=[random, embedding_knn]", "compare.budgets=['25%']", "compare.seeds=[0, 1]",
+                         "compare.baselines=[none]")
+    compare_flow(recipe)
+    files = {str(Path(getattr(t, s)).resolve()) for t in recipe.task_specs() for s in ("dev", "test")}
+    assert dict(reads) == dict.fromkeys(files, 1)
+
+
 def test_pipeline_runs_every_stage(tiny_recipe):
     from tuneset.flows.pipeline import pipeline_flow
 
@@ -134,13 +158,13 @@ def test_pipeline_runs_every_stage(tiny_recipe):
 
 def test_less_through_the_flows_trains_its_warmup_once_and_explains_selected_rows(tiny_recipe, monkeypatch):
     from tuneset.flows import warmup as warmup_mod
-    from tuneset.flows.common import load_pool
+    from tuneset.flows.common import load_pool, run_context
     from tuneset.flows.score import score_flow
     from tuneset.flows.select import select_rows
     from tuneset.recipe import PolicyConfig
 
     recipe = tiny_recipe("score.selectors=[{name: less, params: {dim: 256, warmup: {fraction: 0.5, epochs: 2, batch_size: 8}}}]")
-    rows, _, _ = load_pool(recipe)
+    rows, _, _ = load_pool(run_context(recipe))
     trained = []
     real = warmup_mod.train
     monkeypatch.setattr(warmup_mod, "train", lambda *a, **k: trained.append(1) or real(*a, **k))
@@ -149,7 +173,7 @@ def test_less_through_the_flows_trains_its_warmup_once_and_explains_selected_row
     assert {"less", "less.vs_sentiment", "less.vs_capitals", "less.top_dev"} <= set(table.columns)
     score_flow(recipe, rows, seed=1)  # another seed, cached warm-up and scores
     assert trained == [1]
-    sel = select_rows(recipe, rows, scores, PolicyConfig(weights={"less": 1.0}, budget=5))
+    sel = select_rows(run_context(recipe), rows, scores, PolicyConfig(weights={"less": 1.0}, budget=5))
     chosen = pl.read_parquet(sel.table).filter("selected")
     assert chosen.height == 5 and chosen["less.top_dev"].str.contains(":").all()
 
@@ -239,7 +263,7 @@ def test_compare_sweeps_settings_on_dev_rows_and_runs_reference_and_composite_ar
     assert set(board["strategy"]) == {"none", "random", "knn2", "mine (reference)"}
     assert board["dev_mean"].null_count() == 0
     md = open(out["markdown"]).read()
-    assert "| budget 10 | lr=" in md and "| no fine-tune | prompt_format=" in md and "n/a" in md
+    assert "budget 10 and full pool: lr " in md and "no fine-tune: prompt format " in md and "n/a" in md
     # Test rows were evaluated, but never for the sweep: its evaluations are all dev rows.
     runs = pl.read_csv(out["csv"].replace("leaderboard.csv", "runs.csv"))
     test_ids = {i for p in runs["examples"] for i in pl.read_parquet(p)["id"]}
@@ -253,11 +277,11 @@ def test_evaluation_is_keyed_by_the_weights_content_not_the_folder_name(tiny_rec
     from safetensors.torch import load_file, save_file
 
     from tuneset.data.io import load_rows
-    from tuneset.flows.common import save_rows, store_of
+    from tuneset.flows.common import run_context, save_rows
     from tuneset.flows.train_eval import evaluate_flow, finetune_flow
 
     recipe = tiny_recipe("finetune.lr=0.05", "finetune.epochs=3")
-    model_dir = finetune_flow(recipe, save_rows(store_of(recipe), load_rows(recipe.pool).rows.head(12)))
+    model_dir = finetune_flow(recipe, save_rows(run_context(recipe).store, load_rows(recipe.pool).rows.head(12)))
     tuned = evaluate_flow(recipe, model_dir)
     copy = tmp_path / "copy" / Path(model_dir).name  # same folder name, other weights
     shutil.copytree(model_dir, copy)
@@ -266,7 +290,7 @@ def test_evaluation_is_keyed_by_the_weights_content_not_the_folder_name(tiny_rec
     zeroed = evaluate_flow(recipe, str(copy))
     base = evaluate_flow(recipe, None)
     assert zeroed == base  # a zeroed LoRA is the base model, not the tuned one's cached scores
-    evals = list((store_of(recipe).root / "eval").iterdir())
+    evals = list((run_context(recipe).store.root / "eval").iterdir())
     assert len([e for e in evals if e.is_dir()]) == 3 * 2  # tuned, zeroed, base x 2 tasks
     assert tuned.keys() == base.keys()
 

@@ -94,6 +94,7 @@ def _long_rows(n: int) -> list[str]:
 
 
 def test_each_pipeline_run_reports_what_changed_and_retrains_only_beyond_the_threshold(tiny_recipe, demo_dir):
+    from tuneset.flows.context import run_context
     from tuneset.flows.history import past_runs
     from tuneset.flows.pipeline import pipeline_flow
 
@@ -106,7 +107,7 @@ def test_each_pipeline_run_reports_what_changed_and_retrains_only_beyond_the_thr
 
     _write_pool(recipe, lines + _long_rows(4))  # 4 long rows push 4 selected rows out
     second = pipeline_flow(recipe)
-    runs = past_runs(recipe)
+    runs = past_runs(run_context(recipe))
     assert [r["new_rows"] for r in runs] == [30, 4]
     assert (runs[1]["entered"], runs[1]["left"], runs[1]["change"]) == (4, 4, 0.4)
     assert "model_dir" not in second and "below schedule.retrain_min_change 50.0%" in runs[1]["finetuned"]
@@ -116,7 +117,7 @@ def test_each_pipeline_run_reports_what_changed_and_retrains_only_beyond_the_thr
 
     _write_pool(recipe, lines[5:] + _long_rows(8))  # 5 rows gone, 4 more long rows: 4 of 10 new
     pipeline_flow(recipe.model_copy(update={"schedule": recipe.schedule.model_copy(update={"retrain_min_change": 0.3})}))
-    last = past_runs(recipe)[-1]
+    last = past_runs(run_context(recipe))[-1]
     assert (last["new_rows"], last["removed_rows"], last["entered"]) == (4, 5, 4)
     assert last["finetuned"].startswith("Fine-tuned on 10 rows")
 
@@ -125,19 +126,20 @@ def test_overlapping_runs_of_one_recipe_wait_for_each_other(tiny_recipe, demo_di
     import threading
     import time
 
+    from tuneset.flows.context import run_context
     from tuneset.flows.history import past_runs, run_lock
     from tuneset.flows.pipeline import pipeline_flow
 
     recipe = tiny_recipe("score.selectors=[length]", "select.weights={length: 1}", "select.budget=5",
                          "schedule.retrain_min_change=1", "task_names=[sentiment]")
     _write_pool(recipe, (demo_dir / "pool.jsonl").read_text().splitlines()[:20])
-    with run_lock(recipe):  # a run in progress
+    with run_lock(run_context(recipe)):  # a run in progress
         tick = threading.Thread(target=pipeline_flow, args=(recipe,))
         tick.start()
         time.sleep(3)
-        assert tick.is_alive() and past_runs(recipe) == []  # the overlapping tick waits
+        assert tick.is_alive() and past_runs(run_context(recipe)) == []  # the overlapping tick waits
     tick.join(timeout=300)
-    assert not tick.is_alive() and len(past_runs(recipe)) == 1
+    assert not tick.is_alive() and len(past_runs(run_context(recipe))) == 1
 
 
 def test_runs_lists_past_runs_with_their_reports(tiny_recipe, demo_dir, tmp_path):

@@ -237,10 +237,10 @@ def test_recipe_model_rejects_unknown_top_level_key():
 
 
 def test_model_adapter_reaches_the_scoring_context(recipe_file, tmp_path):
-    from tuneset.flows.common import scoring_context
+    from tuneset.flows.context import run_context
 
     r = load_recipe(recipe_file, ["model.adapter=/runs/round1/adapter", f"work_dir={tmp_path}"])
-    ctx = scoring_context(r)
+    ctx = run_context(r).scoring()
     assert (ctx.model, ctx.adapter) == ("smollm2", "/runs/round1/adapter")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 from pathlib import Path
 from typing import Annotated, Optional
@@ -48,6 +49,7 @@ def _run(command: str, fn, recipe=None, sigterm_as_interrupt: bool = True):
 
     if sigterm_as_interrupt:
         signal.signal(signal.SIGTERM, _interrupt)
+    _quiet_user_errors()
     try:
         r = recipe() if recipe else None
         with prefect_api(), tags(*run_tags(command, r)):
@@ -55,6 +57,24 @@ def _run(command: str, fn, recipe=None, sigterm_as_interrupt: bool = True):
     except TunesetError as e:
         console.print(f"[bold red]error:[/] {escape(str(e))}")
         raise typer.Exit(2) from None
+
+
+class _NoTracebackForUserErrors(logging.Filter):
+    """Prefect logs a failed run's exception with its traceback. For a TunesetError (bad input,
+    bad config) the one-line `error:` the command prints says it all; 25 lines of engine frames
+    above it only bury it. Other exceptions keep their traceback: they are bugs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], TunesetError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_user_errors() -> None:
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoTracebackForUserErrors) for f in logger.filters):
+            logger.addFilter(_NoTracebackForUserErrors())
 
 
 def run_tags(command: str, recipe: Recipe | None) -> list[str]:
@@ -157,10 +177,10 @@ def finetune(recipe: RecipeArg, rows: Annotated[Path, typer.Option(help="trainin
              set_: SetOpt = None, seed: int = 0) -> None:
     """Fine-tune the recipe's model on a row file (LoRA or full)."""
     from tuneset.data.io import load_rows
-    from tuneset.flows.common import save_rows, store_of
+    from tuneset.flows.common import run_context, save_rows
     from tuneset.flows.train_eval import finetune_flow
 
-    model = _run("finetune", lambda r: finetune_flow(r, save_rows(store_of(r), load_rows(rows).rows), seed), lambda: _recipe(recipe, set_))
+    model = _run("finetune", lambda r: finetune_flow(r, save_rows(run_context(r).store, load_rows(rows).rows), seed), lambda: _recipe(recipe, set_))
     console.print(f"model: {model}")
 
 
@@ -186,10 +206,11 @@ def runs(recipe: RecipeArg, set_: SetOpt = None) -> None:
     """Past pipeline runs of a recipe (scheduled or not): what each read and chose, and its report."""
     from rich.table import Table
 
+    from tuneset.flows.context import run_context
     from tuneset.flows.history import past_runs
 
     table = Table("run", "time", "pool", "new", "removed", "selected", "entered", "left", "fine-tuned", "report")
-    for r in past_runs(load_recipe(recipe, set_ or [])):
+    for r in past_runs(run_context(load_recipe(recipe, set_ or []))):
         table.add_row(Path(r["folder"]).name.split("-")[0], r["time"], *(str(r[k]) for k in
                       ("pool_rows", "new_rows", "removed_rows", "selected", "entered", "left")),
                       "yes" if r["finetuned"].startswith("Fine-tuned") else "no", str(Path(r["folder"]) / "report.md"))

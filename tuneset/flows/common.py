@@ -1,4 +1,4 @@
-"""Shared pieces of the flows: the workspace, row references, the scoring context."""
+"""Shared pieces of the flows: row references, the pool, flow naming and small writers."""
 
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ import polars as pl
 
 from tuneset.data.fingerprint import dataset_fingerprint
 from tuneset.data.io import load_rows, write_jsonl
-from tuneset.errors import TunesetError
-from tuneset.recipe import Recipe, TaskSpec
-from tuneset.selectors import ScoringContext
+from tuneset.flows.context import RunContext, run_context
 from tuneset.store import ArtifactStore, write_parquet
 
 log = logging.getLogger("tuneset.flows")
@@ -33,18 +31,6 @@ class RowsRef:
         return pl.read_parquet(self.path)
 
 
-def store_of(recipe: Recipe) -> ArtifactStore:
-    return ArtifactStore(Path(recipe.work_dir) / "store")
-
-
-def run_dir(recipe: Recipe, *parts: str) -> Path:
-    d = Path(recipe.work_dir) / "runs" / recipe.name
-    for p in parts:
-        d = d / p
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
 def save_rows(store: ArtifactStore, rows: pl.DataFrame) -> RowsRef:
     fp = dataset_fingerprint(rows)
     # Stored under content + metadata: the same rows with other extra fields are another table
@@ -55,29 +41,14 @@ def save_rows(store: ArtifactStore, rows: pl.DataFrame) -> RowsRef:
     return RowsRef(str(folder / "rows.parquet"), fp, rows.height)
 
 
-def load_pool(recipe: Recipe) -> tuple[RowsRef, int, list[dict]]:
+def load_pool(ctx: RunContext) -> tuple[RowsRef, int, list[dict]]:
     """Validated pool rows, the number of input rows read, and the quarantined ones."""
-    quarantine = run_dir(recipe) / "quarantine.jsonl" if recipe.quarantine else None
+    recipe = ctx.recipe
+    quarantine = ctx.run_dir() / "quarantine.jsonl" if recipe.quarantine else None
     res = load_rows(recipe.pool, quarantine=quarantine, columns=recipe.columns)
     if res.quarantined:
         log.warning("%d bad input rows quarantined in %s", len(res.quarantined), quarantine)
-    return save_rows(store_of(recipe), res.rows), res.n_read, res.quarantined
-
-
-def load_split(task: TaskSpec, split: str) -> pl.DataFrame:
-    path = getattr(task, split)
-    if path is None:
-        raise TunesetError(f"task '{task.name}' has no {split} rows; evaluation needs a test file (tasks: ... test: path)")
-    return load_rows(path).rows
-
-
-def scoring_context(recipe: Recipe, seed: int = 0, warmup: str | None = None) -> ScoringContext:
-    return ScoringContext(
-        store=store_of(recipe), model=recipe.model.name, embedder=recipe.model.embedder,
-        device=recipe.model.device, targets={t.name: load_split(t, "dev") for t in recipe.task_specs()},
-        seed=seed, max_length=recipe.model.max_length, max_batch_tokens=recipe.model.max_batch_tokens, warmup=warmup,
-        adapter=recipe.model.adapter,
-    )
+    return save_rows(ctx.store, res.rows), res.n_read, res.quarantined
 
 
 def recipe_flow(name: str):
@@ -108,4 +79,4 @@ def write_json(path: Path, obj) -> Path:
     return path
 
 
-__all__ = ["RowsRef", "load_pool", "load_split", "recipe_flow", "run_dir", "save_rows", "scoring_context", "store_of", "timed", "write_json", "write_jsonl"]
+__all__ = ["RowsRef", "RunContext", "load_pool", "recipe_flow", "run_context", "save_rows", "timed", "write_json", "write_jsonl"]

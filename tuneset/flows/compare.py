@@ -12,7 +12,8 @@ import polars as pl
 
 from tuneset.data.io import load_rows
 from tuneset.evaluate.leaderboard import FULL, NONE, build_leaderboard, plot, to_markdown
-from tuneset.flows.common import RowsRef, load_pool, recipe_flow, run_dir, save_rows, store_of, timed, write_json
+from tuneset.flows.common import RowsRef, load_pool, recipe_flow, save_rows, timed, write_json
+from tuneset.flows.context import RunContext, run_context
 from tuneset.flows.curate import curate_flow
 from tuneset.flows.score import score_flow
 from tuneset.flows.select import Selection, select_rows
@@ -25,21 +26,22 @@ from tuneset.selectors import get_selector
 log = logging.getLogger("tuneset.compare")
 
 
-def needed_selectors(recipe: Recipe) -> list[SelectorSpec]:
+def needed_selectors(ctx: RunContext) -> list[SelectorSpec]:
     """Selectors the strategies' weights name (`-ifd` and `ifd.ppl_response` both need `ifd`)."""
     names: list[str] = []
-    for st in recipe.compare.strategies:
+    for st in ctx.recipe.compare.strategies:
         for col in st.columns():
             n = col.lstrip("-").split(".")[0]
             if n not in names:
                 names.append(n)
-    return [recipe.score.spec(n) for n in names]
+    return [ctx.spec(n) for n in names]
 
 
-def strategy_rows(recipe: Recipe, st: Strategy, default: RowsRef) -> RowsRef:
+def strategy_rows(ctx: RunContext, st: Strategy, default: RowsRef) -> RowsRef:
     """The rows a strategy selects from: its own curation of the pool, or the compare's rows."""
     if st.curate is None:
         return default
+    recipe = ctx.recipe
     return curate_flow(recipe.model_copy(update={"curate": st.curate, "name": f"{recipe.name}-{st.name}"})).rows
 
 
@@ -47,13 +49,14 @@ def strategy_rows(recipe: Recipe, st: Strategy, default: RowsRef) -> RowsRef:
 def compare_flow(recipe: Recipe) -> dict[str, str]:
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
+    ctx = run_context(recipe)
     cmp = recipe.compare
     with timed(timings, "curate"):
-        rows = curate_flow(recipe).rows if cmp.curate_first else load_pool(recipe)[0]
-        own_rows = {st.name: strategy_rows(recipe, st, rows) for st in cmp.strategies}
+        rows = curate_flow(recipe).rows if cmp.curate_first else load_pool(ctx)[0]
+        own_rows = {st.name: strategy_rows(ctx, st, rows) for st in cmp.strategies}
     # A strategy's own curation starts from the pool, so then every pool row is scored.
-    scored = load_pool(recipe)[0] if any(st.curate for st in cmp.strategies) else rows
-    specs = needed_selectors(recipe)
+    scored = load_pool(ctx)[0] if any(st.curate for st in cmp.strategies) else rows
+    specs = needed_selectors(ctx)
     # Seeded selectors (random, DSIR's resampling, ...) are rescored per seed; the rest once.
     seeded = [s for s in specs if "seed" in get_selector(s.name).uses]
     fixed = [s for s in specs if s not in seeded]
@@ -68,24 +71,24 @@ def compare_flow(recipe: Recipe) -> dict[str, str]:
 
     def select(st: Strategy, budget, seed_scores) -> Selection:
         with timed(timings, "select"):
-            return select_rows(recipe, own_rows[st.name], seed_scores, st.policy(budget))
+            return select_rows(ctx, own_rows[st.name], seed_scores, st.policy(budget))
 
     results: list[dict] = []
-    tasks = {t.name: t for t in recipe.task_specs()}
+    tasks = {t.name: t for t in ctx.tasks}
     settings = {str(b): recipe.finetune for b in cmp.budgets}
-    base_recipe = recipe
+    base_ctx = ctx  # the no-fine-tune arm's: a sweep may choose its prompt format
     if cmp.sweep is not None:
         st = next(s for s in cmp.strategies if s.name == cmp.sweep.strategy)
         sweep_scores = scores_for(cmp.sweep.seed)
         sweep_rows = {str(b): select(st, b, sweep_scores).rows for b in cmp.budgets}  # timed as score/select
         with timed(timings, "sweep"):
-            settings, base_recipe = chosen_settings(recipe, sweep_rows)
+            settings, base_ctx = chosen_settings(ctx, sweep_rows)
 
     def record(strategy: str, budget: str, n_rows: int, seed, model_dir: str | None) -> None:
         # Dev rows too: the arm to recommend is chosen on them, never on the test rows.
         with timed(timings, "evaluate"):
-            paths = evaluate_model(base_recipe, model_dir)
-            dev_paths = evaluate_model(base_recipe, model_dir, split="dev")
+            paths = evaluate_model(base_ctx, model_dir)
+            dev_paths = evaluate_model(base_ctx, model_dir, split="dev")
         train_s = train_seconds(model_dir) if model_dir else 0.0
         for task, p in paths.items():
             eval_s = json.loads((Path(p).parent / "result.json").read_text())["seconds"]
@@ -97,11 +100,12 @@ def compare_flow(recipe: Recipe) -> dict[str, str]:
     if cmp.full_epochs:
         full_cfg = full_cfg.model_copy(update={"epochs": cmp.full_epochs})
     info = {"pool_rows": rows.n, "budgets": {str(b): budget_count(b, rows.n) for b in cmp.budgets},
-            "finetune": {**{f"budget {b}": _changed(c, recipe) for b, c in settings.items()}, "full pool": _changed(full_cfg, recipe),
-                         "no fine-tune": {"prompt_format": base_recipe.finetune.prompt_format}}}
+            "finetune": {**{f"budget {b}": _changed(c, recipe.finetune) for b, c in settings.items()},
+                         "full pool": _changed(full_cfg, recipe.finetune),
+                         "no fine-tune": {"prompt_format": base_ctx.recipe.finetune.prompt_format}}}
     if NONE in cmp.baselines:
         record(NONE, "-", 0, "-", None)
-    refs = {name: save_rows(store_of(recipe), load_rows(path).rows) for name, path in cmp.references.items()}
+    refs = {name: save_rows(ctx.store, load_rows(path).rows) for name, path in cmp.references.items()}
     # Seed by seed, references included, so an interrupted compare already has every arm at seed 0.
     for seed in cmp.seeds:
         seed_scores = scores_for(seed)
@@ -111,44 +115,45 @@ def compare_flow(recipe: Recipe) -> dict[str, str]:
                 sel = select(st, budget, seed_scores)
                 print(f"[seed {seed}] {st.name} @ {label}: {sel.rows.n} rows (of {own_rows[st.name].n})")
                 with timed(timings, "finetune"):
-                    model_dir = finetune_task(recipe, sel.rows, seed, settings[label])
+                    model_dir = finetune_task(ctx, sel.rows, seed, settings[label])
                 record(st.name, label, sel.rows.n, seed, model_dir)
-                write_leaderboard(recipe, results, timings, info, final=False)
+                write_leaderboard(ctx, results, timings, info, final=False)
         for name, ref in refs.items():
             label = next((str(b) for b in cmp.budgets if budget_count(b, rows.n) == ref.n), str(ref.n))
             print(f"[seed {seed}] reference {name}: {ref.n} rows")
             with timed(timings, "finetune"):
-                model_dir = finetune_task(recipe, ref, seed, settings.get(label, next(iter(settings.values()), recipe.finetune)))
+                model_dir = finetune_task(ctx, ref, seed, settings.get(label, next(iter(settings.values()), recipe.finetune)))
             record(f"{name} (reference)", label, ref.n, seed, model_dir)
-            write_leaderboard(recipe, results, timings, info, final=False)
+            write_leaderboard(ctx, results, timings, info, final=False)
     # The full pool costs most: run it last, so an interrupted compare still has every strategy.
     full_seeds = cmp.seeds if cmp.full_seeds is None else cmp.full_seeds
     for seed in full_seeds if FULL in cmp.baselines else []:
         print(f"[seed {seed}] full pool: {rows.n} rows")
         with timed(timings, "finetune"):
-            model_dir = finetune_task(recipe, rows, seed, full_cfg)
+            model_dir = finetune_task(ctx, rows, seed, full_cfg)
         record(FULL, "100%", rows.n, seed, model_dir)
-        write_leaderboard(recipe, results, timings, info, final=False)
+        write_leaderboard(ctx, results, timings, info, final=False)
     timings["total"] = time.perf_counter() - t_start
     if not results:  # no seeds and no baselines: a sweep alone (`tuneset sweep`)
-        write_json(run_dir(recipe, "sweep") / "chosen.json", info["finetune"])
-        return {"sweep": str(run_dir(recipe, "sweep"))}
-    return write_leaderboard(recipe, results, timings, info)
+        write_json(ctx.run_dir("sweep") / "chosen.json", info["finetune"])
+        return {"sweep": str(ctx.run_dir("sweep"))}
+    return write_leaderboard(ctx, results, timings, info)
 
 
-def chosen_settings(recipe: Recipe, rows_at: dict[str, RowsRef]) -> tuple[dict[str, FinetuneConfig], Recipe]:
-    """Per budget, the sweep's best fine-tune settings on `rows_at[budget]`; and the recipe the
+def chosen_settings(ctx: RunContext, rows_at: dict[str, RowsRef]) -> tuple[dict[str, FinetuneConfig], RunContext]:
+    """Per budget, the sweep's best fine-tune settings on `rows_at[budget]`; and the context the
     no-fine-tune arm is evaluated with (the base model's best prompt format on dev rows)."""
-    sw = recipe.compare.sweep
-    settings = {b: sweep_finetune(recipe, rows, sw, b).best for b, rows in rows_at.items()}
-    formats = [str(f) for f in sw.grid.get("prompt_format", [recipe.finetune.prompt_format])]
-    fmt = best_base_format(recipe, formats)
-    return settings, recipe.model_copy(update={"finetune": recipe.finetune.model_copy(update={"prompt_format": fmt})})
+    sw, finetune = ctx.recipe.compare.sweep, ctx.recipe.finetune
+    assert sw is not None
+    settings = {b: sweep_finetune(ctx, rows, sw, b).best for b, rows in rows_at.items()}
+    formats = [str(f) for f in sw.grid.get("prompt_format", [finetune.prompt_format])]
+    fmt = best_base_format(ctx, formats)
+    return settings, ctx.with_recipe(finetune=finetune.model_copy(update={"prompt_format": fmt}))
 
 
-def _changed(cfg: FinetuneConfig, recipe: Recipe) -> dict:
+def _changed(cfg: FinetuneConfig, recipe_cfg: FinetuneConfig) -> dict:
     """The fine-tune settings that differ from the recipe's, or its lr/epochs/format when none do."""
-    base = recipe.finetune.model_dump()
+    base = recipe_cfg.model_dump()
     diff = {k: v for k, v in cfg.model_dump().items() if base.get(k) != v and k != "seed"}
     return diff or {k: base[k] for k in ("lr", "epochs", "prompt_format")}
 
@@ -169,9 +174,9 @@ def describe(info: dict) -> str:
             f"Fine-tune settings where they differ from the recipe's (else its lr, epochs and prompt format): {arms}.")
 
 
-def write_leaderboard(recipe: Recipe, results: list[dict], timings: dict[str, float], info: dict, final: bool = True) -> dict[str, str]:
+def write_leaderboard(ctx: RunContext, results: list[dict], timings: dict[str, float], info: dict, final: bool = True) -> dict[str, str]:
     """Write CSV, Markdown and PNG; also called after every run so a killed compare leaves a board."""
-    out = run_dir(recipe, "compare")
+    out = ctx.run_dir("compare")
     board = build_leaderboard(results)
     board.write_csv(out / "leaderboard.csv")
     pl.DataFrame(results).write_csv(out / "runs.csv")
@@ -183,7 +188,7 @@ def write_leaderboard(recipe: Recipe, results: list[dict], timings: dict[str, fl
                .agg(pl.col("n_rows").first(), pl.len().alias("runs"), pl.col("train_s").mean(), pl.col("eval_s").mean()))
     compute_lines = "\n".join(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.0f} | {r[4]:.0f} |" for r in compute.iter_rows())
     (out / "leaderboard.md").write_text(
-        f"# Leaderboard: {recipe.name}\n\n{describe(info)}\n\n{md}\n"
+        f"# Leaderboard: {ctx.recipe.name}\n\n{describe(info)}\n\n{md}\n"
         f"## Compute per run, as recorded when each artifact was built (s, mean over runs)\n\n"
         f"| strategy | rows | runs | fine-tune | evaluate (all tasks) |\n|---|---|---|---|---|\n{compute_lines}\n\n"
         f"## Wall time of this invocation per stage (s; cached work costs ~0)\n\n| stage | seconds |\n|---|---|\n{stage_lines}\n")

@@ -11,7 +11,8 @@ from tuneset.curation import check_accounting, curate_rows
 from tuneset.curation.report import plot_scores, render_report
 from tuneset.curation.steps import step_selectors
 from tuneset.data.io import write_rows
-from tuneset.flows.common import RowsRef, load_pool, load_split, recipe_flow, run_dir, save_rows, store_of
+from tuneset.flows.common import RowsRef, load_pool, recipe_flow, save_rows
+from tuneset.flows.context import RunContext, run_context
 from tuneset.flows.score import score_flow
 from tuneset.recipe import Recipe
 from tuneset.store import write_parquet
@@ -25,27 +26,28 @@ class CurateResult:
     counts: dict[str, int]
 
 
-def eval_rows(recipe: Recipe) -> dict[str, pl.DataFrame]:
+def eval_rows(ctx: RunContext) -> dict[str, pl.DataFrame]:
     """Dev and test rows of every task: a candidate matching either would leak the evaluation."""
-    return {f"{t.name}/{split}": load_split(t, split) for t in recipe.task_specs() for split in ("dev", "test")
+    return {f"{t.name}/{split}": ctx.split(t, split) for t in ctx.tasks for split in ("dev", "test")
             if getattr(t, split) is not None}
 
 
-def curation_scores(recipe: Recipe, rows: RowsRef) -> pl.DataFrame | None:
+def curation_scores(ctx: RunContext, rows: RowsRef) -> pl.DataFrame | None:
     """Scores the curate settings read, with the recipe's params for those selectors."""
-    names = step_selectors(recipe.curate)
+    names = step_selectors(ctx.recipe.curate)
     if not names:
         return None
-    return score_flow(recipe, rows, selectors=[recipe.score.spec(n) for n in names]).read()
+    return score_flow(ctx.recipe, rows, selectors=[ctx.spec(n) for n in names]).read()
 
 
 @recipe_flow("tuneset-curate")
 def curate_flow(recipe: Recipe) -> CurateResult:
-    rows, n_read, quarantined = load_pool(recipe)
-    scores = curation_scores(recipe, rows)
-    kept, audit = curate_rows(rows.read(), recipe.curate, eval_rows(recipe), scores, quarantined)
+    ctx = run_context(recipe)
+    rows, n_read, quarantined = load_pool(ctx)
+    scores = curation_scores(ctx, rows)
+    kept, audit = curate_rows(rows.read(), recipe.curate, eval_rows(ctx), scores, quarantined)
     counts = check_accounting(audit, n_read)
-    out = run_dir(recipe, "curate")
+    out = ctx.run_dir("curate")
     write_rows(out / "curated.jsonl", kept)
     write_parquet(audit, out / "audit.parquet")
     audit.select(pl.exclude("choices")).write_csv(out / "audit.csv")
@@ -55,5 +57,5 @@ def curate_flow(recipe: Recipe) -> CurateResult:
     report = out / "report.md"
     report.write_text(render_report(recipe.name, n_read, counts, audit, plot.name if has_plot else None))
     print(f"curated {n_read} rows: {counts}; audit {out / 'audit.parquet'}")
-    return CurateResult(save_rows(store_of(recipe), kept), str(out / "audit.parquet"), str(report), counts)
+    return CurateResult(save_rows(ctx.store, kept), str(out / "audit.parquet"), str(report), counts)
 

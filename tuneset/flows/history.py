@@ -15,28 +15,27 @@ import polars as pl
 from filelock import FileLock
 
 from tuneset.data.io import atomic_path
-from tuneset.flows.common import run_dir
-from tuneset.recipe import Recipe
+from tuneset.flows.context import RunContext
 
 log = logging.getLogger("tuneset.history")
 SHOWN = 20  # rows of each selection diff listed in the Markdown report (all are in selection_diff.parquet)
 
 
-def history_dir(recipe: Recipe) -> Path:
-    return run_dir(recipe, "history")
+def history_dir(ctx: RunContext) -> Path:
+    return ctx.run_dir("history")
 
 
 @contextmanager
-def run_lock(recipe: Recipe):
+def run_lock(ctx: RunContext):
     """One run of a recipe at a time: an overlapping tick (a slow run, a second `serve`, a manual
     run beside the schedule) waits here instead of interleaving its history with another's."""
-    with FileLock(str(history_dir(recipe) / ".lock")):
+    with FileLock(str(history_dir(ctx) / ".lock")):
         yield
 
 
-def past_runs(recipe: Recipe) -> list[dict[str, Any]]:
+def past_runs(ctx: RunContext) -> list[dict[str, Any]]:
     """Every finished run's report, oldest first."""
-    return [json.loads(p.read_text()) for p in sorted(history_dir(recipe).glob("*/report.json"))]
+    return [json.loads(p.read_text()) for p in sorted(history_dir(ctx).glob("*/report.json"))]
 
 
 def run_report(prev: dict[str, Any] | None, audit: str, scores: str, selection: str, counts: dict[str, int],
@@ -116,32 +115,33 @@ def render(recipe: str, report: dict[str, Any], diff: pl.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def record_run(recipe: Recipe, report: dict[str, Any], diff: pl.DataFrame) -> Path:
+def record_run(ctx: RunContext, report: dict[str, Any], diff: pl.DataFrame) -> Path:
     """Writes the run's folder (report.json last, so a listed run is always whole) and publishes
     it as Prefect artifacts (Markdown + a table) when inside a flow run."""
     stamp = report["time"].replace(":", "").replace("-", "")
-    folder = history_dir(recipe) / f"{len(list(history_dir(recipe).glob('*/report.json'))):05d}-{stamp}"
+    runs = history_dir(ctx)
+    folder = runs / f"{len(list(runs.glob('*/report.json'))):05d}-{stamp}"
     folder.mkdir(parents=True, exist_ok=True)
     # The audit is rewritten by the next run: the pool's ids travel with the run's own folder.
     pl.DataFrame({"id": report.pop("pool_ids")}, schema={"id": pl.String}).write_parquet(folder / "pool_ids.parquet")
     report["folder"] = str(folder)
-    markdown = render(recipe.name, report, diff)
+    markdown = render(ctx.recipe.name, report, diff)
     diff.write_parquet(folder / "selection_diff.parquet")
     (folder / "report.md").write_text(markdown)
     with atomic_path(folder / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=1, default=str))
-    _publish(recipe, report, markdown)
+    _publish(ctx.recipe.name, report, markdown)
     return folder
 
 
-def _publish(recipe: Recipe, report: dict[str, Any], markdown: str) -> None:
+def _publish(recipe: str, report: dict[str, Any], markdown: str) -> None:
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
     from prefect.context import FlowRunContext
 
     if FlowRunContext.get() is None:
         return
-    key = "".join(c if c.isalnum() else "-" for c in recipe.name.lower())
-    create_markdown_artifact(markdown, key=f"{key}-run-report", description=f"tuneset run of {recipe.name}")
+    key = "".join(c if c.isalnum() else "-" for c in recipe.lower())
+    create_markdown_artifact(markdown, key=f"{key}-run-report", description=f"tuneset run of {recipe}")
     rows = [{"selector": k, **v} for k, v in report["drift"].items()]
     if rows:
         create_table_artifact(rows, key=f"{key}-score-drift", description="score drift against the previous run")

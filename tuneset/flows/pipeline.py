@@ -6,7 +6,8 @@ import polars as pl
 from prefect import flow
 
 from tuneset.data.io import write_rows
-from tuneset.flows.common import recipe_flow, run_dir, write_json
+from tuneset.flows.common import recipe_flow, write_json
+from tuneset.flows.context import RunContext, run_context
 from tuneset.flows.curate import curate_flow
 from tuneset.flows.history import past_runs, record_run, run_lock, run_report
 from tuneset.flows.score import score_flow
@@ -20,13 +21,14 @@ def pipeline_flow(recipe: Recipe) -> dict:
     """One run: curate, score and select; then fine-tune and evaluate unless the selection moved
     less than `schedule.retrain_min_change` since the last run. Every run leaves a report of what
     changed (`tuneset runs`); runs of one recipe never overlap."""
-    with run_lock(recipe):
+    ctx = run_context(recipe)
+    with run_lock(ctx):
         curated = curate_flow(recipe)
         scores = score_flow(recipe, curated.rows, seed=recipe.finetune.seed)
-        sel = select_rows(recipe, curated.rows, scores, recipe.select)
-        out = run_dir(recipe, "pipeline")
+        sel = select_rows(ctx, curated.rows, scores, recipe.select)
+        out = ctx.run_dir("pipeline")
         write_rows(out / "selected.jsonl", sel.rows.read())
-        prev = (past_runs(recipe) or [None])[-1]
+        prev = (past_runs(ctx) or [None])[-1]
         report, diff = run_report(prev, curated.audit, scores.path, sel.table, curated.counts, scores.directions)
         summary = {"curation": curated.counts, "selected": sel.rows.n, "selection_table": sel.table,
                    "change": report["change"]}
@@ -35,18 +37,18 @@ def pipeline_flow(recipe: Recipe) -> dict:
             report["finetuned"] = (f"Not fine-tuned: {report['change']:.1%} of the selection is new, below "
                                    f"schedule.retrain_min_change {threshold:.1%}.")
         else:
-            summary |= _finetune_and_evaluate(recipe, sel)
+            summary |= _finetune_and_evaluate(ctx, sel)
             report["finetuned"] = f"Fine-tuned on {sel.rows.n} rows: {summary['model_dir']}."
-        summary["report"] = str(record_run(recipe, report, diff) / "report.md")
+        summary["report"] = str(record_run(ctx, report, diff) / "report.md")
         write_json(out / "summary.json", summary)
         print(report["finetuned"] + f" Run report: {summary['report']}")
         return summary
 
 
-def _finetune_and_evaluate(recipe: Recipe, sel: Selection) -> dict:
-    model_dir = finetune_task(recipe, sel.rows, recipe.finetune.seed)
-    base = {k: float(pl.read_parquet(p)["score"].mean()) for k, p in evaluate_model(recipe, None).items()}
-    tuned = {k: float(pl.read_parquet(p)["score"].mean()) for k, p in evaluate_model(recipe, model_dir).items()}
+def _finetune_and_evaluate(ctx: RunContext, sel: Selection) -> dict:
+    model_dir = finetune_task(ctx, sel.rows, ctx.recipe.finetune.seed)
+    base = {k: float(pl.read_parquet(p)["score"].mean()) for k, p in evaluate_model(ctx, None).items()}
+    tuned = {k: float(pl.read_parquet(p)["score"].mean()) for k, p in evaluate_model(ctx, model_dir).items()}
     for task in tuned:
         print(f"{task}: no fine-tune {base[task]:.3f} -> fine-tuned on {sel.rows.n} selected rows {tuned[task]:.3f}")
     return {"model_dir": model_dir, "no_finetune": base, "finetuned": tuned}

@@ -15,7 +15,8 @@ from prefect.cache_policies import NONE
 
 from tuneset.data.fingerprint import row_keys
 from tuneset.errors import TunesetError
-from tuneset.flows.common import RowsRef, load_pool, recipe_flow, scoring_context, store_of
+from tuneset.flows.common import RowsRef, load_pool, recipe_flow
+from tuneset.flows.context import RunContext, run_context
 from tuneset.flows.warmup import warmup_task
 from tuneset.progress import ProgressLog
 from tuneset.recipe import Recipe, ScoreConfig, SelectorSpec
@@ -41,82 +42,81 @@ def _prefixed(name: str, frame: pl.DataFrame) -> pl.DataFrame:
 
 
 @task(cache_policy=NONE, task_run_name="score-{spec.name}-shard-{shard}")
-def score_shard(recipe: Recipe, spec: SelectorSpec, seed: int, rows_path: str, shard: int, shard_size: int,
+def score_shard(ctx: RunContext, spec: SelectorSpec, seed: int, rows_path: str, shard: int, shard_size: int,
                 warmup: str | None = None) -> int:
     """One shard of one row-local selector, added to its per-row cache as one immutable part (so a
     killed run keeps it)."""
     rows = pl.read_parquet(rows_path).slice(shard * shard_size, shard_size)
-    sel = make_selector(spec.name, spec.params).fit(scoring_context(recipe, seed, warmup))
+    sel = make_selector(spec.name, spec.params).fit(ctx.scoring(seed, warmup))
     scores = rows.select("id").join(sel.score(rows), on="id", how="left", maintain_order="left")
-    row_cache(recipe, spec, sel).add(row_keys(rows), scores)
+    row_cache(ctx, spec, sel).add(row_keys(rows), scores)
     return rows.height
 
 
-def row_cache(recipe: Recipe, spec: SelectorSpec, sel: Selector) -> RowCache:
+def row_cache(ctx: RunContext, spec: SelectorSpec, sel: Selector) -> RowCache:
     """A row-local selector's scores per row, keyed by the row's id and content: a pool that grew,
     shrank or was reordered scores only rows this selector (same params, models, inputs) never saw."""
-    return store_of(recipe).rows("row-scores", (sel.fingerprint(),), {"selector": spec.name, "params": spec.params})
+    return ctx.store.rows("row-scores", (sel.fingerprint(),), {"selector": spec.name, "params": spec.params})
 
 
-def score_selector(recipe: Recipe, spec: SelectorSpec, rows: RowsRef, seed: int = 0) -> Path:
+def score_selector(ctx: RunContext, spec: SelectorSpec, rows: RowsRef, seed: int = 0) -> Path:
     """Score table of one selector over `rows`. Row-local selectors compute only rows missing from
     their per-row cache, in shards; pool-wide ones rerun their global step over the whole table,
     reading per-row features (embeddings, LM losses) from the context's per-row caches."""
-    store = store_of(recipe)
     sel = make_selector(spec.name, spec.params)
     wcfg = sel.warmup_config()
-    warmup = warmup_task(recipe, rows, wcfg) if wcfg is not None else None
-    sel.fit(scoring_context(recipe, seed, warmup))
+    warmup = warmup_task(ctx, rows, wcfg) if wcfg is not None else None
+    sel.fit(ctx.scoring(seed, warmup))
 
     def make(folder: Path) -> None:
         t0 = time.perf_counter()
         if sel.row_local:
-            new = _score_missing(recipe, spec, sel, rows, seed, warmup, folder)
-            write_parquet(row_cache(recipe, spec, sel).get(row_keys(rows.read())), folder / "scores.parquet")
+            new = _score_missing(ctx, spec, sel, rows, seed, warmup, folder)
+            write_parquet(row_cache(ctx, spec, sel).get(row_keys(rows.read())), folder / "scores.parquet")
         else:
             new = rows.n
-            _prepare(recipe, spec, rows, seed, warmup)
+            _prepare(ctx, spec, rows, seed, warmup)
             log.info("%s: pool-wide selector, global step over all %d rows", spec.name, rows.n)
             write_parquet(sel.score(rows.read()), folder / "scores.parquet")
         timing = {"seconds_this_run": time.perf_counter() - t0, "rows_computed": new, "rows_reused": rows.n - new}
         (folder / "timing.json").write_text(json.dumps(timing))
 
     meta = {"selector": spec.name, "params": spec.params, "rows": rows.fingerprint, "seed": seed}
-    return store.cached("scores", (rows.fingerprint, sel.fingerprint()), make, meta) / "scores.parquet"
+    return ctx.store.cached("scores", (rows.fingerprint, sel.fingerprint()), make, meta) / "scores.parquet"
 
 
 @task(cache_policy=NONE, task_run_name="prepare-{spec.name}-shard-{shard}")
-def prepare_shard(recipe: Recipe, spec: SelectorSpec, seed: int, rows_path: str, shard: int, shard_size: int,
+def prepare_shard(ctx: RunContext, spec: SelectorSpec, seed: int, rows_path: str, shard: int, shard_size: int,
                   warmup: str | None = None) -> int:
     """A pool-wide selector's per-row features for one shard, into the context's per-row caches."""
     rows = pl.read_parquet(rows_path).slice(shard * shard_size, shard_size)
-    make_selector(spec.name, spec.params).fit(scoring_context(recipe, seed, warmup)).prepare(rows)
+    make_selector(spec.name, spec.params).fit(ctx.scoring(seed, warmup)).prepare(rows)
     return rows.height
 
 
-def _prepare(recipe: Recipe, spec: SelectorSpec, rows: RowsRef, seed: int, warmup: str | None) -> None:
+def _prepare(ctx: RunContext, spec: SelectorSpec, rows: RowsRef, seed: int, warmup: str | None) -> None:
     """The map step of a pool-wide selector: its per-row features, `score.shard_size` rows a task
     on the flow's runner (features already cached cost a lookup)."""
-    size = recipe.score.shard_size
+    size = ctx.recipe.score.shard_size
     n_shards = math.ceil(rows.n / size)
-    futures = [prepare_shard.submit(recipe, spec, seed, rows.path, i, size, warmup) for i in range(n_shards)]
+    futures = [prepare_shard.submit(ctx, spec, seed, rows.path, i, size, warmup) for i in range(n_shards)]
     progress = ProgressLog(f"prepare {spec.name}", rows.n, "rows", every=0)
     for i, fut in enumerate(futures):
         progress.update(progress.done + fut.result(), f"shard {i + 1}/{n_shards}")
 
 
-def _score_missing(recipe: Recipe, spec: SelectorSpec, sel: Selector, rows: RowsRef, seed: int, warmup: str | None,
+def _score_missing(ctx: RunContext, spec: SelectorSpec, sel: Selector, rows: RowsRef, seed: int, warmup: str | None,
                    folder: Path) -> int:
     """Scores the rows missing from the selector's per-row cache, `score.shard_size` per task."""
     frame = rows.read()
-    todo = row_cache(recipe, spec, sel).missing(row_keys(frame))
+    todo = row_cache(ctx, spec, sel).missing(row_keys(frame))
     log.info("%s: %d of %d rows new, %d reused from the per-row cache", spec.name, len(todo), rows.n, rows.n - len(todo))
     if not todo:
         return 0
     pending = write_parquet(frame[todo], folder / "pending.parquet")
-    size = recipe.score.shard_size
+    size = ctx.recipe.score.shard_size
     n_shards = math.ceil(len(todo) / size)
-    futures = [score_shard.submit(recipe, spec, seed, str(pending), i, size, warmup) for i in range(n_shards)]
+    futures = [score_shard.submit(ctx, spec, seed, str(pending), i, size, warmup) for i in range(n_shards)]
     progress = ProgressLog(f"score {spec.name}", len(todo), "rows", every=0)
     for i, fut in enumerate(futures):
         progress.update(progress.done + fut.result(), f"shard {i + 1}/{n_shards}")
@@ -161,12 +161,13 @@ def score_flow(recipe: Recipe, rows: RowsRef | None = None, seed: int = 0, selec
 
 @recipe_flow("tuneset-score")
 def _score_flow(recipe: Recipe, rows: RowsRef | None = None, seed: int = 0, selectors: list[SelectorSpec] | None = None) -> ScoresRef:
+    ctx = run_context(recipe)
     if rows is None:
-        rows, _, _ = load_pool(recipe)
+        rows, _, _ = load_pool(ctx)
     specs = selectors if selectors is not None else recipe.score.selectors
-    tables = {s.name: score_selector(recipe, s, rows, seed) for s in specs}
-    directions = {s.name: make_selector(s.name, s.params).higher_is_better for s in specs}
+    tables = {s.name: score_selector(ctx, s, rows, seed) for s in specs}
+    directions = ctx.directions(specs)
     paths = {k: str(v) for k, v in tables.items()}
-    folder = store_of(recipe).cached("score-table", (paths,), lambda d: write_parquet(merge_scores(tables), d / "scores.parquet"),
+    folder = ctx.store.cached("score-table", (paths,), lambda d: write_parquet(merge_scores(tables), d / "scores.parquet"),
                                      {"tables": paths, "directions": directions})
     return ScoresRef(str(folder / "scores.parquet"), directions)

@@ -9,7 +9,8 @@ import polars as pl
 
 from tuneset.data.io import write_rows
 from tuneset.errors import UnknownNameError
-from tuneset.flows.common import RowsRef, load_split, recipe_flow, save_rows, scoring_context, store_of
+from tuneset.flows.common import RowsRef, recipe_flow, save_rows
+from tuneset.flows.context import RunContext, run_context
 from tuneset.flows.curate import curate_flow
 from tuneset.flows.score import ScoresRef, score_flow
 from tuneset.recipe import PolicyConfig, Recipe
@@ -24,8 +25,7 @@ class Selection:
     table: str  # id, combined, rank, selected, reason and the score columns, for every candidate
 
 
-def select_rows(recipe: Recipe, rows: RowsRef, scores: ScoresRef, policy: PolicyConfig) -> Selection:
-    store = store_of(recipe)
+def select_rows(ctx: RunContext, rows: RowsRef, scores: ScoresRef, policy: PolicyConfig) -> Selection:
     frame = rows.read()
     if policy.quota_by and policy.quota_by not in frame.columns:
         raise UnknownNameError("quota_by column", policy.quota_by, frame.columns)
@@ -33,18 +33,18 @@ def select_rows(recipe: Recipe, rows: RowsRef, scores: ScoresRef, policy: Policy
     def make(folder: Path) -> None:
         table = frame.select("id").join(scores.read(), on="id", how="left", maintain_order="left")
         groups = frame[policy.quota_by] if policy.quota_by else None
-        emb = scoring_context(recipe).embeddings(row_text(frame)) if policy.max_similarity is not None else None
+        emb = ctx.scoring().embeddings(row_text(frame)) if policy.max_similarity is not None else None
         # Decisions beside every score column, so a selected row carries its explanation (e.g. the
         # dev rows behind a `less` score in `less.top_dev`).
-        dev_sizes = ({t.name: load_split(t, "dev").height for t in recipe.task_specs()}
+        dev_sizes = ({name: dev.height for name, dev in ctx.targets().items()}
                      if policy.targets == "dev_size" else None)
         decided = apply_policy(table, policy, scores.directions, groups, emb, dev_sizes)
         write_parquet(decided.join(table, on="id", how="left", maintain_order="left"), folder / "selection.parquet")
 
     meta = {"policy": policy.model_dump(mode="json"), "rows": rows.fingerprint}
-    table_path = store.cached("selection", (rows.fingerprint, scores.path, policy), make, meta) / "selection.parquet"
+    table_path = ctx.store.cached("selection", (rows.fingerprint, scores.path, policy), make, meta) / "selection.parquet"
     chosen = pl.read_parquet(table_path).filter("selected")["id"]
-    return Selection(save_rows(store, frame.filter(pl.col("id").is_in(chosen.implode()))), str(table_path))
+    return Selection(save_rows(ctx.store, frame.filter(pl.col("id").is_in(chosen.implode()))), str(table_path))
 
 
 @recipe_flow("tuneset-select")
@@ -53,7 +53,7 @@ def select_flow(recipe: Recipe, out: str | None = None) -> Selection:
     write the chosen rows there (format by extension) and every candidate's score columns, rank,
     decision and reason beside it (`decisions_path`)."""
     rows = curate_flow(recipe).rows
-    sel = select_rows(recipe, rows, score_flow(recipe, rows), recipe.select)
+    sel = select_rows(run_context(recipe), rows, score_flow(recipe, rows), recipe.select)
     if out:
         write_rows(out, sel.rows.read())
         write_parquet(pl.read_parquet(sel.table), decisions_path(Path(out)))

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import polars as pl
 
-from tuneset.flows.common import RowsRef, run_dir
+from tuneset.flows.common import RowsRef
+from tuneset.flows.context import RunContext
 from tuneset.flows.train_eval import evaluate_model, finetune_task
-from tuneset.recipe import FinetuneConfig, Recipe, SweepConfig
+from tuneset.recipe import FinetuneConfig, SweepConfig
 
 log = logging.getLogger("tuneset.sweep")
 
@@ -24,10 +25,10 @@ class SweepResult:
     path: str  # the table as Markdown
 
 
-def dev_scores(recipe: Recipe, model_dir: str | None) -> dict[str, tuple[float, float]]:
+def dev_scores(ctx: RunContext, model_dir: str | None) -> dict[str, tuple[float, float]]:
     """(mean dev score, mean dev gold-response loss) per task."""
     out = {}
-    for task, p in evaluate_model(recipe, model_dir, split="dev").items():
+    for task, p in evaluate_model(ctx, model_dir, split="dev").items():
         ex = pl.read_parquet(p)
         out[task] = (float(ex["score"].mean()), float(ex["loss"].mean()))
     return out
@@ -45,34 +46,34 @@ def _best(table: pl.DataFrame) -> int:
     return int(order["i"][0])
 
 
-def sweep_finetune(recipe: Recipe, rows: RowsRef, sweep: SweepConfig, label: str) -> SweepResult:
+def sweep_finetune(ctx: RunContext, rows: RowsRef, sweep: SweepConfig, label: str) -> SweepResult:
     """Fine-tune once per grid point on `rows` (seed `sweep.seed`) and keep the best on dev rows."""
     records = []
-    points = sweep.points(recipe.finetune)
+    points = sweep.points(ctx.recipe.finetune)
     for k, cfg in enumerate(points, 1):
         settings = {f: getattr(cfg, f) for f in sweep.grid}
         log.info("sweep %s: point %d/%d %s", label, k, len(points), settings)
-        model_dir = finetune_task(recipe, rows, sweep.seed, cfg)
-        scores = dev_scores(recipe, model_dir)
+        model_dir = finetune_task(ctx, rows, sweep.seed, cfg)
+        scores = dev_scores(ctx, model_dir)
         records.append({**{f: str(v) for f, v in settings.items()},
                         **{f"dev_{t}": s for t, (s, _) in scores.items()}, **dev_summary(scores)})
     table = pl.DataFrame(records)
     best = points[_best(table)]
-    path = write_sweep(recipe, table, label, {f: getattr(best, f) for f in sweep.grid}, rows.n)
+    path = write_sweep(ctx, table, label, {f: getattr(best, f) for f in sweep.grid}, rows.n)
     return SweepResult(best, table, path)
 
 
-def best_base_format(recipe: Recipe, formats: list[str]) -> str:
+def best_base_format(ctx: RunContext, formats: list[str]) -> str:
     """The prompt format the base model does best with on dev rows (for the no-fine-tune arm)."""
     rows = []
     for fmt in formats:
-        r = recipe.model_copy(update={"finetune": recipe.finetune.model_copy(update={"prompt_format": fmt})})
+        r = ctx.with_recipe(finetune=ctx.recipe.finetune.model_copy(update={"prompt_format": fmt}))
         rows.append(dev_summary(dev_scores(r, None)))
     return formats[_best(pl.DataFrame(rows))]
 
 
-def write_sweep(recipe: Recipe, table: pl.DataFrame, label: str, best: dict, n_rows: int) -> str:
-    out = run_dir(recipe, "sweep")
+def write_sweep(ctx: RunContext, table: pl.DataFrame, label: str, best: dict, n_rows: int) -> str:
+    out = ctx.run_dir("sweep")
     safe = label.replace("%", "pct").replace("/", "_")
     table.write_csv(out / f"sweep-{safe}.csv")
     cols = table.columns

@@ -14,7 +14,8 @@ from prefect.cache_policies import NONE
 from tuneset.data.fingerprint import dataset_fingerprint
 from tuneset.evaluate import evaluate_task
 from tuneset.finetune import train
-from tuneset.flows.common import RowsRef, load_split, recipe_flow, store_of, write_json
+from tuneset.flows.common import RowsRef, recipe_flow, write_json
+from tuneset.flows.context import RunContext, run_context
 from tuneset.models.lm import resolve_format
 from tuneset.models.loading import load_lm, model_identity
 from tuneset.recipe import FinetuneConfig, Recipe, TaskSpec
@@ -24,61 +25,62 @@ log = logging.getLogger("tuneset.train_eval")
 
 
 @task(cache_policy=NONE, task_run_name="finetune-{rows.n}-rows-seed-{seed}")
-def finetune_task(recipe: Recipe, rows: RowsRef, seed: int, cfg: FinetuneConfig | None = None) -> str:
+def finetune_task(ctx: RunContext, rows: RowsRef, seed: int, cfg: FinetuneConfig | None = None) -> str:
     """Folder with `adapter/` (LoRA) or `model/` (full) and train.json; `cfg` (default: the
     recipe's) lets a sweep or the full-pool arm train with other settings."""
-    store = store_of(recipe)
-    cfg = (cfg or recipe.finetune).model_copy(update={"seed": seed})
+    model = ctx.recipe.model
+    cfg = (cfg or ctx.recipe.finetune).model_copy(update={"seed": seed})
 
     def make(folder: Path) -> None:
-        res = train(rows.read(), cfg, recipe.model.name, folder, recipe.model.max_length, recipe.model.device)
+        res = train(rows.read(), cfg, model.name, folder, model.max_length, model.device)
         log.info("fine-tuned on %d rows, seed %d: %d steps in %.0fs (%.2f rows/s), loss %.3f",
                  rows.n, seed, res.steps, res.seconds, res.rows_per_s, res.final_loss)
 
-    parts = (model_identity(recipe.model.name), rows.fingerprint, cfg, recipe.model.max_length)
-    return str(store.cached("finetune", parts, make, {"rows": rows.fingerprint, "n": rows.n, "config": cfg.model_dump()}))
+    parts = (model_identity(model.name), rows.fingerprint, cfg, model.max_length)
+    return str(ctx.store.cached("finetune", parts, make, {"rows": rows.fingerprint, "n": rows.n, "config": cfg.model_dump()}))
 
 
-def _task_rows(recipe: Recipe, t: TaskSpec, split: str) -> pl.DataFrame:
-    rows = load_split(t, split)
-    n = recipe.evaluate.max_test_rows if split == "test" else None
+def _task_rows(ctx: RunContext, t: TaskSpec, split: str) -> pl.DataFrame:
+    rows = ctx.split(t, split)
+    n = ctx.recipe.evaluate.max_test_rows if split == "test" else None
     return rows.head(n) if n else rows
 
 
-def trained_format(recipe: Recipe, model_dir: str | None) -> str:
+def trained_format(ctx: RunContext, model_dir: str | None) -> str:
     """The prompt format a fine-tuned folder was trained with (its train.json), else the recipe's."""
     if model_dir is not None:
         meta = Path(model_dir) / "train.json"
         if meta.exists():
             return json.loads(meta.read_text()).get("prompt_format", "plain")
-    return recipe.finetune.prompt_format
+    return ctx.recipe.finetune.prompt_format
 
 
-def weights_identity(recipe: Recipe, model_dir: str | None) -> str:
+def weights_identity(ctx: RunContext, model_dir: str | None) -> str:
     """Content identity of what is evaluated: the base model, plus the folder's adapter or model."""
+    base = ctx.recipe.model.name
     if model_dir is None:
-        return model_identity(recipe.model.name)
+        return model_identity(base)
     d = Path(model_dir)
     if (d / "adapter").exists():
-        return model_identity(recipe.model.name, str(d / "adapter"))
+        return model_identity(base, str(d / "adapter"))
     return model_identity(str(d / "model"))
 
 
 @task(cache_policy=NONE, task_run_name="evaluate-{split}")
-def evaluate_model(recipe: Recipe, model_dir: str | None, split: str = "test") -> dict[str, str]:
+def evaluate_model(ctx: RunContext, model_dir: str | None, split: str = "test") -> dict[str, str]:
     """Per-example results per task for the base model (None) or a fine-tuned folder, on the
     tasks' `test` rows (the first `evaluate.max_test_rows`) or all their `dev` rows. Keyed by the
     weights' content, so a copied folder with other weights is never served another's scores."""
-    store = store_of(recipe)
+    recipe = ctx.recipe
     out: dict[str, str] = {}
     lm = None
-    identity, fmt = weights_identity(recipe, model_dir), trained_format(recipe, model_dir)
-    for t in recipe.task_specs():
-        rows = _task_rows(recipe, t, split)
+    identity, fmt = weights_identity(ctx, model_dir), trained_format(ctx, model_dir)
+    for t in ctx.tasks:
+        rows = _task_rows(ctx, t, split)
 
         def make(folder: Path, t: TaskSpec = t, rows: pl.DataFrame = rows) -> None:
             nonlocal lm
-            lm = lm or _load(recipe, model_dir)
+            lm = lm or _load(ctx, model_dir)
             t0 = time.perf_counter()
             res = evaluate_task(lm, t, rows, recipe.model.max_length, recipe.model.max_batch_tokens,
                                 recipe.evaluate.max_new_tokens, resolve_format(lm.tokenizer, fmt))
@@ -89,18 +91,18 @@ def evaluate_model(recipe: Recipe, model_dir: str | None, split: str = "test") -
 
         parts = (identity, fmt, t.metric, t.choices, dataset_fingerprint(rows), recipe.evaluate, recipe.model.max_length)
         meta = {"task": t.name, "split": split, "model_dir": model_dir, "prompt_format": fmt}
-        out[t.name] = str(store.cached("eval", parts, make, meta) / "examples.parquet")
+        out[t.name] = str(ctx.store.cached("eval", parts, make, meta) / "examples.parquet")
     return out
 
 
-def _load(recipe: Recipe, model_dir: str | None):
-    store_of(recipe)
+def _load(ctx: RunContext, model_dir: str | None):
+    m = ctx.recipe.model
     if model_dir is None:
-        return load_lm(recipe.model.name, recipe.model.device)
+        return load_lm(m.name, m.device)
     d = Path(model_dir)
     if (d / "adapter").exists():
-        return load_lm(recipe.model.name, recipe.model.device, adapter=str(d / "adapter"))
-    return load_lm(str(d / "model"), recipe.model.device)
+        return load_lm(m.name, m.device, adapter=str(d / "adapter"))
+    return load_lm(str(d / "model"), m.device)
 
 
 def train_seconds(model_dir: str) -> float:
@@ -109,12 +111,12 @@ def train_seconds(model_dir: str) -> float:
 
 @recipe_flow("tuneset-finetune")
 def finetune_flow(recipe: Recipe, rows: RowsRef, seed: int = 0) -> str:
-    return finetune_task(recipe, rows, seed)
+    return finetune_task(run_context(recipe), rows, seed)
 
 
 @recipe_flow("tuneset-evaluate")
 def evaluate_flow(recipe: Recipe, model_dir: str | None = None) -> dict[str, float]:
-    paths = evaluate_model(recipe, model_dir)
+    paths = evaluate_model(run_context(recipe), model_dir)
     scores = {k: float(pl.read_parquet(p)["score"].mean()) for k, p in paths.items()}
     for k, v in scores.items():
         print(f"{k}: {v:.4f}")

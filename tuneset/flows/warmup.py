@@ -10,9 +10,10 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from tuneset.finetune import train
-from tuneset.flows.common import RowsRef, store_of
+from tuneset.flows.common import RowsRef
+from tuneset.flows.context import RunContext
 from tuneset.models.loading import model_identity
-from tuneset.recipe import Recipe, WarmupConfig
+from tuneset.recipe import WarmupConfig
 
 log = logging.getLogger("tuneset.warmup")
 
@@ -22,17 +23,17 @@ def warmup_rows(n: int, cfg: WarmupConfig) -> int:
 
 
 @task(cache_policy=NONE, task_run_name="warmup-{rows.n}-rows")
-def warmup_task(recipe: Recipe, rows: RowsRef, cfg: WarmupConfig) -> str:
+def warmup_task(ctx: RunContext, rows: RowsRef, cfg: WarmupConfig) -> str:
     """Folder holding `checkpoints/epoch-<k>/`; its name (the store key) identifies the checkpoints."""
-    store = store_of(recipe)
+    model = ctx.recipe.model
 
     def make(folder: Path) -> None:
         sample = rows.read().sample(warmup_rows(rows.n, cfg), seed=cfg.seed, shuffle=True)
-        res = train(sample, cfg, recipe.model.name, folder, recipe.model.max_length, recipe.model.device,
+        res = train(sample, cfg, model.name, folder, model.max_length, model.device,
                     checkpoint_epochs=True)
         log.info("warm-up on %d of %d rows: %d epochs, %d steps in %.0fs", sample.height, rows.n, int(cfg.epochs),
                  res.steps, res.seconds)
 
     meta = {"rows": rows.fingerprint, "n": warmup_rows(rows.n, cfg), "config": cfg.model_dump()}
-    return str(store.cached("warmup", (model_identity(recipe.model.name), rows.fingerprint, cfg, recipe.model.max_length),
-                            make, meta))
+    return str(ctx.store.cached("warmup", (model_identity(model.name), rows.fingerprint, cfg, model.max_length),
+                                make, meta))
