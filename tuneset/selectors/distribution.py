@@ -8,7 +8,6 @@ equally, so a 77-row task does not drown a 20-row one.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import numpy as np
@@ -18,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tuneset.selectors.base import Selector, register, row_text
 from tuneset.selectors.context import ScoringContext
-from tuneset.selectors.embedding import nearest_dev
 
 
 def target_mixture(ctx: ScoringContext) -> tuple[list[str], np.ndarray]:
@@ -45,7 +43,7 @@ def sinkhorn_potentials(
     tol: float = 1e-6,
     chunk: int = 131072,
     cache_bytes: int = 1 << 30,
-    backend: str = "auto",
+    backend: str = "chunked",
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Log-domain Sinkhorn dual potentials (f, g) of entropic OT between uniform weights on the rows
     of `x` and weights `b` on the rows of `y`, cost = cosine distance 1 - <x, y> (unit vectors),
@@ -55,17 +53,18 @@ def sinkhorn_potentials(
     `sinkhorn_log` criterion (`stopThr`). In float32 that violation floors near 3e-8, so a `tol`
     below ~1e-7 runs to `max_iter`.
 
-    `backend`: "pot" calls POT's `sinkhorn_log` on float32 torch tensors with the dense cost;
-    "chunked" runs tuneset's kernel, which builds the cost chunk by chunk (rows of x) and keeps it
-    between iterations only when it fits in `cache_bytes`, else recomputes it, so memory stays
-    O(chunk x m) for any n. "auto" (default) uses POT where its ~4 dense n x m float32 arrays fit in
-    `cache_bytes` and POT is installed, the chunked kernel otherwise. Measured at matched tolerance, min of 7 runs
-    (benchmarks/README.md), the two cost the same per iteration; the kernel is kept for what POT
-    lacks, a cost that does not fit in memory (8366 x 122 is 4 MB; 1M x 122 float64 is 1 GB)."""
-    if backend not in ("auto", "pot", "chunked"):
-        raise ValueError(f"unknown Sinkhorn backend '{backend}'; valid: auto, chunked, pot")
-    dense_fits = 4 * len(x) * len(y) * 4 <= cache_bytes  # POT holds the cost, -C/reg, a temporary and the plan
-    if backend == "pot" or (backend == "auto" and dense_fits and importlib.util.find_spec("ot") is not None):
+    `backend`: "chunked" (default) runs tuneset's kernel, which builds the cost chunk by chunk (rows
+    of x) and keeps it between iterations only when it fits in `cache_bytes`, else recomputes it, so
+    memory stays O(chunk x m) for any n; "pot" calls POT's `sinkhorn_log` on float32 torch tensors
+    with the dense cost (a cross-check). At matched tolerance, alternated, min of 7 on the bench
+    pool (benchmarks/README.md), the two cost the same per iteration, and the kernel finishes first
+    at the default tol (1.25x min, 1.13x median) because it checks convergence every iteration for
+    free where POT checks every 10th; at tol 1e-7 they tie. So the kernel stays the default: as
+    fast, and POT has no memory cap (its dense cost, -C/reg, temporaries and plan are ~4 n x m
+    arrays: 2 GB at 1M x 122)."""
+    if backend not in ("chunked", "pot"):
+        raise ValueError(f"unknown Sinkhorn backend '{backend}'; valid: chunked, pot")
+    if backend == "pot":
         return _sinkhorn_pot(x, y, b, reg, max_iter, tol)
     return _sinkhorn_chunked(x, y, b, reg, max_iter, tol, chunk, cache_bytes)
 
@@ -156,7 +155,7 @@ class GotSelector(Selector):
     Params = GotParams
     uses = frozenset({"embedder", "targets"})
     row_local = False  # the potentials couple every candidate
-    revision = 5  # adds per-task columns (2); stops on the marginal violation, POT's criterion (4); nearest_dev (5)
+    revision = 4  # adds per-task columns (2); stops on the marginal violation, POT's criterion (4)
 
     def _score(self, rows: pl.DataFrame) -> pl.DataFrame:
         p = self.params
@@ -168,8 +167,7 @@ class GotSelector(Selector):
             for task, dev in sorted(self.ctx.targets.items()):
                 ft, _, _ = sinkhorn_potentials(cand, self.ctx.embeddings(row_text(dev)), None, p.reg, p.max_iter, p.tol)
                 cols[f"vs_{task}"] = -calibrated_gradient(ft)
-        return pl.DataFrame({"id": rows["id"], "score": -calibrated_gradient(f), "potential": f, **cols,
-                             "nearest_dev": nearest_dev(self.ctx, cand)})
+        return pl.DataFrame({"id": rows["id"], "score": -calibrated_gradient(f), "potential": f, **cols})
 
 
 # --- DSIR ----------------------------------------------------------------------------------------
