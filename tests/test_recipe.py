@@ -219,7 +219,7 @@ def test_demo_recipe_loads_with_its_tasks():
     r = load_recipe(demo_recipe_file())
     assert r.pool == demo_pool_file() and r.pool.is_file()
     assert [t.name for t in r.task_specs()] == ["sentiment", "capitals"]
-    assert [s.name for s in r.compare.strategies] == ["random", "perplexity", "ifd", "embedding_knn"]
+    assert [s.name for s in r.compare.strategies] == ["random", "ifd", "embedding_knn"]
     assert r.compare.budgets == ["10%"]
 
 

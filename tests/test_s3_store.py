@@ -74,3 +74,41 @@ def test_two_machines_share_an_s3_store_and_a_killed_build_resumes(s3_url, tmp_p
 
     a.rows("emb", ("m",)).fetch(["t1", "t2"], lambda idx: pl.DataFrame({"x": [float(i) for i in idx]}), chunk=1)
     assert b.rows("emb", ("m",)).missing(["t1", "t2", "t3"]) == [2]
+
+
+@pytest.fixture(scope="module")
+def prefect_harness():
+    from prefect.logging.configuration import setup_logging
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        setup_logging()
+        yield
+
+
+def test_a_score_run_with_its_store_on_s3_completes_after_a_kill_and_matches_a_local_store(
+        s3_url, prefect_harness, tiny_recipe, tmp_path, monkeypatch):
+    from polars.testing import assert_frame_equal
+
+    from tuneset.flows.score import score_flow
+    from tuneset.selectors.base import Selector
+
+    monkeypatch.setenv("TUNESET_CACHE", str(tmp_path / "mirror"))
+    picks = "score.selectors=[perplexity, semdedup]"
+    remote = tiny_recipe(picks, f"store={s3_url}/flows")
+    real, calls = Selector.score, []
+
+    def killed_on_second(self, frame):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real(self, frame)
+
+    monkeypatch.setattr(Selector, "score", killed_on_second)
+    with pytest.raises(BaseException):  # noqa: B017  (Prefect may wrap the interrupt)
+        score_flow(remote)
+    monkeypatch.setattr(Selector, "score", real)
+    monkeypatch.setenv("TUNESET_CACHE", str(tmp_path / "other-machine"))  # resumed elsewhere: only S3 is shared
+    on_s3 = score_flow(remote).read()
+    local = score_flow(tiny_recipe(picks, f"work_dir={tmp_path / 'local'}")).read()
+    assert_frame_equal(on_s3, local)

@@ -89,4 +89,5 @@ class RunContext:
 def run_context(recipe: Recipe) -> RunContext:
     """Resolve a recipe into its run context; cheap (no rows read, no models loaded)."""
     work = Path(recipe.work_dir)
-    return RunContext(recipe, ArtifactStore(work / "store"), work / "runs" / recipe.name, tuple(recipe.task_specs()))
+    store = ArtifactStore(recipe.store or work / "store")  # a folder, or an fsspec URL workers share
+    return RunContext(recipe, store, work / "runs" / recipe.name, tuple(recipe.task_specs()))
