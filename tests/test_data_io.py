@@ -60,7 +60,7 @@ BAD_LINES = [
     pytest.param(b'{"id": "x", "instruction": "q", "response": "\xff\xfe"}', "<line>", "invalid UTF-8", id="bad-utf8"),
     pytest.param({"id": "a", "instruction": "q", "response": "r"}, "id", "repeats the id of line 1", id="repeated-id"),
     pytest.param(b"[1, 2]", "<line>", "expected a JSON object, got list", id="not-object"),
-    pytest.param({"id": "", "instruction": "q", "response": "r"}, "id", "at least 1 character", id="empty-id"),
+    pytest.param({"id": "", "instruction": "q", "response": "r"}, "id", "must not be empty or whitespace", id="empty-id"),
     pytest.param({"id": 7, "instruction": "q", "response": "r"}, "id", "valid string", id="int-id"),
     pytest.param({"id": "x", "instruction": "  ", "response": "r"}, "instruction", "must not be empty", id="blank-instr"),
     pytest.param({"id": "x", "instruction": "q", "response": "r", "choices": ["r"]}, "choices",

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -283,7 +284,7 @@ def json_safe(path: Path, line: int, rec: dict[str, Any]) -> dict[str, Any]:
 
     def clean(value: Any, where: str, depth: int) -> Any:
         if depth > MAX_DEPTH:
-            raise DataError(str(path), line, where.split(".")[0], f"nested deeper than {MAX_DEPTH} levels")
+            raise DataError(str(path), line, re.split(r"[.\[]", where)[0], f"nested deeper than {MAX_DEPTH} levels")
         if isinstance(value, str):
             _check_text(value, where)
             return value

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 ROW_COLUMNS = ["id", "source", "instruction", "response", "choices", "metadata"]
 ROW_SCHEMA = {
@@ -23,7 +23,7 @@ class Example(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="allow")
 
-    id: str = Field(min_length=1)
+    id: str  # blank or whitespace-only is refused by _not_blank, with one message
     instruction: str
     response: str
     source: str = "unknown"
