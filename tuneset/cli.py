@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 from pathlib import Path
 from typing import Annotated, Optional
@@ -48,6 +49,7 @@ def _run(command: str, fn, recipe=None, sigterm_as_interrupt: bool = True):
 
     if sigterm_as_interrupt:
         signal.signal(signal.SIGTERM, _interrupt)
+    _quiet_user_errors()
     try:
         r = recipe() if recipe else None
         with prefect_api(), tags(*run_tags(command, r)):
@@ -55,6 +57,24 @@ def _run(command: str, fn, recipe=None, sigterm_as_interrupt: bool = True):
     except TunesetError as e:
         console.print(f"[bold red]error:[/] {escape(str(e))}")
         raise typer.Exit(2) from None
+
+
+class _NoTracebackForUserErrors(logging.Filter):
+    """Prefect logs a failed run's exception with its traceback. For a TunesetError (bad input,
+    bad config) the one-line `error:` the command prints says it all; 25 lines of engine frames
+    above it only bury it. Other exceptions keep their traceback: they are bugs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], TunesetError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_user_errors() -> None:
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoTracebackForUserErrors) for f in logger.filters):
+            logger.addFilter(_NoTracebackForUserErrors())
 
 
 def run_tags(command: str, recipe: Recipe | None) -> list[str]:
