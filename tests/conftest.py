@@ -65,7 +65,9 @@ def tiny_embedder_dir(tmp_path_factory) -> Path:
     words = sorted({w.strip("?.:,").lower() for line in CORPUS for w in line.split()} - {""})
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *"abcdefghijklmnopqrstuvwxyz0123456789"]
     (d / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(d / "vocab.txt")).save_pretrained(d / "bert")
+    # `vocab=` (a path or a dict): transformers 5 ignores `vocab_file=`, which left a 5-token vocabulary
+    # and embedded every word as [UNK]
+    BertTokenizerFast(vocab=str(d / "vocab.txt")).save_pretrained(d / "bert")
     torch.manual_seed(0)
     BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                          intermediate_size=64, max_position_embeddings=128)).save_pretrained(d / "bert")
