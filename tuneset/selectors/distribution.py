@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tuneset.selectors.base import Selector, register, row_text
 from tuneset.selectors.context import ScoringContext
+from tuneset.selectors.embedding import nearest_dev
 
 
 def target_mixture(ctx: ScoringContext) -> tuple[list[str], np.ndarray]:
@@ -155,7 +156,7 @@ class GotSelector(Selector):
     Params = GotParams
     uses = frozenset({"embedder", "targets"})
     row_local = False  # the potentials couple every candidate
-    revision = 4  # adds per-task columns (2); stops on the marginal violation, POT's criterion (4)
+    revision = 5  # adds per-task columns (2); stops on the marginal violation, POT's criterion (4); nearest_dev (5)
 
     def _score(self, rows: pl.DataFrame) -> pl.DataFrame:
         p = self.params
@@ -167,7 +168,8 @@ class GotSelector(Selector):
             for task, dev in sorted(self.ctx.targets.items()):
                 ft, _, _ = sinkhorn_potentials(cand, self.ctx.embeddings(row_text(dev)), None, p.reg, p.max_iter, p.tol)
                 cols[f"vs_{task}"] = -calibrated_gradient(ft)
-        return pl.DataFrame({"id": rows["id"], "score": -calibrated_gradient(f), "potential": f, **cols})
+        return pl.DataFrame({"id": rows["id"], "score": -calibrated_gradient(f), "potential": f, **cols,
+                             "nearest_dev": nearest_dev(self.ctx, cand)})
 
 
 # --- DSIR ----------------------------------------------------------------------------------------
