@@ -434,6 +434,7 @@ def recipe_cases() -> Iterator[Case]:
     yield select("every row quarantined", {"pool.jsonl": b"{\n[]\n"}, "pool.jsonl", "--budget", "2", "--set", "quarantine=true",
                  names=("all 2 rows are bad",))
     yield select("ragged CSV pool", {"pool.csv": (HEAD + "a,s,q,r\nb,s\n").encode()}, "pool.csv", "--budget", "1", names=("pool.csv:3:",))
+    yield select("budget above the pool size selects the whole pool", pool, "pool.jsonl", "--budget", "500", expect="ok", kept=10)
     yield select("unknown --selector", pool, "pool.jsonl", "--selector", "nope", names=("nope", "valid:"), flow=False)
     yield select("--budget abc", pool, "pool.jsonl", "--budget", "abc", names=("budget",), flow=False)
 
