@@ -67,6 +67,24 @@ def test_curate_quarantines_bad_rows_and_accounts_for_every_row(tiny_recipe, tmp
     assert audit.filter(pl.col("id").str.starts_with("copy-"))["reason"][0].startswith("duplicate of ")
 
 
+def test_the_judge_gate_measures_the_judge_on_known_answers_and_holds_back_a_weak_one(tiny_recipe):
+    """A random tiny model cannot separate the dev rows' answers from spoiled ones perfectly: at a
+    bar of 1.0 its confidence filter and rewrites are skipped, and the report says why."""
+    from tuneset.flows.curate import curate_flow
+
+    recipe = tiny_recipe(
+        "curate.rewrite={margin: 0.0}", "curate.judge_min_auroc=1.0", "curate.filters=[{column: confidence.p_end, min: 0.99}]",
+        "score.selectors=[{name: confidence, params: {components: [likelihood]}},"
+        " {name: rewrite, params: {confidence: {components: [likelihood]}, below: 1.0, max_new_tokens: 4}}]",
+    )
+    res = curate_flow(recipe)
+    audit = pl.read_parquet(res.audit)
+    assert not audit["reason"].str.contains("confidence.p_end|rewritten").any()  # neither acted
+    gate = Path(res.report).read_text().split("## Judge gate", 1)[1]
+    assert "confidence.p_end: skipped: on rows with known answers 'confidence.p_end' tells right from wrong at AUROC" in gate
+    assert "rewrite: skipped" in gate
+
+
 def test_curate_corrects_and_the_audit_rebuilds_the_input(tiny_recipe):
     """Relabel, rewrite, near-dedup and a confidence filter through the flow, with the tiny models."""
     from tuneset.curation.audit import reconstruct_input
@@ -74,7 +92,7 @@ def test_curate_corrects_and_the_audit_rebuilds_the_input(tiny_recipe):
     from tuneset.flows.curate import curate_flow
 
     recipe = tiny_recipe(
-        "curate.relabel={min_prob: 0.05}", "curate.rewrite={margin: 0.0}",
+        "curate.relabel={min_prob: 0.05}", "curate.rewrite={margin: 0.0}", "curate.judge_min_auroc=null",
         "curate.near_dedup=0.999", "curate.filters=[{column: confidence.p_end, min: 0.0}]",
         "score.selectors=[{name: confidence, params: {components: [likelihood]}}, {name: label_quality, params: {sources: [reviews], folds: 2}},"
         " {name: rewrite, params: {confidence: {components: [likelihood]}, below: 1.0, max_new_tokens: 4}}]",

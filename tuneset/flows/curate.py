@@ -3,19 +3,25 @@ with an audit, a report and a score histogram."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import polars as pl
 
 from tuneset.curation import check_accounting, curate_rows
+from tuneset.curation.judge import REWRITE, gate_notes, judge_report
 from tuneset.curation.report import plot_scores, render_report
 from tuneset.curation.steps import step_selectors
 from tuneset.data.io import write_rows
+from tuneset.data.labels import known_answer_pairs
 from tuneset.flows.common import RowsRef, load_pool, recipe_flow, save_rows
 from tuneset.flows.context import RunContext, run_context
 from tuneset.flows.score import score_flow
-from tuneset.recipe import Recipe
+from tuneset.recipe import Recipe, SelectorSpec
+from tuneset.selectors import get_selector
 from tuneset.store import write_parquet
+
+log = logging.getLogger("tuneset.curate")
 
 
 @dataclass(frozen=True)
@@ -40,12 +46,41 @@ def curation_scores(ctx: RunContext, rows: RowsRef) -> pl.DataFrame | None:
     return score_flow(ctx.recipe, rows, selectors=[ctx.spec(n) for n in names]).read()
 
 
+def judge_competence(ctx: RunContext) -> dict[str, float]:
+    """AUROC, on the target tasks' known answers given and spoiled, of every judging column a
+    curation step would act on (`curation.judge`): scored like the pool, with the same params."""
+    cfg = ctx.recipe.curate
+    gated: dict[str, tuple[SelectorSpec, str]] = {}
+    for rule in cfg.filters:
+        name = rule.column.split(".")[0]
+        if get_selector(name).judges:
+            gated[rule.column] = (ctx.spec(name), rule.column)
+    if cfg.rewrite is not None:  # the rewrite step trusts its measure of the given response
+        measure = ctx.spec("rewrite").params.get("confidence", {})
+        gated[REWRITE] = (SelectorSpec(name="confidence", params=measure), "confidence")
+    if cfg.judge_min_auroc is None or not gated or not ctx.tasks:
+        return {}
+    pairs = known_answer_pairs({t.name: ctx.split(t, "dev") for t in ctx.tasks}, ctx.recipe.finetune.seed)
+    known = save_rows(ctx.store, pairs.drop("correct", "spoiled"))
+    tables: dict[str, pl.DataFrame] = {}
+    for spec, _ in gated.values():  # one score run per distinct spec (name and params)
+        key = spec.model_dump_json()
+        if key not in tables:
+            tables[key] = score_flow(ctx.recipe, known, selectors=[spec]).read()
+    return {col: judge_report(pairs, tables[spec.model_dump_json()], {col: measured})[col]
+            for col, (spec, measured) in gated.items()}
+
+
 @recipe_flow("tuneset-curate")
 def curate_flow(recipe: Recipe) -> CurateResult:
     ctx = run_context(recipe)
     rows, n_read, quarantined = load_pool(ctx)
     scores = curation_scores(ctx, rows)
-    kept, audit = curate_rows(rows.read(), recipe.curate, eval_rows(ctx), scores, quarantined)
+    judge = judge_competence(ctx)
+    notes = gate_notes(recipe.curate, judge)
+    for note in notes:
+        log.warning("judge gate: %s", note)
+    kept, audit = curate_rows(rows.read(), recipe.curate, eval_rows(ctx), scores, quarantined, judge)
     counts = check_accounting(audit, n_read)
     out = ctx.run_dir("curate")
     write_rows(out / "curated.jsonl", kept)
@@ -55,7 +90,10 @@ def curate_flow(recipe: Recipe) -> CurateResult:
     has_plot = plot_scores(audit, [c for c in (scores.columns if scores is not None else []) if c in step_selectors(recipe.curate)], plot,
                            recipe.curate.filters)
     report = out / "report.md"
-    report.write_text(render_report(recipe.name, n_read, counts, audit, plot.name if has_plot else None))
+    gate_text = "".join(f"- {n}\n" for n in notes) or "".join(
+        f"- {col}: AUROC {v:.2f} on known answers, at or above {recipe.curate.judge_min_auroc}: applied\n" for col, v in judge.items())
+    report.write_text(render_report(recipe.name, n_read, counts, audit, plot.name if has_plot else None)
+                      + (f"\n## Judge gate\n\n{gate_text}" if judge else ""))
     print(f"curated {n_read} rows: {counts}; audit {out / 'audit.parquet'}")
     return CurateResult(save_rows(ctx.store, kept), str(out / "audit.parquet"), str(report), counts)
 

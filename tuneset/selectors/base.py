@@ -40,6 +40,9 @@ class Selector(ABC):
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]] = NoParams
     higher_is_better: ClassVar[bool] = True
+    # Scores that say whether a response is *right* (the reference model as a judge): curation acts
+    # on them only after the judge-competence gate (tuneset.curation.judge) measured them.
+    judges: ClassVar[bool] = False
     # A row's score depends only on that row (and the fitted context): the pool can be sharded.
     row_local: ClassVar[bool] = True
     # Which parts of the context the scores depend on; they enter the cache key.

@@ -70,6 +70,7 @@ class ConfidenceSelector(Selector):
     """How confident the reference model is that the given response is right (higher: keep)."""
 
     name = "confidence"
+    judges = True
     Params = ConfidenceParams
     uses = frozenset({"lm", "embedder"})  # sampling is seeded per row id: reproducible without a global seed
 

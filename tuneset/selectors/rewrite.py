@@ -29,6 +29,7 @@ class RewriteSelector(Selector):
     without a proposal)."""
 
     name = "rewrite"
+    judges = True
     Params = RewriteParams
     uses = ConfidenceSelector.uses
 
