@@ -122,7 +122,7 @@ def test_missing_pool_is_named(tmp_path):
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("name: [unclosed\n", "cannot read recipe"),
+    ("name: [unclosed\n", r"r\.yaml:2:1: not valid YAML: "),
     ("- a\n- b\n", "a recipe is a YAML mapping"),
 ])
 def test_unreadable_recipe(tmp_path, text, message):

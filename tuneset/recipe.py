@@ -77,6 +77,12 @@ class FilterRule(_Strict):
     min: float | None = None
     max: float | None = None
 
+    @model_validator(mode="after")
+    def _range(self) -> FilterRule:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"filter on '{self.column}': min {self.min} > max {self.max} would drop every row")
+        return self
+
 
 class RelabelConfig(_Strict):
     """Confident learning's label issues (selector `label_quality`): relabel when the model's label is
@@ -160,6 +166,13 @@ class PolicyConfig(_Strict):
             bad = {k: w for k, w in v.items() if not math.isfinite(w) or w == 0}
             if bad:
                 raise ValueError(f"weights are finite and non-zero; got {bad}")
+        return v
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _not_bool(cls, v: Any) -> Any:
+        if isinstance(v, bool):  # else pydantic reads true as the count 1
+            raise ValueError("a budget is a row count (300) or a percent ('10%'), not true/false")
         return v
 
     @field_validator("budget")
@@ -453,8 +466,13 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
+        except OSError as e:
             raise TunesetError(f"{path}: cannot read recipe: {e}") from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            what = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise TunesetError(f"{where}: not valid YAML: {what}") from None
         if not isinstance(loaded, dict):
             raise TunesetError(f"{path}: a recipe is a YAML mapping")
         data.update(loaded)
