@@ -72,6 +72,18 @@ def test_load_case(case: Case, tmp_path: Path) -> None:
         assert load_rows(out).rows.height == case.kept
 
 
+@pytest.fixture(scope="module", autouse=True)
+def prefect_logging_on_real_stderr():
+    """Import the flows (and so Prefect) outside a CliRunner: Prefect binds its log handler to the
+    stderr it sees first, and a closed CliRunner buffer there breaks every later module's logging."""
+    from prefect.logging.configuration import setup_logging
+
+    import tuneset.flows.compare  # noqa: F401
+
+    setup_logging()
+    yield
+
+
 @pytest.fixture(scope="module")
 def flow_results(tmp_path_factory) -> dict[str, dict]:
     """The flow-running CLI cases, run by tests/badinput.py in one process of their own against
