@@ -32,9 +32,22 @@ def s3_url():
            "FSSPEC_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    # fsspec reads FSSPEC_* variables when it is first imported, which in a full suite was long
+    # ago: give s3fs the endpoint through its live config too, and drop cached filesystems.
+    import fsspec.config
+    import s3fs
+
+    old_conf = fsspec.config.conf.get("s3")
+    fsspec.config.conf["s3"] = {"endpoint_url": env["FSSPEC_S3_ENDPOINT_URL"]}
+    s3fs.S3FileSystem.clear_instance_cache()
     boto3.client("s3", endpoint_url=env["FSSPEC_S3_ENDPOINT_URL"]).create_bucket(Bucket="tuneset")
     yield "s3://tuneset/store"
     server.stop()
+    s3fs.S3FileSystem.clear_instance_cache()
+    if old_conf is None:
+        fsspec.config.conf.pop("s3", None)
+    else:
+        fsspec.config.conf["s3"] = old_conf
     for k, v in old.items():
         if v is None:
             os.environ.pop(k, None)
