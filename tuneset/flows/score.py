@@ -71,11 +71,13 @@ def score_selector(ctx: RunContext, spec: SelectorSpec, rows: RowsRef, seed: int
     def make(folder: Path) -> None:
         t0 = time.perf_counter()
         if sel.row_local:
-            new = _score_missing(ctx, spec, sel, rows, seed, warmup, folder)
-            write_parquet(row_cache(ctx, spec, sel).get(row_keys(rows.read())), folder / "scores.parquet")
+            frame, cache = rows.read(), row_cache(ctx, spec, sel)
+            keys = row_keys(frame)
+            new = _score_missing(ctx, spec, cache, frame, keys, seed, warmup, folder)
+            write_parquet(cache.get(keys), folder / "scores.parquet")
         else:
             new = rows.n
-            _prepare(ctx, spec, rows, seed, warmup)
+            _fan_out(ctx, prepare_shard, spec, seed, rows.path, rows.n, warmup, "prepare")
             log.info("%s: pool-wide selector, global step over all %d rows", spec.name, rows.n)
             write_parquet(sel.score(rows.read()), folder / "scores.parquet")
         timing = {"seconds_this_run": time.perf_counter() - t0, "rows_computed": new, "rows_reused": rows.n - new}
@@ -94,32 +96,27 @@ def prepare_shard(ctx: RunContext, spec: SelectorSpec, seed: int, rows_path: str
     return rows.height
 
 
-def _prepare(ctx: RunContext, spec: SelectorSpec, rows: RowsRef, seed: int, warmup: str | None) -> None:
-    """The map step of a pool-wide selector: its per-row features, `score.shard_size` rows a task
-    on the flow's runner (features already cached cost a lookup)."""
+def _fan_out(ctx: RunContext, shard_task, spec: SelectorSpec, seed: int, rows_path: str, n_rows: int,
+             warmup: str | None, what: str) -> None:
+    """`shard_task` over `rows_path`, `score.shard_size` rows a task on the flow's runner, with a
+    progress line per finished shard."""
     size = ctx.recipe.score.shard_size
-    n_shards = math.ceil(rows.n / size)
-    futures = [prepare_shard.submit(ctx, spec, seed, rows.path, i, size, warmup) for i in range(n_shards)]
-    progress = ProgressLog(f"prepare {spec.name}", rows.n, "rows", every=0)
+    n_shards = math.ceil(n_rows / size)
+    futures = [shard_task.submit(ctx, spec, seed, rows_path, i, size, warmup) for i in range(n_shards)]
+    progress = ProgressLog(f"{what} {spec.name}", n_rows, "rows", every=0)
     for i, fut in enumerate(futures):
         progress.update(progress.done + fut.result(), f"shard {i + 1}/{n_shards}")
 
 
-def _score_missing(ctx: RunContext, spec: SelectorSpec, sel: Selector, rows: RowsRef, seed: int, warmup: str | None,
-                   folder: Path) -> int:
-    """Scores the rows missing from the selector's per-row cache, `score.shard_size` per task."""
-    frame = rows.read()
-    todo = row_cache(ctx, spec, sel).missing(row_keys(frame))
-    log.info("%s: %d of %d rows new, %d reused from the per-row cache", spec.name, len(todo), rows.n, rows.n - len(todo))
+def _score_missing(ctx: RunContext, spec: SelectorSpec, cache: RowCache, frame: pl.DataFrame, keys: list[str], seed: int,
+                   warmup: str | None, folder: Path) -> int:
+    """Scores the rows missing from the selector's per-row cache, in shards; returns how many."""
+    todo = cache.missing(keys)
+    log.info("%s: %d of %d rows new, %d reused from the per-row cache", spec.name, len(todo), len(keys), len(keys) - len(todo))
     if not todo:
         return 0
     pending = write_parquet(frame[todo], folder / "pending.parquet")
-    size = ctx.recipe.score.shard_size
-    n_shards = math.ceil(len(todo) / size)
-    futures = [score_shard.submit(ctx, spec, seed, str(pending), i, size, warmup) for i in range(n_shards)]
-    progress = ProgressLog(f"score {spec.name}", len(todo), "rows", every=0)
-    for i, fut in enumerate(futures):
-        progress.update(progress.done + fut.result(), f"shard {i + 1}/{n_shards}")
+    _fan_out(ctx, score_shard, spec, seed, str(pending), len(todo), warmup, "score")
     pending.unlink()
     return len(todo)
 
