@@ -22,8 +22,8 @@ from tuneset.recipe import load_recipe
 @pytest.fixture
 def plugin(tmp_path, monkeypatch):
     """Import a module written into tmp_path; registrations made by it vanish after the test."""
-    monkeypatch.setattr(metrics, "_METRICS", dict(metrics._METRICS))
-    monkeypatch.setattr(steps, "_STEPS", dict(steps._STEPS))
+    for registry in (metrics.METRICS, steps.STEPS):
+        monkeypatch.setattr(registry, "_entries", dict(registry._entries))
     monkeypatch.syspath_prepend(str(tmp_path))
 
     def load(name: str, source: str):

@@ -12,7 +12,6 @@ steps that have no setting of their own, with `params` validated by the step's `
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -22,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tuneset.errors import TunesetError, UnknownNameError
 from tuneset.recipe import CurateConfig
+from tuneset.registry import Registry
 
 # Today's fixed order: contamination, duplicates and unfixable labels first, corrections next,
 # rule filters last (a corrected row's scores describe its old response, so filters skip it).
@@ -81,33 +81,16 @@ class CurationStep(ABC):
     def run(self, data: CurationInput, decisions: Decisions) -> None: ...
 
 
-_STEPS: dict[str, type[CurationStep]] = {}
-
-
-def register_step(cls: type[CurationStep]) -> type[CurationStep]:
-    name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-        raise ValueError(f"curation step {cls.__name__}: name must be lowercase letters, digits and '_', got {name!r}")
-    if name in _STEPS:
-        raise ValueError(f"curation step name '{name}' registered twice")
+def _check_setting(cls: type[CurationStep]) -> None:
     if cls.setting is not None and cls.setting not in CurateConfig.model_fields:
-        raise ValueError(f"curation step '{name}': setting '{cls.setting}' is not a curate field; "
+        raise ValueError(f"curation step '{cls.name}': setting '{cls.setting}' is not a curate field; "
                          f"valid: {', '.join(f for f in CurateConfig.model_fields if f != 'steps')}")
     if cls.setting is not None and cls.Params is not NoParams:
-        raise ValueError(f"curation step '{name}': a step takes its settings from curate.{cls.setting} or from Params, not both")
-    _STEPS[name] = cls
-    return cls
+        raise ValueError(f"curation step '{cls.name}': a step takes its settings from curate.{cls.setting} or from Params, not both")
 
 
-def step_names() -> list[str]:
-    return sorted(_STEPS)
-
-
-def get_step(name: str) -> type[CurationStep]:
-    try:
-        return _STEPS[name]
-    except KeyError:
-        raise UnknownNameError("curation step", name, step_names()) from None
+STEPS: Registry[type[CurationStep]] = Registry("curation step", _check_setting)
+register_step, step_names, get_step = STEPS.add, STEPS.names, STEPS.get
 
 
 def _on(cls: type[CurationStep], cfg: CurateConfig) -> bool:
@@ -121,9 +104,9 @@ def resolve_steps(cfg: CurateConfig) -> list[CurationStep]:
         return [get_step(n)(NoParams()) for n in DEFAULT_ORDER if _on(get_step(n), cfg)]
     out: list[CurationStep] = []
     for k, spec in enumerate(cfg.steps):
-        if spec.name not in _STEPS:
-            raise TunesetError(f"curate.steps[{k}]: {UnknownNameError('curation step', spec.name, step_names())}")
-        cls, where = _STEPS[spec.name], f"curate.steps[{k}] ({spec.name})"
+        if spec.name not in step_names():
+            raise TunesetError(f"curate.steps[{k}]: {UnknownNameError(STEPS.kind, spec.name, step_names())}")
+        cls, where = get_step(spec.name), f"curate.steps[{k}] ({spec.name})"
         if spec.name in [s.name for s in cfg.steps[:k]]:
             raise TunesetError(f"{where}: listed twice")
         if not _on(cls, cfg):

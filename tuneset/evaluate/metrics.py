@@ -8,7 +8,6 @@ the sweep, the leaderboard and the paired statistics never need to ask a metric 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -17,10 +16,11 @@ import numpy as np
 import polars as pl
 
 from tuneset.data.text import normalise_answer
-from tuneset.errors import DataError, TunesetError, UnknownNameError
+from tuneset.errors import DataError, TunesetError
 from tuneset.models.lm import encode, format_prompts, generate_greedy, response_nll
 from tuneset.models.loading import LoadedLM
 from tuneset.recipe import TaskSpec
+from tuneset.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -67,36 +67,20 @@ class Metric:
     higher_is_better: bool
 
 
-_METRICS: dict[str, Metric] = {}
+def _check_metric(metric: Metric) -> None:
+    if not isinstance(metric.higher_is_better, bool):
+        raise ValueError(f"metric '{metric.name}': higher_is_better must be True or False, got {metric.higher_is_better!r}")
+    if not callable(metric.fn):
+        raise ValueError(f"metric '{metric.name}': {metric.fn!r} is not callable")
+
+
+METRICS: Registry[Metric] = Registry("metric", _check_metric)
+metric_names, get_metric = METRICS.names, METRICS.get
 
 
 def register_metric(name: str, *, higher_is_better: bool) -> Callable[[MetricFn], MetricFn]:
     """Register `fn(EvalInput) -> Scored` as metric `name`; its direction must be stated."""
-
-    def add(fn: MetricFn) -> MetricFn:
-        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-            raise ValueError(f"metric name '{name}' must be lowercase letters, digits and '_'")
-        if name in _METRICS:
-            raise ValueError(f"metric name '{name}' registered twice")
-        if not isinstance(higher_is_better, bool):
-            raise ValueError(f"metric '{name}': higher_is_better must be True or False, got {higher_is_better!r}")
-        if not callable(fn):
-            raise ValueError(f"metric '{name}': {fn!r} is not callable")
-        _METRICS[name] = Metric(name, fn, higher_is_better)
-        return fn
-
-    return add
-
-
-def metric_names() -> list[str]:
-    return sorted(_METRICS)
-
-
-def get_metric(name: str) -> Metric:
-    try:
-        return _METRICS[name]
-    except KeyError:
-        raise UnknownNameError("metric", name, metric_names()) from None
+    return lambda fn: METRICS.add(Metric(name, fn, higher_is_better)).fn
 
 
 def evaluate_task(lm: LoadedLM, task: TaskSpec, rows: pl.DataFrame, max_length: int = 256,

@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict
 
 from tuneset import __version__
 from tuneset.data.fingerprint import fingerprint
-from tuneset.errors import TunesetError, UnknownNameError
+from tuneset.errors import TunesetError
 from tuneset.recipe import WarmupConfig
+from tuneset.registry import Registry
 from tuneset.selectors.context import USES, DeclaredView, ScoringContext
 
 
@@ -127,28 +128,14 @@ def validate_scores(name: str, rows: pl.DataFrame, out: pl.DataFrame) -> pl.Data
     return out
 
 
-_REGISTRY: dict[str, type[Selector]] = {}
-
-
-def register(cls: type[Selector]) -> type[Selector]:
-    if cls.name in _REGISTRY:
-        raise ValueError(f"selector name '{cls.name}' registered twice")
+def _check_uses(cls: type[Selector]) -> None:
     unknown = set(cls.uses) - set(USES)
     if unknown:
         raise ValueError(f"selector '{cls.name}' declares unknown uses {sorted(unknown)}; valid: {', '.join(USES)}")
-    _REGISTRY[cls.name] = cls
-    return cls
 
 
-def selector_names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def get_selector(name: str) -> type[Selector]:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownNameError("selector", name, selector_names()) from None
+SELECTORS: Registry[type[Selector]] = Registry("selector", _check_uses)
+register, selector_names, get_selector = SELECTORS.add, SELECTORS.names, SELECTORS.get
 
 
 def make_selector(name: str, params: dict[str, Any] | None = None) -> Selector:
