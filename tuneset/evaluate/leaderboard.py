@@ -167,7 +167,7 @@ def plot(board: pl.DataFrame, path: Path) -> Path:
 
 
 def _draw_deltas(ax, y: np.ndarray, p: TaskPanel) -> None:
-    ax.axvline(0, color="black", linewidth=0.8)
+    ax.axvline(0, color="black", linewidth=0.8, zorder=1)
     for yi, d in zip(y, p.deltas):
         if d is None:
             if p.labels[yi].split(" @ ")[0] == RANDOM and p.delta_name == RANDOM:
@@ -176,7 +176,9 @@ def _draw_deltas(ax, y: np.ndarray, p: TaskPanel) -> None:
         diff, lo, hi = d
         color = "tab:blue" if lo > 0 else "tab:red" if hi < 0 else "0.4"
         ax.errorbar([diff], [yi], xerr=[[diff - lo], [hi - diff]], fmt="o", color=color, capsize=3)
-        ax.annotate(f"{diff:+.3f}", (hi, yi), xytext=(4, 0), textcoords="offset points", va="center", fontsize=7)
+        # boxed, and drawn over the zero line: an interval ending just short of zero puts its label on it
+        ax.annotate(f"{diff:+.3f}", (hi, yi), xytext=(4, 0), textcoords="offset points", va="center", fontsize=7,
+                    zorder=4, bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none"})
     ax.set_xlabel(f"difference vs {p.delta_name}, paired 95% CI", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     ax.margins(x=0.15)
