@@ -76,3 +76,36 @@ def test_text_features_read_the_last_token_and_do_not_depend_on_the_batch(lm):
     # max_length keeps the end of a long text, where the prompt asks its question
     cut = text_features(lm.model, lm.tokenizer, ["word " * 50 + "Sentiment:"], max_length=8)
     assert cut.shape == (1, together.shape[1]) and np.isfinite(cut).all()
+
+
+@pytest.mark.parametrize("adapter", [False, True])
+def test_shared_prompt_scoring_equals_pair_by_pair(lm, adapter):
+    """Choices scored off one cached prompt pass give each (prompt, choice) pair's own loss: prompts
+    of different lengths (left padding), 1-token and longer choices, groups of different sizes, a
+    prompt truncated differently per choice (the pair-by-pair path), and a LoRA-wrapped model."""
+    from peft import LoraConfig, get_peft_model
+
+    from tuneset.models.lm import shared_prompt_nll
+
+    model = lm.model
+    if adapter:
+        torch.manual_seed(0)
+        model = get_peft_model(lm.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    tok = lm.tokenizer
+    questions = [("Review: the blender is great and works well. Sentiment:", ["positive", "negative"]),
+                 ("What is 3 plus 4? Answer:", ["7", "12", "5 the a an", "Paris Rome"]),
+                 ("Tone:", ["good", "bad", "good and fine and great"]),
+                 ("What is the capital of France? Answer:" * 4, ["Paris", "Rome Berlin Madrid Paris Rome"])]
+    groups = [encode(tok, [q] * len(cs), cs, max_length=40) for q, cs in questions]
+    assert len({tuple(e.ids[:e.n_prompt]) for e in groups[3]}) == 2  # truncated per choice
+    try:
+        total, count = shared_prompt_nll(model, groups, tok.pad_token_id, max_tokens=4096)
+        flat = [e for g in groups for e in g]
+        ref_total, ref_count, _ = response_nll(model, flat, tok.pad_token_id, max_tokens=4096)
+        assert count.tolist() == ref_count.tolist()
+        np.testing.assert_allclose(total, ref_total, rtol=1e-4, atol=1e-4)
+        small, _ = shared_prompt_nll(model, groups, tok.pad_token_id, max_tokens=16)  # one group per batch
+        np.testing.assert_allclose(small, ref_total, rtol=1e-4, atol=1e-4)
+    finally:
+        if adapter:
+            model.unload()

@@ -17,7 +17,7 @@ import polars as pl
 
 from tuneset.data.text import normalise_answer
 from tuneset.errors import DataError, TunesetError
-from tuneset.models.lm import encode, format_prompts, generate_greedy, response_nll
+from tuneset.models.lm import encode, format_prompts, generate_greedy, response_nll, shared_prompt_nll
 from tuneset.models.loading import LoadedLM
 from tuneset.recipe import TaskSpec
 from tuneset.registry import Registry
@@ -116,10 +116,9 @@ def choice_accuracy(x: EvalInput) -> Scored:
     is one of the choices, so its loss comes from the same pass."""
     choices = _choices(x.task, x.rows)
     tok, gold = x.lm.tokenizer, x.rows["response"].to_list()
-    flat_p = [p for p, cs in zip(x.prompts, choices) for _ in cs]
-    flat_c = [c for cs in choices for c in cs]
-    c_sum, c_n, _ = response_nll(x.lm.model, encode(tok, flat_p, flat_c, x.max_length, sep=x.sep), tok.pad_token_id,
-                                 x.max_batch_tokens, what=f"evaluate {x.task.name}: choices")
+    groups = [encode(tok, [p] * len(cs), cs, x.max_length, sep=x.sep) for p, cs in zip(x.prompts, choices)]
+    c_sum, c_n = shared_prompt_nll(x.lm.model, groups, tok.pad_token_id, x.max_batch_tokens,
+                                   what=f"evaluate {x.task.name}: choices")
     preds, loss, k = [], np.zeros(x.rows.height), 0
     for row, (cs, g) in enumerate(zip(choices, gold)):
         preds.append(cs[int(np.argmin(c_sum[k:k + len(cs)]))])

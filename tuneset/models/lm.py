@@ -8,6 +8,7 @@ nothing.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -208,6 +209,91 @@ def response_nll(
         if progress:
             progress.update(progress.done + len(batch))
     return total, count, last
+
+
+def _cache_kwarg(decoder: torch.nn.Module) -> str:
+    """The forward's name for the key/value cache: `cache` from transformers 5.2x, which warns on
+    (and will drop) the older `past_key_values`."""
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+
+
+@torch.inference_mode()
+def shared_prompt_nll(
+    model: torch.nn.Module,
+    groups: Sequence[Sequence[Encoded]],
+    pad_id: int,
+    max_tokens: int = 4096,
+    what: str = "",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Summed response NLL and response token count of every item of `groups`, flattened in order,
+    where the items of a group share their prompt (one question, several answer choices).
+
+    Each prompt runs through the model once and its cached keys and values serve every choice: on
+    a multiple-choice question the prompt is most of the tokens, so scoring each (prompt, choice)
+    pair on its own ran the question 4 times. Same values as `response_nll` up to float rounding.
+    A group whose items do not share their prompt tokens (truncation), or a model whose logits
+    need its own forward, takes the pair-by-pair path."""
+    sizes = [len(g) for g in groups]
+    total, count = np.zeros(sum(sizes), dtype=np.float64), np.zeros(sum(sizes), dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
+    parts = _decoder_and_head(model)
+    shared = [g for g, items in enumerate(groups) if items and parts is not None
+              and len({tuple(e.ids[:e.n_prompt]) for e in items}) == 1 and items[0].n_prompt > 0]
+    alone = sorted(set(range(len(groups))) - set(shared))
+    if alone:
+        flat = [(g, k) for g in alone for k in range(sizes[g])]
+        s, n, _ = response_nll(model, [groups[g][k] for g, k in flat], pad_id, max_tokens)
+        idx = [starts[g] + k for g, k in flat]
+        total[idx], count[idx] = s, n
+    if not shared:
+        return total, count
+    decoder, head = parts
+    device = next(model.parameters()).device
+    progress = ProgressLog(what, len(shared), "prompts") if what else None
+    # a batch's cost: the prompts, plus each choice's continuation over the same batch
+    cost = [groups[g][0].n_prompt + sum(len(e.ids) - e.n_prompt for e in groups[g]) for g in shared]
+    for batch in length_batches(cost, max_tokens):
+        gs = [shared[b] for b in batch]
+        prompts = [groups[g][0].ids[:groups[g][0].n_prompt] for g in gs]
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(gs), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, p in enumerate(prompts):  # left-padded: every prompt ends at the last column
+            ids[row, width - len(p):] = torch.tensor(p)
+            mask[row, width - len(p):] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        out = decoder(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp_min(0), use_cache=True)
+        cache, first = out.past_key_values, torch.log_softmax(head(out.last_hidden_state[:, -1]).float(), -1)
+        plen = torch.tensor([len(p) for p in prompts], device=device)
+        for j in range(max(sizes[g] for g in gs)):
+            conts = [groups[g][j].ids[groups[g][j].n_prompt:] if j < sizes[g] else [pad_id] for g in gs]
+            nll = -first[torch.arange(len(gs), device=device), torch.tensor([c[0] for c in conts], device=device)]
+            longest = max(len(c) for c in conts)
+            if longest > 1:  # tokens after the first: feed all but the last, read each next token
+                cids = torch.full((len(gs), longest - 1), pad_id, dtype=torch.long)
+                cmask = torch.zeros_like(cids)
+                for row, c in enumerate(conts):
+                    cids[row, :len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
+                    cmask[row, :len(c) - 1] = 1
+                cids, cmask = cids.to(device), cmask.to(device)
+                pos = plen[:, None] + torch.arange(longest - 1, device=device)[None]
+                hidden = decoder(input_ids=cids, attention_mask=torch.cat([mask, cmask], 1), position_ids=pos,
+                                 use_cache=True, **{_cache_kwarg(decoder): cache}).last_hidden_state
+                cache.crop(-(longest - 1))  # back to the prompts alone for the next choice
+                target = torch.full((len(gs), longest - 1), -100, dtype=torch.long, device=device)
+                for row, c in enumerate(conts):
+                    target[row, :len(c) - 1] = torch.tensor(c[1:], dtype=torch.long)
+                keep = target != -100
+                rows, cols = keep.nonzero(as_tuple=True)
+                rest = torch.zeros(target.shape, dtype=torch.float32, device=device)
+                rest[keep] = F.cross_entropy(head(hidden[rows, cols]).float(), target[keep], reduction="none")
+                nll = nll + rest.sum(1)
+            for row, g in enumerate(gs):
+                if j < sizes[g]:
+                    total[starts[g] + j], count[starts[g] + j] = float(nll[row]), len(conts[row])
+        if progress:
+            progress.update(progress.done + len(gs))
+    return total, count
 
 
 @torch.inference_mode()
