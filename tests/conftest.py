@@ -1,9 +1,11 @@
-"""Shared fixtures: tiny randomly initialised models built from a config in code (offline, fast)."""
+"""Shared fixtures: tiny randomly initialised models built from a config in code (offline, fast;
+the code is tests/tiny_models.py, which benchmarks use too)."""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,66 +17,21 @@ from tuneset.runtime import configure  # noqa: E402
 
 configure()
 
-CORPUS = [
-    "Is the sentiment of this product review positive or negative?",
-    "Review: the blender is great and works well. Sentiment: positive negative",
-    "What is the capital of France? Answer: Paris Rome Berlin Madrid",
-    "What is 3 plus 4? Answer: 7 12 5 the a an",
-    "Rate the tone of this customer comment as good or bad. Comment: Tone:",
-]
+sys.path.insert(0, str(Path(__file__).parent))
 
-
-def _tiny_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<eos>", "<bos>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(CORPUS * 4, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", bos_token="<bos>", pad_token="<eos>")
+from tiny_models import build_tiny_embedder, build_tiny_lm  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def tiny_lm_dir(tmp_path_factory) -> Path:
     """A 2-layer, 32-dim Llama with a byte-level BPE tokenizer, saved like any local model."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    d = tmp_path_factory.mktemp("tiny-lm")
-    tok = _tiny_tokenizer()
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
-    LlamaForCausalLM(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))
 
 
 @pytest.fixture(scope="session")
 def tiny_embedder_dir(tmp_path_factory) -> Path:
     """A 2-layer, 32-dim BERT sentence-transformer with a word-level vocabulary."""
-    import torch
-    from sentence_transformers import SentenceTransformer, models
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    d = tmp_path_factory.mktemp("tiny-embedder")
-    words = sorted({w.strip("?.:,").lower() for line in CORPUS for w in line.split()} - {""})
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *"abcdefghijklmnopqrstuvwxyz0123456789"]
-    (d / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    # `vocab=` (a path or a dict): transformers 5 ignores `vocab_file=`, which left a 5-token vocabulary
-    # and embedded every word as [UNK]
-    BertTokenizerFast(vocab=str(d / "vocab.txt")).save_pretrained(d / "bert")
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(d / "bert")
-    word = models.Transformer(str(d / "bert"), max_seq_length=64)
-    model = SentenceTransformer(modules=[word, models.Pooling(32, "mean")], device="cpu")
-    model.save(str(d / "st"))
-    return d / "st"
+    return build_tiny_embedder(tmp_path_factory.mktemp("tiny-embedder"))
 
 
 @pytest.fixture

@@ -76,12 +76,25 @@ def wrap_lora(model: torch.nn.Module, cfg: FinetuneConfig) -> torch.nn.Module:
     return get_peft_model(model, lcfg)
 
 
+def save_adapter(model: torch.nn.Module, folder: Path) -> None:
+    """PEFT's `save_pretrained`, with the config's set-valued fields (target_modules) written sorted.
+    PEFT writes a set in its iteration order, which follows the process's string hash seed: two
+    identical trainings wrote different adapter_config.json bytes, so the folder's content identity,
+    and every evaluation keyed on it, differed from run to run."""
+    model.save_pretrained(folder)
+    sets = {k for cfg in getattr(model, "peft_config", {}).values() for k, v in vars(cfg).items() if isinstance(v, set)}
+    path = folder / "adapter_config.json"
+    data = json.loads(path.read_text())
+    data.update({k: sorted(data[k]) for k in sets if isinstance(data.get(k), list)})
+    path.write_text(json.dumps(data, indent=2, sort_keys=True))  # as PEFT writes it
+
+
 def save_checkpoint(model: torch.nn.Module, opt: torch.optim.Optimizer, folder: Path, epoch: int, lrs: list[float]) -> None:
     """Adapter plus Adam moments by parameter name and the epoch's mean learning rate: what LESS's
     Adam-aware gradient features need from each warm-up epoch."""
     from safetensors.torch import save_file
 
-    model.save_pretrained(folder / "adapter")
+    save_adapter(model, folder / "adapter")
     names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
     group = opt.param_groups[0]
     moments = {}
@@ -162,8 +175,10 @@ def train(
             last_save = time.perf_counter()
     seconds = time.perf_counter() - t0
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir / ("adapter" if cfg.method == "lora" else "model"))
-    if cfg.method == "full":
+    if cfg.method == "lora":
+        save_adapter(model, out_dir / "adapter")
+    else:
+        model.save_pretrained(out_dir / "model")
         lm.tokenizer.save_pretrained(out_dir / "model")
     result = TrainResult(steps=total_steps, rows=len(enc), epochs=cfg.epochs, final_loss=float(np.mean(state.losses[-10:])),
                          seconds=seconds, real_tokens=state.real, padded_tokens=state.padded, prompt_format=fmt)

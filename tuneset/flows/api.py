@@ -39,6 +39,27 @@ def _die_with_parent() -> None:
         pass  # not Linux: the server is still stopped on every ordinary exit
 
 
+def _drain_to_api(timeout: float = 10.0) -> None:
+    """Send the run logs and events still queued while our server is up. Prefect's workers drain
+    at interpreter exit, when the server is already stopped: each batch then retried against a
+    closed port, and a finished command sat ~70 s in its exit ("Error logging to API")."""
+    import asyncio
+
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    try:
+        asyncio.get_running_loop()
+        return  # drain_all would hand back a coroutine; an async caller drains its own
+    except RuntimeError:
+        pass
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            worker.drain_all(timeout=timeout)
+        except Exception as e:  # a worker that cannot drain must not mask the command's outcome
+            log.debug("could not drain %s: %s", worker.__name__, e)
+
+
 @contextmanager
 def prefect_api() -> Iterator[str]:
     """Yield an API URL: the user's server, or a loopback one we start, tied to this process."""
@@ -66,7 +87,10 @@ def prefect_api() -> Iterator[str]:
                 time.sleep(0.5)
         log.debug("local Prefect API at %s (UI: http://127.0.0.1:%d)", url, port)
         with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield url
+            try:
+                yield url
+            finally:
+                _drain_to_api()
     finally:
         proc.terminate()
         try:
