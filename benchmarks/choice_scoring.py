@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from bench_args import ROOT, parse_bench_args
 
 
