@@ -248,7 +248,7 @@ def shared_prompt_nll(
     if not shared:
         return total, count
     decoder, head = parts
-    device = next(model.parameters()).device
+    cache_kw, device = _cache_kwarg(decoder), next(model.parameters()).device
     progress = ProgressLog(what, len(shared), "prompts") if what else None
     # a batch's cost: the prompts, plus each choice's continuation over the same batch
     cost = [groups[g][0].n_prompt + sum(len(e.ids) - e.n_prompt for e in groups[g]) for g in shared]
@@ -278,16 +278,12 @@ def shared_prompt_nll(
                 cids, cmask = cids.to(device), cmask.to(device)
                 pos = plen[:, None] + torch.arange(longest - 1, device=device)[None]
                 hidden = decoder(input_ids=cids, attention_mask=torch.cat([mask, cmask], 1), position_ids=pos,
-                                 use_cache=True, **{_cache_kwarg(decoder): cache}).last_hidden_state
+                                 use_cache=True, **{cache_kw: cache}).last_hidden_state
                 cache.crop(-(longest - 1))  # back to the prompts alone for the next choice
-                target = torch.full((len(gs), longest - 1), -100, dtype=torch.long, device=device)
+                labels = torch.full((len(gs), longest), -100, dtype=torch.long)  # column k+1: what hidden[:, k] predicts
                 for row, c in enumerate(conts):
-                    target[row, :len(c) - 1] = torch.tensor(c[1:], dtype=torch.long)
-                keep = target != -100
-                rows, cols = keep.nonzero(as_tuple=True)
-                rest = torch.zeros(target.shape, dtype=torch.float32, device=device)
-                rest[keep] = F.cross_entropy(head(hidden[rows, cols]).float(), target[keep], reduction="none")
-                nll = nll + rest.sum(1)
+                    labels[row, 1:len(c)] = torch.tensor(c[1:], dtype=torch.long)
+                nll = nll + nll_at_responses(labels.to(device), lambda r, k: head(hidden[r, k])).sum(1)
             for row, g in enumerate(gs):
                 if j < sizes[g]:
                     total[starts[g] + j], count[starts[g] + j] = float(nll[row]), len(conts[row])
