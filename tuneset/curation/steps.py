@@ -104,9 +104,10 @@ def resolve_steps(cfg: CurateConfig) -> list[CurationStep]:
         return [get_step(n)(NoParams()) for n in DEFAULT_ORDER if _on(get_step(n), cfg)]
     out: list[CurationStep] = []
     for k, spec in enumerate(cfg.steps):
-        if spec.name not in step_names():
-            raise TunesetError(f"curate.steps[{k}]: {UnknownNameError(STEPS.kind, spec.name, step_names())}")
-        cls, where = get_step(spec.name), f"curate.steps[{k}] ({spec.name})"
+        try:
+            cls, where = get_step(spec.name), f"curate.steps[{k}] ({spec.name})"
+        except UnknownNameError as e:
+            raise TunesetError(f"curate.steps[{k}]: {e}") from None
         if spec.name in [s.name for s in cfg.steps[:k]]:
             raise TunesetError(f"{where}: listed twice")
         if not _on(cls, cfg):
