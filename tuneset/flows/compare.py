@@ -106,7 +106,17 @@ def compare_flow(recipe: Recipe) -> dict[str, str]:
     if NONE in cmp.baselines:
         record(NONE, "-", 0, "-", None)
     refs = {name: save_rows(ctx.store, load_rows(path).rows) for name, path in cmp.references.items()}
-    # Seed by seed, references included, so an interrupted compare already has every arm at seed 0.
+    full_seeds = (cmp.seeds if cmp.full_seeds is None else cmp.full_seeds) if FULL in cmp.baselines else []
+
+    def run_full(seed: int) -> None:
+        print(f"[seed {seed}] full pool: {rows.n} rows")
+        with timed(timings, "finetune"):
+            model_dir = finetune_task(ctx, rows, seed, full_cfg)
+        record(FULL, "100%", rows.n, seed, model_dir)
+        write_leaderboard(ctx, results, timings, info, final=False)
+
+    # Seed by seed, references and the full pool included, so an interrupted compare already has
+    # every arm at seed 0.
     for seed in cmp.seeds:
         seed_scores = scores_for(seed)
         for budget in cmp.budgets:
@@ -125,14 +135,11 @@ def compare_flow(recipe: Recipe) -> dict[str, str]:
                 model_dir = finetune_task(ctx, ref, seed, settings.get(label, next(iter(settings.values()), recipe.finetune)))
             record(f"{name} (reference)", label, ref.n, seed, model_dir)
             write_leaderboard(ctx, results, timings, info, final=False)
-    # The full pool costs most: run it last, so an interrupted compare still has every strategy.
-    full_seeds = cmp.seeds if cmp.full_seeds is None else cmp.full_seeds
-    for seed in full_seeds if FULL in cmp.baselines else []:
-        print(f"[seed {seed}] full pool: {rows.n} rows")
-        with timed(timings, "finetune"):
-            model_dir = finetune_task(ctx, rows, seed, full_cfg)
-        record(FULL, "100%", rows.n, seed, model_dir)
-        write_leaderboard(ctx, results, timings, info, final=False)
+        if seed in full_seeds:
+            run_full(seed)
+    # Full-pool seeds the seed loop did not reach (full_seeds outside seeds).
+    for seed in [s for s in full_seeds if s not in cmp.seeds]:
+        run_full(seed)
     timings["total"] = time.perf_counter() - t_start
     if not results:  # no seeds and no baselines: a sweep alone (`tuneset sweep`)
         write_json(ctx.run_dir("sweep") / "chosen.json", info["finetune"])
