@@ -151,6 +151,34 @@ def test_row_cache_get_names_missing_keys_and_compacts_many_parts(tmp_path):
     assert cache.get(keys)["v"].to_list() == _values(keys)["v"].to_list()
 
 
+def test_row_cache_get_reads_only_the_row_groups_holding_wanted_keys(tmp_path, monkeypatch):
+    """Lookups decode the row groups that hold wanted keys, not whole parts: the values of a key
+    set spread over row groups and parts come back right, in the asked order, each once."""
+    import pyarrow.parquet as pq
+
+    from tuneset import store as store_mod
+
+    monkeypatch.setattr(store_mod, "ROW_GROUP", 4)
+    cache = ArtifactStore(tmp_path).rows("feat", ())
+    cache.add([f"a{i}" for i in range(40)], pl.DataFrame({"v": [[float(i), 0.0] for i in range(40)]}))
+    cache.add(["a3", "b0", "b1"], pl.DataFrame({"v": [[3.0, 0.0], [20.0, 0.0], [21.0, 0.0]]}))  # a3 stored twice
+    read: dict[int, list[int]] = {}
+    real = pq.ParquetFile.read_row_groups
+
+    def spy(self, groups, *a, **k):
+        read[self.metadata.num_rows] = list(groups)
+        return real(self, groups, *a, **k)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_groups", spy)
+    out = cache.get(["b1", "a39", "a3", "a0", "b1"])
+    assert [v[0] for v in out["v"].to_list()] == [21.0, 39.0, 3.0, 0.0, 21.0]
+    assert read[3] == [0]
+    assert read[40] == [0, 9]  # of its 10 row groups (a0-a3 ... a36-a39), the two with wanted keys
+    read.clear()
+    assert cache.get([f"a{i}" for i in range(40)])["v"].to_list() == [[float(i), 0.0] for i in range(40)]
+    assert read == {}  # wanted rows in most row groups: one plain scan
+
+
 def _machine(monkeypatch, tmp_path, name: str, url: str) -> ArtifactStore:
     """A store on `url` as seen from another machine: its own local mirror."""
     monkeypatch.setenv("TUNESET_CACHE", str(tmp_path / name))

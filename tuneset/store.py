@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 from filelock import FileLock
 
@@ -95,6 +96,7 @@ class ArtifactStore:
 
 
 KEY = "_key"
+ROW_GROUP = 16_384  # rows per Parquet row group in a per-row cache: what a lookup decodes per hit
 
 
 class RowCache:
@@ -134,7 +136,7 @@ class RowCache:
             raise ValueError(f"{len(keys)} keys but {values.height} value rows")
         path = self.parts / f"{fingerprint(list(keys))}.parquet"
         self.parts.mkdir(parents=True, exist_ok=True)
-        write_parquet(values.with_columns(pl.Series(KEY, list(keys), dtype=pl.String)), path)
+        write_parquet(values.with_columns(pl.Series(KEY, list(keys), dtype=pl.String)), path, ROW_GROUP)
         if self.remote is not None:
             self.remote.put(path, path.name)
         return path
@@ -146,8 +148,7 @@ class RowCache:
             if len(files) > self.MAX_PARTS and self.remote is None:
                 files = [self._compact(files)]
             wanted = pl.DataFrame({KEY: list(keys)}, schema={KEY: pl.String})
-            stored = (pl.scan_parquet(files).join(wanted.lazy().unique(), on=KEY, how="semi")
-                      .unique(KEY, keep="first", maintain_order=True).collect()) if files else None
+            stored = _rows_with_keys(files, set(keys))
         if stored is None or stored.height < wanted.unique().height:
             raise KeyError(f"{self.folder}: {len(keys) - (0 if stored is None else stored.height)} keys not stored")
         return wanted.join(stored, on=KEY, how="left", maintain_order="left").drop(KEY)
@@ -162,11 +163,45 @@ class RowCache:
 
     def _compact(self, files: list[Path]) -> Path:
         merged = pl.read_parquet(files).unique(KEY, keep="first", maintain_order=True)
-        out = write_parquet(merged, self.parts / f"{fingerprint(merged[KEY].to_list())}.parquet")
+        out = write_parquet(merged, self.parts / f"{fingerprint(merged[KEY].to_list())}.parquet", ROW_GROUP)
         for f in files:
             if f != out:
                 f.unlink()
         return out
+
+
+def _rows_with_keys(files: list[Path], keys: set[str]) -> pl.DataFrame | None:
+    """The stored rows whose key is in `keys`, the first copy of each in file order. The key
+    columns are read first; where the wanted rows sit in under half of the row groups, only those
+    groups' values are decoded. Decoding everything made every lookup as slow as the cache is big:
+    13 s for 77 dev texts against a 1M-row embedding cache (benchmarks/README.md, "Per-row cache
+    lookups"); a full read still decodes every part in one scan, as before."""
+    if not files:
+        return None
+    want = pl.DataFrame({KEY: list(keys)}, schema={KEY: pl.String}).lazy()
+    hits = (pl.scan_parquet(files, include_file_paths="_file").select(KEY, "_file")
+            .with_columns(pl.int_range(pl.len()).over("_file").alias("_pos"))
+            .join(want, on=KEY, how="semi").unique(KEY, keep="first", maintain_order=True).collect())
+    import pyarrow.parquet as pq
+
+    plans, hit_groups = [], 0
+    for name, pos in hits.group_by("_file", maintain_order=True).agg("_pos").iter_rows():
+        pf = pq.ParquetFile(name)
+        starts = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
+        group_of = np.searchsorted(starts, np.asarray(pos), side="right") - 1
+        plans.append((pf, starts, np.asarray(pos), group_of))
+        hit_groups += len(np.unique(group_of))
+    all_groups = sum(pq.ParquetFile(f).num_row_groups for f in files)
+    if 2 * hit_groups >= all_groups:  # most of the values are wanted: one scan is faster
+        return pl.scan_parquet(files).join(want, on=KEY, how="semi").unique(KEY, keep="first", maintain_order=True).collect()
+    pieces = []
+    for pf, starts, pos, group_of in plans:
+        groups = np.unique(group_of)
+        sizes = np.diff(starts)[groups]
+        first = dict(zip(groups.tolist(), (np.cumsum(sizes) - sizes).tolist()))  # its row in the groups read
+        local = [first[g] + p - starts[g] for p, g in zip(pos.tolist(), group_of.tolist())]
+        pieces.append(pl.from_arrow(pf.read_row_groups(groups.tolist()))[local])
+    return pl.concat(pieces, how="vertical_relaxed")
 
 
 def _is_url(root: str | Path) -> bool:
@@ -233,7 +268,7 @@ def write_npy(array, path: Path) -> Path:
     return path
 
 
-def write_parquet(frame: pl.DataFrame, path: Path) -> Path:
+def write_parquet(frame: pl.DataFrame, path: Path, row_group_size: int | None = None) -> Path:
     with atomic_path(path) as tmp:
-        frame.write_parquet(tmp)
+        frame.write_parquet(tmp, row_group_size=row_group_size)
     return path
