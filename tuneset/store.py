@@ -178,22 +178,29 @@ def _rows_with_keys(files: list[Path], keys: set[str]) -> pl.DataFrame | None:
     lookups"); a full read still decodes every part in one scan, as before."""
     if not files:
         return None
+    import pyarrow.parquet as pq
+
     want = pl.DataFrame({KEY: list(keys)}, schema={KEY: pl.String}).lazy()
+    footers = [pq.ParquetFile(f) for f in files]
+
+    def scan() -> pl.DataFrame:
+        return pl.scan_parquet(files).join(want, on=KEY, how="semi").unique(KEY, keep="first", maintain_order=True).collect()
+
+    if 2 * len(keys) >= sum(pf.metadata.num_rows for pf in footers):  # most rows wanted: no key pass
+        return scan()
     hits = (pl.scan_parquet(files, include_file_paths="_file").select(KEY, "_file")
             .with_columns(pl.int_range(pl.len()).over("_file").alias("_pos"))
             .join(want, on=KEY, how="semi").unique(KEY, keep="first", maintain_order=True).collect())
-    import pyarrow.parquet as pq
-
+    by_name = {str(f): pf for f, pf in zip(files, footers)}
     plans, hit_groups = [], 0
     for name, pos in hits.group_by("_file", maintain_order=True).agg("_pos").iter_rows():
-        pf = pq.ParquetFile(name)
+        pf = by_name[name]
         starts = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
         group_of = np.searchsorted(starts, np.asarray(pos), side="right") - 1
         plans.append((pf, starts, np.asarray(pos), group_of))
         hit_groups += len(np.unique(group_of))
-    all_groups = sum(pq.ParquetFile(f).num_row_groups for f in files)
-    if 2 * hit_groups >= all_groups:  # most of the values are wanted: one scan is faster
-        return pl.scan_parquet(files).join(want, on=KEY, how="semi").unique(KEY, keep="first", maintain_order=True).collect()
+    if 2 * hit_groups >= sum(pf.num_row_groups for pf in footers):  # most values wanted: one scan
+        return scan()
     pieces = []
     for pf, starts, pos, group_of in plans:
         groups = np.unique(group_of)
