@@ -52,6 +52,31 @@ def test_same_seed_same_model(tiny_lm_dir, tmp_path):
     assert a.final_loss == b.final_loss
 
 
+def test_a_batch_in_pieces_gives_the_update_of_the_whole_batch(tiny_lm_dir, tmp_path):
+    """micro_batch_tokens caps the tokens of one forward/backward (memory); the summed gradients of
+    the pieces must be the whole batch's, so the losses and weights match (dropout off: the pieces
+    draw dropout masks in another order)."""
+    from safetensors.torch import load_file
+
+    from tuneset.data.schema import Example, rows_frame
+
+    rows = rows_frame([Example(id=f"r{i}", instruction="Add the numbers " + " ".join(["3"] * (1 + i % 5)),
+                               response=" ".join(["7"] * (1 + i % 3))) for i in range(12)])
+    runs = {}
+    for name, cap in (("whole", 10**6), ("pieces", 1)):
+        cfg = FinetuneConfig(lr=1e-2, epochs=2, batch_size=4, lora_dropout=0.0, micro_batch_tokens=cap)
+        res = train(rows, cfg, str(tiny_lm_dir), tmp_path / name, 64, "cpu")
+        runs[name] = (res, json.loads((tmp_path / name / "train.json").read_text())["losses"],
+                      load_file(str(tmp_path / name / "adapter" / "adapter_model.safetensors")))
+    (whole, whole_losses, whole_w), (pieces, piece_losses, piece_w) = runs["whole"], runs["pieces"]
+    assert pieces.padded_tokens < whole.padded_tokens  # one row per piece: no padding at all
+    assert pieces.padded_tokens == pieces.real_tokens == whole.real_tokens
+    np.testing.assert_allclose(piece_losses, whole_losses, rtol=1e-5)
+    assert whole_w.keys() == piece_w.keys()
+    for k in whole_w:
+        torch.testing.assert_close(piece_w[k], whole_w[k], rtol=1e-4, atol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def lm(tiny_lm_dir, tmp_path_factory):
     return load_lm(str(tiny_lm_dir), "cpu")

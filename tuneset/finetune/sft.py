@@ -21,12 +21,22 @@ import numpy as np
 import polars as pl
 import torch
 
-from tuneset.models.lm import Encoded, encode, format_prompts, pad_batch, resolve_format, response_token_nll
+from tuneset.models.lm import (
+    Encoded,
+    encode,
+    format_prompts,
+    length_batches,
+    pad_batch,
+    resolve_format,
+    response_token_nll,
+)
 from tuneset.models.loading import load_lm
 from tuneset.progress import ProgressLog
 from tuneset.recipe import FinetuneConfig
 
 log = logging.getLogger("tuneset.finetune")
+
+CPU_MICRO_BATCH_TOKENS = 256  # benchmarks/README.md, "Fine-tune memory"
 
 
 @dataclass
@@ -56,6 +66,14 @@ def grouped_batches(lengths: list[int], batch_size: int, rng: random.Random, gro
         batches += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+def micro_batches(items: list[Encoded], max_tokens: float, pad_id: int, device: torch.device) -> list[tuple[torch.Tensor, ...]]:
+    """One optimizer batch as padded pieces of at most `max_tokens` padded tokens each (a longer
+    row goes alone). Activations kept for backward grow with the tokens in one forward: batches of
+    up to 8 x 256 tokens peaked at 6.3 GB on a CPU; pieces cap that without changing the update."""
+    return [pad_batch([items[j] for j in piece], pad_id, device)
+            for piece in length_batches([len(e.ids) for e in items], max_tokens)]
 
 
 def seed_everything(seed: int) -> None:
@@ -142,6 +160,7 @@ def train(
     while len(plan) < total_steps:
         plan += grouped_batches(lengths, cfg.batch_size, rng)
     plan = plan[:total_steps]
+    cap = cfg.micro_batch_tokens or (CPU_MICRO_BATCH_TOKENS if lm.device.type == "cpu" else math.inf)
     state = TrainState()
     resume = out_dir / "resume"
     if (resume / "state.json").exists():
@@ -153,17 +172,20 @@ def train(
     for step in range(state.step + 1, total_steps + 1):
         batch = plan[step - 1]
         state.lrs.append(sched.get_last_lr()[0])
-        ids, mask, labels = pad_batch([enc[i] for i in batch], lm.tokenizer.pad_token_id, lm.device)
-        nll = response_token_nll(model, ids, mask, labels)
-        loss = nll.sum() / (labels[:, 1:] != -100).sum().clamp_min(1)
-        loss.backward()
+        pieces = micro_batches([enc[i] for i in batch], cap, lm.tokenizer.pad_token_id, lm.device)
+        n_labels = max(1, sum(int((labels[:, 1:] != -100).sum()) for _, _, labels in pieces))
+        loss = 0.0
+        for ids, mask, labels in pieces:  # summed gradients: the update of the whole batch at once
+            piece = response_token_nll(model, ids, mask, labels).sum() / n_labels
+            piece.backward()
+            loss += piece.item()
+            state.real += int(mask.sum())
+            state.padded += mask.numel()
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        state.losses.append(loss.item())
-        state.real += int(mask.sum())
-        state.padded += mask.numel()
+        state.losses.append(loss)
         state.step = step
         progress.update(step, f"loss {np.mean(state.losses[-10:]):.3f}")
         if checkpoint_epochs and (step % per_epoch == 0 or step == total_steps):
