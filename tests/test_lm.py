@@ -109,3 +109,18 @@ def test_shared_prompt_scoring_equals_pair_by_pair(lm, adapter):
     finally:
         if adapter:
             model.unload()
+
+
+def test_a_stop_request_ends_loss_passes_at_the_next_batch(lm):
+    """SIGTERM/SIGINT set progress.STOP (tuneset.cli); worker threads must stop at their next batch
+    rather than hold the process until their shard is done."""
+    from tuneset.progress import STOP, Stopped
+
+    enc = encode(lm.tokenizer, ["What is 3 plus 4? Answer:"] * 4, ["7"] * 4)
+    STOP.set()
+    try:
+        with pytest.raises(Stopped, match="rerun the same command"):
+            response_nll(lm.model, enc, lm.tokenizer.pad_token_id, max_tokens=8)
+    finally:
+        STOP.clear()
+    assert len(response_nll(lm.model, enc, lm.tokenizer.pad_token_id, max_tokens=8)[0]) == 4

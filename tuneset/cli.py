@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -34,8 +40,70 @@ def _recipe(path: Path | None, overrides: list[str] | None, selects: bool = Fals
     return check_recipe(load_recipe(path, [*extra, *(overrides or [])]), str(path or "recipe"), selects)
 
 
+_signals: list[int] = []  # signals `_interrupt` turned into KeyboardInterrupt
+
+
 def _interrupt(signum, frame):
+    _signals.append(signum)
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _stop_now(error: BaseException) -> None:
+    """Exit with the shell's code for the signal once the flow has ended (or the grace period ran
+    out): Python would otherwise wait for any worker thread still in its last batch."""
+    signum = getattr(error, "signal", None) or (_signals[-1] if _signals else signal.SIGINT)
+    console.print("[bold red]interrupted[/]: finished work is kept; the same command resumes from there")
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + signum)
+
+
+@contextmanager
+def _stop_on_signal(grace_s: float = 5.0) -> Iterator[None]:
+    """On SIGTERM or SIGINT, whoever's Python handler runs (Prefect installs its own during a flow),
+    set `progress.STOP` at once so worker threads stop at their next batch or module call, and
+    exit after `grace_s` if the flow has not ended by then. Stopping mid-work is safe: every write is atomic
+    and a rerun resumes (benchmarks/README.md, crash safety and stop latency)."""
+    from tuneset.progress import STOP, check_stop
+
+    STOP.clear()
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    try:
+        previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    except ValueError:  # not the main thread: no signals here
+        reader.close()
+        writer.close()
+        yield
+        return
+
+    def watch() -> None:
+        while data := _recv(reader):
+            hit = [b for b in data if b in (signal.SIGTERM, signal.SIGINT)]
+            if hit:
+                STOP.set()
+                if "torch" in sys.modules:  # stop inside a forward too: one batch can take seconds
+                    sys.modules["torch"].nn.modules.module.register_module_forward_pre_hook(lambda *_: check_stop())
+                timer = threading.Timer(grace_s, os._exit, (128 + hit[0],))
+                timer.daemon = True
+                timer.start()
+                return
+
+    threading.Thread(target=watch, name="tuneset-stop-on-signal", daemon=True).start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous)
+        writer.close()
+        reader.close()
+
+
+def _recv(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(64)
+    except OSError:  # closed: the command is over
+        return b""
 
 
 def _run(command: str, fn, recipe=None, sigterm_as_interrupt: bool = True):
@@ -44,6 +112,7 @@ def _run(command: str, fn, recipe=None, sigterm_as_interrupt: bool = True):
     tagged with the command and recipe (`command:select`, `recipe:bench`) so the UI can filter
     them. SIGTERM stops it like Ctrl-C."""
     from prefect import tags
+    from prefect.exceptions import TerminationSignal
 
     from tuneset.flows.api import prefect_api
 
@@ -52,11 +121,13 @@ def _run(command: str, fn, recipe=None, sigterm_as_interrupt: bool = True):
     _quiet_user_errors()
     try:
         r = recipe() if recipe else None
-        with prefect_api(), tags(*run_tags(command, r)):
+        with _stop_on_signal() if sigterm_as_interrupt else nullcontext(), prefect_api(), tags(*run_tags(command, r)):
             return fn(r)
     except TunesetError as e:
         console.print(f"[bold red]error:[/] {escape(str(e))}")
         raise typer.Exit(2) from None
+    except (KeyboardInterrupt, TerminationSignal) as e:
+        _stop_now(e)
 
 
 class _NoTracebackForUserErrors(logging.Filter):

@@ -4,9 +4,26 @@ interval (a terminal bar shows nothing when output goes to a file, and long work
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
+from tuneset.errors import TunesetError
+
 log = logging.getLogger("tuneset.progress")
+
+# Set when the process is asked to stop (the CLI sets it on SIGTERM/SIGINT). Work in worker threads
+# checks it between batches: Prefect joins its task threads before a flow can end, so a shard in
+# flight otherwise held the exit until it finished.
+STOP = threading.Event()
+
+
+class Stopped(TunesetError):
+    """Unfinished work ends here because the process was asked to stop; finished work is kept."""
+
+
+def check_stop() -> None:
+    if STOP.is_set():
+        raise Stopped("stopped on request; rerun the same command to resume")
 
 
 class ProgressLog:
@@ -18,6 +35,7 @@ class ProgressLog:
         self.done = 0
 
     def update(self, done: int, extra: str = "") -> None:
+        check_stop()
         self.done = done
         now = time.perf_counter()
         if now - self.last >= self.every or done >= self.total:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tuneset.progress import ProgressLog
+from tuneset.progress import ProgressLog, check_stop
 
 PROMPT_FORMATS = ("auto", "chat", "plain")
 
@@ -206,6 +206,7 @@ def response_nll(
         count[batch] = (labels[:, 1:] != -100).sum(1).cpu().numpy()
         ends = torch.tensor([len(encoded[i].ids) - 2 for i in batch], device=device)
         last[batch] = nll[torch.arange(len(batch), device=device), ends].double().cpu().numpy()
+        check_stop()
         if progress:
             progress.update(progress.done + len(batch))
     return total, count, last
@@ -287,6 +288,7 @@ def shared_prompt_nll(
             for row, g in enumerate(gs):
                 if j < sizes[g]:
                     total[starts[g] + j], count[starts[g] + j] = float(nll[row]), len(conts[row])
+        check_stop()
         if progress:
             progress.update(progress.done + len(gs))
     return total, count
