@@ -77,6 +77,17 @@ def test_a_batch_in_pieces_gives_the_update_of_the_whole_batch(tiny_lm_dir, tmp_
         torch.testing.assert_close(piece_w[k], whole_w[k], rtol=1e-4, atol=1e-6)
 
 
+def test_the_micro_batch_cap_is_honoured_but_keys_no_cache():
+    """The cap changes how an update is computed, not what it is: a fine-tune cached under one cap
+    serves another (no retraining of every cached run when the default changed)."""
+    from tuneset.data.fingerprint import fingerprint
+
+    capped = FinetuneConfig(micro_batch_tokens=64)
+    assert capped.micro_batch_tokens == 64 and capped.model_copy(update={"seed": 3}).micro_batch_tokens == 64
+    assert fingerprint(capped) == fingerprint(FinetuneConfig())
+    assert fingerprint(FinetuneConfig(lr=2e-3)) != fingerprint(FinetuneConfig())
+
+
 @pytest.fixture(scope="module")
 def lm(tiny_lm_dir, tmp_path_factory):
     return load_lm(str(tiny_lm_dir), "cpu")

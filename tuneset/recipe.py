@@ -223,7 +223,8 @@ class FinetuneConfig(_Strict):
     # Padded tokens per forward/backward: a batch over this runs in pieces whose gradients add up
     # to the same update, so memory follows this cap, not batch_size x max_length. Default: 256 on
     # CPU (a 300-row LoRA run peaked at 1.8 GB, not 6.3 GB, for ~10% more time), no cap on a GPU.
-    micro_batch_tokens: int | None = Field(default=None, ge=1)
+    # Left out of dumps and so of cache keys: it changes how the update is computed, not what it is.
+    micro_batch_tokens: int | None = Field(default=None, ge=1, exclude=True)
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
     max_grad_norm: float = Field(default=1.0, gt=0)
