@@ -31,35 +31,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from crash import Family
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "tuneset" / "demo" / "demo.yaml"
 SHARD_STARTED = "score perplexity: "  # a shard finished; the next ones are running
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process under `pid` (from /proc's parent links)."""
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d.name))
-    out, todo = set(), [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            if c not in out:
-                out.add(c)
-                todo.append(c)
-    return out
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def trial(sig: signal.Signals, delay: float, work: Path) -> dict:
@@ -73,32 +49,32 @@ def trial(sig: signal.Signals, delay: float, work: Path) -> dict:
         # ignored, and Python then never turns it into KeyboardInterrupt.
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    seen: set[int] = set()
+    family = Family(proc.pid)  # the command's processes, as crash.py tracks them
     deadline = time.monotonic() + 600
     while SHARD_STARTED not in log.read_text(errors="replace"):
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"no score shard started (exit {proc.returncode}); see {log}")
-        seen |= descendants(proc.pid)
+        family.scan()
         time.sleep(0.1)
     end = time.monotonic() + delay
     while time.monotonic() < end:
-        seen |= descendants(proc.pid)
+        family.scan()
         time.sleep(0.05)
     if proc.poll() is not None:
         raise RuntimeError(f"the command finished before the signal; see {log}")
-    seen |= descendants(proc.pid)
+    family.scan()
     t0 = time.monotonic()
     proc.send_signal(sig)
     proc.wait(timeout=120)
     exit_s = time.monotonic() - t0
-    while any(alive(p) for p in seen) and time.monotonic() - t0 < 15:
+    while family.alive() and time.monotonic() - t0 < 15:
         time.sleep(0.05)
     tree_s = time.monotonic() - t0
-    orphans = [p for p in seen if alive(p)]
-    for p in orphans:
+    orphans = family.alive()
+    for p, _ in orphans:
         os.kill(p, signal.SIGKILL)
     return {"signal": sig.name, "delay_s": round(delay, 2), "exit_s": round(exit_s, 2),
-            "tree_s": round(tree_s, 2), "returncode": proc.returncode, "processes": len(seen) + 1,
+            "tree_s": round(tree_s, 2), "returncode": proc.returncode, "processes": len(family.seen),
             "orphans": len(orphans), "last_log": log.read_text(errors="replace").strip().splitlines()[-1][:160]}
 
 
