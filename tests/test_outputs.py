@@ -76,6 +76,30 @@ def test_score_panels_use_log_axes_only_for_values_spanning_orders_of_magnitude(
     assert not log_scale(np.array([-1.0, 10.0, 1e4])) and not log_scale(np.array([]))
 
 
+def test_min_and_max_thresholds_are_drawn_in_different_styles(demo_rows):
+    import matplotlib.pyplot as plt
+
+    from tuneset.curation.report import score_figure
+
+    audit, _ = _curated(demo_rows, 120)
+    (panel,) = score_panels(audit, [], [FilterRule(column="ifd", min=0.6, max=1.4)])
+    fig = score_figure([panel])
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    low, high = lines["filter min 0.6"], lines["filter max 1.4"]
+    assert (low.get_linestyle(), low.get_color()) != (high.get_linestyle(), high.get_color())
+    assert low.get_linestyle() != high.get_linestyle() and low.get_color() != high.get_color()
+    plt.close(fig)
+
+
+def test_report_examples_keep_the_whole_reason_up_to_a_long_limit():
+    reason = ("contaminated: matches evaluation row sentiment/test/sentiment-test-73 "
+              "(shares the 6-gram 'is the sentiment of this product')")
+    audit = pl.DataFrame({"action": ["dropped"], "reason": [reason], "source": ["s"], "id": ["x"]})
+    assert reason_table(audit)["example"][0] == reason
+    long = pl.DataFrame({"action": ["dropped"], "reason": ["x" * 1000], "source": ["s"], "id": ["x"]})
+    assert len(reason_table(long)["example"][0]) < 300  # a runaway quoted text still cannot flood the table
+
+
 def _results(tmp_path, arms: dict[str, float], budgets=("300",), seeds=3, n=60):
     """Evaluation results for `arms` (strategy -> accuracy around which each seed scatters)."""
     from tuneset.evaluate.leaderboard import NONE
@@ -109,6 +133,24 @@ def test_leaderboard_plot_zooms_to_the_data_and_shows_paired_intervals(tmp_path)
         assert d == (None if label == "random" else (row["vs_random"], row["vs_random_lo"], row["vs_random_hi"]))
     assert "no fine-tune" in panel.baselines
     assert plot(board, tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_leaderboard_legend_sits_outside_every_panel(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from tuneset.evaluate.leaderboard import build_leaderboard, figure
+
+    results = _results(tmp_path, {"none": 0.55, "random": 0.6, "ppl": 0.7, "knn": 0.65})
+    full = [dict(r, strategy="full", budget="-", seed=0, examples=r["examples"]) for r in results if r["strategy"] == "ppl"][:1]
+    fig = figure(build_leaderboard(results + full))
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+    fig.canvas.draw()
+    legend = fig.legends[0].get_window_extent()
+    assert not any(legend.overlaps(ax.get_window_extent()) for ax in fig.axes)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert {"a seed", "mean ± sd over seeds", "no fine-tune", "full pool"} <= set(labels)
+    assert "no fine-tune" in fig.axes[0].get_title(loc="left")  # baseline values move to the title
+    plt.close(fig)
 
 
 def test_leaderboard_plot_labels_budgets_only_when_there_are_several(tmp_path):

@@ -20,7 +20,8 @@ from tuneset.recipe import FilterRule
 _SLOT = re.compile(r"'[^']*'|(?<=\bof )\S+|(?<=\brow )\S+|(?<![\w.-])-?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?!\w)")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 _LABEL = re.compile(r"([A-Za-z_][\w.]*)\W*$")  # the word naming a number: `cosine` in `(cosine 0.95`
-EXAMPLE_CHARS = 90
+EXAMPLE_CHARS = 240  # whole reasons: a decontamination example must keep the n-gram it names
+_THRESHOLD_STYLE = {"min": ("--", "tab:green"), "max": ("-.", "tab:red")}  # told apart by more than their label
 
 
 def _shape(reason: str) -> tuple[list[str], list[str]]:
@@ -118,12 +119,9 @@ def score_panels(audit: pl.DataFrame, columns: Sequence[str], filters: Sequence[
     return panels
 
 
-def plot_scores(audit: pl.DataFrame, columns: list[str], path: Path, filters: Sequence[FilterRule] = ()) -> bool:
-    """One histogram per score column (and per filtered column), rows coloured by their curation
-    action, log-scaled where the values span orders of magnitude, the filters' thresholds drawn."""
-    panels = [p for p in score_panels(audit, columns, filters) if p.by_action]
-    if not panels:
-        return False
+def score_figure(panels: Sequence[Panel]):
+    """One histogram per panel, rows coloured by their curation action on shared bins, a log axis
+    where `log`, each threshold a line in its side's own style."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -137,13 +135,26 @@ def plot_scores(audit: pl.DataFrame, columns: list[str], path: Path, filters: Se
         for action, v in p.by_action.items():
             ax.hist(v, bins=bins, alpha=0.6, label=f"{action} ({len(v)})")
         for side, v in p.thresholds:
-            ax.axvline(v, color="black", linestyle="--", linewidth=1, label=f"filter {side} {v:g}")
+            style, color = _THRESHOLD_STYLE[side]
+            ax.axvline(v, color=color, linestyle=style, linewidth=1.2, label=f"filter {side} {v:g}")
         if p.log:
             ax.set_xscale("log")
         ax.set_title(p.column + (" (log axis)" if p.log else ""), fontsize=10)
         ax.set_ylabel("rows")
         ax.legend(fontsize=7)
     fig.tight_layout()
+    return fig
+
+
+def plot_scores(audit: pl.DataFrame, columns: list[str], path: Path, filters: Sequence[FilterRule] = ()) -> bool:
+    """scores.png: one histogram per score column (and per filtered column), False when no column
+    has values."""
+    panels = [p for p in score_panels(audit, columns, filters) if p.by_action]
+    if not panels:
+        return False
+    import matplotlib.pyplot as plt
+
+    fig = score_figure(panels)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True

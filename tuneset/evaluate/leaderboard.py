@@ -127,40 +127,55 @@ def plot_panels(board: pl.DataFrame) -> list[TaskPanel]:
     return panels
 
 
-def plot(board: pl.DataFrame, path: Path) -> Path:
+def figure(board: pl.DataFrame):
     """Per task, two panels sharing the arms: test score (mean ± sd over seeds, each seed a dot,
     the baselines as lines, the axis zoomed to the data) and the paired difference with its 95%
-    interval, coloured where the interval excludes zero."""
+    interval, coloured where the interval excludes zero. One legend for the figure, above the
+    panels: a legend inside an axis lands on the data or a baseline line in some task."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = plot_panels(board)
-    heights = [max(len(p.labels), 2) * 0.38 + 1.3 for p in panels]
-    fig, axes = plt.subplots(len(panels), 2, figsize=(12, sum(heights) + 0.6), squeeze=False, sharey="row",
-                             gridspec_kw={"height_ratios": heights, "width_ratios": [3, 2]})
+    heights = [max(len(p.labels), 2) * 0.38 + 1.5 for p in panels]
+    legend_in = 0.45
+    fig, axes = plt.subplots(len(panels), 2, figsize=(12, sum(heights) + 0.6 + legend_in), squeeze=False,
+                             sharey="row", gridspec_kw={"height_ratios": heights, "width_ratios": [3, 2]})
+    styles = {"no fine-tune": (":", "tab:green"), "full pool": ("--", "tab:red")}
     for (left, right), p in zip(axes, panels):
         y = np.arange(len(p.labels))
         for yi, vals in zip(y, p.seeds):
-            left.scatter(vals, [yi] * len(vals), s=14, color="0.55", zorder=2, label="a seed" if yi == 0 else None)
-        first = next((i for i, label in enumerate(p.labels) if label.split(" @ ")[0] != RANDOM), 0)
+            left.scatter(vals, [yi] * len(vals), s=14, color="0.55", zorder=2, label="a seed")
         for yi, (label, mean, sd) in enumerate(zip(p.labels, p.means, p.sds)):
-            left.errorbar([mean], [yi], xerr=[sd], fmt="o", capsize=3, zorder=3,
-                          color="0.3" if label.split(" @ ")[0] == RANDOM else "tab:blue",
-                          label="mean ± sd over seeds" if yi == first else None)
-        for (name, value), style in zip(p.baselines.items(), (":", "--")):
-            left.axvline(value, linestyle=style, color="tab:green" if name == "no fine-tune" else "tab:red",
-                         label=f"{name} {value:.3f}")
+            is_random = label.split(" @ ")[0] == RANDOM
+            left.errorbar([mean], [yi], xerr=[sd], fmt="o", capsize=3, zorder=3, color="0.3" if is_random else "tab:blue",
+                          label="random: mean ± sd over seeds" if is_random else "mean ± sd over seeds")
+        for name, value in p.baselines.items():
+            style, color = styles[name]
+            left.axvline(value, linestyle=style, color=color, label=name)
         left.set_xlim(*p.xlim)
         left.set_yticks(y, p.labels, fontsize=9)
         left.invert_yaxis()
-        left.set_title(p.title, fontsize=10, loc="left")
+        baselines = " · ".join(f"{name} {value:.3f}" for name, value in p.baselines.items())
+        left.set_title(p.title + (f"\n{baselines}" if baselines else ""), fontsize=10, loc="left")
         left.set_xlabel("test score (mean over test rows)", fontsize=9)
         left.grid(axis="x", alpha=0.3)
-        left.legend(fontsize=7, loc="best")
         _draw_deltas(right, y, p)
-    fig.tight_layout()
+    entries: dict[str, Any] = {}
+    for ax in axes[:, 0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    fig.legend(entries.values(), entries.keys(), loc="upper center", ncol=len(entries), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - legend_in / fig.get_figheight()))
+    return fig
+
+
+def plot(board: pl.DataFrame, path: Path) -> Path:
+    """leaderboard.png: `figure`, saved."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(board)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
