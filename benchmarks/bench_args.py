@@ -1,9 +1,12 @@
-"""The arguments every shared-benchmark script takes, and its clean skip where the data is absent."""
+"""What benchmark scripts share: the arguments every shared-benchmark script takes (with its clean
+skip where the data is absent), and reading an exported compare run back (see export_run.py)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+import polars as pl
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,3 +22,20 @@ def parse_bench_args(ap: argparse.ArgumentParser) -> tuple[argparse.Namespace, P
         print(f"skipped: no benchmark at {bench}")
         return args, None
     return args, bench
+
+
+def export_runs(folder: Path, strategies: list[str] | None, tmp: Path) -> list[dict]:
+    """Leaderboard inputs (one per strategy, seed and task, with their recorded train/eval seconds)
+    from an export's runs.csv and examples.parquet; each run's test scores are written under `tmp`."""
+    ex = pl.read_parquet(folder / "examples.parquet")
+    meta = pl.read_csv(folder / "runs.csv", schema_overrides={"seed": pl.String, "budget": pl.String})
+    out = []
+    for r in meta.iter_rows(named=True):
+        if strategies is not None and r["strategy"] not in strategies:
+            continue
+        part = ex.filter((pl.col("strategy") == r["strategy"]) & (pl.col("seed") == r["seed"]) & (pl.col("task") == r["task"]))
+        path = tmp / f"{folder.name}-{r['strategy']}-{r['budget']}-{r['seed']}-{r['task']}.parquet"
+        part.select("id", "score").write_parquet(path)
+        keep = ("strategy", "budget", "n_rows", "seed", "task", "metric", "train_s", "eval_s")
+        out.append({**{k: r[k] for k in keep if k in r}, "examples": str(path)})
+    return out

@@ -19,23 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from bench_args import export_runs
 
 from tuneset.evaluate.leaderboard import build_leaderboard, plot, to_markdown
-
-
-def runs_of(folder: Path, strategies: list[str] | None, tmp: Path) -> list[dict]:
-    """Leaderboard inputs (one per strategy, seed and task) from an export's examples.parquet."""
-    ex = pl.read_parquet(folder / "examples.parquet")
-    meta = pl.read_csv(folder / "runs.csv", schema_overrides={"seed": pl.String})
-    out = []
-    for r in meta.iter_rows(named=True):
-        if strategies is not None and r["strategy"] not in strategies:
-            continue
-        part = ex.filter((pl.col("strategy") == r["strategy"]) & (pl.col("seed") == r["seed"]) & (pl.col("task") == r["task"]))
-        path = tmp / f"{folder.name}-{r['strategy']}-{r['seed']}-{r['task']}.parquet"
-        part.select("id", "score").write_parquet(path)
-        out.append({**{k: r[k] for k in ("strategy", "budget", "n_rows", "seed", "task", "metric")}, "examples": str(path)})
-    return out
 
 
 def rerun_table(a: list[dict], b: list[dict]) -> str:
@@ -51,31 +37,35 @@ def rerun_table(a: list[dict], b: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge(base: Path, adds: list[str]) -> str:
+    """Writes rerun.md and leaderboard_merged.{md,csv,png} into `base`; returns the merged tables."""
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        runs = export_runs(base, None, tmp)
+        reruns = []
+        for spec in adds:
+            folder, names = spec.rsplit(":", 1)
+            wanted = names.split(",")
+            extra = export_runs(Path(folder), wanted + ["random", "none"], tmp)
+            reruns.append(f"## {folder}\n\n{rerun_table(runs, extra)}")
+            runs += [r for r in extra if r["strategy"] in wanted]
+        (base / "rerun.md").write_text("# The same arms in both runs\n\n" + "\n".join(reruns))
+        board = build_leaderboard(runs)
+        md = to_markdown(board)
+        (base / "leaderboard_merged.md").write_text(
+            f"# Merged leaderboard\n\nFrom {base} plus {', '.join(adds)}; every Δ pairs with this run's "
+            f"random on the same test rows (rerun.md compares the arms both runs hold).\n\n{md}\n")
+        board.write_csv(base / "leaderboard_merged.csv")
+        plot(board, base / "leaderboard_merged.png")
+    return md
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("base", type=Path)
     ap.add_argument("--add", action="append", default=[], help="FOLDER:strategy,strategy")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as t:
-        tmp = Path(t)
-        runs = runs_of(args.base, None, tmp)
-        reruns = []
-        for spec in args.add:
-            folder, names = spec.rsplit(":", 1)
-            wanted = names.split(",")
-            extra = runs_of(Path(folder), wanted + ["random", "none"], tmp)
-            reruns.append(f"## {folder}\n\n{rerun_table(runs, extra)}")
-            runs += [r for r in extra if r["strategy"] in wanted]
-        (args.base / "rerun.md").write_text("# The same arms in both runs\n\n" + "\n".join(reruns))
-        print("\n".join(reruns))
-        board = build_leaderboard(runs)
-        md = to_markdown(board)
-        (args.base / "leaderboard_merged.md").write_text(
-            f"# Merged leaderboard\n\nFrom {args.base} plus {', '.join(args.add)}; every Δ pairs with this run's "
-            f"random on the same test rows (rerun.md compares the arms both runs hold).\n\n{md}\n")
-        board.write_csv(args.base / "leaderboard_merged.csv")
-        plot(board, args.base / "leaderboard_merged.png")
-    print(md)
+    print(merge(args.base, args.add))
 
 
 if __name__ == "__main__":

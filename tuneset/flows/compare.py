@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from tuneset.data.io import load_rows
-from tuneset.evaluate.leaderboard import FULL, NONE, build_leaderboard, plot, to_markdown
+from tuneset.evaluate.leaderboard import FULL, NONE, build_leaderboard, leaderboard_markdown, plot, to_markdown
 from tuneset.flows.common import RowsRef, load_pool, recipe_flow, save_rows, timed, write_json
 from tuneset.flows.context import RunContext, run_context
 from tuneset.flows.curate import curate_flow
@@ -188,17 +188,7 @@ def write_leaderboard(ctx: RunContext, results: list[dict], timings: dict[str, f
     board.write_csv(out / "leaderboard.csv")
     pl.DataFrame(results).write_csv(out / "runs.csv")
     md = to_markdown(board)
-    stage_lines = "\n".join(f"| {k} | {v:.0f} |" for k, v in timings.items())
-    compute = (pl.DataFrame(results).group_by("strategy", "seed", maintain_order=True)
-               .agg(pl.col("n_rows").first(), pl.col("train_s").first(), pl.col("eval_s").sum())
-               .group_by("strategy", maintain_order=True)
-               .agg(pl.col("n_rows").first(), pl.len().alias("runs"), pl.col("train_s").mean(), pl.col("eval_s").mean()))
-    compute_lines = "\n".join(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.0f} | {r[4]:.0f} |" for r in compute.iter_rows())
-    (out / "leaderboard.md").write_text(
-        f"# Leaderboard: {ctx.recipe.name}\n\n{describe(info)}\n\n{md}\n"
-        f"## Compute per run, as recorded when each artifact was built (s, mean over runs)\n\n"
-        f"| strategy | rows | runs | fine-tune | evaluate (all tasks) |\n|---|---|---|---|---|\n{compute_lines}\n\n"
-        f"## Wall time of this invocation per stage (s; cached work costs ~0)\n\n| stage | seconds |\n|---|---|\n{stage_lines}\n")
+    (out / "leaderboard.md").write_text(leaderboard_markdown(ctx.recipe.name, describe(info), md, results, timings))
     plot(board, out / "leaderboard.png")
     write_json(out / "timings.json", timings)
     if final:
