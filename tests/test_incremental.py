@@ -88,6 +88,54 @@ def test_grown_shrunk_and_reordered_pools_score_only_new_rows(tiny_recipe, demo_
     assert counted == {"scored": [], "embedded": 0, "forwarded": 0}  # unchanged pool: nothing recomputed
 
 
+def test_a_pool_wide_selector_skips_its_prepare_pass_when_every_feature_is_cached(tiny_recipe, demo_dir, counted, monkeypatch):
+    import tuneset.flows.score as score_mod
+    from tuneset.flows.score import score_flow
+
+    passes, real_fan_out = [], score_mod._fan_out
+
+    def fan_out(ctx, shard_task, spec, seed, rows_path, n_rows, warmup, what):
+        passes.append((spec.name, what, n_rows))
+        return real_fan_out(ctx, shard_task, spec, seed, rows_path, n_rows, warmup, what)
+
+    monkeypatch.setattr(score_mod, "_fan_out", fan_out)
+    lines = (demo_dir / "pool.jsonl").read_text().splitlines()
+    recipe = tiny_recipe("score.selectors=[got]")
+    _write_pool(recipe, lines[:40])
+    score_flow(recipe)
+    assert passes == [("got", "prepare", 40)] and counted["embedded"] > 0
+
+    passes.clear()
+    counted["embedded"] = 0
+    score_flow(tiny_recipe("score.selectors=[{name: got, params: {reg: 0.2}}]"))  # new score key, same rows
+    assert passes == [] and counted["embedded"] == 0  # the global step ran on cached embeddings, no shard tasks
+
+    passes.clear()
+    _write_pool(recipe, lines[:48])  # 8 new rows: the prepare pass runs again and embeds only those
+    score_flow(recipe)
+    assert passes == [("got", "prepare", 48)] and 0 < counted["embedded"] <= 8
+
+
+def test_a_selector_overriding_prepare_must_override_needs_prepare():
+    from tuneset.selectors.base import Selector, _check_selector
+
+    class Half(Selector):
+        name = "half_prepared"
+        uses = frozenset({"embedder"})
+        row_local = False
+
+        def prepare(self, rows):
+            pass
+
+        def _score(self, rows):
+            return rows.select("id")
+
+    with pytest.raises(ValueError, match="prepare / needs_prepare"):
+        _check_selector(Half)
+    Half.needs_prepare = lambda self, rows: False
+    _check_selector(Half)
+
+
 def _long_rows(n: int) -> list[str]:
     return [json.dumps({"id": f"new{i}", "source": "fresh", "instruction": f"Describe item {i}.",
                         "response": "A long and detailed answer. " * 12}) for i in range(n)]

@@ -76,10 +76,13 @@ def score_selector(ctx: RunContext, spec: SelectorSpec, rows: RowsRef, seed: int
             new = _score_missing(ctx, spec, cache, frame, keys, seed, warmup, folder)
             write_parquet(cache.get(keys), folder / "scores.parquet")
         else:
-            new = rows.n
-            _fan_out(ctx, prepare_shard, spec, seed, rows.path, rows.n, warmup, "prepare")
+            frame, new = rows.read(), rows.n
+            if sel.needs_prepare(frame):
+                _fan_out(ctx, prepare_shard, spec, seed, rows.path, rows.n, warmup, "prepare")
+            else:
+                log.info("%s: every per-row feature is cached, no prepare pass", spec.name)
             log.info("%s: pool-wide selector, global step over all %d rows", spec.name, rows.n)
-            write_parquet(sel.score(rows.read()), folder / "scores.parquet")
+            write_parquet(sel.score(frame), folder / "scores.parquet")
         timing = {"seconds_this_run": time.perf_counter() - t0, "rows_computed": new, "rows_reused": rows.n - new}
         (folder / "timing.json").write_text(json.dumps(timing))
 

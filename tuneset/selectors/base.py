@@ -95,6 +95,12 @@ class Selector(ABC):
         if not self.row_local and "embedder" in self.uses:
             self.ctx.embeddings(row_text(rows))
 
+    def needs_prepare(self, rows: pl.DataFrame) -> bool:
+        """Whether `prepare` would compute anything for `rows`: a rerun over a pool whose features
+        are all cached skips the shard fan-out (with its per-shard model loads) entirely. An
+        override of `prepare` overrides this too."""
+        return not self.row_local and "embedder" in self.uses and self.ctx.missing_embeddings(row_text(rows)) > 0
+
     def warmup_config(self) -> WarmupConfig | None:
         """Settings of the warm-up fine-tune this selector reads (selectors using "warmup"); the
         score flow trains it before scoring."""
@@ -128,13 +134,18 @@ def validate_scores(name: str, rows: pl.DataFrame, out: pl.DataFrame) -> pl.Data
     return out
 
 
-def _check_uses(cls: type[Selector]) -> None:
+def _check_selector(cls: type[Selector]) -> None:
+    """Registration checks: `uses` is a closed set, and `prepare` and `needs_prepare` change
+    together (a new `prepare` with the default check would skip, or always run, the wrong pass)."""
     unknown = set(cls.uses) - set(USES)
     if unknown:
         raise ValueError(f"selector '{cls.name}' declares unknown uses {sorted(unknown)}; valid: {', '.join(USES)}")
+    if (cls.prepare is Selector.prepare) != (cls.needs_prepare is Selector.needs_prepare):
+        raise ValueError(f"selector '{cls.name}' overrides one of prepare / needs_prepare but not the other; "
+                         "override both, so a cached pool skips exactly the work prepare would do")
 
 
-SELECTORS: Registry[type[Selector]] = Registry("selector", _check_uses)
+SELECTORS: Registry[type[Selector]] = Registry("selector", _check_selector)
 register, selector_names, get_selector = SELECTORS.add, SELECTORS.names, SELECTORS.get
 
 

@@ -25,7 +25,7 @@ ROW_CHUNK = 1024  # rows per stored part of per-row LM losses
 # The inputs a selector may declare, and the context members each one opens.
 USES: dict[str, frozenset[str]] = {
     "lm": frozenset({"model", "adapter", "model_identity", "lm", "response_losses", "lm_features"}),
-    "embedder": frozenset({"embedder", "embeddings"}),
+    "embedder": frozenset({"embedder", "embeddings", "missing_embeddings"}),
     "targets": frozenset({"targets", "targets_fingerprint"}),
     "seed": frozenset({"seed"}),
     "warmup": frozenset({"warmup", "warmup_identity"}),
@@ -93,14 +93,21 @@ class ScoringContext:
         batches carry little padding.)"""
         return self._features("embeddings", texts)
 
+    def missing_embeddings(self, texts: list[str]) -> int:
+        """How many distinct texts `embeddings` would still have to embed (reads keys only)."""
+        return len(self._feature_cache("embeddings").missing(text_keys(texts)))
+
     def lm_features(self, texts: list[str]) -> np.ndarray:
         """The reference model's `text_features` of each text, cached like the embeddings."""
         return self._features("lm_features", texts)
 
+    def _feature_cache(self, kind: str):
+        source = (self.embedder,) if kind == "embeddings" else (self.model_identity, self.max_length)
+        return self.store.rows(kind, source, {"source": list(source)})
+
     def _features(self, kind: str, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        source = (self.embedder,) if kind == "embeddings" else (self.model_identity, self.max_length)
 
         def make(idx: list[int]) -> pl.DataFrame:
             part = [texts[i] for i in idx]
@@ -111,8 +118,7 @@ class ScoringContext:
                 emb = text_features(lm.model, lm.tokenizer, part, self.max_length, self.max_batch_tokens)
             return pl.DataFrame({"emb": np.asarray(emb, dtype=np.float32)})
 
-        cache = self.store.rows(kind, source, {"source": list(source)})
-        return cache.fetch(text_keys(texts), make, EMBED_CHUNK)["emb"].to_numpy()
+        return self._feature_cache(kind).fetch(text_keys(texts), make, EMBED_CHUNK)["emb"].to_numpy()
 
 
 class DeclaredView:

@@ -169,6 +169,9 @@ class LabelQualitySelector(Selector):
         """Nothing row-local: which rows form a label group, their template-stripped text and
         their label set are all decided over the whole pool, in the global step."""
 
+    def needs_prepare(self, rows: pl.DataFrame) -> bool:
+        return False
+
     def _score(self, rows: pl.DataFrame) -> pl.DataFrame:
         n = rows.height
         score, given_p, best_p = np.ones(n), np.ones(n), np.ones(n)
