@@ -37,6 +37,7 @@ MISTAKES = [
     ("pool=missing.jsonl", "missing.jsonl: no such file or folder"),
     ("pool=data/*.jsonl", "data/*.jsonl: the pattern matches no file"),
     ("compare.references={mine: nowhere.jsonl}", "compare.references.mine: no such file"),
+    ("curate.judge_rows=gold.jsonl", "curate.judge_rows: "),
     ("finetune.lr=-1", "finetune.lr: Input should be greater than 0"),
     ("finetune.epochs=0", "finetune.epochs: Input should be greater than 0"),
     ("select.budget=0", "select.budget"),

@@ -360,3 +360,22 @@ def test_known_answer_pairs_spoil_each_known_row_the_ways_curation_must_catch():
     assert pairs.filter(pl.col("id") == "open/o1/truncated")["response"][0] == "one two three"
     right = pairs["correct"].to_numpy()
     assert auroc(right.astype(float), right) == 1.0 and auroc(np.zeros(len(right)), right) == 0.5
+
+
+def test_judge_rows_need_a_verdict_on_every_row_and_both_verdicts(tmp_path):
+    import json
+
+    from tuneset.data.labels import load_judge_rows
+    from tuneset.errors import DataError, TunesetError
+
+    good = {"id": "a", "instruction": "2+2?", "response": "4", "correct": True}
+    path = tmp_path / "judge.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "id": "b", "correct": "yes"}) + "\n")
+    with pytest.raises(DataError, match=r"judge.jsonl:2: field 'correct': must be true or false"):
+        load_judge_rows(str(path))
+    path.write_text(json.dumps(good) + "\n")
+    with pytest.raises(TunesetError, match="correct: true and rows with correct: false"):
+        load_judge_rows(str(path))
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "id": "b", "response": "5", "correct": False}) + "\n")
+    known = load_judge_rows(str(path))
+    assert known["correct"].to_list() == [True, False] and known["spoiled"].to_list() == ["", "known wrong"]

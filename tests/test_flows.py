@@ -85,6 +85,27 @@ def test_the_judge_gate_measures_the_judge_on_known_answers_and_holds_back_a_wea
     assert "rewrite: skipped" in gate
 
 
+def test_the_judge_gate_measures_on_the_recipes_own_judge_rows(tiny_recipe, tmp_path):
+    """curate.judge_rows replaces the tasks' dev pairs: here each wrong row is a copy of a correct
+    one, so no judge can tell them apart (AUROC exactly 0.50) and the gate holds the filter back."""
+    import json
+
+    from tuneset.flows.curate import curate_flow
+
+    rows = [{"instruction": f"What is {i} + {i}?", "response": f"{2 * i}", "source": "maths"} for i in range(6)]
+    judged = [{**r, "id": f"{verdict}-{i}", "correct": verdict == "right"} for verdict in ("right", "wrong")
+              for i, r in enumerate(rows)]
+    (tmp_path / "judge.jsonl").write_text("\n".join(json.dumps(r) for r in judged) + "\n")
+    recipe = tiny_recipe(
+        f"curate.judge_rows={tmp_path / 'judge.jsonl'}", "curate.filters=[{column: confidence.p_end, min: 0.99}]",
+        "score.selectors=[{name: confidence, params: {components: [likelihood]}}]",
+    )
+    res = curate_flow(recipe)
+    gate = Path(res.report).read_text().split("## Judge gate", 1)[1]
+    assert "tells right from wrong at AUROC 0.50, below curate.judge_min_auroc 0.6" in gate
+    assert not pl.read_parquet(res.audit)["reason"].str.contains("confidence.p_end").any()
+
+
 def test_curate_corrects_and_the_audit_rebuilds_the_input(tiny_recipe):
     """Relabel, rewrite, near-dedup and a confidence filter through the flow, with the tiny models."""
     from tuneset.curation.audit import reconstruct_input

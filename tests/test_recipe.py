@@ -304,9 +304,10 @@ def test_every_relative_path_resolves_against_the_recipe_folder(tmp_path):
     p = d / "r.yaml"
     p.write_text("pool: p.jsonl\nwork_dir: out\nmodel: {adapter: ad}\n"
                  "tasks: [{name: t, metric: exact_match, dev: t/dev.jsonl, test: t/test.jsonl}]\n"
-                 "compare: {references: {mine: refs/mine.jsonl}}\n")
+                 "compare: {references: {mine: refs/mine.jsonl}}\ncurate: {judge_rows: gold/judged.jsonl}\n")
     r = load_recipe(p)
     assert (r.work_dir, r.model.adapter, r.compare.references["mine"]) == (d / "out", str(d / "ad"), d / "refs/mine.jsonl")
+    assert r.curate.judge_rows == str(d / "gold/judged.jsonl")
     assert (r.tasks[0].dev, r.tasks[0].test) == (d / "t/dev.jsonl", d / "t/test.jsonl")
     assert load_recipe(p, ["model.adapter=org/hub-adapter"]).model.adapter == "org/hub-adapter"  # not a folder here
 

@@ -119,6 +119,9 @@ class CurateConfig(_Strict):
     # only if that column separates the target tasks' known answers from spoiled ones at this
     # AUROC or better (0.5 is a coin); None trusts the reference model unmeasured.
     judge_min_auroc: float | None = Field(default=0.6, ge=0.5, le=1.0)
+    # Rows with known verdicts from the user's own domain (any pool shape plus `correct: true/false`
+    # per row): the gate measures on them instead of the target tasks' dev rows.
+    judge_rows: str | None = None
     # The steps in order (tuneset.curation.steps), e.g. [dedup, decontaminate, {name: my_step, params: {...}}].
     # None: decontaminate, dedup, near_dedup, relabel, rewrite, filters, each as its setting above turns it on.
     steps: list[StepSpec] | None = None
@@ -437,7 +440,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def resolve_paths(data: dict[str, Any], root: Path) -> None:
     """Every relative path a recipe names resolves against the recipe's folder, so a recipe runs
     the same from any working directory: pool, tasks (a file, or each task's dev/test), work_dir,
-    model.adapter and compare.references."""
+    model.adapter, curate.judge_rows and compare.references."""
 
     def fix(node: dict, key: str) -> None:
         v = node.get(key)
@@ -446,6 +449,8 @@ def resolve_paths(data: dict[str, Any], root: Path) -> None:
 
     for key in ("pool", "work_dir", "store"):
         fix(data, key)
+    if isinstance(data.get("curate"), dict):
+        fix(data["curate"], "judge_rows")
     if isinstance(data.get("tasks"), str):
         fix(data, "tasks")
     elif isinstance(data.get("tasks"), list):

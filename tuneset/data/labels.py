@@ -13,6 +13,7 @@ from collections import Counter
 import polars as pl
 
 from tuneset.data.text import normalise
+from tuneset.errors import DataError, TunesetError
 
 _MARKER = re.compile(r"^\W*(#+|answer\s*:|final answer\s*:)", re.IGNORECASE)
 
@@ -88,5 +89,42 @@ def known_answer_pairs(known: dict[str, pl.DataFrame], seed: int = 0) -> pl.Data
             if len(words) >= 4:
                 out.append({**base, "id": f"{task}/{r['id']}/truncated", "response": " ".join(words[: len(words) // 2]),
                             "correct": False, "spoiled": "truncated"})
-    return pl.DataFrame(out, schema={"id": pl.String, "source": pl.String, "instruction": pl.String, "response": pl.String,
-                                     "choices": pl.List(pl.String), "correct": pl.Boolean, "spoiled": pl.String})
+    return pl.DataFrame(out, schema=KNOWN_SCHEMA)
+
+
+KNOWN_SCHEMA = {"id": pl.String, "source": pl.String, "instruction": pl.String, "response": pl.String,
+                "choices": pl.List(pl.String), "correct": pl.Boolean, "spoiled": pl.String}
+
+
+def load_judge_rows(path: str) -> pl.DataFrame:
+    """Rows whose verdict the user knows: any row shape the pool accepts plus `correct` (true or
+    false) on every row, in `known_answer_pairs`' shape. A golden set from the user's own domain
+    says what the target tasks' dev rows cannot: a judge that spots shuffled or truncated answers
+    may still be at chance on a wrong solution to a maths problem."""
+    from tuneset.data.io import content_id, iter_records, pool_files, to_row_shape, validate_record
+
+    out: list[dict] = []
+    seen: dict[str, tuple[str, int]] = {}
+    for file in pool_files(path):
+        auto: dict[str, int] = {}
+        for line, rec in iter_records(file):
+            if isinstance(rec, DataError):
+                raise rec
+            correct = rec.pop("correct", None)
+            if not isinstance(correct, bool):
+                raise DataError(str(file), line, "correct", f"must be true or false (the row's known verdict), got {correct!r}")
+            rec = to_row_shape(file, line, rec)
+            if "id" not in rec:
+                rec["id"] = content_id(rec, auto)
+            ex = validate_record(file, line, rec)
+            if ex.id in seen:
+                raise DataError(str(file), line, "id", f"repeats the id of {seen[ex.id][0]} line {seen[ex.id][1]}")
+            seen[ex.id] = (str(file), line)
+            out.append({"id": ex.id, "source": ex.source, "instruction": ex.instruction, "response": ex.response,
+                        "choices": ex.choices, "correct": correct, "spoiled": "" if correct else "known wrong"})
+    verdicts = {r["correct"] for r in out}
+    if verdicts != {True, False}:
+        raise TunesetError(f"{path}: curate.judge_rows needs rows with correct: true and rows with correct: false "
+                           f"(found only {'true' if True in verdicts else 'false' if verdicts else 'no rows'}); "
+                           "the gate measures how well the judge tells them apart")
+    return pl.DataFrame(out, schema=KNOWN_SCHEMA)

@@ -13,7 +13,7 @@ from tuneset.curation.judge import REWRITE, gate_notes, judge_report
 from tuneset.curation.report import plot_scores, render_report
 from tuneset.curation.steps import step_selectors
 from tuneset.data.io import write_rows
-from tuneset.data.labels import known_answer_pairs
+from tuneset.data.labels import known_answer_pairs, load_judge_rows
 from tuneset.flows.common import RowsRef, load_pool, recipe_flow, save_rows
 from tuneset.flows.context import RunContext, run_context
 from tuneset.flows.score import score_flow
@@ -47,8 +47,9 @@ def curation_scores(ctx: RunContext, rows: RowsRef) -> pl.DataFrame | None:
 
 
 def judge_competence(ctx: RunContext) -> dict[str, float]:
-    """AUROC, on the target tasks' known answers given and spoiled, of every judging column a
-    curation step would act on (`curation.judge`): scored like the pool, with the same params."""
+    """AUROC, on rows with known answers (curate.judge_rows, else the target tasks' dev rows given
+    and spoiled), of every judging column a curation step would act on (`curation.judge`): scored
+    like the pool, with the same params."""
     cfg = ctx.recipe.curate
     gated: dict[str, tuple[SelectorSpec, str]] = {}
     for rule in cfg.filters:
@@ -58,9 +59,10 @@ def judge_competence(ctx: RunContext) -> dict[str, float]:
     if cfg.rewrite is not None:  # the rewrite step trusts its measure of the given response
         measure = ctx.spec("rewrite").params.get("confidence", {})
         gated[REWRITE] = (SelectorSpec(name="confidence", params=measure), "confidence")
-    if cfg.judge_min_auroc is None or not gated or not ctx.tasks:
+    if cfg.judge_min_auroc is None or not gated or not (ctx.tasks or cfg.judge_rows):
         return {}
-    pairs = known_answer_pairs({t.name: ctx.split(t, "dev") for t in ctx.tasks}, ctx.recipe.finetune.seed)
+    pairs = (load_judge_rows(cfg.judge_rows) if cfg.judge_rows else
+             known_answer_pairs({t.name: ctx.split(t, "dev") for t in ctx.tasks}, ctx.recipe.finetune.seed))
     known = save_rows(ctx.store, pairs.drop("correct", "spoiled"))
     tables: dict[str, pl.DataFrame] = {}
     for spec, _ in gated.values():  # one score run per distinct spec (name and params)
