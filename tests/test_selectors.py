@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import polars as pl
 import pytest
@@ -119,6 +121,17 @@ def test_losses_are_computed_once_and_shared(ctx, rows, monkeypatch):
     make_selector("perplexity").fit(ctx).score(rows)
     make_selector("ifd").fit(ctx).score(rows)
     assert len(calls) == 2  # conditioned once (shared), response-alone once
+
+
+def test_the_lm_loss_pass_logs_its_progress(ctx, rows, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="tuneset.progress"):
+        make_selector("ifd").fit(ctx).score(rows)
+    lines = [r.getMessage() for r in caplog.records if r.name == "tuneset.progress"]
+    for variant in ("given the instruction", "response alone"):
+        # each distinct text is forwarded once: at most rows.height, all of them done
+        assert any(re.match(rf"LM loss \({variant}\): (\d+)/\1 rows \(100%\), .* rows/s", ln) for ln in lines), lines
 
 
 def test_random_differs_by_seed_and_is_uniform(ctx, rows):

@@ -80,7 +80,8 @@ class ScoringContext:
             lm, part = self.lm(), rows[idx]
             prompts = part["instruction"].to_list() if conditioned else [None] * part.height
             enc = encode(lm.tokenizer, prompts, part["response"].to_list(), self.max_length, add_eos=add_eos)
-            total, count, last = response_nll(lm.model, enc, lm.tokenizer.pad_token_id, self.max_batch_tokens)
+            what = f"LM loss ({'given the instruction' if conditioned else 'response alone'})"
+            total, count, last = response_nll(lm.model, enc, lm.tokenizer.pad_token_id, self.max_batch_tokens, what)
             return pl.DataFrame({"nll_sum": total, "n_tokens": count, "nll_last": last})
 
         keys = row_keys(rows, ["instruction", "response"] if conditioned else ["response"])
