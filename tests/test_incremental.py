@@ -212,15 +212,19 @@ def test_runs_lists_past_runs_with_their_reports(tiny_recipe, demo_dir, tmp_path
     assert lines[0].split("│")[9].strip() == "yes" and lines[1].split("│")[9].strip() == "no"
 
 
-def test_a_dask_cluster_of_two_workers_gives_the_local_scores(tiny_recipe, tmp_path):
-    """Row-local shards and pool-wide selectors' per-row features run on two Dask worker
-    processes, sharing the store; the scores equal the local runner's."""
+@pytest.mark.parametrize("runner", ["dask", "ray"])
+def test_a_cluster_of_two_workers_gives_the_local_scores(tiny_recipe, tmp_path, runner):
+    """Row-local shards and pool-wide selectors' per-row features run on two worker processes
+    (Dask, or Ray), sharing the store; the scores equal the local runner's. CI installs the Dask
+    extra; Ray (`pip install 'tuneset[ray]'`) is the manual check this same test makes."""
     from polars.testing import assert_frame_equal
 
     from tuneset.flows.score import score_flow
 
+    if runner == "ray":
+        pytest.importorskip("prefect_ray", reason="the Ray extra is not installed: pip install 'tuneset[ray]'")
     picks = "score.selectors=[perplexity, length, semdedup, got]"
     local = score_flow(tiny_recipe(picks)).read()
-    dask = score_flow(tiny_recipe(picks, "score.runner=dask", "score.workers=2", f"work_dir={tmp_path / 'dask'}")).read()
-    assert not (tmp_path / "work" / "store").samefile(tmp_path / "dask" / "store")
-    assert_frame_equal(local, dask)
+    remote = score_flow(tiny_recipe(picks, f"score.runner={runner}", "score.workers=2", f"work_dir={tmp_path / runner}")).read()
+    assert not (tmp_path / "work" / "store").samefile(tmp_path / runner / "store")
+    assert_frame_equal(local, remote)
