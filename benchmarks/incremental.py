@@ -30,13 +30,14 @@ def score_phase(pool: Path, tasks: Path, work: Path, selectors: list[str]) -> tu
     import polars as pl
 
     from tuneset.data.io import load_rows
-    from tuneset.flows.common import save_rows, store_of
+    from tuneset.flows.common import save_rows
+    from tuneset.flows.context import run_context
     from tuneset.flows.score import score_flow
     from tuneset.recipe import SelectorSpec, load_recipe
 
     recipe = load_recipe(None, [f"pool={pool}", f"tasks={tasks}", f"work_dir={work}",
                                 "task_names=[banking77, sst2, arc_easy]", f"score.selectors=[{', '.join(selectors)}]"])
-    rows = save_rows(store_of(recipe), load_rows(pool).rows)
+    rows = save_rows(run_context(recipe).store, load_rows(pool).rows)
     seconds, tables = {}, {}
     for name in selectors:
         t0 = time.perf_counter()
