@@ -344,6 +344,16 @@ def test_the_judge_gate_skips_confidence_filters_and_rewrites_a_weak_judge_canno
     assert unmeasured["response"].to_list() == ["good"]  # no bar: trusted as before
 
 
+def test_the_gate_report_lists_every_measured_column_skipped_or_applied():
+    from tuneset.curation.judge import gate_lines
+
+    cfg = OFF.model_copy(update={"filters": [FilterRule(column="confidence.p_end", min=0.3),
+                                             FilterRule(column="confidence.relevance", min=0.5)]})
+    lines = gate_lines(cfg, {"confidence.p_end": 0.57, "confidence.relevance": 0.93})
+    assert lines[0].startswith("confidence.p_end: skipped:") and "AUROC 0.57" in lines[0]
+    assert lines[1] == "confidence.relevance: AUROC 0.93 on known answers, at or above 0.6: applied"
+
+
 def test_known_answer_pairs_spoil_each_known_row_the_ways_curation_must_catch():
     from tuneset.curation.judge import auroc
     from tuneset.data.labels import known_answer_pairs

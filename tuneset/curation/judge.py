@@ -43,3 +43,10 @@ def gate_notes(cfg: CurateConfig, judge: dict[str, float]) -> list[str]:
     """Every step the gate turned off, for the report and the log."""
     used = [rule.column for rule in cfg.filters] + ([REWRITE] if cfg.rewrite is not None else [])
     return [f"{col}: {why}" for col in dict.fromkeys(used) if (why := gate(cfg, judge, col))]
+
+
+def gate_lines(cfg: CurateConfig, judge: dict[str, float]) -> list[str]:
+    """The report's judge-gate section: every measured column, skipped or applied, with its AUROC."""
+    return [f"{col}: {why}" if (why := gate(cfg, judge, col)) else
+            f"{col}: AUROC {score:.2f} on known answers, at or above {cfg.judge_min_auroc}: applied"
+            for col, score in judge.items()]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from tuneset.curation import check_accounting, curate_rows
-from tuneset.curation.judge import REWRITE, gate_notes, judge_report
+from tuneset.curation.judge import REWRITE, gate_lines, gate_notes, judge_report
 from tuneset.curation.report import plot_scores, render_report
 from tuneset.curation.steps import step_selectors
 from tuneset.data.io import write_rows
@@ -92,8 +92,7 @@ def curate_flow(recipe: Recipe) -> CurateResult:
     has_plot = plot_scores(audit, [c for c in (scores.columns if scores is not None else []) if c in step_selectors(recipe.curate)], plot,
                            recipe.curate.filters)
     report = out / "report.md"
-    gate_text = "".join(f"- {n}\n" for n in notes) or "".join(
-        f"- {col}: AUROC {v:.2f} on known answers, at or above {recipe.curate.judge_min_auroc}: applied\n" for col, v in judge.items())
+    gate_text = "".join(f"- {line}\n" for line in gate_lines(recipe.curate, judge))
     report.write_text(render_report(recipe.name, n_read, counts, audit, plot.name if has_plot else None)
                       + (f"\n## Judge gate\n\n{gate_text}" if judge else ""))
     print(f"curated {n_read} rows: {counts}; audit {out / 'audit.parquet'}")
