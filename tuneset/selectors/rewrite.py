@@ -43,7 +43,7 @@ class RewriteSelector(Selector):
             # The answer is scored within max_length beside its instruction: leave the prompt half.
             cap = min(self.params.max_new_tokens, self.ctx.max_length // 2)
             answers = generate_greedy(lm.model, lm.tokenizer, [rows["instruction"][int(k)] for k in todo],
-                                      cap, self.ctx.max_batch_tokens, self.ctx.max_length)
+                                      cap, self.ctx.max_batch_tokens, self.ctx.max_length, what="rewrite: model answers")
             tried = [(int(k), a.strip()) for k, a in zip(todo, answers) if a.strip()]
             if tried:
                 cand = rows[[k for k, _ in tried]].with_columns(pl.Series("response", [a for _, a in tried]))
