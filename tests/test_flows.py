@@ -147,8 +147,26 @@ def test_compare_writes_a_leaderboard_with_paired_differences(tiny_recipe):
     random_rows = runs.filter((pl.col("strategy") == "random") & (pl.col("task") == "sentiment"))["n_rows"]
     assert random_rows.to_list() == [14, 14]  # 25% of the 58 rows left after dedup and decontamination
     md = open(out["markdown"]).read()
-    assert "Δ vs random" in md and "Compute per run" in md and "Wall time of this invocation" in md
+    assert "Δ vs random" in md and "Compute per run" in md and "Time of this invocation per stage" in md
     assert open(out["plot"], "rb").read(4) == b"\x89PNG"
+
+
+def test_compare_arms_on_two_dask_workers_give_the_sequential_leaderboard(tiny_recipe, tmp_path):
+    """compare.workers fans the arms out as tasks to the runner's worker processes (one per GPU on
+    a cluster); every arm's scores equal the one-at-a-time run's. Threads are refused: fine-tunes
+    seed torch's process-wide generator."""
+    from tuneset.errors import TunesetError
+    from tuneset.flows.compare import compare_flow
+
+    picks = ("compare.strategies=[random, length]", "compare.budgets=['25%']", "compare.seeds=[0]")
+    one = pl.read_csv(compare_flow(tiny_recipe(*picks))["csv"])
+    two = pl.read_csv(compare_flow(tiny_recipe(*picks, "compare.workers=2", "score.runner=dask", "score.workers=2",
+                                               f"work_dir={tmp_path / 'dask'}"))["csv"])
+    assert one.height == two.height == 2 * 4  # none, random, length, full per task
+    key = ["task", "strategy"]
+    assert one.sort(key).select(*key, "mean", "per_seed").equals(two.sort(key).select(*key, "mean", "per_seed"))
+    with pytest.raises((TunesetError, ValueError), match="compare.workers > 1 runs arms in parallel worker processes"):
+        tiny_recipe(*picks, "compare.workers=2")
 
 
 def test_compare_reuses_finished_runs(tiny_recipe, monkeypatch):

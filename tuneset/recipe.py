@@ -325,6 +325,9 @@ class CompareConfig(_Strict):
     # Reference arms: rows chosen outside tuneset (a hand-curated set, a benchmark's oracle), each
     # fine-tuned and evaluated beside the strategies and marked as a reference.
     references: dict[SafeName, Path] = Field(default_factory=dict)
+    # Arms fine-tuned and evaluated at once, on `score.runner`'s Dask or Ray workers (e.g. one
+    # per GPU). 1 on a CPU: a fine-tune already uses every core.
+    workers: int = Field(default=1, ge=1)
 
     @field_validator("strategies", mode="before")
     @classmethod
@@ -382,6 +385,15 @@ class Recipe(_Strict):
             if missing:
                 raise ValueError(f"unknown task(s) {sorted(missing)}; valid: {sorted(known)}")
             self.tasks = [t for t in self.tasks if t.name in self.task_names]
+        return self
+
+    @model_validator(mode="after")
+    def _arms_in_processes(self) -> Recipe:
+        # Fine-tunes seed torch's process-wide RNG (LoRA init, dropout): two in threads of one
+        # process would draw from each other's stream, and no run would repeat.
+        if self.compare.workers > 1 and self.score.runner == "local":
+            raise ValueError("compare.workers > 1 runs arms in parallel worker processes: set score.runner to dask "
+                             "or ray (the local runner's threads share one random number generator)")
         return self
 
     def task_specs(self) -> list[TaskSpec]:

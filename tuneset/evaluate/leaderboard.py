@@ -93,7 +93,8 @@ def leaderboard_markdown(name: str, header: str, table: str, results: list[dict[
     return (f"# Leaderboard: {name}\n\n{header}\n\n{table}\n"
             f"## Compute per run, as recorded when each artifact was built (s, mean over runs)\n\n"
             f"| strategy | rows | runs | fine-tune | evaluate (all tasks) |\n|---|---|---|---|---|\n{compute_lines}\n\n"
-            f"## Wall time of this invocation per stage (s; cached work costs ~0)\n\n| stage | seconds |\n|---|---|\n{stage_lines}\n")
+            f"## Time of this invocation per stage (s, summed over arms, which overlap with compare.workers > 1; "
+            f"cached work costs ~0)\n\n| stage | seconds |\n|---|---|\n{stage_lines}\n")
 
 
 @dataclass

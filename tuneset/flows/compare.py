@@ -6,16 +6,19 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+from prefect import task
+from prefect.cache_policies import NONE as NO_CACHE
 
 from tuneset.data.io import load_rows
 from tuneset.evaluate.leaderboard import FULL, NONE, build_leaderboard, leaderboard_markdown, plot, to_markdown
 from tuneset.flows.common import RowsRef, load_pool, recipe_flow, save_rows, timed, write_json
 from tuneset.flows.context import RunContext, run_context
 from tuneset.flows.curate import curate_flow
-from tuneset.flows.score import score_flow
+from tuneset.flows.score import score_flow, task_runner
 from tuneset.flows.select import Selection, select_rows
 from tuneset.flows.sweep import best_base_format, sweep_finetune
 from tuneset.flows.train_eval import evaluate_model, finetune_task, train_seconds
@@ -45,8 +48,40 @@ def strategy_rows(ctx: RunContext, st: Strategy, default: RowsRef) -> RowsRef:
     return curate_flow(recipe.model_copy(update={"curate": st.curate, "name": f"{recipe.name}-{st.name}"})).rows
 
 
-@recipe_flow("tuneset-compare")
 def compare_flow(recipe: Recipe) -> dict[str, str]:
+    """Compare the recipe's strategies downstream; arms run `compare.workers` at a time on the
+    recipe's task runner (`score.runner`, `score.address`)."""
+    runner = task_runner(recipe.score.model_copy(update={"workers": recipe.compare.workers}))
+    return _compare_flow.with_options(task_runner=runner)(recipe)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One fine-tune and evaluation of a compare: rows None is the no-fine-tune arm."""
+
+    strategy: str
+    budget: str
+    n_rows: int
+    seed: int | str
+    rows: RowsRef | None
+    cfg: FinetuneConfig | None
+
+
+@task(cache_policy=NO_CACHE, task_run_name="arm-{arm.strategy}-{arm.budget}-seed-{arm.seed}")
+def arm_task(ctx: RunContext, base_ctx: RunContext, arm: Arm) -> dict:
+    """Fine-tune (unless the arm has no rows) and evaluate on the test and dev rows: the dev scores
+    are what the recommended arm is chosen on, never the test rows. Returns the paths and the
+    seconds each stage took."""
+    t0 = time.perf_counter()
+    model_dir = finetune_task(ctx, arm.rows, arm.seed, arm.cfg) if arm.rows is not None else None
+    t1 = time.perf_counter()
+    paths, dev_paths = evaluate_model(base_ctx, model_dir), evaluate_model(base_ctx, model_dir, split="dev")
+    return {"model_dir": model_dir, "paths": paths, "dev_paths": dev_paths,
+            "finetune_s": t1 - t0, "evaluate_s": time.perf_counter() - t1}
+
+
+@recipe_flow("tuneset-compare")
+def _compare_flow(recipe: Recipe) -> dict[str, str]:
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     ctx = run_context(recipe)
@@ -84,17 +119,21 @@ def compare_flow(recipe: Recipe) -> dict[str, str]:
         with timed(timings, "sweep"):
             settings, base_ctx = chosen_settings(ctx, sweep_rows)
 
-    def record(strategy: str, budget: str, n_rows: int, seed, model_dir: str | None) -> None:
-        # Dev rows too: the arm to recommend is chosen on them, never on the test rows.
-        with timed(timings, "evaluate"):
-            paths = evaluate_model(base_ctx, model_dir)
-            dev_paths = evaluate_model(base_ctx, model_dir, split="dev")
-        train_s = train_seconds(model_dir) if model_dir else 0.0
-        for task, p in paths.items():
-            eval_s = json.loads((Path(p).parent / "result.json").read_text())["seconds"]
-            results.append({"strategy": strategy, "budget": budget, "n_rows": n_rows, "seed": seed, "task": task,
-                            "metric": tasks[task].metric, "examples": p, "dev_examples": dev_paths[task],
-                            "train_s": train_s, "eval_s": eval_s})
+    def run_arms(arms: list[Arm]) -> None:
+        """Submit the arms together (the runner decides how many run at once), then record each
+        in submission order, writing the leaderboard after every one."""
+        futures = [arm_task.submit(ctx, base_ctx, arm) for arm in arms]
+        for arm, fut in zip(arms, futures):
+            out = fut.result()
+            timings["finetune"] = timings.get("finetune", 0.0) + out["finetune_s"]
+            timings["evaluate"] = timings.get("evaluate", 0.0) + out["evaluate_s"]
+            train_s = train_seconds(out["model_dir"]) if out["model_dir"] else 0.0
+            for task_name, p in out["paths"].items():
+                eval_s = json.loads((Path(p).parent / "result.json").read_text())["seconds"]
+                results.append({"strategy": arm.strategy, "budget": arm.budget, "n_rows": arm.n_rows, "seed": arm.seed,
+                                "task": task_name, "metric": tasks[task_name].metric, "examples": p,
+                                "dev_examples": out["dev_paths"][task_name], "train_s": train_s, "eval_s": eval_s})
+            write_leaderboard(ctx, results, timings, info, final=False)
 
     full_cfg = settings[str(cmp.budgets[-1])] if cmp.budgets else recipe.finetune
     if cmp.full_epochs:
@@ -104,42 +143,35 @@ def compare_flow(recipe: Recipe) -> dict[str, str]:
                          "full pool": _changed(full_cfg, recipe.finetune),
                          "no fine-tune": {"prompt_format": base_ctx.recipe.finetune.prompt_format}}}
     if NONE in cmp.baselines:
-        record(NONE, "-", 0, "-", None)
+        run_arms([Arm(NONE, "-", 0, "-", None, None)])
     refs = {name: save_rows(ctx.store, load_rows(path).rows) for name, path in cmp.references.items()}
     full_seeds = (cmp.seeds if cmp.full_seeds is None else cmp.full_seeds) if FULL in cmp.baselines else []
 
-    def run_full(seed: int) -> None:
-        print(f"[seed {seed}] full pool: {rows.n} rows")
-        with timed(timings, "finetune"):
-            model_dir = finetune_task(ctx, rows, seed, full_cfg)
-        record(FULL, "100%", rows.n, seed, model_dir)
-        write_leaderboard(ctx, results, timings, info, final=False)
+    def full_arm(seed: int) -> Arm:
+        return Arm(FULL, "100%", rows.n, seed, rows, full_cfg)
 
     # Seed by seed, references and the full pool included, so an interrupted compare already has
     # every arm at seed 0.
     for seed in cmp.seeds:
         seed_scores = scores_for(seed)
+        arms: list[Arm] = []
         for budget in cmp.budgets:
             label = str(budget)
             for st in cmp.strategies:
                 sel = select(st, budget, seed_scores)
                 print(f"[seed {seed}] {st.name} @ {label}: {sel.rows.n} rows (of {own_rows[st.name].n})")
-                with timed(timings, "finetune"):
-                    model_dir = finetune_task(ctx, sel.rows, seed, settings[label])
-                record(st.name, label, sel.rows.n, seed, model_dir)
-                write_leaderboard(ctx, results, timings, info, final=False)
+                arms.append(Arm(st.name, label, sel.rows.n, seed, sel.rows, settings[label]))
         for name, ref in refs.items():
             label = next((str(b) for b in cmp.budgets if budget_count(b, rows.n) == ref.n), str(ref.n))
             print(f"[seed {seed}] reference {name}: {ref.n} rows")
-            with timed(timings, "finetune"):
-                model_dir = finetune_task(ctx, ref, seed, settings.get(label, next(iter(settings.values()), recipe.finetune)))
-            record(f"{name} (reference)", label, ref.n, seed, model_dir)
-            write_leaderboard(ctx, results, timings, info, final=False)
+            cfg = settings.get(label, next(iter(settings.values()), recipe.finetune))
+            arms.append(Arm(f"{name} (reference)", label, ref.n, seed, ref, cfg))
         if seed in full_seeds:
-            run_full(seed)
+            print(f"[seed {seed}] full pool: {rows.n} rows")
+            arms.append(full_arm(seed))
+        run_arms(arms)
     # Full-pool seeds the seed loop did not reach (full_seeds outside seeds).
-    for seed in [s for s in full_seeds if s not in cmp.seeds]:
-        run_full(seed)
+    run_arms([full_arm(seed) for seed in full_seeds if seed not in cmp.seeds])
     timings["total"] = time.perf_counter() - t_start
     if not results:  # no seeds and no baselines: a sweep alone (`tuneset sweep`)
         write_json(ctx.run_dir("sweep") / "chosen.json", info["finetune"])
