@@ -1,0 +1,37 @@
+"""The paired difference between any two arms of an exported compare, on one task.
+
+    python benchmarks/paired.py benchmarks/results/bench_downstream less full banking77
+
+The leaderboard pairs every arm with random and with no fine-tune; this pairs any two (a strategy
+against the full pool, a curated arm against its raw one), with the same seed-and-row bootstrap.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from tuneset.evaluate.stats import seed_row_bootstrap
+
+
+def scores(examples: pl.DataFrame, strategy: str, task: str) -> np.ndarray:
+    """(seeds, test rows) of one arm on one task, rows aligned by id."""
+    part = examples.filter((pl.col("strategy") == strategy) & (pl.col("task") == task))
+    if part.is_empty():
+        valid = sorted(examples.filter(pl.col("task") == task)["strategy"].unique().to_list())
+        raise SystemExit(f"no arm '{strategy}' on task '{task}'; valid: {', '.join(valid)}")
+    return np.stack([g.sort("id")["score"].to_numpy() for _, g in part.group_by("seed", maintain_order=True)])
+
+
+def main() -> None:
+    folder, a, b, task = Path(sys.argv[1]), *sys.argv[2:5]
+    examples = pl.read_parquet(folder / "examples.parquet")
+    d = seed_row_bootstrap(scores(examples, a, task), scores(examples, b, task))
+    print(f"{a} vs {b} on {task}: {d.mean:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}] (detectable ±{d.mdd:.3f})")
+
+
+if __name__ == "__main__":
+    main()
