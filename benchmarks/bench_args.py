@@ -28,14 +28,21 @@ def export_runs(folder: Path, strategies: list[str] | None, tmp: Path) -> list[d
     """Leaderboard inputs (one per strategy, seed and task, with their recorded train/eval seconds)
     from an export's runs.csv and examples.parquet; each run's test scores are written under `tmp`."""
     ex = pl.read_parquet(folder / "examples.parquet")
+    if "split" not in ex.columns:  # exports made before dev results were kept
+        ex = ex.with_columns(split=pl.lit("test"))
     meta = pl.read_csv(folder / "runs.csv", schema_overrides={"seed": pl.String, "budget": pl.String})
     out = []
     for r in meta.iter_rows(named=True):
         if strategies is not None and r["strategy"] not in strategies:
             continue
-        part = ex.filter((pl.col("strategy") == r["strategy"]) & (pl.col("seed") == r["seed"]) & (pl.col("task") == r["task"]))
-        path = tmp / f"{folder.name}-{r['strategy']}-{r['budget']}-{r['seed']}-{r['task']}.parquet"
-        part.select("id", "score").write_parquet(path)
         keep = ("strategy", "budget", "n_rows", "seed", "task", "metric", "train_s", "eval_s")
-        out.append({**{k: r[k] for k in keep if k in r}, "examples": str(path)})
+        run = {k: r[k] for k in keep if k in r}
+        arm = ex.filter((pl.col("strategy") == r["strategy"]) & (pl.col("seed") == r["seed"]) & (pl.col("task") == r["task"]))
+        for split, column in (("test", "examples"), ("dev", "dev_examples")):
+            part = arm.filter(pl.col("split") == split)
+            if not part.is_empty():
+                path = tmp / f"{folder.name}-{r['strategy']}-{r['budget']}-{r['seed']}-{r['task']}-{split}.parquet"
+                part.select("id", "score").write_parquet(path)
+                run[column] = str(path)
+        out.append(run)
     return out

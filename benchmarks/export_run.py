@@ -2,9 +2,10 @@
 
     python benchmarks/export_run.py <work_dir>/runs/<recipe>/compare benchmarks/results/<name>
 
-Copies leaderboard.{md,csv,png}, runs.csv and timings.json, and gathers the per-run
-`examples.parquet` files named in runs.csv into one examples.parquet (strategy, seed, task, id,
-score, loss, prediction), so any paired comparison can be recomputed without the store.
+Copies leaderboard.{md,csv,png}, runs.csv and timings.json, and gathers the per-run test (and,
+where the run kept them, dev) results named in runs.csv into one examples.parquet (strategy, seed,
+task, split, id, score, loss, prediction), so any paired comparison, and the leaderboard with its
+dev means, can be recomputed without the store.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ def export(run: Path, dest: Path) -> Path:
         if (run / name).exists():
             shutil.copy2(run / name, dest / name)
     runs = pl.read_csv(run / "runs.csv", schema_overrides={"seed": pl.String})
+    splits = [("test", "examples")] + ([("dev", "dev_examples")] if "dev_examples" in runs.columns else [])
     parts = [
         pl.read_parquet(p).select("id", "score", "loss", "prediction")
-        .with_columns(strategy=pl.lit(s), seed=pl.lit(str(seed)), task=pl.lit(t))
-        for s, seed, t, p in runs.select("strategy", "seed", "task", "examples").iter_rows()
+        .with_columns(strategy=pl.lit(s), seed=pl.lit(str(seed)), task=pl.lit(t), split=pl.lit(split))
+        for split, column in splits
+        for s, seed, t, p in runs.select("strategy", "seed", "task", column).iter_rows() if p
     ]
     out = dest / "examples.parquet"
-    pl.concat(parts).select("strategy", "seed", "task", "id", "score", "loss", "prediction").write_parquet(out)
+    pl.concat(parts).select("strategy", "seed", "task", "split", "id", "score", "loss", "prediction").write_parquet(out)
     return out
 
 

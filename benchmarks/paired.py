@@ -20,6 +20,8 @@ from tuneset.evaluate.stats import seed_row_bootstrap
 def scores(examples: pl.DataFrame, strategy: str, task: str) -> np.ndarray:
     """(seeds, test rows) of one arm on one task, rows aligned by id."""
     part = examples.filter((pl.col("strategy") == strategy) & (pl.col("task") == task))
+    if "split" in part.columns:
+        part = part.filter(pl.col("split") == "test")
     if part.is_empty():
         valid = sorted(examples.filter(pl.col("task") == task)["strategy"].unique().to_list())
         raise SystemExit(f"no arm '{strategy}' on task '{task}'; valid: {', '.join(valid)}")
