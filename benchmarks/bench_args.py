@@ -24,12 +24,22 @@ def parse_bench_args(ap: argparse.ArgumentParser) -> tuple[argparse.Namespace, P
     return args, bench
 
 
+def export_examples(folder: Path) -> pl.DataFrame:
+    """An export's per-example results with their `split` (exports made before dev results were
+    kept hold test rows only)."""
+    ex = pl.read_parquet(folder / "examples.parquet")
+    return ex if "split" in ex.columns else ex.with_columns(split=pl.lit("test"))
+
+
+def test_split_examples(folder: Path) -> pl.DataFrame:
+    """An export's per-example test scores: what every paired comparison is made on."""
+    return export_examples(folder).filter(pl.col("split") == "test")
+
+
 def export_runs(folder: Path, strategies: list[str] | None, tmp: Path) -> list[dict]:
     """Leaderboard inputs (one per strategy, seed and task, with their recorded train/eval seconds)
     from an export's runs.csv and examples.parquet; each run's test scores are written under `tmp`."""
-    ex = pl.read_parquet(folder / "examples.parquet")
-    if "split" not in ex.columns:  # exports made before dev results were kept
-        ex = ex.with_columns(split=pl.lit("test"))
+    ex = export_examples(folder)
     meta = pl.read_csv(folder / "runs.csv", schema_overrides={"seed": pl.String, "budget": pl.String})
     out = []
     for r in meta.iter_rows(named=True):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from bench_args import test_split_examples
 
 from tuneset.evaluate.stats import paired_bootstrap
 
@@ -52,20 +53,14 @@ def task_table(task: str, cur: pl.DataFrame, raw: pl.DataFrame, sel: pl.DataFram
     return lines + [""]
 
 
-def test_rows(export: Path) -> pl.DataFrame:
-    """An export's per-example test scores (newer exports also hold dev rows, marked by `split`)."""
-    ex = pl.read_parquet(export / "examples.parquet")
-    return ex.filter(pl.col("split") == "test") if "split" in ex.columns else ex
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--curated", type=Path, required=True)
     ap.add_argument("--raw", type=Path, required=True)
     ap.add_argument("--selections", type=Path, help="a compare export of 300-row selections on the raw pool")
     args = ap.parse_args()
-    cur, raw = test_rows(args.curated), test_rows(args.raw)
-    sel = test_rows(args.selections) if args.selections else None
+    cur, raw = test_split_examples(args.curated), test_split_examples(args.raw)
+    sel = test_split_examples(args.selections) if args.selections else None
     lines: list[str] = []
     for task in sorted(cur.filter(pl.col("strategy") == "full")["task"].unique()):
         lines += task_table(task, cur, raw, sel)

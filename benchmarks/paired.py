@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from bench_args import test_split_examples
 
 from tuneset.evaluate.stats import seed_row_bootstrap
 
@@ -20,8 +21,6 @@ from tuneset.evaluate.stats import seed_row_bootstrap
 def scores(examples: pl.DataFrame, strategy: str, task: str) -> np.ndarray:
     """(seeds, test rows) of one arm on one task, rows aligned by id."""
     part = examples.filter((pl.col("strategy") == strategy) & (pl.col("task") == task))
-    if "split" in part.columns:
-        part = part.filter(pl.col("split") == "test")
     if part.is_empty():
         valid = sorted(examples.filter(pl.col("task") == task)["strategy"].unique().to_list())
         raise SystemExit(f"no arm '{strategy}' on task '{task}'; valid: {', '.join(valid)}")
@@ -30,7 +29,7 @@ def scores(examples: pl.DataFrame, strategy: str, task: str) -> np.ndarray:
 
 def main() -> None:
     folder, a, b, task = Path(sys.argv[1]), *sys.argv[2:5]
-    examples = pl.read_parquet(folder / "examples.parquet")
+    examples = test_split_examples(folder)
     d = seed_row_bootstrap(scores(examples, a, task), scores(examples, b, task))
     print(f"{a} vs {b} on {task}: {d.mean:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}] (detectable ±{d.mdd:.3f})")
 
