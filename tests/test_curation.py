@@ -389,3 +389,8 @@ def test_judge_rows_need_a_verdict_on_every_row_and_both_verdicts(tmp_path):
     path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "id": "b", "response": "5", "correct": False}) + "\n")
     known = load_judge_rows(str(path))
     assert known["correct"].to_list() == [True, False] and known["spoiled"].to_list() == ["", "known wrong"]
+    mapped = tmp_path / "mapped.jsonl"  # the pool's column mapping applies to the golden set too
+    mapped.write_text(json.dumps({"id": "a", "question": "2+2?", "answer": "4", "correct": True}) + "\n"
+                      + json.dumps({"id": "b", "question": "2+2?", "answer": "5", "correct": False}) + "\n")
+    known = load_judge_rows(str(mapped), {"instruction": "question", "response": "answer"})
+    assert known["response"].to_list() == ["4", "5"] and known["instruction"].to_list() == ["2+2?", "2+2?"]

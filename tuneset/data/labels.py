@@ -96,9 +96,9 @@ KNOWN_SCHEMA = {"id": pl.String, "source": pl.String, "instruction": pl.String, 
                 "choices": pl.List(pl.String), "correct": pl.Boolean, "spoiled": pl.String}
 
 
-def load_judge_rows(path: str) -> pl.DataFrame:
-    """Rows whose verdict the user knows: any row shape the pool accepts plus `correct` (true or
-    false) on every row, in `known_answer_pairs`' shape. A golden set from the user's own domain
+def load_judge_rows(path: str, columns: dict[str, str] | None = None) -> pl.DataFrame:
+    """Rows whose verdict the user knows: any row shape the pool accepts (with the recipe's
+    `columns` mapping) plus `correct` (true or false) on every row, in `known_answer_pairs`' shape. A golden set from the user's own domain
     says what the target tasks' dev rows cannot: a judge that spots shuffled or truncated answers
     may still be at chance on a wrong solution to a maths problem."""
     from tuneset.data.io import content_id, iter_records, pool_files, to_row_shape, validate_record
@@ -113,7 +113,7 @@ def load_judge_rows(path: str) -> pl.DataFrame:
             correct = rec.pop("correct", None)
             if not isinstance(correct, bool):
                 raise DataError(str(file), line, "correct", f"must be true or false (the row's known verdict), got {correct!r}")
-            rec = to_row_shape(file, line, rec)
+            rec = to_row_shape(file, line, rec, columns)
             if "id" not in rec:
                 rec["id"] = content_id(rec, auto)
             ex = validate_record(file, line, rec)

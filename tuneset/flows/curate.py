@@ -61,7 +61,7 @@ def judge_competence(ctx: RunContext) -> dict[str, float]:
         gated[REWRITE] = (SelectorSpec(name="confidence", params=measure), "confidence")
     if cfg.judge_min_auroc is None or not gated or not (ctx.tasks or cfg.judge_rows):
         return {}
-    pairs = (load_judge_rows(cfg.judge_rows) if cfg.judge_rows else
+    pairs = (load_judge_rows(cfg.judge_rows, ctx.recipe.columns) if cfg.judge_rows else
              known_answer_pairs({t.name: ctx.split(t, "dev") for t in ctx.tasks}, ctx.recipe.finetune.seed))
     known = save_rows(ctx.store, pairs.drop("correct", "spoiled"))
     tables: dict[str, pl.DataFrame] = {}
