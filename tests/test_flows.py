@@ -50,6 +50,25 @@ def test_interrupted_score_run_resumes_from_finished_shards(tiny_recipe, monkeyp
     assert calls == []  # finished: nothing recomputed
 
 
+def test_map_reduce_selectors_on_the_runner_equal_one_process(tiny_recipe):
+    """dsir's counts and semdedup's clusters go out as tasks (16-row shards, several parts); the
+    table equals scoring the pool in one process."""
+    from polars.testing import assert_frame_equal
+
+    from tuneset.flows.common import load_pool, run_context
+    from tuneset.flows.score import score_flow
+    from tuneset.selectors import make_selector
+
+    recipe = tiny_recipe("score.selectors=[dsir, {name: semdedup, params: {n_clusters: 5}}]")
+    ctx = run_context(recipe)
+    rows, _, _ = load_pool(ctx)
+    table = score_flow(recipe, rows).read()
+    for name, params in (("dsir", {}), ("semdedup", {"n_clusters": 5})):
+        direct = make_selector(name, params).fit(ctx.scoring(0, None)).score(rows.read())
+        got = table.select("id", *[c for c in table.columns if c == name or c.startswith(f"{name}.")])
+        assert_frame_equal(got, direct.rename({c: name if c == "score" else f"{name}.{c}" for c in direct.columns if c != "id"}))
+
+
 def test_curate_quarantines_bad_rows_and_accounts_for_every_row(tiny_recipe, tmp_path):
     from tuneset.flows.curate import curate_flow
 

@@ -7,7 +7,7 @@ import pytest
 from tuneset.data import load_rows
 from tuneset.errors import TunesetError, UnknownNameError
 from tuneset.selectors import ScoringContext, get_selector, make_selector, selector_names, validate_scores
-from tuneset.selectors.base import ScoreError, row_text
+from tuneset.selectors.base import MapReduceSelector, ScoreError, add_partials, row_text
 from tuneset.store import ArtifactStore
 
 
@@ -46,6 +46,30 @@ def test_scores_do_not_depend_on_sharding(name, ctx, rows):
     whole = sel.score(rows)
     parts = pl.concat([sel.score(rows.slice(0, 13)), sel.score(rows.slice(13))])
     np.testing.assert_allclose(whole["score"].to_numpy(), parts["score"].to_numpy(), rtol=1e-4)
+
+
+MAP_REDUCE = [n for n in selector_names() if issubclass(get_selector(n), MapReduceSelector)]
+
+
+@pytest.mark.parametrize("name", MAP_REDUCE)
+def test_map_reduce_selectors_score_the_same_split_any_way(name, ctx, rows, monkeypatch):
+    """Shard totals summed, parts scored out of order: exactly the one-process scores."""
+    from polars.testing import assert_frame_equal
+
+    monkeypatch.setattr("tuneset.selectors.distribution.DSIR_PART", 6)
+    sel = make_selector(name, {"n_clusters": 4} if name == "semdedup" else {}).fit(ctx)
+    whole = sel.score(rows)
+    totals: dict = {}
+    for start in range(0, rows.height, 7):
+        totals = add_partials(totals, sel.partial(rows.slice(start, 7)))
+    state, parts = sel.plan(rows, totals)
+    assert len(parts) > 1
+    frames = [sel.score_part(rows[p], state) for p in reversed(parts)]
+    assert_frame_equal(whole, validate_scores(name, rows, sel.join_parts(rows, frames)))
+
+
+def test_dsir_and_semdedup_are_map_reduced():
+    assert {"dsir", "semdedup"} <= set(MAP_REDUCE)
 
 
 def test_unknown_selector_lists_valid_names():

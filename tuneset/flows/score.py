@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 from prefect import task
 from prefect.cache_policies import NONE
@@ -20,7 +21,8 @@ from tuneset.flows.context import RunContext, run_context
 from tuneset.flows.warmup import warmup_task
 from tuneset.progress import ProgressLog
 from tuneset.recipe import Recipe, ScoreConfig, SelectorSpec
-from tuneset.selectors import Selector, make_selector
+from tuneset.selectors import Selector, make_selector, validate_scores
+from tuneset.selectors.base import MapReduceSelector, add_partials
 from tuneset.store import RowCache, write_parquet
 
 log = logging.getLogger("tuneset.score")
@@ -82,7 +84,8 @@ def score_selector(ctx: RunContext, spec: SelectorSpec, rows: RowsRef, seed: int
             else:
                 log.info("%s: every per-row feature is cached, no prepare pass", spec.name)
             log.info("%s: pool-wide selector, global step over all %d rows", spec.name, rows.n)
-            write_parquet(sel.score(frame), folder / "scores.parquet")
+            scores = _map_reduce(ctx, spec, sel, seed, rows, warmup) if isinstance(sel, MapReduceSelector) else sel.score(frame)
+            write_parquet(scores, folder / "scores.parquet")
         timing = {"seconds_this_run": time.perf_counter() - t0, "rows_computed": new, "rows_reused": rows.n - new}
         (folder / "timing.json").write_text(json.dumps(timing))
 
@@ -97,6 +100,50 @@ def prepare_shard(ctx: RunContext, spec: SelectorSpec, seed: int, rows_path: str
     rows = pl.read_parquet(rows_path).slice(shard * shard_size, shard_size)
     make_selector(spec.name, spec.params).fit(ctx.scoring(seed, warmup)).prepare(rows)
     return rows.height
+
+
+@task(cache_policy=NONE, task_run_name="partial-{spec.name}-shard-{shard}")
+def partial_shard(ctx: RunContext, spec: SelectorSpec, seed: int, rows_path: str, shard: int, shard_size: int,
+                  warmup: str | None = None) -> dict[str, np.ndarray]:
+    """A map-reduce selector's summable statistics of one shard."""
+    rows = pl.read_parquet(rows_path).slice(shard * shard_size, shard_size)
+    return make_selector(spec.name, spec.params).fit(ctx.scoring(seed, warmup)).partial(rows)
+
+
+@task(cache_policy=NONE, task_run_name="parts-{spec.name}-{group}")
+def score_parts(ctx: RunContext, spec: SelectorSpec, seed: int, rows_path: str, group: int, parts: list[list[int]],
+                state, warmup: str | None = None) -> pl.DataFrame:
+    """A map-reduce selector's scores for a group of its plan's parts (row indices into `rows_path`)."""
+    rows = pl.read_parquet(rows_path)
+    sel = make_selector(spec.name, spec.params).fit(ctx.scoring(seed, warmup))
+    return pl.concat([sel.score_part(rows[p], state) for p in parts])
+
+
+def _map_reduce(ctx: RunContext, spec: SelectorSpec, sel: MapReduceSelector, seed: int, rows: RowsRef,
+                warmup: str | None) -> pl.DataFrame:
+    """`sel`'s global step on the flow's runner: shard statistics summed in shard order, the plan
+    in this process, its parts scored in groups of about `score.shard_size` rows. Equal to
+    `sel.score` in one process by the MapReduceSelector contract (tested)."""
+    size, totals = ctx.recipe.score.shard_size, {}
+    if type(sel).partial is not MapReduceSelector.partial:
+        futures = [partial_shard.submit(ctx, spec, seed, rows.path, i, size, warmup) for i in range(math.ceil(rows.n / size))]
+        for fut in futures:
+            totals = add_partials(totals, fut.result())
+    frame = rows.read()
+    state, parts = sel.plan(frame, totals)
+    groups: list[list[list[int]]] = [[]]
+    for p in parts:
+        if groups[-1] and sum(map(len, groups[-1])) + len(p) > size:
+            groups.append([])
+        groups[-1].append(p.tolist())
+    log.info("%s: %d parts in %d tasks", spec.name, len(parts), len(groups))
+    futures = [score_parts.submit(ctx, spec, seed, rows.path, i, g, state, warmup) for i, g in enumerate(groups)]
+    progress = ProgressLog(f"global step {spec.name}", rows.n, "rows", every=0)
+    frames = []
+    for i, fut in enumerate(futures):
+        frames.append(fut.result())
+        progress.update(progress.done + frames[-1].height, f"task {i + 1}/{len(groups)}")
+    return validate_scores(spec.name, frame, sel.join_parts(frame, frames))
 
 
 def _fan_out(ctx: RunContext, shard_task, spec: SelectorSpec, seed: int, rows_path: str, n_rows: int,

@@ -112,6 +112,50 @@ class Selector(ABC):
         return self.ctx
 
 
+class MapReduceSelector(Selector):
+    """A pool-wide selector whose global step splits into sharded work, so a Dask or Ray runner
+    spreads it too: `partial` of each row shard, summed (map, reduce); `plan` in the flow's process
+    from the totals, naming the parts of the pool (row indices) that can be scored apart; then
+    `score_part` on each part (map) and `finish` on the joined scores.
+
+    `_score` runs the same steps in one process, so a runner changes where work runs, not the
+    scores. For that, `partial` must sum exactly whatever the shard split (counts, in float64)."""
+
+    row_local = False
+
+    def partial(self, rows: pl.DataFrame) -> dict[str, np.ndarray]:
+        """Statistics of one shard that add up to the pool's; none by default."""
+        return {}
+
+    @abstractmethod
+    def plan(self, rows: pl.DataFrame, totals: dict[str, np.ndarray]) -> tuple[Any, list[np.ndarray]]:
+        """(state every part needs, row index arrays of the parts), from the pool and its totals."""
+
+    @abstractmethod
+    def score_part(self, rows: pl.DataFrame, state: Any) -> pl.DataFrame:
+        """Scores (id, score, ...) of one part's rows, given the plan's state."""
+
+    def finish(self, scores: pl.DataFrame) -> pl.DataFrame:
+        """The last pool-wide touch on the joined scores (in pool order); none by default."""
+        return scores
+
+    def _score(self, rows: pl.DataFrame) -> pl.DataFrame:
+        state, parts = self.plan(rows, self.partial(rows))
+        return self.join_parts(rows, [self.score_part(rows[p], state) for p in parts])
+
+    def join_parts(self, rows: pl.DataFrame, frames: list[pl.DataFrame]) -> pl.DataFrame:
+        joined = rows.select("id").join(pl.concat(frames), on="id", how="left", maintain_order="left")
+        return self.finish(joined)
+
+
+def add_partials(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: a[k] + b[k] if k in a else b[k] for k in b} | {k: v for k, v in a.items() if k not in b}
+
+
+def contiguous_parts(n: int, size: int) -> list[np.ndarray]:
+    return [np.arange(s, min(s + size, n)) for s in range(0, n, size)]
+
+
 def validate_scores(name: str, rows: pl.DataFrame, out: pl.DataFrame) -> pl.DataFrame:
     """Exactly one finite, non-null score per input id, in input order. Extra columns explain the
     score: numeric ones must be finite too; text ones (e.g. a suggested label) non-null."""

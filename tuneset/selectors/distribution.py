@@ -15,7 +15,7 @@ import polars as pl
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuneset.selectors.base import Selector, register, row_text
+from tuneset.selectors.base import MapReduceSelector, Selector, contiguous_parts, register, row_text
 from tuneset.selectors.context import ScoringContext
 from tuneset.selectors.embedding import nearest_dev
 
@@ -187,17 +187,29 @@ def ngram_counts(texts: list[str], buckets: int):
     return vec.transform(texts)
 
 
-def dsir_log_weights(candidates: list[str], targets: list[list[str]], buckets: int = 10000, smoothing: float = 1e-8) -> np.ndarray:
-    """log p_target(x) - log p_raw(x) per candidate under hashed bag-of-n-gram models; the target
-    model is the equal-weight mixture of the `targets` groups, the raw model is the candidates'."""
-    cand = ngram_counts(candidates, buckets)
-    raw = np.asarray(cand.sum(0)).ravel()
-    target = np.zeros(buckets)
+def bucket_totals(texts: list[str], buckets: int) -> np.ndarray:
+    """Summed n-gram bucket counts of `texts`, in float64: integer sums stay exact, so the totals
+    of shards add up to the pool's bit for bit."""
+    return np.asarray(ngram_counts(texts, buckets).sum(0, dtype=np.float64)).ravel()
+
+
+def dsir_log_ratio(raw: np.ndarray, targets: list[list[str]], smoothing: float = 1e-8) -> np.ndarray:
+    """log p_target - log p_raw per bucket; the target model is the equal-weight mixture of the
+    `targets` groups, the raw model the pool's bucket totals `raw`."""
+    target = np.zeros(len(raw))
     for group in targets:
-        c = np.asarray(ngram_counts(group, buckets).sum(0)).ravel()
+        c = bucket_totals(group, len(raw))
         target += c / max(c.sum(), 1)
-    log_diff = np.log(target / target.sum() + smoothing) - np.log(raw / max(raw.sum(), 1) + smoothing)
-    return np.asarray(cand @ log_diff).ravel().astype(np.float64)
+    return np.log(target / target.sum() + smoothing) - np.log(raw / max(raw.sum(), 1) + smoothing)
+
+
+def dsir_log_weights(candidates: list[str], targets: list[list[str]], buckets: int = 10000, smoothing: float = 1e-8) -> np.ndarray:
+    """log p_target(x) - log p_raw(x) per candidate under hashed bag-of-n-gram models."""
+    log_ratio = dsir_log_ratio(bucket_totals(candidates, buckets), targets, smoothing)
+    return np.asarray(ngram_counts(candidates, buckets) @ log_ratio).ravel().astype(np.float64)
+
+
+DSIR_PART = 256  # rows a part; the flow groups parts into tasks of up to `score.shard_size` rows
 
 
 class DsirParams(BaseModel):
@@ -208,20 +220,31 @@ class DsirParams(BaseModel):
 
 
 @register
-class DsirSelector(Selector):
+class DsirSelector(MapReduceSelector):
     """DSIR: log importance weight log p_target(x) / p_raw(x) under hashed n-gram models, with
-    Gumbel noise so that a top-k budget resamples in proportion to the weights."""
+    Gumbel noise so that a top-k budget resamples in proportion to the weights.
+
+    Map-reduce: each shard counts its n-grams, the flow sums the counts into the raw model, and
+    shards then score their rows against the log ratio; only the noise is drawn pool-wide."""
 
     name = "dsir"
     Params = DsirParams
     uses = frozenset({"targets", "seed"})
-    row_local = False  # the raw model is fitted on the whole pool
+    revision = 2  # bucket frequencies in float64 (they were float32 divisions)
 
-    def _score(self, rows: pl.DataFrame) -> pl.DataFrame:
-        p = self.params
+    def partial(self, rows: pl.DataFrame) -> dict[str, np.ndarray]:
+        return {"raw": bucket_totals(row_text(rows), self.params.buckets)}
+
+    def plan(self, rows: pl.DataFrame, totals: dict[str, np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         groups = [row_text(dev) for _, dev in sorted(self.ctx.targets.items())]
-        logw = dsir_log_weights(row_text(rows), groups, p.buckets, p.smoothing)
-        score = logw
-        if p.resample:
-            score = logw + np.random.default_rng(self.ctx.seed).gumbel(size=len(logw))
-        return pl.DataFrame({"id": rows["id"], "score": score, "log_weight": logw})
+        return dsir_log_ratio(totals["raw"], groups, self.params.smoothing), contiguous_parts(rows.height, DSIR_PART)
+
+    def score_part(self, rows: pl.DataFrame, state: np.ndarray) -> pl.DataFrame:
+        logw = np.asarray(ngram_counts(row_text(rows), self.params.buckets) @ state).ravel().astype(np.float64)
+        return pl.DataFrame({"id": rows["id"], "log_weight": logw})
+
+    def finish(self, scores: pl.DataFrame) -> pl.DataFrame:
+        logw = scores["log_weight"].to_numpy()
+        if self.params.resample:
+            logw = logw + np.random.default_rng(self.ctx.seed).gumbel(size=len(logw))
+        return scores.insert_column(1, pl.Series("score", logw))

@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuneset.selectors.base import Selector, register, row_text
+from tuneset.selectors.base import MapReduceSelector, Selector, register, row_text
 
 
 def k_center_greedy(emb: np.ndarray, max_centers: int, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -62,42 +62,56 @@ class DiversitySelector(Selector):
         return pl.DataFrame({"id": rows["id"], "score": score, "pick_order": pick})
 
 
-def semantic_duplicates(
-    emb: np.ndarray, threshold: float = 0.95, n_clusters: int | None = None, seed: int = 0, niter: int = 10,
-) -> tuple[np.ndarray, np.ndarray]:
-    """SemDeDup: k-means clusters (faiss), then inside each cluster every row whose cosine to a row
-    kept before it exceeds `threshold` is a near-duplicate of that row.
-
-    Within a cluster rows are visited farthest-from-centroid first, the paper's choice of which copy
-    to keep (the prototypical ones go). Returns (index of the row each duplicates or -1, max cosine
-    to an earlier kept row)."""
+def cluster_visit_order(emb: np.ndarray, n_clusters: int | None = None, seed: int = 0, niter: int = 10) -> list[np.ndarray]:
+    """SemDeDup's clusters: spherical k-means (faiss), each cluster's rows farthest-from-centroid
+    first, the paper's choice of which copy to keep (the prototypical ones go)."""
     n, d = emb.shape
+    if n < 2:
+        return [np.arange(n)]
     x = np.ascontiguousarray(emb, dtype=np.float32)
     k = n_clusters or max(1, min(n // 50, int(math.sqrt(n))))
-    dup_of = np.full(n, -1, dtype=np.int64)
-    best = np.zeros(n)
-    if n < 2:
-        return dup_of, best
     km = faiss.Kmeans(d, k, niter=niter, seed=seed, spherical=True, verbose=False, max_points_per_centroid=64)
     km.train(x)
     sim_c, assign = km.index.search(x, 1)
     assign, sim_c = assign.ravel(), sim_c.ravel()
     order = np.lexsort((sim_c, assign))  # by cluster, then least central first
-    bounds = np.flatnonzero(np.diff(assign[order])) + 1
-    for members in np.split(order, bounds):
-        if len(members) < 2:
-            continue
-        sims = x[members] @ x[members].T
-        kept: list[int] = []
-        for j in range(len(members)):
-            if kept:
-                col = sims[j, kept]
-                b = int(np.argmax(col))
-                best[members[j]] = col[b]
-                if col[b] > threshold:
-                    dup_of[members[j]] = members[kept[b]]
-                    continue
-            kept.append(j)
+    return np.split(order, np.flatnonzero(np.diff(assign[order])) + 1)
+
+
+def greedy_duplicates(emb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """One cluster, rows in visit order: a row whose cosine to a row kept before it exceeds
+    `threshold` duplicates that row. Returns (position of the row each duplicates or -1, max
+    cosine to an earlier kept row)."""
+    n = len(emb)
+    dup_of, best = np.full(n, -1, dtype=np.int64), np.zeros(n)
+    if n < 2:
+        return dup_of, best
+    x = np.ascontiguousarray(emb, dtype=np.float32)
+    sims = x @ x.T
+    kept: list[int] = []
+    for j in range(n):
+        if kept:
+            col = sims[j, kept]
+            b = int(np.argmax(col))
+            best[j] = col[b]
+            if col[b] > threshold:
+                dup_of[j] = kept[b]
+                continue
+        kept.append(j)
+    return dup_of, best
+
+
+def semantic_duplicates(
+    emb: np.ndarray, threshold: float = 0.95, n_clusters: int | None = None, seed: int = 0, niter: int = 10,
+) -> tuple[np.ndarray, np.ndarray]:
+    """SemDeDup: k-means clusters, then inside each cluster every row whose cosine to a row kept
+    before it exceeds `threshold` is a near-duplicate of that row. Returns (index of the row each
+    duplicates or -1, max cosine to an earlier kept row)."""
+    dup_of, best = np.full(len(emb), -1, dtype=np.int64), np.zeros(len(emb))
+    for members in cluster_visit_order(emb, n_clusters, seed, niter):
+        local, sim = greedy_duplicates(emb[members], threshold)
+        dup_of[members] = np.where(local >= 0, members[np.maximum(local, 0)], -1)
+        best[members] = sim
     return dup_of, best
 
 
@@ -108,17 +122,22 @@ class SemDedupParams(BaseModel):
 
 
 @register
-class SemDedupSelector(Selector):
-    """SemDeDup: 1 for rows to keep, 0 for near-duplicates; `duplicate_of` names the kept row."""
+class SemDedupSelector(MapReduceSelector):
+    """SemDeDup: 1 for rows to keep, 0 for near-duplicates; `duplicate_of` names the kept row.
+
+    Map-reduce: k-means runs in the flow's process on the cached embeddings; each cluster's
+    comparisons (the quadratic part) are a part a worker scores on its own."""
 
     name = "semdedup"
     Params = SemDedupParams
     uses = frozenset({"embedder", "seed"})
-    row_local = False
 
-    def _score(self, rows: pl.DataFrame) -> pl.DataFrame:
+    def plan(self, rows: pl.DataFrame, totals: dict[str, np.ndarray]) -> tuple[None, list[np.ndarray]]:
         emb = self.ctx.embeddings(row_text(rows))
-        dup_of, sim = semantic_duplicates(emb, self.params.threshold, self.params.n_clusters, self.ctx.seed)
+        return None, cluster_visit_order(emb, self.params.n_clusters, self.ctx.seed)
+
+    def score_part(self, rows: pl.DataFrame, state: None) -> pl.DataFrame:
+        dup_of, sim = greedy_duplicates(self.ctx.embeddings(row_text(rows)), self.params.threshold)
         ids = rows["id"].to_list()
         return pl.DataFrame({
             "id": ids, "score": (dup_of < 0).astype(np.float64), "max_similarity": sim,
