@@ -9,7 +9,8 @@ upper references built here from the bench's injected-noise truth, which product
 
 Both are rows files handed to the compare as `compare.references`, so they fine-tune with the same
 settings, seeds and test rows as every strategy and show up marked "(reference)". Then
-`python benchmarks/export_run.py <dir>/runs/bench/compare benchmarks/results/bench_downstream`.
+`python benchmarks/export_run.py <dir>/runs/bench/compare benchmarks/results/bench_downstream` and
+`python benchmarks/recommend.py benchmarks/results/bench_downstream` (the choice, on dev rows).
 """
 
 from __future__ import annotations
@@ -79,23 +80,8 @@ def main() -> None:
     with prefect_api():  # a server that dies with this script, even on kill -9
         out = compare_flow(load_recipe(ROOT / "recipes" / "bench.yaml", overrides))
     print(out)
-    print(recommend(Path(out["csv"])))
-
-
-def recommend(leaderboard: Path) -> str:
-    """The strategy to recommend, chosen on dev rows alone: the best mean over tasks of its dev
-    score (references and baselines are not candidates). Its test figures are reported, not used."""
-    import polars as pl
-
-    board = pl.read_csv(leaderboard)
-    arms = (board.filter(~pl.col("strategy").str.contains("reference") & ~pl.col("strategy").is_in(["none", "full"]))
-            .group_by("strategy", "budget").agg(pl.col("dev_mean").mean().alias("dev"), pl.col("mean").mean().alias("test"))
-            .sort("dev", descending=True))
-    lines = ["| strategy | budget | mean dev score over tasks | mean test score over tasks |", "|---|---|---|---|"]
-    lines += [f"| {r['strategy']} | {r['budget']} | {r['dev']:.3f} | {r['test']:.3f} |" for r in arms.iter_rows(named=True)]
-    text = f"Chosen on dev rows: **{arms['strategy'][0]}**\n\n" + "\n".join(lines) + "\n"
-    (leaderboard.parent / "recommended.md").write_text(text)
-    return text
+    print(f"then: python benchmarks/export_run.py {Path(out['csv']).parent} <export dir> && "
+          "python benchmarks/recommend.py <export dir>")
 
 
 if __name__ == "__main__":

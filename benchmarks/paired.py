@@ -1,9 +1,12 @@
 """The paired difference between any two arms of an exported compare, on one task.
 
     python benchmarks/paired.py benchmarks/results/bench_downstream less full banking77
+    python benchmarks/paired.py benchmarks/results/bench_downstream got bench_static:got_static sst2
 
 The leaderboard pairs every arm with random and with no fine-tune; this pairs any two (a strategy
 against the full pool, a curated arm against its raw one), with the same seed-and-row bootstrap.
+An arm written `EXPORT:strategy` comes from another export of the same bench (same test rows and
+seeds; EXPORT relative to the first folder's parent).
 """
 
 from __future__ import annotations
@@ -27,10 +30,14 @@ def scores(examples: pl.DataFrame, strategy: str, task: str) -> np.ndarray:
     return np.stack([g.sort("id")["score"].to_numpy() for _, g in part.group_by("seed", maintain_order=True)])
 
 
+def arm(folder: Path, spec: str, task: str) -> np.ndarray:
+    other, _, strategy = spec.rpartition(":")
+    return scores(test_split_examples(folder.parent / other if other else folder), strategy, task)
+
+
 def main() -> None:
     folder, a, b, task = Path(sys.argv[1]), *sys.argv[2:5]
-    examples = test_split_examples(folder)
-    d = seed_row_bootstrap(scores(examples, a, task), scores(examples, b, task))
+    d = seed_row_bootstrap(arm(folder, a, task), arm(folder, b, task))
     print(f"{a} vs {b} on {task}: {d.mean:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}] (detectable ±{d.mdd:.3f})")
 
 
