@@ -6,7 +6,7 @@
 The leaderboard pairs every arm with random and with no fine-tune; this pairs any two (a strategy
 against the full pool, a curated arm against its raw one), with the same seed-and-row bootstrap.
 An arm written `EXPORT:strategy` comes from another export of the same bench (same test rows and
-seeds; EXPORT relative to the first folder's parent).
+seeds; EXPORT relative to the first folder's parent). Only seeds both arms finished are compared.
 """
 
 from __future__ import annotations
@@ -30,15 +30,23 @@ def scores(examples: pl.DataFrame, strategy: str, task: str) -> np.ndarray:
     return np.stack([g.sort("id")["score"].to_numpy() for _, g in part.group_by("seed", maintain_order=True)])
 
 
-def arm(folder: Path, spec: str, task: str) -> np.ndarray:
+def arm_examples(folder: Path, spec: str) -> tuple[pl.DataFrame, str]:
     other, _, strategy = spec.rpartition(":")
-    return scores(test_split_examples(folder.parent / other if other else folder), strategy, task)
+    return test_split_examples(folder.parent / other if other else folder), strategy
 
 
 def main() -> None:
     folder, a, b, task = Path(sys.argv[1]), *sys.argv[2:5]
-    d = seed_row_bootstrap(arm(folder, a, task), arm(folder, b, task))
-    print(f"{a} vs {b} on {task}: {d.mean:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}] (detectable ±{d.mdd:.3f})")
+    (ex_a, s_a), (ex_b, s_b) = arm_examples(folder, a), arm_examples(folder, b)
+    # Only the seeds both arms finished (a bench in progress has more seeds of some arms); "-" is
+    # the seedless no-fine-tune arm, paired with any seed.
+    seeds_a = set(ex_a.filter(pl.col("strategy") == s_a)["seed"]) - {"-"}
+    seeds_b = set(ex_b.filter(pl.col("strategy") == s_b)["seed"]) - {"-"}
+    common = (seeds_a & seeds_b) or seeds_a or seeds_b
+    keep = pl.col("seed").is_in([*common, "-"])
+    d = seed_row_bootstrap(scores(ex_a.filter(keep), s_a, task), scores(ex_b.filter(keep), s_b, task))
+    print(f"{a} vs {b} on {task} (seeds {', '.join(sorted(common)) or '-'}): "
+          f"{d.mean:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}] (detectable ±{d.mdd:.3f})")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ The rule:
 - The control task (arc_easy: the pool holds no data for it) is a constraint, not part of the
   score. A strategy is out if its control dev score is below no fine-tune's by more than two
   standard errors of the paired difference. On 25 control rows this catches only a large harm; the
-  test rows show the small ones.
+  test rows show the small ones. A tie on the score goes to the higher control dev score.
+- Only seeds every candidate has finished count, so a run in progress compares like with like.
 Test scores are printed beside the choice and never used. Writes `<export>/recommended.md`.
 """
 
@@ -39,6 +40,8 @@ def _paired_vs_none(dev: pl.DataFrame, strategy: str) -> tuple[float, float]:
 def recommend(export: Path) -> str:
     ex = export_examples(export)
     candidates = sorted(s for s in ex["strategy"].unique() if s not in NOT_CANDIDATES and "reference" not in s)
+    seeds = sorted(set.intersection(*(set(ex.filter(pl.col("strategy") == s)["seed"]) for s in candidates)))
+    ex = ex.filter(pl.col("seed").is_in([*seeds, "-"]))  # "-": the seedless no-fine-tune arm
     dev, test = ex.filter(pl.col("split") == "dev"), ex.filter(pl.col("split") == "test")
     lines = ["| strategy | target dev rows (pooled) | control dev vs none (± 2 se) | eligible | mean test score, target tasks | control test vs none |",
              "|---|---|---|---|---|---|"]
@@ -52,11 +55,10 @@ def recommend(export: Path) -> str:
         control_test = test.filter(pl.col("strategy") == s, pl.col("task") == CONTROL)["score"].mean()
         ranked.append((eligible, float(target_dev["score"].mean()), s, target_dev.height, diff, se,
                        float(target_test["score"].mean()), control_test - none_control))
-    ranked.sort(key=lambda r: (r[0], r[1]), reverse=True)
+    ranked.sort(key=lambda r: (r[0], round(r[1], 9), r[4]), reverse=True)
     for eligible, score, s, n, diff, se, t_test, c_test in ranked:
         lines.append(f"| {s} | {score:.3f} ({n} rows) | {diff:+.3f} ± {2 * se:.3f} | {'yes' if eligible else 'no'} "
                      f"| {t_test:.3f} | {c_test:+.3f} |")
-    seeds = sorted(ex.filter(pl.col("strategy").is_in(candidates))["seed"].unique())
     text = (f"Chosen on dev rows: **{ranked[0][2]}** (seeds {', '.join(seeds)}; rule: `benchmarks/recommend.py`)\n\n"
             + "\n".join(lines) + "\n")
     (export / "recommended.md").write_text(text)
