@@ -4,7 +4,10 @@ skip where the data is absent), and reading an exported compare run back (see ex
 from __future__ import annotations
 
 import argparse
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -56,3 +59,17 @@ def export_runs(folder: Path, strategies: list[str] | None, tmp: Path) -> list[d
                 run[column] = str(path)
         out.append(run)
     return out
+
+
+def interleaved(runs: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """Runs each callable `repeats` times, alternating between them (a, b, c, a, b, c, ...), so a
+    burst of load from another job lands on every implementation rather than on one. Returns the
+    seconds of every run per name, and each name's last result."""
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    out: dict[str, Any] = {}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            t = time.perf_counter()
+            out[name] = fn()
+            times[name].append(time.perf_counter() - t)
+    return times, out

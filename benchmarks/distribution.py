@@ -26,14 +26,13 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 import torch
-from bench_args import parse_bench_args
+from bench_args import interleaved, parse_bench_args
 
 from tuneset.models.embed import MINILM
 from tuneset.selectors.base import row_text
@@ -48,20 +47,6 @@ TASKS = ["banking77", "sst2", "arc_easy"]
 def top_overlap(a: np.ndarray, b: np.ndarray, frac: float = 0.15) -> float:
     k = int(round(len(a) * frac))
     return len(set(np.argsort(-a)[:k]) & set(np.argsort(-b)[:k])) / k
-
-
-def interleaved(runs: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, list[float]], dict[str, Any]]:
-    """Runs each callable `repeats` times, alternating between them (a, b, c, a, b, c, ...), so a
-    burst of load from another job lands on every implementation rather than on one. Returns the
-    seconds of every run per name, and each name's last result."""
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    out: dict[str, Any] = {}
-    for _ in range(repeats):
-        for name, fn in runs.items():
-            t = time.perf_counter()
-            out[name] = fn()
-            times[name].append(time.perf_counter() - t)
-    return times, out
 
 
 def summary(seconds: list[float]) -> dict[str, Any]:

@@ -35,8 +35,9 @@ def test_length_batches_cover_every_index_once_within_budget():
         assert len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 1000
 
 
-def test_batched_losses_equal_one_at_a_time(lm):
-    """Padding and length sorting must not change any example's loss."""
+def test_batched_losses_equal_one_at_a_time(lm, monkeypatch):
+    """Padding and length sorting (a GPU's batches) must not change any example's loss."""
+    monkeypatch.setattr("tuneset.models.lm.ROWS_PER_FORWARD", {})
     prompts = ["Review: the blender is great.", "What is 3 plus 4? Answer:", "Tone:", "What is the capital of France?"]
     responses = ["positive", "7", "good and fine and great", "Paris"]
     enc = encode(lm.tokenizer, prompts, responses)
@@ -48,6 +49,28 @@ def test_batched_losses_equal_one_at_a_time(lm):
         assert count[i] == len(e.ids) - e.n_prompt
         assert total[i] == pytest.approx(float(nll.sum()), rel=1e-4)
         assert last[i] == pytest.approx(float(nll[0, len(e.ids) - 2]), rel=1e-4)
+
+
+def test_cpu_losses_do_not_depend_on_the_other_rows(lm, monkeypatch):
+    """On a CPU each row is its own forward, so a subset, or the rows in another order, give the full
+    run's losses bit for bit (a grown pool rescored from scratch equals its cached scores). The
+    tiny model's kernels do not vary with the batch shape, SmolLM2's do (7.6e-6): hence the count."""
+    import tuneset.models.lm as lm_module
+
+    prompts = ["Review: the blender is great.", "What is 3 plus 4? Answer:", "Tone:", "What is the capital of France?",
+               "Review: a dull film.", "Q: 2 + 2?"]
+    responses = ["positive", "7", "good and fine and great", "Paris", "negative", "4"]
+    enc = encode(lm.tokenizer, prompts, responses)
+    rows_per_forward, real = [], lm_module.response_token_nll
+    monkeypatch.setattr(lm_module, "response_token_nll", lambda m, ids, *a: rows_per_forward.append(len(ids)) or real(m, ids, *a))
+    full = response_nll(lm.model, enc, lm.tokenizer.pad_token_id)
+    assert rows_per_forward == [1] * len(enc)
+    part = response_nll(lm.model, enc[1::2], lm.tokenizer.pad_token_id)
+    backwards = response_nll(lm.model, enc[::-1], lm.tokenizer.pad_token_id)
+    for got, ref in zip(part, full):
+        np.testing.assert_array_equal(got, ref[1::2])
+    for got, ref in zip(backwards, full):
+        np.testing.assert_array_equal(got, ref[::-1])
 
 
 def test_response_only_projection_matches_full_logits(lm):

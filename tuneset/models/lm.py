@@ -79,6 +79,13 @@ def encode(
     return out
 
 
+# Rows per forward of the per-row loss pass, by device. On a CPU one: a row's losses then do not
+# depend on its batch mates (batched, SmolLM2's summed NLL moved by up to 7.6e-6 with the company a
+# row kept), so a grown pool rescored from scratch equals its cached scores bit for bit, for 1.1-1.2x
+# the time (benchmarks/batch_invariance.py losses). A GPU keeps its batches: throughput is the point.
+ROWS_PER_FORWARD = {"cpu": 1}
+
+
 def length_batches(lengths: Sequence[int], max_tokens: int = 4096, max_batch: int = 64) -> list[list[int]]:
     """Index batches, longest first, each under `max_tokens` padded tokens."""
     order = np.argsort(-np.asarray(lengths), kind="stable")
@@ -199,7 +206,7 @@ def response_nll(
     count = np.zeros(len(encoded), dtype=np.int64)
     last = np.zeros(len(encoded), dtype=np.float64)
     progress = ProgressLog(what, len(encoded), "rows") if what else None
-    for batch in length_batches([len(e.ids) for e in encoded], max_tokens):
+    for batch in length_batches([len(e.ids) for e in encoded], max_tokens, ROWS_PER_FORWARD.get(device.type, 64)):
         ids, mask, labels = pad_batch([encoded[i] for i in batch], pad_id, device)
         nll = response_token_nll(model, ids, mask, labels)
         total[batch] = nll.sum(1).double().cpu().numpy()

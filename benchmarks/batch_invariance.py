@@ -1,0 +1,92 @@
+"""Does a row's result depend on the rows batched with it? The batching tuneset uses against the
+padded length-sorted batches it replaced, same rows, same thread count, alternated.
+
+    OMP_NUM_THREADS=1 python benchmarks/batch_invariance.py --shared ../shared embeddings [--rows 600] [--repeats 3]
+    OMP_NUM_THREADS=1 python benchmarks/batch_invariance.py --shared ../shared losses [--rows 200] [--repeats 2]
+
+- `embeddings`: MiniLM (`minilm`) in sentence-transformers' padded batches of 64 vs tuneset's
+  batches of one token count; writes results/embed_batches.json.
+- `losses`: SmolLM2's per-row response NLL (perplexity, ifd, confidence) in padded batches under
+  the 4,096-token budget vs one row a forward (tuneset on a CPU); writes results/loss_batches.json.
+
+The first `--rows` rows of pool_small. Reports min and median seconds of each, the largest
+difference between their outputs, and whether every third row computed on its own reproduces the
+full run's output bit for bit (what a grown pool's from-scratch rerun needs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from collections.abc import Callable
+
+import numpy as np
+from bench_args import ROOT, interleaved, parse_bench_args
+
+Arms = dict[str, Callable[[list], np.ndarray]]
+
+
+def embedding_arms(rows: list[dict]) -> tuple[list, Arms]:
+    from tuneset.models.embed import MINILM, load_embedder
+
+    m = load_embedder(MINILM, "cpu")
+    padded = lambda texts: m.model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,  # noqa: E731
+                                          show_progress_bar=False)
+    texts = [f"{r['instruction']}\n{r['response']}" for r in rows]
+    return texts, {"padded length-sorted batches": padded, "same-length batches (tuneset)": lambda t: m.encode(t, 64)}
+
+
+def loss_arms(rows: list[dict]) -> tuple[list, Arms]:
+    import tuneset.models.lm as lm_module
+    from tuneset.models.loading import SMOLLM2, cached_lm
+
+    lm = cached_lm(SMOLLM2, "cpu", None)
+    enc = lm_module.encode(lm.tokenizer, [r["instruction"] for r in rows], [r["response"] for r in rows], 256)
+
+    def with_rows_per_forward(setting: dict[str, int]) -> Callable[[list], np.ndarray]:
+        def run(items: list) -> np.ndarray:
+            lm_module.ROWS_PER_FORWARD = setting
+            return lm_module.response_nll(lm.model, items, lm.tokenizer.pad_token_id, 4096)[0]
+        return run
+
+    return enc, {"padded length-sorted batches": with_rows_per_forward({}),
+                 "one row a forward (tuneset on CPU)": with_rows_per_forward({"cpu": 1})}
+
+
+KINDS = {"embeddings": (embedding_arms, "embed_batches.json"), "losses": (loss_arms, "loss_batches.json")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=sorted(KINDS))
+    ap.add_argument("--rows", type=int, default=None, help="default: 600 for embeddings, 200 for losses")
+    ap.add_argument("--repeats", type=int, default=None, help="default: 3 for embeddings, 2 for losses")
+    args, bench = parse_bench_args(ap)
+    if bench is None:
+        return
+    import torch
+
+    n = args.rows or (600 if args.what == "embeddings" else 200)
+    repeats = args.repeats or (3 if args.what == "embeddings" else 2)
+    make_arms, out_name = KINDS[args.what]
+    rows = [json.loads(line) for line in (bench / "pool_small.jsonl").read_text().splitlines()[:n]]
+    items, arms = make_arms(rows)
+    seconds, outputs = interleaved({k: (lambda f=f: np.asarray(f(items))) for k, f in arms.items()}, repeats)
+    seconds = {k: [round(s, 2) for s in v] for k, v in seconds.items()}
+    base = min(next(iter(seconds.values())))
+    out = {
+        "rows": n, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "seconds": seconds,
+        "min": {k: min(v) for k, v in seconds.items()}, "median": {k: statistics.median(v) for k, v in seconds.items()},
+        "rows_per_s_at_min": {k: round(n / min(v), 1) for k, v in seconds.items()},
+        "max_abs_diff_between_arms": float(np.abs(np.subtract(*outputs.values())).max()),
+        "subset_reproduces_full_run": {k: bool(np.array_equal(np.asarray(f(items[::3])), outputs[k][::3])) for k, f in arms.items()},
+        "min_ratio_vs_padded": {k: round(min(v) / base, 3) for k, v in seconds.items()},
+    }
+    (ROOT / "benchmarks" / "results" / out_name).write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
