@@ -1,6 +1,6 @@
 """Incremental rescoring: what a scheduled run costs when 2% new rows arrive (issue 13).
 
-    python benchmarks/incremental.py --shared ../shared --work-dir <dir> [--selectors a,b,...]
+    python benchmarks/incremental.py --shared ../shared --work-dir <dir> [--selectors a,b,...] [--rows N]
 
 1. `first`: score pool_small without every 50th row (98%), each selector timed alone;
 2. `grown`: score the whole pool_small (the 2% arrive), in the same store: row-local selectors
@@ -8,7 +8,8 @@
 3. `scratch`: score the whole pool_small again in a fresh store, and compare: row-local scores
    must equal the incremental run's, pool-wide ones must agree within the stated tolerance.
 
-Writes `<work-dir>/incremental.json` (seconds per selector and phase, the ratios, the largest
+`--rows N` runs on the first N rows of pool_small instead (an LM selector's three phases on all
+of it take about an hour on these 2 cores). Writes `<work-dir>/incremental.json` (seconds per selector and phase, the ratios, the largest
 score difference per selector) and prints a Markdown table.
 """
 
@@ -63,6 +64,7 @@ def max_diff(a, b, name: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--selectors", default=SELECTORS)
+    ap.add_argument("--rows", type=int, default=None, help="the first N rows of pool_small (default: all)")
     args, bench = parse_bench_args(ap)
     if bench is None:
         return
@@ -71,9 +73,10 @@ def main() -> None:
     configure()
     work = args.work_dir.resolve()
     selectors = args.selectors.split(",")
-    lines = (bench / "pool_small.jsonl").read_text().splitlines()
-    first_pool = work / "pool_98.jsonl"
+    lines = (bench / "pool_small.jsonl").read_text().splitlines()[: args.rows]
+    first_pool, grown_pool = work / "pool_98.jsonl", work / "pool_grown.jsonl"
     work.mkdir(parents=True, exist_ok=True)
+    grown_pool.write_text("\n".join(lines) + "\n")
     first_pool.write_text("\n".join(line for i, line in enumerate(lines) if i % 50 != 49) + "\n")
     tasks = bench / "tasks.json"
     out: dict = {"rows_first": sum(1 for i in range(len(lines)) if i % 50 != 49), "rows_grown": len(lines)}
@@ -81,13 +84,13 @@ def main() -> None:
 
     phases = {}
     with prefect_api():  # a server that dies with this script, even on kill -9
-        _run_phases(phases, out, first_pool, bench, tasks, work, selectors)
+        _run_phases(phases, out, first_pool, grown_pool, tasks, work, selectors)
     _report(out, phases, selectors, work)
 
 
-def _run_phases(phases: dict, out: dict, first_pool: Path, bench: Path, tasks: Path, work: Path, selectors: list[str]) -> None:
-    for phase, pool, store in (("first", first_pool, work / "incremental"), ("grown", bench / "pool_small.jsonl", work / "incremental"),
-                               ("scratch", bench / "pool_small.jsonl", work / "scratch")):
+def _run_phases(phases: dict, out: dict, first_pool: Path, grown_pool: Path, tasks: Path, work: Path, selectors: list[str]) -> None:
+    for phase, pool, store in (("first", first_pool, work / "incremental"), ("grown", grown_pool, work / "incremental"),
+                               ("scratch", grown_pool, work / "scratch")):
         print(f"{phase}: {pool.name} into {store}", flush=True)
         phases[phase] = score_phase(pool, tasks, store, selectors)
         out[phase] = phases[phase][0]

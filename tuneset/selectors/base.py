@@ -116,7 +116,7 @@ class MapReduceSelector(Selector):
     """A pool-wide selector whose global step splits into sharded work, so a Dask or Ray runner
     spreads it too: `partial` of each row shard, summed (map, reduce); `plan` in the flow's process
     from the totals, naming the parts of the pool (row indices) that can be scored apart; then
-    `score_part` on each part (map) and `finish` on the joined scores.
+    `score_part` on each part (map) and `finish_scores` on the joined scores.
 
     `_score` runs the same steps in one process, so a runner changes where work runs, not the
     scores. For that, `partial` must sum exactly whatever the shard split (counts, in float64)."""
@@ -135,7 +135,7 @@ class MapReduceSelector(Selector):
     def score_part(self, rows: pl.DataFrame, state: Any) -> pl.DataFrame:
         """Scores (id, score, ...) of one part's rows, given the plan's state."""
 
-    def finish(self, scores: pl.DataFrame) -> pl.DataFrame:
+    def finish_scores(self, scores: pl.DataFrame) -> pl.DataFrame:
         """The last pool-wide touch on the joined scores (in pool order); none by default."""
         return scores
 
@@ -145,7 +145,7 @@ class MapReduceSelector(Selector):
 
     def join_parts(self, rows: pl.DataFrame, frames: list[pl.DataFrame]) -> pl.DataFrame:
         joined = rows.select("id").join(pl.concat(frames), on="id", how="left", maintain_order="left")
-        return self.finish(joined)
+        return self.finish_scores(joined)
 
 
 def add_partials(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

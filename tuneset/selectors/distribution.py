@@ -243,7 +243,7 @@ class DsirSelector(MapReduceSelector):
         logw = np.asarray(ngram_counts(row_text(rows), self.params.buckets) @ state).ravel().astype(np.float64)
         return pl.DataFrame({"id": rows["id"], "log_weight": logw})
 
-    def finish(self, scores: pl.DataFrame) -> pl.DataFrame:
+    def finish_scores(self, scores: pl.DataFrame) -> pl.DataFrame:
         logw = scores["log_weight"].to_numpy()
         if self.params.resample:
             logw = logw + np.random.default_rng(self.ctx.seed).gumbel(size=len(logw))
