@@ -1,13 +1,10 @@
-"""Does a row's result depend on the rows batched with it? The batching tuneset uses against the
-padded length-sorted batches it replaced, same rows, same thread count, alternated.
+"""Does a row's LM loss depend on the rows batched with it? SmolLM2's per-row response NLL
+(perplexity, ifd, confidence) in padded length-sorted batches under the 4,096-token budget vs one
+row a forward (tuneset on a CPU), same rows, same thread count, alternated.
 
-    OMP_NUM_THREADS=1 python benchmarks/batch_invariance.py --shared ../shared embeddings [--rows 600] [--repeats 3]
     OMP_NUM_THREADS=1 python benchmarks/batch_invariance.py --shared ../shared losses [--rows 200] [--repeats 2]
 
-- `embeddings`: MiniLM (`minilm`) in sentence-transformers' padded batches of 64 vs tuneset's
-  batches of one token count; writes results/embed_batches.json.
-- `losses`: SmolLM2's per-row response NLL (perplexity, ifd, confidence) in padded batches under
-  the 4,096-token budget vs one row a forward (tuneset on a CPU); writes results/loss_batches.json.
+Writes results/loss_batches.json.
 
 The first `--rows` rows of pool_small. Reports min and median seconds of each, the largest
 difference between their outputs, and whether every third row computed on its own reproduces the
@@ -28,16 +25,6 @@ from bench_args import ROOT, interleaved, parse_bench_args
 Arms = dict[str, Callable[[list], np.ndarray]]
 
 
-def embedding_arms(rows: list[dict]) -> tuple[list, Arms]:
-    from tuneset.models.embed import MINILM, load_embedder
-
-    m = load_embedder(MINILM, "cpu")
-    padded = lambda texts: m.model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,  # noqa: E731
-                                          show_progress_bar=False)
-    texts = [f"{r['instruction']}\n{r['response']}" for r in rows]
-    return texts, {"padded length-sorted batches": padded, "same-length batches (tuneset)": lambda t: m.encode(t, 64)}
-
-
 def loss_arms(rows: list[dict]) -> tuple[list, Arms]:
     import tuneset.models.lm as lm_module
     from tuneset.models.loading import SMOLLM2, cached_lm
@@ -55,21 +42,20 @@ def loss_arms(rows: list[dict]) -> tuple[list, Arms]:
                  "one row a forward (tuneset on CPU)": with_rows_per_forward({"cpu": 1})}
 
 
-KINDS = {"embeddings": (embedding_arms, "embed_batches.json"), "losses": (loss_arms, "loss_batches.json")}
+KINDS = {"losses": (loss_arms, "loss_batches.json")}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("what", choices=sorted(KINDS))
-    ap.add_argument("--rows", type=int, default=None, help="default: 600 for embeddings, 200 for losses")
-    ap.add_argument("--repeats", type=int, default=None, help="default: 3 for embeddings, 2 for losses")
+    ap.add_argument("--rows", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=2)
     args, bench = parse_bench_args(ap)
     if bench is None:
         return
     import torch
 
-    n = args.rows or (600 if args.what == "embeddings" else 200)
-    repeats = args.repeats or (3 if args.what == "embeddings" else 2)
+    n, repeats = args.rows, args.repeats
     make_arms, out_name = KINDS[args.what]
     rows = [json.loads(line) for line in (bench / "pool_small.jsonl").read_text().splitlines()[:n]]
     items, arms = make_arms(rows)

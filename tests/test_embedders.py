@@ -80,28 +80,6 @@ def test_onnx_tier_matches_sentence_transformers(tiny_st, tmp_path, int8):
         np.testing.assert_allclose(got, ref, atol=1e-5)
 
 
-LONGER = TEXTS + ["the cat sat on the mat", "Paris is the capital", "a witty film", "the dog sat",
-                  "What is the capital of Spain?", "Classify the sentiment: a dull, long film."]
-
-
-def test_a_text_embeds_the_same_whatever_its_batch_mates(tiny_st):
-    """Batches hold texts of one token count (no padding), so a subset, or the texts in another
-    order, reproduce the full run's vectors bit for bit: a grown pool re-embedded from scratch
-    equals its cached vectors. (Not so for the ONNX tiers: onnxruntime's kernels change with the
-    batch size.)"""
-    folder = str(tiny_st)
-    full = embed_texts(folder, LONGER, batch_size=3)
-    np.testing.assert_array_equal(embed_texts(folder, LONGER[::2], batch_size=3), full[::2])
-    np.testing.assert_array_equal(embed_texts(folder, LONGER[::-1], batch_size=2), full[::-1])
-
-
-def test_same_length_batches_hold_one_length_each_longest_first():
-    lengths = [3, 5, 3, 3, 5, 1, 3]
-    batches = embed.same_length_batches(lengths, 2)
-    assert [b.tolist() for b in batches] == [[1, 4], [0, 2], [3, 6], [5]]
-    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-
-
 @pytest.mark.parametrize("name", ["minilm-statc", "folder"])
 def test_unknown_embedder_names_the_valid_ones(tmp_path, name):
     with pytest.raises(UnknownNameError) as e:

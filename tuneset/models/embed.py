@@ -211,19 +211,6 @@ class Embedder(Protocol):
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray: ...
 
 
-def same_length_batches(lengths: list[int], batch_size: int) -> list[np.ndarray]:
-    """Indices in batches of texts with the same token count, longest first. A batch then has no
-    padding, and a text's embedding does not depend on its batch mates: padded batches moved
-    MiniLM's vectors by up to 1e-7 with the company a text kept, so a grown pool re-embedded from
-    scratch did not reproduce its cached vectors bit for bit."""
-    order = np.argsort([-n for n in lengths], kind="stable")
-    sorted_lengths = np.asarray(lengths)[order]
-    out = []
-    for group in np.split(order, np.flatnonzero(np.diff(sorted_lengths)) + 1):
-        out += [group[s:s + batch_size] for s in range(0, len(group), batch_size)]
-    return out
-
-
 class SentenceTransformerEmbedder:
     def __init__(self, path: str, device: str):
         from sentence_transformers import SentenceTransformer
@@ -231,15 +218,8 @@ class SentenceTransformerEmbedder:
         self.model = SentenceTransformer(path, device=device)
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
-        lengths = [len(ids) for ids in self.model.tokenizer(texts, truncation=True, max_length=self.model.max_seq_length)["input_ids"]]
-        out: np.ndarray | None = None
-        for batch in same_length_batches(lengths, batch_size):
-            emb = self.model.encode([texts[i] for i in batch], batch_size=len(batch), normalize_embeddings=True,
-                                    convert_to_numpy=True, show_progress_bar=False)
-            if out is None:
-                out = np.empty((len(texts), emb.shape[1]), dtype=emb.dtype)
-            out[batch] = emb
-        return out if out is not None else np.zeros((0, self.model.get_sentence_embedding_dimension()), dtype=np.float32)
+        return self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                                 show_progress_bar=False)
 
 
 class StaticEmbedder:

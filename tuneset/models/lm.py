@@ -81,8 +81,9 @@ def encode(
 
 # Rows per forward of the per-row loss pass, by device. On a CPU one: a row's losses then do not
 # depend on its batch mates (batched, SmolLM2's summed NLL moved by up to 7.6e-6 with the company a
-# row kept), so a grown pool rescored from scratch equals its cached scores bit for bit, for 1.1-1.2x
-# the time (benchmarks/batch_invariance.py losses). A GPU keeps its batches: throughput is the point.
+# row kept), so a grown pool rescored from scratch equals its cached scores bit for bit. It computes
+# no padding: faster where batches would carry much, up to 1.2x slower where little
+# (benchmarks/README.md). A GPU keeps its batches: throughput is the point.
 ROWS_PER_FORWARD = {"cpu": 1}
 
 
