@@ -126,9 +126,8 @@ def _map_reduce(ctx: RunContext, spec: SelectorSpec, sel: MapReduceSelector, see
     `sel.score` in one process by the MapReduceSelector contract (tested)."""
     size, totals = ctx.recipe.score.shard_size, {}
     if type(sel).partial is not MapReduceSelector.partial:
-        futures = [partial_shard.submit(ctx, spec, seed, rows.path, i, size, warmup) for i in range(math.ceil(rows.n / size))]
-        for fut in futures:
-            totals = add_partials(totals, fut.result())
+        for partial in _fan_out(ctx, partial_shard, spec, seed, rows.path, rows.n, warmup, "count"):
+            totals = add_partials(totals, partial)
     frame = rows.read()
     state, parts = sel.plan(frame, totals)
     groups: list[list[list[int]]] = [[]]
@@ -147,15 +146,18 @@ def _map_reduce(ctx: RunContext, spec: SelectorSpec, sel: MapReduceSelector, see
 
 
 def _fan_out(ctx: RunContext, shard_task, spec: SelectorSpec, seed: int, rows_path: str, n_rows: int,
-             warmup: str | None, what: str) -> None:
+             warmup: str | None, what: str) -> list:
     """`shard_task` over `rows_path`, `score.shard_size` rows a task on the flow's runner, with a
-    progress line per finished shard."""
+    progress line per finished shard; returns the shards' results in shard order."""
     size = ctx.recipe.score.shard_size
     n_shards = math.ceil(n_rows / size)
     futures = [shard_task.submit(ctx, spec, seed, rows_path, i, size, warmup) for i in range(n_shards)]
     progress = ProgressLog(f"{what} {spec.name}", n_rows, "rows", every=0)
+    results = []
     for i, fut in enumerate(futures):
-        progress.update(progress.done + fut.result(), f"shard {i + 1}/{n_shards}")
+        results.append(fut.result())
+        progress.update(min(n_rows, (i + 1) * size), f"shard {i + 1}/{n_shards}")
+    return results
 
 
 def _score_missing(ctx: RunContext, spec: SelectorSpec, cache: RowCache, frame: pl.DataFrame, keys: list[str], seed: int,
