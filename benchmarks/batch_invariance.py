@@ -1,10 +1,11 @@
-"""Does a row's LM loss depend on the rows batched with it? SmolLM2's per-row response NLL
-(perplexity, ifd, confidence) in padded length-sorted batches under the 4,096-token budget vs one
-row a forward (tuneset on a CPU), same rows, same thread count, alternated.
+"""Does a row's output depend on the rows batched with it? Padded length-sorted batches vs one row
+a forward (tuneset on a CPU), same rows, same thread count, alternated:
+- `losses`: SmolLM2's per-row response NLL (perplexity, ifd, confidence), batches under the
+  4,096-token budget. Writes results/loss_batches.json.
+- `embeddings`: MiniLM's embedding of each row's text (embedding_knn, got, semdedup, ...), batches of
+  64 as sentence-transformers sorts them. Writes results/embedding_batches.json.
 
-    OMP_NUM_THREADS=1 python benchmarks/batch_invariance.py --shared ../shared losses [--rows 200] [--repeats 2]
-
-Writes results/loss_batches.json.
+    OMP_NUM_THREADS=1 python benchmarks/batch_invariance.py --shared ../shared losses|embeddings [--rows 200] [--repeats 2] [--out F]
 
 The first `--rows` rows of pool_small. Reports min and median seconds of each, the largest
 difference between their outputs, and whether every third row computed on its own reproduces the
@@ -42,7 +43,26 @@ def loss_arms(rows: list[dict]) -> tuple[list, Arms]:
                  "one row a forward (tuneset on CPU)": with_rows_per_forward({"cpu": 1})}
 
 
-KINDS = {"losses": (loss_arms, "loss_batches.json")}
+def embedding_arms(rows: list[dict]) -> tuple[list, Arms]:
+    import polars as pl
+
+    import tuneset.models.embed as embed_module
+    from tuneset.selectors.base import row_text
+
+    texts = row_text(pl.DataFrame(rows).select("instruction", "response"))
+    embed_module.load_embedder(embed_module.MINILM).encode(texts[:8], 8)  # loaded before timing
+
+    def with_texts_per_forward(setting: dict[str, int]) -> Callable[[list], np.ndarray]:
+        def run(items: list) -> np.ndarray:
+            embed_module.TEXTS_PER_FORWARD = setting
+            return embed_module.embed_texts(embed_module.MINILM, items, batch_size=64)
+        return run
+
+    return texts, {"padded length-sorted batches of 64": with_texts_per_forward({}),
+                   "one text a forward (tuneset on CPU)": with_texts_per_forward({"cpu": 1})}
+
+
+KINDS = {"losses": (loss_arms, "loss_batches.json"), "embeddings": (embedding_arms, "embedding_batches.json")}
 
 
 def main() -> None:
@@ -50,6 +70,7 @@ def main() -> None:
     ap.add_argument("what", choices=sorted(KINDS))
     ap.add_argument("--rows", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--out", help="results file name (default: the kind's)")
     args, bench = parse_bench_args(ap)
     if bench is None:
         return
@@ -70,7 +91,7 @@ def main() -> None:
         "subset_reproduces_full_run": {k: bool(np.array_equal(np.asarray(f(items[::3])), outputs[k][::3])) for k, f in arms.items()},
         "min_ratio_vs_padded": {k: round(min(v) / base, 3) for k, v in seconds.items()},
     }
-    (ROOT / "benchmarks" / "results" / out_name).write_text(json.dumps(out, indent=1) + "\n")
+    (ROOT / "benchmarks" / "results" / (args.out or out_name)).write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))
 
 

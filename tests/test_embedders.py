@@ -43,6 +43,19 @@ def assert_unit_float32(emb: np.ndarray, rows: int, dims: int) -> None:
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
 
 
+def test_cpu_embeddings_do_not_depend_on_the_other_texts(tiny_st, monkeypatch):
+    """On a CPU each text is its own forward, so a subset, or the texts in another order, give the
+    full run's embeddings bit for bit (a grown pool embedded from scratch equals its cache)."""
+    from sentence_transformers import SentenceTransformer
+
+    sizes, real = [], SentenceTransformer.encode
+    monkeypatch.setattr(SentenceTransformer, "encode", lambda self, texts, **kw: sizes.append(kw["batch_size"]) or real(self, texts, **kw))
+    full = embed_texts(str(tiny_st), TEXTS, batch_size=64)
+    assert sizes == [1]
+    assert np.array_equal(embed_texts(str(tiny_st), TEXTS[1::2]), full[1::2])
+    assert np.array_equal(embed_texts(str(tiny_st), TEXTS[::-1]), full[::-1])
+
+
 def test_static_tier_distils_from_a_local_folder(tiny_st, tmp_path):
     pytest.importorskip("model2vec.distill")
     out = distill_static(tiny_st, tmp_path / "static", StaticBuild(pca_dims=16))

@@ -228,4 +228,7 @@ def test_a_cluster_of_two_workers_gives_the_local_scores(tiny_recipe, tmp_path, 
     local = score_flow(tiny_recipe(picks)).read()
     remote = score_flow(tiny_recipe(picks, f"score.runner={runner}", "score.workers=2", f"work_dir={tmp_path / runner}")).read()
     assert not (tmp_path / "work" / "store").samefile(tmp_path / runner / "store")
-    assert_frame_equal(local, remote)
+    # The workers run one torch thread, this process two, and a kernel's rounding follows its
+    # thread split: scores near 0 (got's) moved by up to 7.5e-8, so an absolute 1e-6 beside the
+    # relative 1e-5. At one thread count the per-row passes are exact (test_embedders, test_lm).
+    assert_frame_equal(local, remote, rtol=1e-5, atol=1e-6)

@@ -211,6 +211,14 @@ class Embedder(Protocol):
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray: ...
 
 
+# Texts per forward of a transformer embedder, by device. On a CPU one, as the LM loss pass
+# (models/lm.py): in padded batches a text's embedding moved by up to 1.2e-7 with its batch mates,
+# so a grown pool embedded from scratch differed from its cached embeddings. One text a forward
+# computes no padding but loses batching: 0.89x the time of batches of 64 at one thread, 1.16x at
+# two, on 400 rows of pool_small (benchmarks/batch_invariance.py). A GPU keeps its batches.
+TEXTS_PER_FORWARD = {"cpu": 1}
+
+
 class SentenceTransformerEmbedder:
     def __init__(self, path: str, device: str):
         from sentence_transformers import SentenceTransformer
@@ -218,6 +226,7 @@ class SentenceTransformerEmbedder:
         self.model = SentenceTransformer(path, device=device)
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        batch_size = TEXTS_PER_FORWARD.get(self.model.device.type, batch_size)
         return self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
                                  show_progress_bar=False)
 

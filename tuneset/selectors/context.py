@@ -90,8 +90,8 @@ class ScoringContext:
     def embeddings(self, texts: list[str]) -> np.ndarray:
         """Embeddings cached per text + embedder, stored `EMBED_CHUNK` texts a part: every
         embedding selector shares them, a grown pool embeds only its new texts, and a killed run
-        resumes at the first missing part. (sentence-transformers sorts each chunk by length, so
-        batches carry little padding.)"""
+        resumes at the first missing part. On a CPU a text is embedded on its own
+        (`TEXTS_PER_FORWARD`), so a cached vector equals a from-scratch one bit for bit."""
         return self._features("embeddings", texts)
 
     def missing_embeddings(self, texts: list[str]) -> int:
