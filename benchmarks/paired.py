@@ -36,6 +36,8 @@ def arm_examples(folder: Path, spec: str) -> tuple[pl.DataFrame, str]:
 
 
 def main() -> None:
+    if len(sys.argv) != 5:
+        sys.exit(f"usage: python benchmarks/paired.py EXPORT_FOLDER ARM_A ARM_B TASK\n\n{__doc__}")
     folder, a, b, task = Path(sys.argv[1]), *sys.argv[2:5]
     (ex_a, s_a), (ex_b, s_b) = arm_examples(folder, a), arm_examples(folder, b)
     # Only the seeds both arms finished (a bench in progress has more seeds of some arms); "-" is
