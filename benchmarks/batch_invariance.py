@@ -26,21 +26,27 @@ from bench_args import ROOT, interleaved, parse_bench_args
 Arms = dict[str, Callable[[list], np.ndarray]]
 
 
+def batching_arms(module, setting: str, compute: Callable[[list], np.ndarray], padded: str, alone: str) -> Arms:
+    """`compute` with `module.<setting>` (rows per forward, by device) empty, so padded batches,
+    and with one row a forward on a CPU, as tuneset runs it."""
+    def arm(value: dict[str, int]) -> Callable[[list], np.ndarray]:
+        def run(items: list) -> np.ndarray:
+            setattr(module, setting, value)
+            return compute(items)
+        return run
+
+    return {padded: arm({}), alone: arm({"cpu": 1})}
+
+
 def loss_arms(rows: list[dict]) -> tuple[list, Arms]:
     import tuneset.models.lm as lm_module
     from tuneset.models.loading import SMOLLM2, cached_lm
 
     lm = cached_lm(SMOLLM2, "cpu", None)
     enc = lm_module.encode(lm.tokenizer, [r["instruction"] for r in rows], [r["response"] for r in rows], 256)
-
-    def with_rows_per_forward(setting: dict[str, int]) -> Callable[[list], np.ndarray]:
-        def run(items: list) -> np.ndarray:
-            lm_module.ROWS_PER_FORWARD = setting
-            return lm_module.response_nll(lm.model, items, lm.tokenizer.pad_token_id, 4096)[0]
-        return run
-
-    return enc, {"padded length-sorted batches": with_rows_per_forward({}),
-                 "one row a forward (tuneset on CPU)": with_rows_per_forward({"cpu": 1})}
+    return enc, batching_arms(lm_module, "ROWS_PER_FORWARD",
+                              lambda items: lm_module.response_nll(lm.model, items, lm.tokenizer.pad_token_id, 4096)[0],
+                              "padded length-sorted batches", "one row a forward (tuneset on CPU)")
 
 
 def embedding_arms(rows: list[dict]) -> tuple[list, Arms]:
@@ -51,15 +57,9 @@ def embedding_arms(rows: list[dict]) -> tuple[list, Arms]:
 
     texts = row_text(pl.DataFrame(rows).select("instruction", "response"))
     embed_module.load_embedder(embed_module.MINILM).encode(texts[:8], 8)  # loaded before timing
-
-    def with_texts_per_forward(setting: dict[str, int]) -> Callable[[list], np.ndarray]:
-        def run(items: list) -> np.ndarray:
-            embed_module.TEXTS_PER_FORWARD = setting
-            return embed_module.embed_texts(embed_module.MINILM, items, batch_size=64)
-        return run
-
-    return texts, {"padded length-sorted batches of 64": with_texts_per_forward({}),
-                   "one text a forward (tuneset on CPU)": with_texts_per_forward({"cpu": 1})}
+    return texts, batching_arms(embed_module, "TEXTS_PER_FORWARD",
+                                lambda items: embed_module.embed_texts(embed_module.MINILM, items, batch_size=64),
+                                "padded length-sorted batches of 64", "one text a forward (tuneset on CPU)")
 
 
 KINDS = {"losses": (loss_arms, "loss_batches.json"), "embeddings": (embedding_arms, "embedding_batches.json")}
