@@ -3,6 +3,7 @@
     python benchmarks/curation.py --shared ../shared --work-dir .tuneset/bench [--sample 300]
 
 1. Runs `tuneset curate` with recipes/bench-curate.yaml on bench/pool.jsonl (scores are cached).
+   Copies the run's report.md and scores.png here (the audit stays in the work dir: it holds pool text).
 2. AUROC per noise kind: rows with that noise vs clean rows of the same sources, for every score
    column; exact-duplicate recall; relabel precision and recall against the clean labels.
    With --labels-only: the same with `label_quality` alone (no confidence pass, no filters), so
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -88,6 +90,9 @@ def main() -> None:
     t0 = time.perf_counter()
     res = curate_flow(recipe)
     audit = pl.read_parquet(res.audit)
+    if not args.labels_only:
+        for name in ("report.md", "scores.png"):
+            shutil.copyfile(Path(res.report).parent / name, OUT / name)
     truth = pl.read_ndjson(bench / "pool_truth.jsonl")
     frame = audit.join(truth, on="id", how="left")
     score_cols = [c for c in audit.columns if c.split(".")[0] in ("confidence", "label_quality")

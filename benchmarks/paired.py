@@ -7,6 +7,8 @@ The leaderboard pairs every arm with random and with no fine-tune; this pairs an
 against the full pool, a curated arm against its raw one), with the same seed-and-row bootstrap.
 An arm written `EXPORT:strategy` comes from another export of the same bench (same test rows and
 seeds; EXPORT relative to the first folder's parent). Only seeds both arms finished are compared.
+With two or more seeds it also prints each seed's difference and their sd: the issue's test is a
+mean difference above 3x the seed sd.
 """
 
 from __future__ import annotations
@@ -46,9 +48,14 @@ def main() -> None:
     seeds_b = set(ex_b.filter(pl.col("strategy") == s_b)["seed"]) - {"-"}
     common = (seeds_a & seeds_b) or seeds_a or seeds_b
     keep = pl.col("seed").is_in([*common, "-"])
-    d = seed_row_bootstrap(scores(ex_a.filter(keep), s_a, task), scores(ex_b.filter(keep), s_b, task))
+    sa, sb = scores(ex_a.filter(keep), s_a, task), scores(ex_b.filter(keep), s_b, task)
+    d = seed_row_bootstrap(sa, sb)
     print(f"{a} vs {b} on {task} (seeds {', '.join(sorted(common)) or '-'}): "
           f"{d.mean:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}] (detectable ±{d.mdd:.3f})")
+    per_seed = sa.mean(axis=1) - sb.mean(axis=1)  # a seedless arm (one row) broadcasts against the other's seeds
+    if per_seed.size > 1:
+        sd = per_seed.std(ddof=1)
+        print(f"  per seed: {', '.join(f'{x:+.3f}' for x in per_seed)}; sd {sd:.3f}; mean / sd {per_seed.mean() / sd if sd else float('inf'):.1f}")
 
 
 if __name__ == "__main__":
