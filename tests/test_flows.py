@@ -1,6 +1,7 @@
 """Flows end to end on tiny models, inside a throwaway Prefect server (no server needed by users)."""
 
 import json
+import re
 from pathlib import Path
 
 import polars as pl
@@ -125,8 +126,10 @@ def test_the_judge_gate_measures_on_the_recipes_own_judge_rows(tiny_recipe, tmp_
     assert not pl.read_parquet(res.audit)["reason"].str.contains("confidence.p_end").any()
 
 
-def test_curate_corrects_and_the_audit_rebuilds_the_input(tiny_recipe):
+def test_curate_corrects_and_the_audit_rebuilds_the_input(tiny_recipe, caplog):
     """Relabel, rewrite, near-dedup and a confidence filter through the flow, with the tiny models."""
+    import logging
+
     from tuneset.curation.audit import reconstruct_input
     from tuneset.data import load_rows
     from tuneset.flows.curate import curate_flow
@@ -137,9 +140,13 @@ def test_curate_corrects_and_the_audit_rebuilds_the_input(tiny_recipe):
         "score.selectors=[{name: confidence, params: {components: [likelihood]}}, {name: label_quality, params: {sources: [reviews], folds: 2}},"
         " {name: rewrite, params: {confidence: {components: [likelihood]}, below: 1.0, max_new_tokens: 4}}]",
     )
-    res = curate_flow(recipe)
+    with caplog.at_level(logging.INFO, logger="tuneset.progress"):
+        res = curate_flow(recipe)
     audit = pl.read_parquet(res.audit)
     assert res.counts["corrected"] > 0
+    progress = [r.getMessage() for r in caplog.records if r.name == "tuneset.progress"]
+    assert any(re.match(r"label_quality: fit label groups: (\d+)/\1 rows \(100%\).*group reviews", ln)
+               for ln in progress), progress  # the global step's fits say where they are
     assert audit.filter(pl.col("source") == "reviews")["label_quality.in_label_group"].min() == 1
     flagged = audit.filter((pl.col("label_quality.label_issue") == 1) & ~pl.col("reason").str.starts_with("duplicate"))
     assert flagged["reason"].str.contains("label issue").all()  # relabelled or dropped, never kept silently
