@@ -180,8 +180,9 @@ class LabelQualitySelector(Selector):
         suggested = rows["response"].to_list()
         groups = label_groups(rows, self.params)
         instructions = rows["instruction"].to_list()
-        # The fits run for minutes on a large pool with nothing else to log (their features are cached).
-        progress, fitted = ProgressLog("label_quality: fit label groups", sum(map(len, groups.values())), "rows"), 0
+        # On a large pool the class-model fits run for minutes without a line of their own (the LM
+        # passes for uncached features log themselves); one line per group says where the step is.
+        progress = ProgressLog("label_quality: fit label groups", sum(map(len, groups.values())), "rows")
         for name, idx in groups.items():
             x, y, labels = self.group_inputs([instructions[i] for i in idx], [suggested[i] for i in idx])
             fit = fit_group(x, y, len(labels), self.params.folds, self.params.C, self.ctx.seed)
@@ -194,8 +195,7 @@ class LabelQualitySelector(Selector):
             for j, i in enumerate(idx):
                 suggested[i] = labels[best[j]]
             grouped[idx] = 1
-            fitted += len(idx)
-            progress.update(fitted, f"group {name} ({len(labels)} labels)")
+            progress.update(progress.done + len(idx), f"group {name} ({len(labels)} labels)")
         return pl.DataFrame({
             "id": rows["id"], "score": score, "label_issue": issue, "given_prob": given_p,
             "suggested_prob": best_p, "suggested": suggested, "in_label_group": grouped,
