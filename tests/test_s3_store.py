@@ -85,7 +85,7 @@ def test_two_machines_share_an_s3_store_and_a_killed_build_resumes(s3_url, tmp_p
     got = b.cached("scores", ("x",), make)  # another machine reads it, builds nothing
     assert calls == [] and pl.read_parquet(got / "s1.parquet")["v"].to_list() == [1]
 
-    a.rows("emb", ("m",)).fetch(["t1", "t2"], lambda idx: pl.DataFrame({"x": [float(i) for i in idx]}), chunk=1)
+    a.rows("emb", ("m",)).fetch(["t1", "t2"], lambda idx, _: pl.DataFrame({"x": [float(i) for i in idx]}), chunk=1)
     assert b.rows("emb", ("m",)).missing(["t1", "t2", "t3"]) == [2]
 
 

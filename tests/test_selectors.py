@@ -124,6 +124,21 @@ def test_perplexity_and_ifd_agree_with_their_definitions(ctx, rows):
     np.testing.assert_allclose(ifd["ppl_conditioned"].to_numpy(), expected, rtol=1e-6)
 
 
+def test_the_lm_loss_pass_logs_one_count_over_all_its_cached_parts(ctx, rows, monkeypatch, caplog):
+    """Stored a few rows a part, the pass still reports n/N over every missing row, never a count
+    that restarts at 0% per part (on the full pool that read as eight passes of 1,024 rows)."""
+    import tuneset.selectors.context as context
+
+    monkeypatch.setattr(context, "ROW_CHUNK", 7)
+    with caplog.at_level("INFO", logger="tuneset.progress"):
+        ctx.response_losses(rows, conditioned=False)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("LM loss (response alone)")]
+    counts = [tuple(map(int, re.search(r": (\d+)/(\d+) rows", line).groups())) for line in lines]
+    n = len(set(rows["response"]))  # one forward per distinct response
+    assert n > 7 and counts and {total for _, total in counts} == {n} and counts[-1] == (n, n)
+    assert len(list((ctx.store.root / "losses").glob("*/parts/*.parquet"))) == -(-n // 7)
+
+
 def test_scoring_with_a_fine_tuned_adapter_is_a_different_model(ctx, rows, tiny_warmup):
     """CLEAR's next round scores with the model fine-tuned on the last round's rows."""
     tuned = ScoringContext(store=ctx.store, model=ctx.model, device="cpu", max_length=64, adapter=str(tiny_warmup / "adapter"))

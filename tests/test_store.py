@@ -122,7 +122,7 @@ def test_row_cache_computes_each_key_once_and_returns_keys_in_order(tmp_path):
     made: list[list[str]] = []
 
     def make_for(keys):
-        def make(idx):
+        def make(idx, _progress):
             made.append([keys[i] for i in idx])
             return _values([keys[i] for i in idx])
         return make
@@ -215,7 +215,7 @@ def test_a_store_on_an_fsspec_url_is_shared_by_machines_and_written_marker_last(
     assert built == ["x", "x"]
 
     rows_a = a.rows("feat", ("m",))
-    rows_a.fetch(["k1", "k2"], lambda idx: _values([["k1", "k2"][i] for i in idx]), chunk=1)
+    rows_a.fetch(["k1", "k2"], lambda idx, _: _values([["k1", "k2"][i] for i in idx]), chunk=1)
     rows_b = b.rows("feat", ("m",))
     assert rows_b.missing(["k2", "k3"]) == [1]  # the other machine's parts are seen
     assert rows_b.get(["k2", "k1"])["v"].to_list() == _values(["k2", "k1"])["v"].to_list()

@@ -19,6 +19,7 @@ from filelock import FileLock
 
 from tuneset.data.fingerprint import fingerprint
 from tuneset.data.io import atomic_path
+from tuneset.progress import ProgressLog
 
 log = logging.getLogger("tuneset.store")
 DONE = "_COMPLETE"
@@ -153,12 +154,16 @@ class RowCache:
             raise KeyError(f"{self.folder}: {len(keys) - (0 if stored is None else stored.height)} keys not stored")
         return wanted.join(stored, on=KEY, how="left", maintain_order="left").drop(KEY)
 
-    def fetch(self, keys: Sequence[str], make: Callable[[list[int]], pl.DataFrame], chunk: int) -> pl.DataFrame:
-        """`get(keys)`, computing the missing ones first with `make(indices)`, `chunk` rows per part."""
+    def fetch(self, keys: Sequence[str], make: Callable[[list[int], ProgressLog | None], pl.DataFrame], chunk: int,
+              what: str = "") -> pl.DataFrame:
+        """`get(keys)`, computing the missing ones first with `make(indices, progress)`, `chunk`
+        rows per part. Named by `what`, one progress log spans every missing row and `make`
+        advances it as rows finish: a log restarting at 0% per part hid how far a long pass was."""
         todo = self.missing(keys)
+        progress = ProgressLog(what, len(todo), "rows") if what and todo else None
         for s in range(0, len(todo), chunk):
             idx = todo[s:s + chunk]
-            self.add([keys[i] for i in idx], make(idx))
+            self.add([keys[i] for i in idx], make(idx, progress))
         return self.get(keys)
 
     def _compact(self, files: list[Path]) -> Path:

@@ -19,6 +19,7 @@ from tuneset.data.text import normalise_answer
 from tuneset.errors import DataError, TunesetError
 from tuneset.models.lm import encode, format_prompts, generate_greedy, response_nll, shared_prompt_nll
 from tuneset.models.loading import LoadedLM
+from tuneset.progress import ProgressLog
 from tuneset.recipe import TaskSpec
 from tuneset.registry import Registry
 
@@ -41,7 +42,7 @@ class EvalInput:
         tok = self.lm.tokenizer
         enc = encode(tok, self.prompts, self.rows["response"].to_list(), self.max_length, sep=self.sep)
         s, n, _ = response_nll(self.lm.model, enc, tok.pad_token_id, self.max_batch_tokens,
-                               what=f"evaluate {self.task.name}: gold loss")
+                               ProgressLog(f"evaluate {self.task.name}: gold loss", len(enc), "rows"))
         return s / np.maximum(n, 1)
 
     def generate(self) -> list[str]:

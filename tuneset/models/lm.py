@@ -197,16 +197,16 @@ def response_nll(
     encoded: Sequence[Encoded],
     pad_id: int,
     max_tokens: int = 4096,
-    what: str = "",
+    progress: ProgressLog | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Summed response NLL, response token count and the last token's NLL per example, in input
     order. With `encode(..., add_eos=True)` the last token is EOS: how sure the model is that the
-    response is finished, which a truncated response fails. Logs progress as `what` when named."""
+    response is finished, which a truncated response fails. Advances `progress` by each row done:
+    the caller owns it, so a pass split into cached parts logs one count over all of them."""
     device = next(model.parameters()).device
     total = np.zeros(len(encoded), dtype=np.float64)
     count = np.zeros(len(encoded), dtype=np.int64)
     last = np.zeros(len(encoded), dtype=np.float64)
-    progress = ProgressLog(what, len(encoded), "rows") if what else None
     for batch in length_batches([len(e.ids) for e in encoded], max_tokens, ROWS_PER_FORWARD.get(device.type, 64)):
         ids, mask, labels = pad_batch([encoded[i] for i in batch], pad_id, device)
         nll = response_token_nll(model, ids, mask, labels)

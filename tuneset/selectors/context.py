@@ -17,6 +17,7 @@ from tuneset.errors import TunesetError
 from tuneset.models.embed import MINILM, embed_texts
 from tuneset.models.lm import encode, response_nll, text_features
 from tuneset.models.loading import SMOLLM2, LoadedLM, cached_lm, model_identity
+from tuneset.progress import ProgressLog
 from tuneset.store import ArtifactStore
 
 EMBED_CHUNK = 8192
@@ -76,16 +77,16 @@ class ScoringContext:
         meta = {"model": self.model_identity, "conditioned": conditioned, "add_eos": add_eos}
         cache = self.store.rows("losses", (self.model_identity, *variant), meta)
 
-        def make(idx: list[int]) -> pl.DataFrame:
+        def make(idx: list[int], progress: ProgressLog | None) -> pl.DataFrame:
             lm, part = self.lm(), rows[idx]
             prompts = part["instruction"].to_list() if conditioned else [None] * part.height
             enc = encode(lm.tokenizer, prompts, part["response"].to_list(), self.max_length, add_eos=add_eos)
-            what = f"LM loss ({'given the instruction' if conditioned else 'response alone'})"
-            total, count, last = response_nll(lm.model, enc, lm.tokenizer.pad_token_id, self.max_batch_tokens, what)
+            total, count, last = response_nll(lm.model, enc, lm.tokenizer.pad_token_id, self.max_batch_tokens, progress)
             return pl.DataFrame({"nll_sum": total, "n_tokens": count, "nll_last": last})
 
         keys = row_keys(rows, ["instruction", "response"] if conditioned else ["response"])
-        return cache.fetch(keys, make, ROW_CHUNK).insert_column(0, rows["id"])
+        what = f"LM loss ({'given the instruction' if conditioned else 'response alone'})"
+        return cache.fetch(keys, make, ROW_CHUNK, what).insert_column(0, rows["id"])
 
     def embeddings(self, texts: list[str]) -> np.ndarray:
         """Embeddings cached per text + embedder, stored `EMBED_CHUNK` texts a part: every
@@ -110,7 +111,7 @@ class ScoringContext:
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
 
-        def make(idx: list[int]) -> pl.DataFrame:
+        def make(idx: list[int], _progress: ProgressLog | None) -> pl.DataFrame:
             part = [texts[i] for i in idx]
             if kind == "embeddings":
                 emb = embed_texts(self.embedder, part, device="cpu" if self.device == "auto" else self.device)
