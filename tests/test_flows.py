@@ -87,10 +87,17 @@ def test_curate_quarantines_bad_rows_and_accounts_for_every_row(tiny_recipe, tmp
     assert audit.filter(pl.col("id").str.starts_with("copy-"))["reason"][0].startswith("duplicate of ")
 
 
-def test_the_judge_gate_measures_the_judge_on_known_answers_and_holds_back_a_weak_one(tiny_recipe):
+def test_the_judge_gate_measures_the_judge_on_known_answers_and_holds_back_a_weak_one(tiny_recipe, monkeypatch):
     """A random tiny model cannot separate the dev rows' answers from spoiled ones perfectly: at a
-    bar of 1.0 its confidence filter and rewrites are skipped, and the report says why."""
+    bar of 1.0 its confidence filter and rewrites are skipped, the report says why, and the plot
+    draws no threshold for the skipped filter."""
+    import tuneset.flows.curate as curate_module
     from tuneset.flows.curate import curate_flow
+
+    plotted: list = []
+    real_plot = curate_module.plot_scores
+    monkeypatch.setattr(curate_module, "plot_scores", lambda audit, columns, path, filters=(): plotted.append(
+        (columns, list(filters))) or real_plot(audit, columns, path, filters))
 
     recipe = tiny_recipe(
         "curate.rewrite={margin: 0.0}", "curate.judge_min_auroc=1.0", "curate.filters=[{column: confidence.p_end, min: 0.99}]",
@@ -103,6 +110,8 @@ def test_the_judge_gate_measures_the_judge_on_known_answers_and_holds_back_a_wea
     gate = Path(res.report).read_text().split("## Judge gate", 1)[1]
     assert "confidence.p_end: skipped: on rows with known answers 'confidence.p_end' tells right from wrong at AUROC" in gate
     assert "rewrite: skipped" in gate
+    [(_, filters)] = plotted
+    assert filters == []  # no threshold line for a filter that did not act
 
 
 def test_the_judge_gate_measures_on_the_recipes_own_judge_rows(tiny_recipe, tmp_path):

@@ -13,7 +13,7 @@ import polars as pl
 
 from tuneset.curation.audit import audit_frame
 from tuneset.curation.dedup import contaminated, exact_duplicates
-from tuneset.curation.judge import REWRITE, gate
+from tuneset.curation.judge import REWRITE, applied_filters, gate
 from tuneset.curation.steps import CurationInput, CurationStep, Decisions, need, register_step, resolve_steps
 from tuneset.data.labels import label_sets, same_format, to_answer_space
 from tuneset.errors import TunesetError
@@ -170,9 +170,7 @@ class Filters(CurationStep):
         return [rule.column for rule in cfg.filters]
 
     def run(self, data: CurationInput, decisions: Decisions) -> None:
-        for rule in data.cfg.filters:
-            if gate(data.cfg, data.judge, rule.column):
-                continue
+        for rule in applied_filters(data.cfg, data.judge):
             for i, v in data.table.select("id", rule.column).iter_rows():
                 if i in decisions.fixes:
                     continue

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from tuneset.recipe import CurateConfig
+from tuneset.recipe import CurateConfig, FilterRule
 
 REWRITE = "rewrite"  # the rewrite step's verdict: its measure of the given response's confidence
 
@@ -37,6 +37,12 @@ def gate(cfg: CurateConfig, judge: dict[str, float], column: str) -> str | None:
         return None
     return (f"skipped: on rows with known answers '{column}' tells right from wrong at AUROC {score:.2f}, "
             f"below curate.judge_min_auroc {bar}")
+
+
+def applied_filters(cfg: CurateConfig, judge: dict[str, float]) -> list[FilterRule]:
+    """The rule filters the gate lets act: the filter step applies these and the plot draws only
+    their thresholds (a skipped filter's line read as if it had dropped the rows past it)."""
+    return [rule for rule in cfg.filters if not gate(cfg, judge, rule.column)]
 
 
 def gate_notes(cfg: CurateConfig, judge: dict[str, float]) -> list[str]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from tuneset.curation import check_accounting, curate_rows
-from tuneset.curation.judge import REWRITE, gate_lines, gate_notes, judge_report
+from tuneset.curation.judge import REWRITE, applied_filters, gate_lines, gate_notes, judge_report
 from tuneset.curation.report import plot_scores, render_report
 from tuneset.curation.steps import step_selectors
 from tuneset.data.io import write_rows
@@ -90,7 +90,7 @@ def curate_flow(recipe: Recipe) -> CurateResult:
     audit.select(pl.exclude("choices")).write_csv(out / "audit.csv")
     plot = out / "scores.png"
     has_plot = plot_scores(audit, [c for c in (scores.columns if scores is not None else []) if c in step_selectors(recipe.curate)], plot,
-                           recipe.curate.filters)
+                           applied_filters(recipe.curate, judge))
     report = out / "report.md"
     gate_text = "".join(f"- {line}\n" for line in gate_lines(recipe.curate, judge))
     report.write_text(render_report(recipe.name, n_read, counts, audit, plot.name if has_plot else None)
