@@ -10,7 +10,9 @@ dev means, can be recomputed without the store.
 `--add` adds the run's arms to the export already there instead: an arm (strategy, seed, task) the
 run holds replaces its earlier copy, every other arm stays, and timings add up stage by stage. Use
 it for seeds run later by another invocation (another day, another store); then
-`python benchmarks/figures.py` rebuilds the leaderboard from the merged scores.
+`python benchmarks/figures.py` rebuilds the leaderboard from the merged scores. The source may also
+be another export (a folder with examples.parquet), and `--only NAME` (repeatable) takes just those
+strategies from it, e.g. one arm's seed 0 from an earlier export that shares the test rows.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ ARM = ["strategy", "seed", "task"]
 def gather(run: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The run's runs.csv and the per-example scores it names, in the export's layout."""
     runs = pl.read_csv(run / "runs.csv", schema_overrides={"seed": pl.String, "budget": pl.String})
+    if (run / "examples.parquet").exists():  # already an export
+        return runs, pl.read_parquet(run / "examples.parquet")
     splits = [("test", "examples")] + ([("dev", "dev_examples")] if "dev_examples" in runs.columns else [])
     parts = [
         pl.read_parquet(p).select("id", "score", "loss", "prediction")
@@ -49,11 +53,17 @@ def export(run: Path, dest: Path) -> Path:
     return out
 
 
-def add(run: Path, dest: Path) -> Path:
-    """Merge the run's arms into the export at `dest` (see the module docstring)."""
+def add(run: Path, dest: Path, only: list[str] | None = None) -> Path:
+    """Merge the run's arms (or only the strategies named) into the export at `dest` (see the
+    module docstring)."""
     if not (dest / "runs.csv").exists():
         raise SystemExit(f"{dest}: no export to add to (runs.csv missing); export without --add first")
     runs, examples = gather(run)
+    if only:
+        unknown = sorted(set(only) - set(runs["strategy"]))
+        if unknown:
+            raise SystemExit(f"{run}: no strategy {unknown}; it holds {sorted(set(runs['strategy']))}")
+        runs, examples = runs.filter(pl.col("strategy").is_in(only)), examples.filter(pl.col("strategy").is_in(only))
     old_runs = pl.read_csv(dest / "runs.csv", schema_overrides={"seed": pl.String, "budget": pl.String})
     old_examples = pl.read_parquet(dest / "examples.parquet")
     new_arms = runs.select(ARM).unique()
@@ -61,7 +71,7 @@ def add(run: Path, dest: Path) -> Path:
     merged_examples = pl.concat([old_examples.join(new_arms, on=ARM, how="anti"), examples])
     merged_runs.write_csv(dest / "runs.csv")
     merged_examples.write_parquet(dest / "examples.parquet")
-    if (run / "timings.json").exists():
+    if (run / "timings.json").exists() and not only:  # a part of a run has no stage times of its own
         times = json.loads((dest / "timings.json").read_text()) if (dest / "timings.json").exists() else {}
         for k, v in json.loads((run / "timings.json").read_text()).items():
             times[k] = times.get(k, 0.0) + v
@@ -74,8 +84,11 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("dest", type=Path)
     ap.add_argument("--add", action="store_true", help="add the run's arms to the export at dest")
+    ap.add_argument("--only", action="append", help="with --add: just this strategy (repeatable)")
     args = ap.parse_args()
-    print((add if args.add else export)(args.run, args.dest))
+    if args.only and not args.add:
+        ap.error("--only needs --add")
+    print(add(args.run, args.dest, args.only) if args.add else export(args.run, args.dest))
 
 
 if __name__ == "__main__":
