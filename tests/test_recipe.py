@@ -285,6 +285,19 @@ def test_sweep_points_are_the_grid_product_on_the_recipe_settings():
     assert {p.batch_size for p in pts} == {4}
 
 
+def test_full_fine_tuning_takes_its_own_default_lr(recipe_file):
+    """LoRA's lr on every weight of the model was the old full-fine-tune default; each method now
+    has the step size its own dev-row sweep chose, and an explicit lr still wins."""
+    from tuneset.recipe import DEFAULT_LR, FinetuneConfig
+
+    assert FinetuneConfig().lr == DEFAULT_LR["lora"] == 1e-3
+    assert FinetuneConfig(method="full").lr == DEFAULT_LR["full"] < DEFAULT_LR["lora"]
+    assert load_recipe(recipe_file, ["finetune.method=full"]).finetune.lr == DEFAULT_LR["full"]
+    assert load_recipe(recipe_file, ["finetune.method=full", "finetune.lr=2e-3"]).finetune.lr == 2e-3
+    # The resolved value is what a cache key and a leaderboard see.
+    assert FinetuneConfig(method="full").model_dump()["lr"] == DEFAULT_LR["full"]
+
+
 @pytest.mark.parametrize(("override", "message"), [
     ("finetune.lr=-1", "finetune.lr: Input should be greater than 0"),
     ("finetune.epochs=0", "finetune.epochs: Input should be greater than 0"),

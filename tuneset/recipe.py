@@ -209,6 +209,9 @@ class PolicyConfig(_Strict):
         return v
 
 
+DEFAULT_LR = {"lora": 1e-3, "full": 1.6e-4}  # per method, from the dev-row sweeps
+
+
 class FinetuneConfig(_Strict):
     method: Literal["lora", "full"] = "lora"
     # How instruction and response are laid out for training and evaluation: `auto` is the chat
@@ -218,9 +221,11 @@ class FinetuneConfig(_Strict):
     lora_alpha: int = Field(default=32, ge=1)
     lora_dropout: float = Field(default=0.05, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    # lr and epochs: the dev-row sweep on the bench (benchmarks/README.md, "fine-tune sweep"):
-    # 1e-3 x 3 epochs beat 2e-4 (the old default) at every epoch count and prompt format.
-    lr: float = Field(default=1e-3, gt=0)
+    # lr and epochs: dev-row sweeps on the bench (benchmarks/README.md, "Fine-tune sweep"). LoRA:
+    # 1e-3 x 3 epochs beat 2e-4 (the old default) at every epoch count and prompt format. Full
+    # fine-tuning moves every weight, so it takes its own step size (DEFAULT_LR): unset, `lr` is
+    # the method's; LoRA's 1e-3 on every weight was the old default for both.
+    lr: float | None = Field(default=None, gt=0)
     epochs: float = Field(default=3.0, gt=0)
     batch_size: int = Field(default=8, ge=1)
     # Padded tokens per forward/backward: a batch over this runs in pieces whose gradients add up
@@ -233,6 +238,12 @@ class FinetuneConfig(_Strict):
     max_grad_norm: float = Field(default=1.0, gt=0)
     seed: int = 0
     last_layers: int | None = Field(default=None, ge=1)  # LoRA on the last N transformer layers only
+
+    @model_validator(mode="after")
+    def _method_lr(self) -> FinetuneConfig:
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.method]
+        return self
 
 
 class WarmupConfig(FinetuneConfig):
