@@ -23,15 +23,17 @@ import shutil
 from pathlib import Path
 
 import polars as pl
+from bench_args import export_examples
 
 ARM = ["strategy", "seed", "task"]
+COLUMNS = [*ARM, "split", "id", "score", "loss", "prediction"]
 
 
 def gather(run: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The run's runs.csv and the per-example scores it names, in the export's layout."""
     runs = pl.read_csv(run / "runs.csv", schema_overrides={"seed": pl.String, "budget": pl.String})
-    if (run / "examples.parquet").exists():  # already an export
-        return runs, pl.read_parquet(run / "examples.parquet")
+    if (run / "examples.parquet").exists():  # already an export (an old one has no split column)
+        return runs, export_examples(run).select(COLUMNS)
     splits = [("test", "examples")] + ([("dev", "dev_examples")] if "dev_examples" in runs.columns else [])
     parts = [
         pl.read_parquet(p).select("id", "score", "loss", "prediction")
@@ -39,8 +41,7 @@ def gather(run: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
         for split, column in splits
         for s, seed, t, p in runs.select("strategy", "seed", "task", column).iter_rows() if p
     ]
-    examples = pl.concat(parts).select("strategy", "seed", "task", "split", "id", "score", "loss", "prediction")
-    return runs, examples
+    return runs, pl.concat(parts).select(COLUMNS)
 
 
 def export(run: Path, dest: Path) -> Path:
@@ -64,8 +65,7 @@ def add(run: Path, dest: Path, only: list[str] | None = None) -> Path:
         if unknown:
             raise SystemExit(f"{run}: no strategy {unknown}; it holds {sorted(set(runs['strategy']))}")
         runs, examples = runs.filter(pl.col("strategy").is_in(only)), examples.filter(pl.col("strategy").is_in(only))
-    old_runs = pl.read_csv(dest / "runs.csv", schema_overrides={"seed": pl.String, "budget": pl.String})
-    old_examples = pl.read_parquet(dest / "examples.parquet")
+    old_runs, old_examples = gather(dest)
     new_arms = runs.select(ARM).unique()
     merged_runs = pl.concat([old_runs.join(new_arms, on=ARM, how="anti"), runs.select(old_runs.columns)])
     merged_examples = pl.concat([old_examples.join(new_arms, on=ARM, how="anti"), examples])
