@@ -172,6 +172,8 @@ def test_leaderboard_header_is_sentences_naming_every_arm():
     assert "1,989 rows" in text and "budget 10% selects 199 rows" in text
     assert "budget 300 and budget 10%: lr 0.001, epochs 3" in text  # trained alike, named together
     assert "q_proj/v_proj" in text and "no fine-tune: prompt format plain" in text
+    assert "Control" not in text
+    assert "Control tasks, evaluated but never aimed at: arc_easy. " in describe({**info, "controls": ["arc_easy"]})
 
 
 @pytest.mark.parametrize("width", [80, 60])

@@ -331,3 +331,21 @@ def test_names_that_become_paths_cannot_escape_the_work_dir(recipe_file, name):
         load_recipe(recipe_file, [f"name={json.dumps(name)}"])
     with pytest.raises(TunesetError, match="compare.strategies.0.name: String should"):
         load_recipe(recipe_file, [f"compare.strategies=[{{name: {json.dumps(name)}}}]"])
+
+
+def test_a_control_task_is_evaluated_but_never_aimed_at(tmp_path):
+    from tuneset.flows.checks import check_recipe
+    from tuneset.flows.context import run_context
+
+    base = [f"pool={demo_pool_file()}", f"tasks={demo_tasks_file()}", f"work_dir={tmp_path}"]
+    r = load_recipe(None, [*base, "controls=[capitals]"])
+    ctx = run_context(r)
+    assert [t.name for t in ctx.tasks] == ["sentiment", "capitals"]  # evaluation still reads it
+    assert list(ctx.targets()) == ["sentiment"]  # selectors and budget splits do not
+    with pytest.raises(TunesetError, match="select.targets: unknown task 'capitals'; valid: sentiment"):
+        check_recipe(load_recipe(None, [*base, "controls=[capitals]", "select.targets={capitals: 1}",
+                                        "select.weights={embedding_knn: 1}"]))
+    with pytest.raises(TunesetError, match="controls: unknown task 'nope'; valid"):
+        load_recipe(None, [*base, "controls=[nope]"])
+    with pytest.raises(TunesetError, match="controls name every task"):
+        load_recipe(None, [*base, "controls=[sentiment, capitals]"])

@@ -377,6 +377,9 @@ class Recipe(_Strict):
     columns: dict[Literal["id", "source", "instruction", "response", "choices"], str] = Field(default_factory=dict)
     tasks: list[TaskSpec] | Path = Field(default_factory=list)  # a list, or a tasks.json in the bench format
     task_names: list[str] | None = None  # subset of the tasks file
+    # Tasks evaluated to show that fine-tuning does no harm, never aimed at: selectors and budget
+    # splits see only the other tasks' dev rows, so a control cannot take a share of the budget.
+    controls: list[str] = Field(default_factory=list)
     model: ModelConfig = Field(default_factory=ModelConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)
@@ -396,6 +399,12 @@ class Recipe(_Strict):
             if missing:
                 raise ValueError(f"unknown task(s) {sorted(missing)}; valid: {sorted(known)}")
             self.tasks = [t for t in self.tasks if t.name in self.task_names]
+        names = [t.name for t in self.tasks]
+        unknown = sorted(set(self.controls) - set(names))
+        if unknown:
+            raise ValueError(f"controls: unknown task '{unknown[0]}'; valid: {sorted(names)}")
+        if names and not set(names) - set(self.controls):
+            raise ValueError(f"controls name every task ({sorted(names)}); leave at least one to aim at")
         return self
 
     @model_validator(mode="after")
@@ -410,6 +419,10 @@ class Recipe(_Strict):
     def task_specs(self) -> list[TaskSpec]:
         assert isinstance(self.tasks, list)
         return self.tasks
+
+    def target_specs(self) -> list[TaskSpec]:
+        """The tasks selection aims at: every task but the controls."""
+        return [t for t in self.task_specs() if t.name not in self.controls]
 
 
 def load_tasks_file(path: Path, names: list[str] | None = None) -> list[TaskSpec]:

@@ -30,7 +30,7 @@ def check_recipe(recipe: Recipe, where: str = "recipe", selects: bool = False) -
     for t in recipe.task_specs():
         if t.metric not in metric_names():
             raise TunesetError(f"{where}: task '{t.name}': metric: {UnknownNameError('metric', t.metric, metric_names())}")
-    _policy(recipe.select, f"{where}: select")
+    _policy(recipe.select, f"{where}: select", recipe)
     if selects:
         scored = [s.name for s in recipe.score.selectors]
         for col in recipe.select.weights:
@@ -88,7 +88,7 @@ def _policy(policy: PolicyConfig, where: str, recipe: Recipe | None = None) -> N
     for col in policy.columns() if isinstance(policy, Strategy) else policy.weights:
         _column(col, f"{where}.weights")
     if isinstance(policy.targets, dict) and recipe is not None:
-        tasks = [t.name for t in recipe.task_specs()]
+        tasks = [t.name for t in recipe.target_specs()]  # a control takes no share
         unknown = sorted(set(policy.targets) - set(tasks))
         if unknown:
             raise TunesetError(f"{where}.targets: {UnknownNameError('task', unknown[0], tasks)}")

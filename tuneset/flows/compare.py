@@ -138,7 +138,7 @@ def _compare_flow(recipe: Recipe) -> dict[str, str]:
     full_cfg = settings[str(cmp.budgets[-1])] if cmp.budgets else recipe.finetune
     if cmp.full_epochs:
         full_cfg = full_cfg.model_copy(update={"epochs": cmp.full_epochs})
-    info = {"pool_rows": rows.n, "budgets": {str(b): budget_count(b, rows.n) for b in cmp.budgets},
+    info = {"pool_rows": rows.n, "controls": recipe.controls, "budgets": {str(b): budget_count(b, rows.n) for b in cmp.budgets},
             "finetune": {**{f"budget {b}": _changed(c, recipe.finetune) for b, c in settings.items()},
                          "full pool": _changed(full_cfg, recipe.finetune),
                          "no fine-tune": {"prompt_format": base_ctx.recipe.finetune.prompt_format}}}
@@ -209,8 +209,10 @@ def describe(info: dict) -> str:
     for arm, cfg in info["finetune"].items():
         alike.setdefault(words(cfg), []).append(arm)
     arms = "; ".join(f"{' and '.join(names)}: {settings}" for settings, names in alike.items())
+    controls = info.get("controls")
     return (f"The pool has {info['pool_rows']:,} rows" + (f"; {budgets}" if budgets else "") + ". "
-            f"Fine-tune settings where they differ from the recipe's (else its lr, epochs and prompt format): {arms}.")
+            + (f"Control tasks, evaluated but never aimed at: {', '.join(controls)}. " if controls else "")
+            + f"Fine-tune settings where they differ from the recipe's (else its lr, epochs and prompt format): {arms}.")
 
 
 def write_leaderboard(ctx: RunContext, results: list[dict], timings: dict[str, float], info: dict, final: bool = True) -> dict[str, str]:

@@ -62,8 +62,8 @@ class RunContext:
         return task_rows(path)
 
     def targets(self) -> dict[str, pl.DataFrame]:
-        """Every task's dev rows: what target-aware selectors and policies aim at."""
-        return {t.name: self.split(t, "dev") for t in self.tasks}
+        """The dev rows of every task but the controls: what target-aware selectors and policies aim at."""
+        return {t.name: self.split(t, "dev") for t in self.recipe.target_specs()}
 
     def scoring(self, seed: int = 0, warmup: str | None = None) -> ScoringContext:
         """The selectors' context for this run (models load lazily, on a selector's first use)."""
