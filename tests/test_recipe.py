@@ -288,7 +288,7 @@ def test_sweep_points_are_the_grid_product_on_the_recipe_settings():
 def test_full_fine_tuning_takes_its_own_default_lr(recipe_file):
     """LoRA's lr on every weight of the model was the old full-fine-tune default; each method now
     has the step size its own dev-row sweep chose, and an explicit lr still wins."""
-    from tuneset.recipe import DEFAULT_LR, FinetuneConfig
+    from tuneset.recipe import DEFAULT_LR, FinetuneConfig, SweepConfig
 
     assert FinetuneConfig().lr == DEFAULT_LR["lora"] == 1e-3
     assert FinetuneConfig(method="full").lr == DEFAULT_LR["full"] < DEFAULT_LR["lora"]
@@ -296,6 +296,10 @@ def test_full_fine_tuning_takes_its_own_default_lr(recipe_file):
     assert load_recipe(recipe_file, ["finetune.method=full", "finetune.lr=2e-3"]).finetune.lr == 2e-3
     # The resolved value is what a cache key and a leaderboard see.
     assert FinetuneConfig(method="full").model_dump()["lr"] == DEFAULT_LR["full"]
+    # A sweep over the method gives each point its method's lr, unless the recipe set one.
+    grid = SweepConfig(grid={"method": ["lora", "full"]})
+    assert [p.lr for p in grid.points(FinetuneConfig())] == [DEFAULT_LR["lora"], DEFAULT_LR["full"]]
+    assert [p.lr for p in grid.points(FinetuneConfig(lr=5e-4))] == [5e-4, 5e-4]
 
 
 @pytest.mark.parametrize(("override", "message"), [

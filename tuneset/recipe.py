@@ -243,6 +243,7 @@ class FinetuneConfig(_Strict):
     def _method_lr(self) -> FinetuneConfig:
         if self.lr is None:
             self.lr = DEFAULT_LR[self.method]
+            self.__pydantic_fields_set__.discard("lr")  # still the method's default: a sweep over `method` re-resolves it
         return self
 
 
@@ -296,7 +297,8 @@ class SweepConfig(_Strict):
         import itertools
 
         keys = list(self.grid)
-        return [FinetuneConfig.model_validate({**base.model_dump(), **dict(zip(keys, combo))})
+        fixed = {k: v for k, v in base.model_dump().items() if k != "lr" or "lr" in base.model_fields_set}
+        return [FinetuneConfig.model_validate({**fixed, **dict(zip(keys, combo))})
                 for combo in itertools.product(*self.grid.values())]
 
 
