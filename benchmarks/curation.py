@@ -8,6 +8,8 @@
    column; exact-duplicate recall; relabel precision and recall against the clean labels.
    With --labels-only: the same with `label_quality` alone (no confidence pass, no filters), so
    label-flip detection and relabelling are measured in minutes; writes labels_only_*.
+   `--pool pool_small.jsonl --set key=value --tag NAME` measures another pool or setting into
+   labels_only_NAME_*, e.g. label_quality's min_rows_per_class on the 2k-row pool.
 3. With --sample N: all three confidence components (likelihood, reflection, consistency) on a
    stratified sample of N rows, with their time per 1,000 rows.
 Writes benchmarks/results/curation/.
@@ -72,25 +74,31 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=0, help="rows for the three-component confidence run")
     ap.add_argument("--components-only", action="store_true", help="only the --sample run, without the full-pool curation")
     ap.add_argument("--labels-only", action="store_true", help="label_quality alone: label flips and relabelling")
+    ap.add_argument("--pool", default="pool.jsonl", help="the bench's pool file: pool.jsonl or pool_small.jsonl")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override key=value, after the mode's own")
+    ap.add_argument("--tag", default="", help="suffix of the output files (labels_only_<tag>_summary.json ...)")
     args, bench = parse_bench_args(ap)
     if bench is None:
         return
     OUT.mkdir(parents=True, exist_ok=True)
     recipe = load_recipe(ROOT / "recipes" / "bench-curate.yaml", [
-        f"pool={(bench / 'pool.jsonl').resolve()}", f"tasks={(bench / 'tasks.json').resolve()}", f"work_dir={args.work_dir}",
-        *(["score.selectors=[{name: label_quality}]", "curate.filters=[]"] if args.labels_only else [])])
-    prefix = "labels_only_" if args.labels_only else ""
+        f"pool={(bench / args.pool).resolve()}", f"tasks={(bench / 'tasks.json').resolve()}", f"work_dir={args.work_dir}",
+        *(["score.selectors=[{name: label_quality}]", "curate.filters=[]"] if args.labels_only else []), *args.overrides])
+    prefix = ("labels_only_" if args.labels_only else "") + (f"{args.tag}_" if args.tag else "")
     if args.components_only:
-        frame = (pl.read_ndjson(bench / "pool.jsonl").join(pl.read_ndjson(bench / "pool_truth.jsonl"), on="id", how="left")
+        frame = (pl.read_ndjson(bench / args.pool).join(pl.read_ndjson(bench / "pool_truth.jsonl"), on="id", how="left")
                  .with_columns(old_response=pl.col("response")))
         out = component_sample(recipe, frame, args.sample or 120)
         (OUT / "components_sample.json").write_text(json.dumps(out, indent=1))
         print(json.dumps(out, indent=1))
         return
+    from tuneset.flows.api import prefect_api
+
     t0 = time.perf_counter()
-    res = curate_flow(recipe)
+    with prefect_api():  # a server that dies with this script, even on kill -9
+        res = curate_flow(recipe)
     audit = pl.read_parquet(res.audit)
-    if not args.labels_only:
+    if not args.labels_only and not args.tag:
         for name in ("report.md", "scores.png"):
             shutil.copyfile(Path(res.report).parent / name, OUT / name)
     truth = pl.read_ndjson(bench / "pool_truth.jsonl")
