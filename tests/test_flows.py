@@ -525,3 +525,26 @@ def test_a_killed_command_leaves_no_prefect_server_behind(tiny_recipe, tmp_path,
     if how == "SIGTERM":
         # Stopped by the signal at once (not after the shard in flight), with the shell's code for it.
         assert proc.returncode == 128 + signal.SIGTERM
+
+
+def test_a_strategy_selects_the_same_rows_whatever_strategies_share_its_compare(tiny_recipe, monkeypatch):
+    """Selectors fitted on the rows they score (GOT-D's transport plan, LESS's warm-up sample) see the
+    whole pool in every compare: adding a curating strategy must not change another one's rows."""
+    from tuneset.flows import compare as compare_mod
+
+    picked: dict[str, list[str]] = {}
+    real = compare_mod.finetune_task
+
+    def spy(ctx, rows, seed, cfg=None):
+        picked.setdefault(ctx.recipe.name, []).append(rows.fingerprint)
+        return real(ctx, rows, seed, cfg)
+
+    monkeypatch.setattr(compare_mod, "finetune_task", spy)
+    common = ("compare.budgets=[10]", "compare.seeds=[0]", "compare.baselines=[none]",
+              "score.selectors=[{name: less, params: {dim: 256, warmup: {fraction: 0.5, epochs: 2, batch_size: 8}}}]")
+    compare_mod.compare_flow(tiny_recipe("name=alone", "compare.strategies=[less]", *common))
+    compare_mod.compare_flow(tiny_recipe(
+        "name=beside", *common,
+        "compare.strategies=[less, {name: less_short, weights: {less: 1}, curate: {filters: [{column: length, max: 300}]}}]"))
+    assert len(picked["alone"]) == 1 and len(picked["beside"]) == 2
+    assert picked["alone"][0] == picked["beside"][0]

@@ -86,11 +86,13 @@ def _compare_flow(recipe: Recipe) -> dict[str, str]:
     t_start = time.perf_counter()
     ctx = run_context(recipe)
     cmp = recipe.compare
+    # Every pool row is scored, whatever the strategies: a strategy's own curation starts from the
+    # pool, and a selector fitted on the rows it scores (LESS's warm-up sample) must not change with
+    # the company a strategy keeps.
+    scored = load_pool(ctx)[0]
     with timed(timings, "curate"):
-        rows = curate_flow(recipe).rows if cmp.curate_first else load_pool(ctx)[0]
+        rows = curate_flow(recipe).rows if cmp.curate_first else scored
         own_rows = {st.name: strategy_rows(ctx, st, rows) for st in cmp.strategies}
-    # A strategy's own curation starts from the pool, so then every pool row is scored.
-    scored = load_pool(ctx)[0] if any(st.curate for st in cmp.strategies) else rows
     specs = needed_selectors(ctx)
     # Seeded selectors (random, DSIR's resampling, ...) are rescored per seed; the rest once.
     seeded = [s for s in specs if "seed" in get_selector(s.name).uses]
