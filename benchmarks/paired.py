@@ -29,6 +29,7 @@ def scores(examples: pl.DataFrame, strategy: str, task: str) -> np.ndarray:
     if part.is_empty():
         valid = sorted(examples.filter(pl.col("task") == task)["strategy"].unique().to_list())
         raise SystemExit(f"no arm '{strategy}' on task '{task}'; valid: {', '.join(valid)}")
+    part = part.sort(pl.col("seed").cast(pl.Int64, strict=False))  # seed k of one arm meets seed k of the other
     return np.stack([g.sort("id")["score"].to_numpy() for _, g in part.group_by("seed", maintain_order=True)])
 
 
