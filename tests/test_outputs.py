@@ -135,6 +135,18 @@ def test_leaderboard_plot_zooms_to_the_data_and_shows_paired_intervals(tmp_path)
     assert plot(board, tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_leaderboard_lists_each_arms_seeds_in_numeric_order(tmp_path):
+    from tuneset.evaluate.leaderboard import build_leaderboard
+
+    results = []
+    for seed, right in ((10, 4), (2, 0)):  # as strings, "10" sorts before "2"
+        path = tmp_path / f"s{seed}.parquet"
+        pl.DataFrame({"id": ["a", "b", "c", "d", "e"], "score": [float(i < right) for i in range(5)]}).write_parquet(path)
+        results.append({"strategy": "random", "budget": "300", "n_rows": 30, "seed": seed, "task": "qa",
+                        "metric": "exact_match", "examples": str(path)})
+    assert build_leaderboard(results)["per_seed"][0] == "0.000 0.800"
+
+
 def test_leaderboard_legend_sits_outside_every_panel(tmp_path):
     import matplotlib.pyplot as plt
 

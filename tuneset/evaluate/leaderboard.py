@@ -14,9 +14,15 @@ from tuneset.evaluate.stats import seed_row_bootstrap
 NONE, FULL, RANDOM = "none", "full", "random"
 
 
+def _seed_order(run: dict[str, Any]) -> tuple[int, str]:
+    """Seeds in numeric order (2 before 10); the seedless no-fine-tune arm's "-" has one run."""
+    seed = str(run["seed"])
+    return (int(seed), "") if seed.isdigit() else (0, seed)
+
+
 def _matrix(runs: list[dict[str, Any]], column: str = "examples") -> np.ndarray:
-    """(seeds, examples) scores, rows aligned by id."""
-    frames = [pl.read_parquet(r[column]).sort("id") for r in sorted(runs, key=lambda r: str(r["seed"]))]
+    """(seeds, examples) scores in seed order, rows aligned by id."""
+    frames = [pl.read_parquet(r[column]).sort("id") for r in sorted(runs, key=_seed_order)]
     return np.stack([f["score"].to_numpy() for f in frames])
 
 
