@@ -527,10 +527,12 @@ def test_a_killed_command_leaves_no_prefect_server_behind(tiny_recipe, tmp_path,
         assert proc.returncode == 128 + signal.SIGTERM
 
 
-def test_a_strategy_selects_the_same_rows_whatever_strategies_share_its_compare(tiny_recipe, monkeypatch):
+def test_a_strategy_selects_the_same_rows_whatever_strategies_share_its_compare_and_in_select(tiny_recipe, monkeypatch):
     """Selectors fitted on the rows they score (GOT-D's transport plan, LESS's warm-up sample) see the
-    whole pool in every compare: adding a curating strategy must not change another one's rows."""
+    whole pool in every compare and in `select`: adding a curating strategy must not change another
+    one's rows, and selecting with a compared strategy's policy picks the rows that were measured."""
     from tuneset.flows import compare as compare_mod
+    from tuneset.flows.select import select_flow
 
     picked: dict[str, list[str]] = {}
     real = compare_mod.finetune_task
@@ -548,3 +550,5 @@ def test_a_strategy_selects_the_same_rows_whatever_strategies_share_its_compare(
         "compare.strategies=[less, {name: less_short, weights: {less: 1}, curate: {filters: [{column: length, max: 300}]}}]"))
     assert len(picked["alone"]) == 1 and len(picked["beside"]) == 2
     assert picked["alone"][0] == picked["beside"][0]
+    chosen = select_flow(tiny_recipe("name=select", *common, "select.weights={less: 1}", "select.budget=10"))
+    assert chosen.rows.fingerprint == picked["alone"][0]

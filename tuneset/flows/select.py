@@ -51,9 +51,12 @@ def select_rows(ctx: RunContext, rows: RowsRef, scores: ScoresRef, policy: Polic
 def select_flow(recipe: Recipe, out: str | None = None) -> Selection:
     """Curate, score and select as one run (curation and scoring are its subflows); with `out`,
     write the chosen rows there (format by extension) and every candidate's score columns, rank,
-    decision and reason beside it (`decisions_path`)."""
+    decision and reason beside it (`decisions_path`).
+
+    Scores belong to the pool, curation decides which rows are candidates: the same scores a
+    compare measured (and `tuneset score` cached), whatever the curation settings."""
     rows = curate_flow(recipe).rows
-    sel = select_rows(run_context(recipe), rows, score_flow(recipe, rows), recipe.select)
+    sel = select_rows(run_context(recipe), rows, score_flow(recipe), recipe.select)
     if out:
         write_rows(out, sel.rows.read())
         write_parquet(pl.read_parquet(sel.table), decisions_path(Path(out)))
