@@ -89,9 +89,12 @@ def _compare_flow(recipe: Recipe) -> dict[str, str]:
     # Every pool row is scored, whatever the strategies: a strategy's own curation starts from the
     # pool, and a selector fitted on the rows it scores (LESS's warm-up sample) must not change with
     # the company a strategy keeps.
-    scored = load_pool(ctx)[0]
     with timed(timings, "curate"):
-        rows = curate_flow(recipe).rows if cmp.curate_first else scored
+        if cmp.curate_first:
+            curated = curate_flow(recipe)
+            scored, rows = curated.pool, curated.rows
+        else:
+            scored = rows = load_pool(ctx)[0]
         own_rows = {st.name: strategy_rows(ctx, st, rows) for st in cmp.strategies}
     specs = needed_selectors(ctx)
     # Seeded selectors (random, DSIR's resampling, ...) are rescored per seed; the rest once.

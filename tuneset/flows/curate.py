@@ -27,6 +27,7 @@ log = logging.getLogger("tuneset.curate")
 @dataclass(frozen=True)
 class CurateResult:
     rows: RowsRef
+    pool: RowsRef  # the validated input the curation started from: what selectors score
     audit: str
     report: str
     counts: dict[str, int]
@@ -96,5 +97,5 @@ def curate_flow(recipe: Recipe) -> CurateResult:
     report.write_text(render_report(recipe.name, n_read, counts, audit, plot.name if has_plot else None)
                       + (f"\n## Judge gate\n\n{gate_text}" if judge else ""))
     print(f"curated {n_read} rows: {counts}; audit {out / 'audit.parquet'}")
-    return CurateResult(save_rows(ctx.store, kept), str(out / "audit.parquet"), str(report), counts)
+    return CurateResult(save_rows(ctx.store, kept), rows, str(out / "audit.parquet"), str(report), counts)
 

@@ -55,8 +55,9 @@ def select_flow(recipe: Recipe, out: str | None = None) -> Selection:
 
     Scores belong to the pool, curation decides which rows are candidates: the same scores a
     compare measured (and `tuneset score` cached), whatever the curation settings."""
-    rows = curate_flow(recipe).rows
-    sel = select_rows(run_context(recipe), rows, score_flow(recipe), recipe.select)
+    curated = curate_flow(recipe)
+    rows = curated.rows
+    sel = select_rows(run_context(recipe), rows, score_flow(recipe, curated.pool), recipe.select)
     if out:
         write_rows(out, sel.rows.read())
         write_parquet(pl.read_parquet(sel.table), decisions_path(Path(out)))
