@@ -26,7 +26,7 @@ def test_interrupted_score_run_resumes_from_finished_shards(tiny_recipe, monkeyp
     from tuneset.flows.score import score_flow
 
     recipe = tiny_recipe("score.selectors=[perplexity]")
-    rows, _, _ = load_pool(run_context(recipe))
+    rows = load_pool(run_context(recipe)).rows
     calls: list[int] = []
     real = Selector.score
 
@@ -62,7 +62,7 @@ def test_map_reduce_selectors_on_the_runner_equal_one_process(tiny_recipe):
 
     recipe = tiny_recipe("score.selectors=[dsir, {name: semdedup, params: {n_clusters: 5}}]")
     ctx = run_context(recipe)
-    rows, _, _ = load_pool(ctx)
+    rows = load_pool(ctx).rows
     table = score_flow(recipe, rows).read()
     for name, params in (("dsir", {}), ("semdedup", {"n_clusters": 5})):
         direct = make_selector(name, params).fit(ctx.scoring(0, None)).score(rows.read())
@@ -256,7 +256,7 @@ def test_less_through_the_flows_trains_its_warmup_once_and_explains_selected_row
     from tuneset.recipe import PolicyConfig
 
     recipe = tiny_recipe("score.selectors=[{name: less, params: {dim: 256, warmup: {fraction: 0.5, epochs: 2, batch_size: 8}}}]")
-    rows, _, _ = load_pool(run_context(recipe))
+    rows = load_pool(run_context(recipe)).rows
     trained = []
     real = warmup_mod.train
     monkeypatch.setattr(warmup_mod, "train", lambda *a, **k: trained.append(1) or real(*a, **k))
@@ -545,9 +545,16 @@ def test_a_strategy_selects_the_same_rows_whatever_strategies_share_its_compare_
     common = ("compare.budgets=[10]", "compare.seeds=[0]", "compare.baselines=[none]",
               "score.selectors=[{name: less, params: {dim: 256, warmup: {fraction: 0.5, epochs: 2, batch_size: 8}}}]")
     compare_mod.compare_flow(tiny_recipe("name=alone", "compare.strategies=[less]", *common))
-    compare_mod.compare_flow(tiny_recipe(
+    from tuneset.flows import common as common_mod
+
+    reads: list[str] = []
+    real_load = common_mod.load_rows
+    monkeypatch.setattr(common_mod, "load_rows", lambda path, **k: reads.append(str(path)) or real_load(path, **k))
+    beside = tiny_recipe(
         "name=beside", *common,
-        "compare.strategies=[less, {name: less_short, weights: {less: 1}, curate: {filters: [{column: length, max: 300}]}}]"))
+        "compare.strategies=[less, {name: less_short, weights: {less: 1}, curate: {filters: [{column: length, max: 300}]}}]")
+    compare_mod.compare_flow(beside)
+    assert reads == [str(beside.pool)]  # read and validated once, for the compare's curation and the strategy's own
     assert len(picked["alone"]) == 1 and len(picked["beside"]) == 2
     assert picked["alone"][0] == picked["beside"][0]
     chosen = select_flow(tiny_recipe("name=select", *common, "select.weights={less: 1}", "select.budget=10"))

@@ -48,14 +48,24 @@ def save_rows(store: ArtifactStore, rows: pl.DataFrame) -> RowsRef:
     return RowsRef(str(folder / "rows.parquet"), fp, rows.height)
 
 
-def load_pool(ctx: RunContext) -> tuple[RowsRef, int, list[dict]]:
-    """Validated pool rows, the number of input rows read, and the quarantined ones."""
+@dataclass(frozen=True)
+class Pool:
+    """The recipe's pool read and validated once: its rows, how many input rows were read and the
+    quarantined ones, which curation's audit accounts for."""
+
+    rows: RowsRef
+    n_read: int
+    quarantined: list[dict]
+
+
+def load_pool(ctx: RunContext) -> Pool:
+    """Reads and validates the recipe's pool file; bad rows go to the run's quarantine file."""
     recipe = ctx.recipe
     quarantine = ctx.run_dir() / "quarantine.jsonl" if recipe.quarantine else None
     res = load_rows(recipe.pool, quarantine=quarantine, columns=recipe.columns)
     if res.quarantined:
         log.warning("%d bad input rows quarantined in %s", len(res.quarantined), quarantine)
-    return save_rows(ctx.store, res.rows), res.n_read, res.quarantined
+    return Pool(save_rows(ctx.store, res.rows), res.n_read, res.quarantined)
 
 
 def recipe_flow(name: str):
@@ -86,4 +96,4 @@ def write_json(path: Path, obj) -> Path:
     return path
 
 
-__all__ = ["RowsRef", "RunContext", "load_pool", "recipe_flow", "run_context", "save_rows", "timed", "write_json", "write_jsonl"]
+__all__ = ["Pool", "RowsRef", "RunContext", "load_pool", "recipe_flow", "run_context", "save_rows", "timed", "write_json", "write_jsonl"]

@@ -15,7 +15,7 @@ from prefect.cache_policies import NONE as NO_CACHE
 
 from tuneset.data.io import load_rows
 from tuneset.evaluate.leaderboard import FULL, NONE, build_leaderboard, leaderboard_markdown, plot, to_markdown
-from tuneset.flows.common import RowsRef, load_pool, recipe_flow, save_rows, timed, write_json
+from tuneset.flows.common import Pool, RowsRef, load_pool, recipe_flow, save_rows, timed, write_json
 from tuneset.flows.context import RunContext, run_context
 from tuneset.flows.curate import curate_flow
 from tuneset.flows.score import score_flow, task_runner
@@ -40,12 +40,12 @@ def needed_selectors(ctx: RunContext) -> list[SelectorSpec]:
     return [ctx.spec(n) for n in names]
 
 
-def strategy_rows(ctx: RunContext, st: Strategy, default: RowsRef) -> RowsRef:
+def strategy_rows(ctx: RunContext, st: Strategy, pool: Pool, default: RowsRef) -> RowsRef:
     """The rows a strategy selects from: its own curation of the pool, or the compare's rows."""
     if st.curate is None:
         return default
     recipe = ctx.recipe
-    return curate_flow(recipe.model_copy(update={"curate": st.curate, "name": f"{recipe.name}-{st.name}"})).rows
+    return curate_flow(recipe.model_copy(update={"curate": st.curate, "name": f"{recipe.name}-{st.name}"}), pool).rows
 
 
 def compare_flow(recipe: Recipe) -> dict[str, str]:
@@ -90,12 +90,10 @@ def _compare_flow(recipe: Recipe) -> dict[str, str]:
     # pool, and a selector fitted on the rows it scores (LESS's warm-up sample) must not change with
     # the company a strategy keeps.
     with timed(timings, "curate"):
-        if cmp.curate_first:
-            curated = curate_flow(recipe)
-            scored, rows = curated.pool, curated.rows
-        else:
-            scored = rows = load_pool(ctx)[0]
-        own_rows = {st.name: strategy_rows(ctx, st, rows) for st in cmp.strategies}
+        pool = load_pool(ctx)
+        scored = pool.rows
+        rows = curate_flow(recipe, pool).rows if cmp.curate_first else pool.rows
+        own_rows = {st.name: strategy_rows(ctx, st, pool, rows) for st in cmp.strategies}
     specs = needed_selectors(ctx)
     # Seeded selectors (random, DSIR's resampling, ...) are rescored per seed; the rest once.
     seeded = [s for s in specs if "seed" in get_selector(s.name).uses]

@@ -14,7 +14,7 @@ from tuneset.curation.report import plot_scores, render_report
 from tuneset.curation.steps import step_selectors
 from tuneset.data.io import write_rows
 from tuneset.data.labels import known_answer_pairs, load_judge_rows
-from tuneset.flows.common import RowsRef, load_pool, recipe_flow, save_rows
+from tuneset.flows.common import Pool, RowsRef, load_pool, recipe_flow, save_rows
 from tuneset.flows.context import RunContext, run_context
 from tuneset.flows.score import score_flow
 from tuneset.recipe import Recipe, SelectorSpec
@@ -75,9 +75,12 @@ def judge_competence(ctx: RunContext) -> dict[str, float]:
 
 
 @recipe_flow("tuneset-curate")
-def curate_flow(recipe: Recipe) -> CurateResult:
+def curate_flow(recipe: Recipe, pool: Pool | None = None) -> CurateResult:
+    """Curates `pool` (default: the recipe's pool file, read and validated here): a compare reads
+    the pool once and hands it to every strategy's own curation."""
     ctx = run_context(recipe)
-    rows, n_read, quarantined = load_pool(ctx)
+    pool = pool or load_pool(ctx)
+    rows, n_read, quarantined = pool.rows, pool.n_read, pool.quarantined
     scores = curation_scores(ctx, rows)
     judge = judge_competence(ctx)
     notes = gate_notes(recipe.curate, judge)

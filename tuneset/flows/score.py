@@ -214,7 +214,7 @@ def score_flow(recipe: Recipe, rows: RowsRef | None = None, seed: int = 0, selec
 def _score_flow(recipe: Recipe, rows: RowsRef | None = None, seed: int = 0, selectors: list[SelectorSpec] | None = None) -> ScoresRef:
     ctx = run_context(recipe)
     if rows is None:
-        rows, _, _ = load_pool(ctx)
+        rows = load_pool(ctx).rows
     specs = selectors if selectors is not None else recipe.score.selectors
     tables = {s.name: score_selector(ctx, s, rows, seed) for s in specs}
     directions = ctx.directions(specs)
