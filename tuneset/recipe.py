@@ -13,16 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SerializerFunctionWrapHandler,
-    ValidationError,
-    field_validator,
-    model_serializer,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuneset.errors import TunesetError
 
@@ -247,18 +238,6 @@ class FinetuneConfig(_Strict):
     max_grad_norm: float = Field(default=1.0, gt=0)
     seed: int = 0
     last_layers: int | None = Field(default=None, ge=1)  # LoRA on the last N transformer layers only
-    # Keep the mean of the trainable weights over this final fraction of the steps (tail averaging)
-    # instead of the last step's: the last few batches' labels set a small model's class bias, so
-    # on fixed rows the seed alone moved sst2 0.850-0.910. 0 keeps the last step's weights and
-    # leaves the field out of dumps, so every fine-tune cached before the field existed still hits.
-    average_last: float = Field(default=0.0, ge=0, lt=1)
-
-    @model_serializer(mode="wrap")
-    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data = handler(self)
-        if not self.average_last:
-            data.pop("average_last", None)
-        return data
 
     @model_validator(mode="after")
     def _method_lr(self) -> FinetuneConfig:
@@ -280,7 +259,6 @@ class WarmupConfig(FinetuneConfig):
     lora_alpha: int = 32
     lora_dropout: float = 0.1
     warmup_ratio: float = 0.03
-    average_last: float = 0.0  # LESS reads each epoch's own weights and Adam state
 
     @field_validator("epochs")
     @classmethod

@@ -162,10 +162,9 @@ def train(
     plan = plan[:total_steps]
     cap = cfg.micro_batch_tokens or (CPU_MICRO_BATCH_TOKENS if lm.device.type == "cpu" else math.inf)
     state = TrainState()
-    tail = TailAverage(params, first_step=total_steps - round(cfg.average_last * total_steps) + 1)
     resume = out_dir / "resume"
     if (resume / "state.json").exists():
-        state = load_resume(resume, model, opt, sched, tail)
+        state = load_resume(resume, model, opt, sched)
         log.info("fine-tune: resuming at step %d/%d from %s", state.step, total_steps, resume)
     t0 = time.perf_counter() - state.seconds
     last_save = time.perf_counter()
@@ -186,7 +185,6 @@ def train(
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        tail.update(step)
         state.losses.append(loss)
         state.step = step
         progress.update(step, f"loss {np.mean(state.losses[-10:]):.3f}")
@@ -195,9 +193,8 @@ def train(
             save_checkpoint(model, opt, out_dir / "checkpoints" / f"epoch-{epoch}", epoch, state.lrs[-per_epoch:])
         if step < total_steps and time.perf_counter() - last_save >= resume_every_s:
             state.seconds = time.perf_counter() - t0
-            save_resume(resume, model, opt, sched, state, tail)
+            save_resume(resume, model, opt, sched, state)
             last_save = time.perf_counter()
-    tail.apply()
     seconds = time.perf_counter() - t0
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.method == "lora":
@@ -212,34 +209,6 @@ def train(
     return result
 
 
-class TailAverage:
-    """Running mean of the trainable weights after each step from `first_step` on, swapped in at
-    the end. By hand rather than `torch.optim.swa_utils.AveragedModel`: that keeps a copy of the
-    whole model, frozen base included, which a LoRA run's resume checkpoint would then carry."""
-
-    def __init__(self, params: list[torch.nn.Parameter], first_step: int) -> None:
-        self.params, self.first_step = params, first_step
-        self.mean: list[torch.Tensor] = []
-        self.count = 0
-
-    def update(self, step: int) -> None:
-        if step < self.first_step:
-            return
-        self.count += 1
-        with torch.no_grad():
-            if not self.mean:
-                self.mean = [p.detach().clone() for p in self.params]
-            else:
-                for m, p in zip(self.mean, self.params, strict=True):
-                    m.add_(p.detach() - m, alpha=1.0 / self.count)
-
-    def apply(self) -> None:
-        if self.count > 1:  # one step averaged is that step's weights already
-            with torch.no_grad():
-                for m, p in zip(self.mean, self.params, strict=True):
-                    p.copy_(m)
-
-
 @dataclass
 class TrainState:
     """Where a fine-tune stands after `step` steps: what a resumed run needs besides the tensors."""
@@ -252,7 +221,7 @@ class TrainState:
     seconds: float = 0.0
 
 
-def save_resume(folder: Path, model: torch.nn.Module, opt, sched, state: TrainState, tail: TailAverage) -> None:
+def save_resume(folder: Path, model: torch.nn.Module, opt, sched, state: TrainState) -> None:
     """Trainable weights, optimizer and schedule state, the RNG and `state`, written to a fresh
     folder that replaces the last one whole, so a kill mid-write keeps the previous checkpoint."""
     tmp = folder.with_name(folder.name + ".tmp")
@@ -260,8 +229,7 @@ def save_resume(folder: Path, model: torch.nn.Module, opt, sched, state: TrainSt
     tmp.mkdir(parents=True)
     trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
     torch.save({"weights": trainable, "opt": opt.state_dict(), "sched": sched.state_dict(),
-                "rng": torch.get_rng_state(), "tail": [m.cpu() for m in tail.mean], "tail_count": tail.count},
-               tmp / "tensors.pt")
+                "rng": torch.get_rng_state()}, tmp / "tensors.pt")
     (tmp / "state.json").write_text(json.dumps(asdict(state)))
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
@@ -271,7 +239,7 @@ def save_resume(folder: Path, model: torch.nn.Module, opt, sched, state: TrainSt
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_resume(folder: Path, model: torch.nn.Module, opt, sched, tail: TailAverage) -> TrainState:
+def load_resume(folder: Path, model: torch.nn.Module, opt, sched) -> TrainState:
     blob = torch.load(folder / "tensors.pt", weights_only=True)
     params = dict(model.named_parameters())
     with torch.no_grad():
@@ -280,6 +248,4 @@ def load_resume(folder: Path, model: torch.nn.Module, opt, sched, tail: TailAver
     opt.load_state_dict(blob["opt"])
     sched.load_state_dict(blob["sched"])
     torch.set_rng_state(blob["rng"])
-    tail.mean = [m.to(p.device) for m, p in zip(blob.get("tail", []), tail.params, strict=False)]
-    tail.count = blob.get("tail_count", 0)
     return TrainState(**json.loads((folder / "state.json").read_text()))
