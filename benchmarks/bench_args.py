@@ -34,6 +34,13 @@ def export_examples(folder: Path) -> pl.DataFrame:
     return ex if "split" in ex.columns else ex.with_columns(split=pl.lit("test"))
 
 
+def arm_source(folder: Path, spec: str) -> tuple[Path, str]:
+    """The export folder and strategy an arm names: `strategy` in `folder`, or `EXPORT:strategy`
+    in another export of the same bench (EXPORT relative to `folder`'s parent)."""
+    other, _, strategy = spec.rpartition(":")
+    return (folder.parent / other if other else folder), strategy
+
+
 def test_split_examples(folder: Path) -> pl.DataFrame:
     """An export's per-example test scores: what every paired comparison is made on."""
     return export_examples(folder).filter(pl.col("split") == "test")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from bench_args import test_split_examples
+from bench_args import arm_source, test_split_examples
 
 from tuneset.evaluate.stats import seed_row_bootstrap
 
@@ -34,8 +34,8 @@ def scores(examples: pl.DataFrame, strategy: str, task: str) -> np.ndarray:
 
 
 def arm_examples(folder: Path, spec: str) -> tuple[pl.DataFrame, str]:
-    other, _, strategy = spec.rpartition(":")
-    return test_split_examples(folder.parent / other if other else folder), strategy
+    source, strategy = arm_source(folder, spec)
+    return test_split_examples(source), strategy
 
 
 def main() -> None:

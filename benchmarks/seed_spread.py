@@ -1,7 +1,7 @@
 """How much the fine-tune's seed alone moves an arm: per-seed scores, mean and sd, on dev and test.
 
-    python benchmarks/seed_spread.py benchmarks/results/bench_tail_avg less bench_seeds:less
-    python benchmarks/seed_spread.py benchmarks/results/bench_tail_avg full bench_seeds:full --split dev
+    python benchmarks/seed_spread.py benchmarks/results/bench_lr5e4 less bench_seeds:less
+    python benchmarks/seed_spread.py benchmarks/results/bench_seeds less full random --split dev
 
 For arms that train on the same rows at every seed (a deterministic selection, the full pool), the
 spread is the fine-tune's own noise, which caps how small a difference between strategies a bench
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from bench_args import export_examples
+from bench_args import arm_source, export_examples
 
 
 def sd(x: np.ndarray) -> str:
@@ -46,11 +46,11 @@ def main() -> None:
     print("| arm | split | task | seeds | score mean ± sd | per seed | loss mean ± sd | top prediction share |")
     print("|---|---|---|---|---|---|---|---|")
     for spec in args.arms:
-        other, _, strategy = spec.rpartition(":")
-        ex = export_examples(args.folder.parent / other if other else args.folder)
+        source, strategy = arm_source(args.folder, spec)
+        ex = export_examples(source)
         arm = ex.filter(pl.col("strategy") == strategy)
         if arm.is_empty():
-            raise SystemExit(f"no arm '{strategy}' in {other or args.folder}; valid: {', '.join(sorted(ex['strategy'].unique()))}")
+            raise SystemExit(f"no arm '{strategy}' in {source}; valid: {', '.join(sorted(ex['strategy'].unique()))}")
         for split in splits:
             for task, g in spread(arm.filter(pl.col("split") == split)).group_by("task", maintain_order=True):
                 s, lo = g["score"].to_numpy(), g["loss"].to_numpy()
