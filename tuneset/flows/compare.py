@@ -91,7 +91,6 @@ def _compare_flow(recipe: Recipe) -> dict[str, str]:
     # the company a strategy keeps.
     with timed(timings, "curate"):
         pool = load_pool(ctx)
-        scored = pool.rows
         rows = curate_flow(recipe, pool).rows if cmp.curate_first else pool.rows
         own_rows = {st.name: strategy_rows(ctx, st, pool, rows) for st in cmp.strategies}
     specs = needed_selectors(ctx)
@@ -99,13 +98,13 @@ def _compare_flow(recipe: Recipe) -> dict[str, str]:
     seeded = [s for s in specs if "seed" in get_selector(s.name).uses]
     fixed = [s for s in specs if s not in seeded]
     with timed(timings, "score"):
-        scores = score_flow(recipe, scored, selectors=fixed) if fixed else None
+        scores = score_flow(recipe, pool.rows, selectors=fixed) if fixed else None
 
     def scores_for(seed: int):
         if not seeded:
             return scores
         with timed(timings, "score"):
-            return score_flow(recipe, scored, seed=seed, selectors=[*fixed, *seeded])
+            return score_flow(recipe, pool.rows, seed=seed, selectors=[*fixed, *seeded])
 
     def select(st: Strategy, budget, seed_scores) -> Selection:
         with timed(timings, "select"):

@@ -27,7 +27,7 @@ log = logging.getLogger("tuneset.curate")
 @dataclass(frozen=True)
 class CurateResult:
     rows: RowsRef
-    pool: RowsRef  # the validated input the curation started from: what selectors score
+    pool: Pool  # the validated input the curation started from: what selectors score
     audit: str
     report: str
     counts: dict[str, int]
@@ -80,13 +80,13 @@ def curate_flow(recipe: Recipe, pool: Pool | None = None) -> CurateResult:
     the pool once and hands it to every strategy's own curation."""
     ctx = run_context(recipe)
     pool = pool or load_pool(ctx)
-    rows, n_read, quarantined = pool.rows, pool.n_read, pool.quarantined
+    rows, n_read = pool.rows, pool.n_read
     scores = curation_scores(ctx, rows)
     judge = judge_competence(ctx)
     notes = gate_notes(recipe.curate, judge)
     for note in notes:
         log.warning("judge gate: %s", note)
-    kept, audit = curate_rows(rows.read(), recipe.curate, eval_rows(ctx), scores, quarantined, judge)
+    kept, audit = curate_rows(rows.read(), recipe.curate, eval_rows(ctx), scores, pool.quarantined, judge)
     counts = check_accounting(audit, n_read)
     out = ctx.run_dir("curate")
     write_rows(out / "curated.jsonl", kept)
@@ -100,5 +100,5 @@ def curate_flow(recipe: Recipe, pool: Pool | None = None) -> CurateResult:
     report.write_text(render_report(recipe.name, n_read, counts, audit, plot.name if has_plot else None)
                       + (f"\n## Judge gate\n\n{gate_text}" if judge else ""))
     print(f"curated {n_read} rows: {counts}; audit {out / 'audit.parquet'}")
-    return CurateResult(save_rows(ctx.store, kept), rows, str(out / "audit.parquet"), str(report), counts)
+    return CurateResult(save_rows(ctx.store, kept), pool, str(out / "audit.parquet"), str(report), counts)
 

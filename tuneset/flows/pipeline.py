@@ -24,7 +24,7 @@ def pipeline_flow(recipe: Recipe) -> dict:
     ctx = run_context(recipe)
     with run_lock(ctx):
         curated = curate_flow(recipe)
-        scores = score_flow(recipe, curated.pool, seed=recipe.finetune.seed)  # the pool's, as in select and compare
+        scores = score_flow(recipe, curated.pool.rows, seed=recipe.finetune.seed)  # the pool's, as in select and compare
         sel = select_rows(ctx, curated.rows, scores, recipe.select)
         out = ctx.run_dir("pipeline")
         write_rows(out / "selected.jsonl", sel.rows.read())

@@ -57,7 +57,7 @@ def select_flow(recipe: Recipe, out: str | None = None) -> Selection:
     compare measured (and `tuneset score` cached), whatever the curation settings."""
     curated = curate_flow(recipe)
     rows = curated.rows
-    sel = select_rows(run_context(recipe), rows, score_flow(recipe, curated.pool), recipe.select)
+    sel = select_rows(run_context(recipe), rows, score_flow(recipe, curated.pool.rows), recipe.select)
     if out:
         write_rows(out, sel.rows.read())
         write_parquet(pl.read_parquet(sel.table), decisions_path(Path(out)))
