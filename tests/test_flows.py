@@ -359,8 +359,26 @@ def test_compare_sweeps_settings_on_dev_rows_and_runs_reference_and_composite_ar
     # Test rows were evaluated, but never for the sweep: its evaluations are all dev rows.
     runs = pl.read_csv(out["csv"].replace("leaderboard.csv", "runs.csv"))
     test_ids = {i for p in runs["examples"] for i in pl.read_parquet(p)["id"]}
-    sweep_evals = splits[:2 * 2]  # 2 grid points x 2 tasks, before anything else
+    sweep_evals = splits[:3 * 2]  # the base model's one format, then 2 grid points, x 2 tasks, before anything else
     assert not set(sweep_evals) & test_ids
+
+
+def test_a_sweep_scores_target_dev_rows_and_holds_controls_to_no_fine_tune(tiny_recipe):
+    """The control never enters the score: `dev_targets` is the target task's dev mean, and each
+    point's control difference is measured against the base model, as the recommend rule does."""
+    from tuneset.flows.compare import compare_flow
+
+    recipe = tiny_recipe("controls=[capitals]", "compare.strategies=[random]", "compare.budgets=[10]",
+                         "compare.seeds=[]", "compare.baselines=[]",
+                         "compare.sweep={strategy: random, grid: {lr: [1.0e-3, 3.0e-2]}}", "score.selectors=[length]")
+    compare_flow(recipe)
+    table = pl.read_csv(recipe.work_dir / "runs" / recipe.name / "sweep" / "sweep-10.csv")
+    assert table.columns == ["lr", "dev_sentiment", "dev_capitals", "dev_targets", "dev_loss", "control_vs_none", "eligible"]
+    assert table["dev_targets"].to_list() == pytest.approx(table["dev_sentiment"].to_list())
+    assert all(" ± " in c for c in table["control_vs_none"]) and set(table["eligible"]) <= {"yes", "no"}
+    chosen = json.loads((recipe.work_dir / "runs" / recipe.name / "sweep" / "chosen.json").read_text())
+    ranked = table.with_row_index("i").sort(["eligible", "dev_targets", "dev_loss"], descending=[True, True, False])
+    assert chosen["budget 10"]["lr"] == pytest.approx(float(ranked["lr"][0]))
 
 
 def test_evaluation_is_keyed_by_the_weights_content_not_the_folder_name(tiny_recipe, tmp_path):

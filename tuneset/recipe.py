@@ -272,8 +272,10 @@ class SweepConfig(_Strict):
     """Fine-tune settings chosen on validation rows (every task's dev rows), never on test rows.
 
     Each budget's sweep fine-tunes on `strategy`'s selection at that budget (seed `seed`) once per
-    grid point, scores the tasks' dev rows, and keeps the point with the best mean dev score over
-    tasks (ties: lower dev loss). The no-fine-tune arm gets the best prompt format the same way."""
+    grid point, scores the tasks' dev rows, and keeps the best point by `rank_on_dev`'s rule
+    (tuneset/evaluate/choose.py): the target tasks' dev rows pooled, ties to the lower dev loss, and
+    the controls a constraint against no fine-tune, never part of the score. The no-fine-tune arm
+    gets its prompt format the same way, on the target tasks' dev rows."""
 
     grid: dict[str, list[Any]] = Field(default_factory=lambda: {"lr": [2e-4, 5e-4, 1e-3]})
     strategy: str = "random"

@@ -186,10 +186,10 @@ def chosen_settings(ctx: RunContext, rows_at: dict[str, RowsRef]) -> tuple[dict[
     no-fine-tune arm is evaluated with (the base model's best prompt format on dev rows)."""
     sw, finetune = ctx.recipe.compare.sweep, ctx.recipe.finetune
     assert sw is not None
-    settings = {b: sweep_finetune(ctx, rows, sw, b).best for b, rows in rows_at.items()}
     formats = [str(f) for f in sw.grid.get("prompt_format", [finetune.prompt_format])]
-    fmt = best_base_format(ctx, formats)
-    return settings, ctx.with_recipe(finetune=finetune.model_copy(update={"prompt_format": fmt}))
+    base_ctx = ctx.with_recipe(finetune=finetune.model_copy(update={"prompt_format": best_base_format(ctx, formats)}))
+    settings = {b: sweep_finetune(ctx, rows, sw, b, base_ctx).best for b, rows in rows_at.items()}
+    return settings, base_ctx
 
 
 def _changed(cfg: FinetuneConfig, recipe_cfg: FinetuneConfig) -> dict:

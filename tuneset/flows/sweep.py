@@ -1,6 +1,7 @@
 """Fine-tune settings chosen by evidence: a grid of settings, each fine-tuned on the same rows and
-scored on the tasks' dev rows. Test rows never enter the choice, so what it picks holds on tasks
-and data the sweep never saw as well as the dev rows allow."""
+scored on the tasks' dev rows by `rank_on_dev`'s rule (target rows pooled, controls a constraint).
+Test rows never enter the choice, so what it picks holds on tasks and data the sweep never saw as
+well as the dev rows allow."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
+from tuneset.evaluate.choose import rank_on_dev
 from tuneset.flows.common import RowsRef
 from tuneset.flows.context import RunContext
 from tuneset.flows.train_eval import evaluate_model, finetune_task
@@ -21,55 +23,63 @@ log = logging.getLogger("tuneset.sweep")
 @dataclass(frozen=True)
 class SweepResult:
     best: FinetuneConfig
-    table: pl.DataFrame  # one row per grid point: its settings, dev score per task, mean, dev loss
+    table: pl.DataFrame  # one row per grid point: settings, dev score per task, the rule's figures
     path: str  # the table as Markdown
 
 
-def dev_scores(ctx: RunContext, model_dir: str | None) -> dict[str, tuple[float, float]]:
-    """(mean dev score, mean dev gold-response loss) per task."""
-    out = {}
-    for task, p in evaluate_model(ctx, model_dir, split="dev").items():
-        ex = pl.read_parquet(p)
-        out[task] = (float(ex["score"].mean()), float(ex["loss"].mean()))
-    return out
+BASE = "no fine-tune"
 
 
-def dev_summary(scores: dict[str, tuple[float, float]]) -> dict[str, float]:
-    """Mean dev score and mean dev loss over tasks: what the sweep ranks by."""
-    return {"dev_mean": sum(s for s, _ in scores.values()) / len(scores),
-            "dev_loss": sum(lo for _, lo in scores.values()) / len(scores)}
+def dev_rows(ctx: RunContext, model_dir: str | None, candidate: str) -> pl.DataFrame:
+    """Per-row dev results of one model on every task, in the shape `rank_on_dev` reads."""
+    return pl.concat([pl.read_parquet(p, columns=["id", "score", "loss"])
+                      .select(candidate=pl.lit(candidate), task=pl.lit(task), id="id", score="score", loss="loss")
+                      for task, p in evaluate_model(ctx, model_dir, split="dev").items()])
 
 
-def _best(table: pl.DataFrame) -> int:
-    """Index of the best grid point: highest mean dev score over tasks, then lowest dev loss."""
-    order = table.with_row_index("i").sort(["dev_mean", "dev_loss"], descending=[True, False])
-    return int(order["i"][0])
-
-
-def sweep_finetune(ctx: RunContext, rows: RowsRef, sweep: SweepConfig, label: str) -> SweepResult:
-    """Fine-tune once per grid point on `rows` (seed `sweep.seed`) and keep the best on dev rows."""
+def _table(dev: pl.DataFrame, settings: dict[str, dict], controls: list[str], base: str | None) -> pl.DataFrame:
+    """The sweep table: each point's settings, mean dev score per task and the rule's figures, in grid order."""
+    standing = {s.name: s for s in rank_on_dev(dev, controls, base)}
+    per_task = dev.group_by("candidate", "task", maintain_order=True).agg(pl.col("score").mean())
     records = []
+    for name, point in settings.items():
+        s = standing[name]
+        tasks = per_task.filter(pl.col("candidate") == name)
+        records.append({**{f: str(v) for f, v in point.items()},
+                        **{f"dev_{t}": v for t, v in tasks.select("task", "score").iter_rows()},
+                        "dev_targets": s.score, "dev_loss": s.loss,
+                        **({"control_vs_none": s.control_words(), "eligible": "yes" if s.eligible else "no"}
+                           if controls else {})})
+    return pl.DataFrame(records)
+
+
+def sweep_finetune(ctx: RunContext, rows: RowsRef, sweep: SweepConfig, label: str, base_ctx: RunContext) -> SweepResult:
+    """Fine-tune once per grid point on `rows` (seed `sweep.seed`) and keep the best on dev rows by
+    `rank_on_dev`'s rule; `base_ctx` evaluates the no-fine-tune model the controls are held to."""
+    controls = ctx.recipe.controls
+    frames, settings = [], {}
     points = sweep.points(ctx.recipe.finetune)
     for k, cfg in enumerate(points, 1):
-        settings = {f: getattr(cfg, f) for f in sweep.grid}
-        log.info("sweep %s: point %d/%d %s", label, k, len(points), settings)
-        model_dir = finetune_task(ctx, rows, sweep.seed, cfg)
-        scores = dev_scores(ctx, model_dir)
-        records.append({**{f: str(v) for f, v in settings.items()},
-                        **{f"dev_{t}": s for t, (s, _) in scores.items()}, **dev_summary(scores)})
-    table = pl.DataFrame(records)
-    best = points[_best(table)]
-    path = write_sweep(ctx, table, label, {f: getattr(best, f) for f in sweep.grid}, rows.n)
+        name = f"point {k}"
+        settings[name] = {f: getattr(cfg, f) for f in sweep.grid}
+        log.info("sweep %s: point %d/%d %s", label, k, len(points), settings[name])
+        frames.append(dev_rows(ctx, finetune_task(ctx, rows, sweep.seed, cfg), name))
+    if controls:
+        frames.append(dev_rows(base_ctx, None, BASE))
+    dev = pl.concat(frames)
+    best_name = rank_on_dev(dev, controls, BASE if controls else None)[0].name
+    best = points[list(settings).index(best_name)]
+    table = _table(dev, settings, controls, BASE if controls else None)
+    path = write_sweep(ctx, table, label, settings[best_name], rows.n)
     return SweepResult(best, table, path)
 
 
 def best_base_format(ctx: RunContext, formats: list[str]) -> str:
-    """The prompt format the base model does best with on dev rows (for the no-fine-tune arm)."""
-    rows = []
-    for fmt in formats:
-        r = ctx.with_recipe(finetune=ctx.recipe.finetune.model_copy(update={"prompt_format": fmt}))
-        rows.append(dev_summary(dev_scores(r, None)))
-    return formats[_best(pl.DataFrame(rows))]
+    """The prompt format the base model does best with on the target tasks' dev rows (for the
+    no-fine-tune arm, which the controls are held to, so its controls do not choose it)."""
+    dev = pl.concat([dev_rows(ctx.with_recipe(finetune=ctx.recipe.finetune.model_copy(update={"prompt_format": fmt})),
+                              None, fmt) for fmt in formats])
+    return rank_on_dev(dev, ctx.recipe.controls)[0].name
 
 
 def write_sweep(ctx: RunContext, table: pl.DataFrame, label: str, best: dict, n_rows: int) -> str:
@@ -78,7 +88,9 @@ def write_sweep(ctx: RunContext, table: pl.DataFrame, label: str, best: dict, n_
     table.write_csv(out / f"sweep-{safe}.csv")
     cols = table.columns
     lines = [f"# Fine-tune sweep at budget {label} ({n_rows} training rows), scored on dev rows only\n",
-             f"Chosen: {best}\n", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+             f"Chosen: {best}. Rule: the target tasks' dev rows pooled (dev_targets), ties to the lower "
+             "dev_loss on them; a point whose control dev score is below no fine-tune's by more than two "
+             "standard errors is not eligible (tuneset/evaluate/choose.py).\n", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in table.iter_rows():
         lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |")
     path = Path(out / f"sweep-{safe}.md")
