@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
-from tuneset.evaluate.choose import rank_on_dev
+from tuneset.evaluate.choose import DevStanding, rank_on_dev
 from tuneset.flows.common import RowsRef
 from tuneset.flows.context import RunContext
 from tuneset.flows.train_eval import evaluate_model, finetune_task
@@ -37,9 +37,9 @@ def dev_rows(ctx: RunContext, model_dir: str | None, candidate: str) -> pl.DataF
                       for task, p in evaluate_model(ctx, model_dir, split="dev").items()])
 
 
-def _table(dev: pl.DataFrame, settings: dict[str, dict], controls: list[str], base: str | None) -> pl.DataFrame:
+def _table(dev: pl.DataFrame, settings: dict[str, dict], ranked: list[DevStanding], controls: bool) -> pl.DataFrame:
     """The sweep table: each point's settings, mean dev score per task and the rule's figures, in grid order."""
-    standing = {s.name: s for s in rank_on_dev(dev, controls, base)}
+    standing = {s.name: s for s in ranked}
     per_task = dev.group_by("candidate", "task", maintain_order=True).agg(pl.col("score").mean())
     records = []
     for name, point in settings.items():
@@ -67,9 +67,10 @@ def sweep_finetune(ctx: RunContext, rows: RowsRef, sweep: SweepConfig, label: st
     if controls:
         frames.append(dev_rows(base_ctx, None, BASE))
     dev = pl.concat(frames)
-    best_name = rank_on_dev(dev, controls, BASE if controls else None)[0].name
+    ranked = rank_on_dev(dev, controls, BASE if controls else None)
+    best_name = ranked[0].name
     best = points[list(settings).index(best_name)]
-    table = _table(dev, settings, controls, BASE if controls else None)
+    table = _table(dev, settings, ranked, bool(controls))
     path = write_sweep(ctx, table, label, settings[best_name], rows.n)
     return SweepResult(best, table, path)
 
