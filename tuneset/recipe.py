@@ -209,7 +209,7 @@ class PolicyConfig(_Strict):
         return v
 
 
-DEFAULT_LR = {"lora": 1e-3, "full": 1.6e-4}  # per method, from the dev-row sweeps
+DEFAULT_LR = {"lora": 1e-3, "full": 4e-4}  # per method, from the dev-row sweeps
 
 
 class FinetuneConfig(_Strict):
