@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import polars as pl
 
-from tuneset.evaluate.choose import rank_on_dev
+from tuneset.evaluate.choose import dev_frame, paired_diff, per_row_means, rank_on_dev
 
 
 def _meta(folder: Path) -> dict | None:
@@ -38,9 +37,7 @@ def _dev_evals(store: Path) -> dict[str | None, dict[tuple[str, str], Path]]:
 
 
 def _frame(name: str, evals: dict[tuple[str, str], Path], fmt: str) -> pl.DataFrame:
-    return pl.concat([pl.read_parquet(p, columns=["id", "score", "loss"]).select(
-        candidate=pl.lit(name), task=pl.lit(task), id="id", score="score", loss="loss")
-        for (task, f), p in sorted(evals.items()) if f == fmt])
+    return dev_frame(name, {task: p for (task, f), p in sorted(evals.items()) if f == fmt})
 
 
 def standings(work_dir: Path, rows: str, controls: list[str], base_format: str) -> str:
@@ -63,8 +60,7 @@ def standings(work_dir: Path, rows: str, controls: list[str], base_format: str) 
     base = _frame("no fine-tune", evals.get(None, {}), base_format) if controls else None
     dev = pl.concat([*frames, base] if base is not None else frames)
     ranked = rank_on_dev(dev, controls, "no fine-tune" if controls else None)
-    per_row = dev.filter(~pl.col("task").is_in(controls)).group_by("candidate", "task", "id").agg(pl.col("score").mean())
-    lead = per_row.filter(pl.col("candidate") == ranked[0].name).select("task", "id", a=pl.col("score"))
+    targets = per_row_means(dev).filter(~pl.col("task").is_in(controls))
     tasks = sorted(set(dev["task"]))
     lines = [f"Fine-tunes of rows {rows}* in {store}, ranked on dev rows (controls {controls or 'none'}; "
              f"no fine-tune in the {base_format} format)\n",
@@ -74,11 +70,9 @@ def standings(work_dir: Path, rows: str, controls: list[str], base_format: str) 
     for r in ranked:
         means = dev.filter(pl.col("candidate") == r.name).group_by("task").agg(pl.col("score").mean())
         by_task = dict(means.iter_rows())
-        d = (per_row.filter(pl.col("candidate") == r.name).select("task", "id", b=pl.col("score"))
-             .join(lead, on=["task", "id"]).select(d=pl.col("b") - pl.col("a"))["d"])
-        se = float(d.std() / math.sqrt(len(d))) if len(d) > 1 else 0.0
+        d, se = paired_diff(targets, r.name, ranked[0].name)
         lines.append(f"| {r.name} | " + " | ".join(f"{by_task.get(t, float('nan')):.3f}" for t in tasks)
-                     + f" | {r.score:.3f} ({r.rows}) | {r.loss:.3f} | {d.mean():+.3f} ± {2 * se:.3f} "
+                     + f" | {r.score:.3f} ({r.rows}) | {r.loss:.3f} | {d:+.3f} ± {2 * se:.3f} "
                      f"| {r.control_words()} | {'yes' if r.eligible else 'no'} |")
     return "\n".join(lines) + "\n"
 

@@ -14,8 +14,9 @@ recommends, so what is tuned and what is recommended answer the same question.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
@@ -44,32 +45,36 @@ class DevStanding:
         return f"{self.control_diff:+.3f} ± {se}"
 
 
-def _check(dev: pl.DataFrame) -> pl.DataFrame:
+def dev_frame(candidate: str, examples: Mapping[str, str | Path]) -> pl.DataFrame:
+    """One model's per-row dev results (task -> its examples.parquet) in the shape `rank_on_dev` reads."""
+    return pl.concat([pl.read_parquet(p, columns=["id", "score", "loss"])
+                      .select(candidate=pl.lit(candidate), task=pl.lit(task), id="id", score="score", loss="loss")
+                      for task, p in examples.items()])
+
+
+def per_row_means(dev: pl.DataFrame) -> pl.DataFrame:
+    """`dev` with seeds (or any repeat of a row) averaged per row, so a row weighs the same in every candidate."""
     missing = [c for c in DEV_COLUMNS if c not in dev.columns]
     if missing:
         raise ValueError(f"dev results lack column(s) {missing}; need {list(DEV_COLUMNS)}")
-    # Seeds (or any repeat of a row) are averaged per row first, so a row weighs the same in every candidate.
     return dev.group_by("candidate", "task", "id", maintain_order=True).agg(pl.col("score", "loss").mean())
 
 
-def _control(per_row: pl.DataFrame, name: str, base: str | None, controls: Collection[str]) -> tuple[float | None, float | None]:
-    if base is None or not controls:
-        return None, None
-    rows = per_row.filter(pl.col("task").is_in(list(controls)))
-    paired = (rows.filter(pl.col("candidate") == name).select("task", "id", a=pl.col("score"))
-              .join(rows.filter(pl.col("candidate") == base).select("task", "id", b=pl.col("score")), on=["task", "id"]))
+def paired_diff(rows: pl.DataFrame, a: str, b: str) -> tuple[float, float]:
+    """Mean and standard error of a - b over the rows (of `per_row_means`) both candidates have."""
+    paired = (rows.filter(pl.col("candidate") == a).select("task", "id", a=pl.col("score"))
+              .join(rows.filter(pl.col("candidate") == b).select("task", "id", b=pl.col("score")), on=["task", "id"]))
     if paired.is_empty():
-        raise ValueError(f"no control dev rows shared by '{name}' and the base '{base}' (controls: {sorted(controls)})")
+        raise ValueError(f"no dev rows shared by '{a}' and '{b}' (tasks: {sorted(set(rows['task']))})")
     d = (paired["a"] - paired["b"]).to_numpy()
-    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.inf
-    return float(d.mean()), se
+    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.inf
 
 
 def rank_on_dev(dev: pl.DataFrame, controls: Collection[str] = (), base: str | None = None) -> list[DevStanding]:
     """Every candidate in `dev` but `base`, best first: eligible ones, by pooled target score, then
     lower loss. `dev` holds one row per (candidate, task, id[, seed]) with `score` and `loss`;
     `base` names the no-fine-tune candidate the controls are checked against (None: no check)."""
-    per_row = _check(dev)
+    per_row = per_row_means(dev)
     names = [n for n in per_row["candidate"].unique(maintain_order=True) if n != base]
     if base is not None and controls and base not in per_row["candidate"]:
         raise ValueError(f"base '{base}' has no dev rows; candidates: {names}")
@@ -78,7 +83,8 @@ def rank_on_dev(dev: pl.DataFrame, controls: Collection[str] = (), base: str | N
         target = per_row.filter(pl.col("candidate") == name, ~pl.col("task").is_in(list(controls)))
         if target.is_empty():
             raise ValueError(f"'{name}' has no dev rows on a target task (controls: {sorted(controls)})")
-        diff, se = _control(per_row, name, base, controls)
+        diff, se = (paired_diff(per_row.filter(pl.col("task").is_in(list(controls))), name, base)
+                    if base is not None and controls else (None, None))
         standings.append(DevStanding(name, float(target["score"].mean()), float(target["loss"].mean()),
                                      target.height, diff, se))
     order = sorted(range(len(standings)), key=lambda i: (not standings[i].eligible, -round(standings[i].score, 9),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
-from tuneset.evaluate.choose import DevStanding, rank_on_dev
+from tuneset.evaluate.choose import DevStanding, dev_frame, rank_on_dev
 from tuneset.flows.common import RowsRef
 from tuneset.flows.context import RunContext
 from tuneset.flows.train_eval import evaluate_model, finetune_task
@@ -32,9 +32,7 @@ BASE = "no fine-tune"
 
 def dev_rows(ctx: RunContext, model_dir: str | None, candidate: str) -> pl.DataFrame:
     """Per-row dev results of one model on every task, in the shape `rank_on_dev` reads."""
-    return pl.concat([pl.read_parquet(p, columns=["id", "score", "loss"])
-                      .select(candidate=pl.lit(candidate), task=pl.lit(task), id="id", score="score", loss="loss")
-                      for task, p in evaluate_model(ctx, model_dir, split="dev").items()])
+    return dev_frame(candidate, evaluate_model(ctx, model_dir, split="dev"))
 
 
 def _table(dev: pl.DataFrame, settings: dict[str, dict], ranked: list[DevStanding], controls: bool) -> pl.DataFrame:
