@@ -2,6 +2,7 @@
 the gradient datastore and the selector's scores."""
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
@@ -183,12 +184,31 @@ def test_a_new_target_reuses_the_candidate_datastore(tmp_path, tiny_lm_dir, demo
     rows = pool.head(20)
     first = make_selector("less", {"dim": 256}).fit(_ctx(tmp_path, tiny_lm_dir, demo_dir, warmup, ("sentiment",)))
     first.score(rows)
-    before = {p.name for p in (tmp_path / "grads").iterdir() if p.is_dir()}
     second = make_selector("less", {"dim": 256}).fit(_ctx(tmp_path, tiny_lm_dir, demo_dir, warmup))
     out = second.score(rows)
-    new = {p.name for p in (tmp_path / "grads").iterdir() if p.is_dir()} - before
-    assert len(new) == 2  # the capitals dev rows under each of the 2 checkpoints; no candidate chunk
+    capitals = second.ctx.targets["capitals"].height
+    # The capitals dev rows under each of the 2 checkpoints; no candidate row, no sentiment dev row.
+    assert second.store.computed == {"candidates": 0, "targets": 2 * capitals}
     np.testing.assert_allclose(out["vs_sentiment"], first.score(rows)["vs_sentiment"], rtol=1e-6)
+
+
+def test_a_reordered_and_grown_table_computes_only_its_new_rows(tmp_path, tiny_lm_dir, demo_dir, warmup, pool):
+    """Keyed per row, not per chunk of rows: shuffling the table and inserting rows near its top
+    (which shifts every later row to another chunk) runs only the inserted rows' gradients."""
+    ctx = _ctx(tmp_path, tiny_lm_dir, demo_dir, warmup, ("sentiment",))
+    pool = pool.unique(["instruction", "response"], keep="first", maintain_order=True)  # the demo has duplicates
+    first = make_selector("less", {"dim": 256}).fit(ctx)
+    a = first.score(pool.head(30))
+    assert first.store.computed["candidates"] == 2 * 30
+    grown = pl.concat([pool.slice(30, 3), pool.head(30).reverse()])
+    second = make_selector("less", {"dim": 256}).fit(ctx)
+    b = second.score(grown)
+    assert second.store.computed == {"candidates": 2 * 3, "targets": 0}
+    same = b.join(a, on="id", suffix="_a")
+    assert same.height == 30
+    np.testing.assert_array_equal(same["vs_sentiment"], same["vs_sentiment_a"])
+    fresh = make_selector("less", {"dim": 256}).fit(_ctx(tmp_path / "fresh", tiny_lm_dir, demo_dir, warmup, ("sentiment",)))
+    np.testing.assert_allclose(b["score"], fresh.score(grown)["score"], atol=2e-3)
 
 
 def test_datastore_is_keyed_by_checkpoint_projection_and_dim(tmp_path, tiny_lm_dir, demo_dir, warmup, pool):

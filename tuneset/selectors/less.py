@@ -7,15 +7,14 @@ with g_c the LoRA gradient at checkpoint c, A_c Adam's update direction from c's
 P a seeded random projection to `dim` numbers and w_c the epoch's mean learning rate (normalised).
 
 The warm-up is trained by the score flow (`tuneset.flows.warmup`), never by this selector; the
-selector reads its checkpoints. Projected features live in a gradient datastore in the artifact
-store, keyed by row content, checkpoint, path, projection seed and dimension, in fp16 chunks: a
-killed run resumes at the first missing chunk, and a new target task reuses every candidate chunk
-and computes only its own dev gradients.
+selector reads its checkpoints. Projected features live in the store's per-row cache (fp16), one
+entry per row's prompt and response under a key of the checkpoints, path, projection seed and
+dimension: a killed run keeps every finished part of 256 rows, a new target task computes only its
+own dev gradients, and a reordered or grown table under the same warm-up only its new rows.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 from typing import Literal
@@ -24,7 +23,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuneset.data.fingerprint import fingerprint
+from tuneset.data.fingerprint import row_keys
 from tuneset.errors import TunesetError, UnknownNameError
 from tuneset.models.grads import (
     Checkpoint,
@@ -43,9 +42,7 @@ from tuneset.progress import ProgressLog
 from tuneset.recipe import WarmupConfig
 from tuneset.selectors.base import Selector, register
 from tuneset.selectors.context import ScoringContext
-from tuneset.store import write_npy
 
-log = logging.getLogger("tuneset.less")
 GRAD_CHUNK = 256
 
 
@@ -81,7 +78,7 @@ def checkpoints(warmup: str | Path) -> list[Path]:
 
 
 class GradientStore:
-    """Projected gradient features of rows under each warm-up checkpoint, cached by (chunk, checkpoint)."""
+    """Projected gradient features of rows under each warm-up checkpoint, cached per row."""
 
     def __init__(self, ctx: ScoringContext, params: LessParams):
         self.ctx, self.p = ctx, params
@@ -89,6 +86,7 @@ class GradientStore:
         self.seconds = {"candidates": 0.0, "targets": 0.0}
         self.computed = {"candidates": 0, "targets": 0}
         self._fast_loaded = None
+        self._states: dict[bool, list[CheckpointState]] = {}
 
     @property
     def variant(self) -> str:
@@ -101,29 +99,30 @@ class GradientStore:
 
     def features(self, rows: pl.DataFrame, folders: list[Path], adam: bool) -> list[np.ndarray]:
         """Per checkpoint, (n, dim) float32 L2-normalised features; `adam` for candidates (Adam's
-        update direction), plain gradients for targets. Only missing (chunk, checkpoint) pairs run."""
+        update direction), plain gradients for targets. Cached per row, by its prompt and response,
+        in the store's one per-row cache: only rows never seen under these checkpoints run, so a
+        reordered or grown table (same warm-up) and a new target task pay for their new rows only."""
         ctx, p = self.ctx, self.p
-        keys: list[list[str]] = []
-        todo: list[tuple[pl.DataFrame, list[tuple[int, str]]]] = []
-        for s in range(0, rows.height, GRAD_CHUNK):
-            chunk = rows.slice(s, GRAD_CHUNK)
-            content = fingerprint(chunk["instruction"].to_list(), chunk["response"].to_list())
-            ks = [ctx.store.key("grads", ctx.model_identity, fingerprint(ctx.warmup_identity, f.name), adam, self.variant,
-                                p.dim, p.seed, ctx.max_length, content) for f in folders]
-            keys.append(ks)
-            missing = [(c, k) for c, k in enumerate(ks) if not ctx.store.is_complete("grads", k)]
-            if missing:
-                todo.append((chunk, missing))
-        if todo:
+        kind = "candidates" if adam else "targets"
+        source = (ctx.model_identity, ctx.warmup_identity, [f.name for f in folders], adam, self.variant, p.dim,
+                  p.seed, ctx.max_length)
+        meta = {"model": ctx.model_identity, "warmup": ctx.warmup_identity, "checkpoints": [f.name for f in folders],
+                "adam": adam, "variant": self.variant, "dim": p.dim, "seed": p.seed}
+        cache = ctx.store.rows("grads", source, meta)
+
+        def make(idx: list[int], progress: ProgressLog | None) -> pl.DataFrame:
             t0 = time.perf_counter()
-            (self._fast if p.path == "fast" else self._reference)(todo, folders, adam)
-            kind = "candidates" if adam else "targets"
+            chunk = rows[idx]
+            feats = (self._fast if p.path == "fast" else self._reference)(chunk, folders, adam)
             self.seconds[kind] += time.perf_counter() - t0
-            self.computed[kind] += sum(c.height * len(m) for c, m in todo)
-            log.info("%s gradients (%s): %d rows x checkpoints in %.0fs", kind, self.variant,
-                     sum(c.height * len(m) for c, m in todo), time.perf_counter() - t0)
-        return [np.concatenate([np.load(ctx.store.dir("grads", ks[c]) / "feats.npy") for ks in keys]).astype(np.float32)
-                for c in range(len(folders))]
+            self.computed[kind] += chunk.height * len(folders)
+            if progress is not None:
+                progress.update(progress.done + chunk.height, f"{len(folders)} checkpoints")
+            return feature_frame(feats)
+
+        table = cache.fetch(row_keys(rows, ["instruction", "response"]), make, GRAD_CHUNK,
+                            f"less gradients ({kind}, {self.variant})")
+        return frame_features(table, len(folders))
 
     def _setup(self, folder: Path):
         lm = load_lm(self.ctx.model, self.ctx.device)
@@ -133,45 +132,42 @@ class GradientStore:
         project = (CountSketch if sketch else GaussianProjector)(sum(mod.weight.numel() for _, mod in factors), self.p.dim, self.p.seed)
         return lm, model, [n for n, _ in factors], project
 
-    def _fast(self, todo, folders: list[Path], adam: bool) -> None:
+    def _fast(self, chunk: pl.DataFrame, folders: list[Path], adam: bool) -> list[np.ndarray]:
         """One model; each checkpoint's LoRA weights swapped in per batch, frozen layers run once."""
         from peft.utils import load_peft_weights
 
         if self._fast_loaded is None:  # loaded once: candidates and every target task share it
             self._fast_loaded = self._setup(folders[0])
         lm, model, names, project = self._fast_loaded
-        states = [CheckpointState(load_peft_weights(str(f / "adapter"), device="cpu"),
-                                  adam_transform(f, names) if adam else None) for f in folders]
-        progress = ProgressLog(f"less gradients ({'candidates' if adam else 'targets'})", sum(c.height for c, _ in todo), "rows")
-        for chunk, missing in todo:
-            feats = fast_chunk(model, self._encode(lm, chunk), lm.tokenizer.pad_token_id, project,
-                               [states[c] for c, _ in missing], self.p.tokens_per_batch(self.ctx.device))
-            for (c, key), f in zip(missing, feats):
-                self._save(key, f, folders[c], adam, chunk.height)
-            progress.update(progress.done + chunk.height, f"{len(missing)} checkpoints")
+        if adam not in self._states:  # read once, not per part of rows
+            self._states[adam] = [CheckpointState(load_peft_weights(str(f / "adapter"), device="cpu"),
+                                                  adam_transform(f, names) if adam else None) for f in folders]
+        return fast_chunk(model, self._encode(lm, chunk), lm.tokenizer.pad_token_id, project, self._states[adam],
+                          self.p.tokens_per_batch(self.ctx.device))
 
-    def _reference(self, todo, folders: list[Path], adam: bool) -> None:
+    def _reference(self, chunk: pl.DataFrame, folders: list[Path], adam: bool) -> list[np.ndarray]:
         """LESS's order: checkpoint by checkpoint, row by row."""
-        for c, folder in enumerate(folders):
+        out = []
+        for folder in folders:
             lm, model, names, project = self._setup(folder)
             transform = adam_transform(folder, names) if adam else None
-            progress = ProgressLog(f"less gradients, checkpoint {c + 1}/{len(folders)}", sum(ch.height for ch, _ in todo), "rows")
-            for chunk, missing in todo:
-                key = dict(missing).get(c)
-                if key is not None:
-                    feats = reference_chunk(model, self._encode(lm, chunk), lm.tokenizer.pad_token_id, project, transform)
-                    self._save(key, feats, folder, adam, chunk.height)
-                progress.update(progress.done + chunk.height)
+            out.append(reference_chunk(model, self._encode(lm, chunk), lm.tokenizer.pad_token_id, project, transform))
+        return out
 
     def _encode(self, lm, chunk: pl.DataFrame):
         return encode(lm.tokenizer, chunk["instruction"].to_list(), chunk["response"].to_list(), self.ctx.max_length)
 
-    def _save(self, key: str, feats: np.ndarray, folder: Path, adam: bool, n: int) -> None:
-        store = self.ctx.store
-        d = store.begin("grads", key, {"checkpoint": str(folder), "adam": adam, "variant": self.variant,
-                                       "dim": self.p.dim, "seed": self.p.seed, "rows": n})
-        write_npy(feats, d / "feats.npy")
-        store.finish("grads", key)
+
+def feature_frame(feats: list[np.ndarray]) -> pl.DataFrame:
+    """Per-checkpoint (n, dim) float16 features as one row per example, column `c<k>` holding its
+    fp16 bytes: half the disk of a float32 array column, and read back exactly."""
+    return pl.DataFrame({f"c{c}": pl.Series([r.tobytes() for r in f], dtype=pl.Binary) for c, f in enumerate(feats)})
+
+
+def frame_features(table: pl.DataFrame, n_checkpoints: int) -> list[np.ndarray]:
+    """`feature_frame`'s inverse, as float32 for the dot products."""
+    return [np.frombuffer(b"".join(table[f"c{c}"].to_list()), dtype=np.float16).reshape(table.height, -1).astype(np.float32)
+            for c in range(n_checkpoints)]
 
 
 def checkpoint_weights(folders: list[Path]) -> np.ndarray:
