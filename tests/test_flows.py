@@ -577,3 +577,28 @@ def test_a_strategy_selects_the_same_rows_whatever_strategies_share_its_compare_
     assert picked["alone"][0] == picked["beside"][0]
     chosen = select_flow(tiny_recipe("name=select", *common, "select.weights={less: 1}", "select.budget=10"))
     assert chosen.rows.fingerprint == picked["alone"][0]
+
+
+
+def test_a_local_server_starts_only_when_no_other_is_starting_on_its_prefect_home(tmp_path):
+    """Each local server migrates the Prefect home's SQLite database as it starts: commands started
+    together on a fresh home raced there, and one in two or three died ("duplicate column name").
+    A command now waits on the home's start lock, held by whoever is starting a server."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from filelock import FileLock
+
+    home = tmp_path / "prefect"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(home)}
+    code = "from tuneset.flows.api import prefect_api\nwith prefect_api() as url: print(url)"
+    with FileLock(str(home / "tuneset-server-start.lock")):
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(8)  # imports done; the old code had its server up and answering by now
+        assert proc.poll() is None and not _children(proc.pid), "started a server while another was starting"
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-500:]
+    assert out.strip().startswith("http://127.0.0.1:")
