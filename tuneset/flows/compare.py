@@ -20,7 +20,7 @@ from tuneset.flows.context import RunContext, run_context
 from tuneset.flows.curate import curate_flow
 from tuneset.flows.score import score_flow, task_runner
 from tuneset.flows.select import Selection, select_rows
-from tuneset.flows.sweep import best_base_format, sweep_finetune
+from tuneset.flows.sweep import base_context, sweep_finetune
 from tuneset.flows.train_eval import evaluate_model, finetune_task, train_seconds
 from tuneset.recipe import FinetuneConfig, Recipe, SelectorSpec, Strategy
 from tuneset.selection import budget_count
@@ -113,8 +113,9 @@ def _compare_flow(recipe: Recipe) -> dict[str, str]:
     results: list[dict] = []
     tasks = {t.name: t for t in ctx.tasks}
     settings = {str(b): recipe.finetune for b in cmp.budgets}
-    base_ctx = ctx  # the no-fine-tune arm's: a sweep may choose its prompt format
-    if cmp.sweep is not None:
+    if cmp.sweep is None:
+        base_ctx = base_context(ctx) if "none" in cmp.baselines else ctx  # the no-fine-tune arm's best prompt format
+    else:
         st = next(s for s in cmp.strategies if s.name == cmp.sweep.strategy)
         sweep_scores = scores_for(cmp.sweep.seed)
         sweep_rows = {str(b): select(st, b, sweep_scores).rows for b in cmp.budgets}  # timed as score/select
@@ -184,10 +185,9 @@ def _compare_flow(recipe: Recipe) -> dict[str, str]:
 def chosen_settings(ctx: RunContext, rows_at: dict[str, RowsRef]) -> tuple[dict[str, FinetuneConfig], RunContext]:
     """Per budget, the sweep's best fine-tune settings on `rows_at[budget]`; and the context the
     no-fine-tune arm is evaluated with (the base model's best prompt format on dev rows)."""
-    sw, finetune = ctx.recipe.compare.sweep, ctx.recipe.finetune
+    sw = ctx.recipe.compare.sweep
     assert sw is not None
-    formats = [str(f) for f in sw.grid.get("prompt_format", [finetune.prompt_format])]
-    base_ctx = ctx.with_recipe(finetune=finetune.model_copy(update={"prompt_format": best_base_format(ctx, formats)}))
+    base_ctx = base_context(ctx, [str(f) for f in sw.grid["prompt_format"]] if "prompt_format" in sw.grid else None)
     settings = {b: sweep_finetune(ctx, rows, sw, b, base_ctx).best for b, rows in rows_at.items()}
     return settings, base_ctx
 

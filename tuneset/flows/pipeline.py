@@ -12,6 +12,7 @@ from tuneset.flows.curate import curate_flow
 from tuneset.flows.history import past_runs, record_run, run_lock, run_report
 from tuneset.flows.score import score_flow
 from tuneset.flows.select import Selection, select_rows
+from tuneset.flows.sweep import base_context
 from tuneset.flows.train_eval import evaluate_model, finetune_task
 from tuneset.recipe import Recipe, load_recipe
 
@@ -47,11 +48,13 @@ def pipeline_flow(recipe: Recipe) -> dict:
 
 def _finetune_and_evaluate(ctx: RunContext, sel: Selection) -> dict:
     model_dir = finetune_task(ctx, sel.rows, ctx.recipe.finetune.seed)
-    base = {k: float(pl.read_parquet(p)["score"].mean()) for k, p in evaluate_model(ctx, None).items()}
+    base_ctx = base_context(ctx)
+    base = {k: float(pl.read_parquet(p)["score"].mean()) for k, p in evaluate_model(base_ctx, None).items()}
     tuned = {k: float(pl.read_parquet(p)["score"].mean()) for k, p in evaluate_model(ctx, model_dir).items()}
     for task in tuned:
         print(f"{task}: no fine-tune {base[task]:.3f} -> fine-tuned on {sel.rows.n} selected rows {tuned[task]:.3f}")
-    return {"model_dir": model_dir, "no_finetune": base, "finetuned": tuned}
+    return {"model_dir": model_dir, "no_finetune": base, "no_finetune_format": base_ctx.recipe.finetune.prompt_format,
+            "finetuned": tuned}
 
 
 @flow(name="tuneset-scheduled-pipeline", log_prints=True)
