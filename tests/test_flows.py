@@ -249,24 +249,49 @@ def test_pipeline_runs_every_stage(tiny_recipe):
 
 
 
-def test_the_pipeline_measures_its_gain_against_the_base_model_at_its_best_prompt_format(tiny_recipe, tiny_lm_dir, tmp_path):
-    """An Instruct model can do worse under its own chat template than as plain text (SmolLM2: sst2
-    0.580 vs 0.800), so the no-fine-tune figure takes the format the base model does best with on
-    the target dev rows, whatever format the recipe fine-tunes with."""
+def _chat_model(tiny_lm_dir, tmp_path):
+    """The tiny model with a chat template, like an Instruct model's tokenizer."""
     import shutil
 
     from transformers import AutoTokenizer
-
-    from tuneset.flows.context import run_context
-    from tuneset.flows.pipeline import pipeline_flow
-    from tuneset.flows.sweep import best_base_format
-    from tuneset.flows.train_eval import evaluate_model
 
     chat = tmp_path / "chat-lm"
     shutil.copytree(tiny_lm_dir, chat)
     tok = AutoTokenizer.from_pretrained(chat)
     tok.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}"
     tok.save_pretrained(chat)
+    return chat
+
+
+def test_auto_and_the_format_it_resolves_to_share_one_fine_tune(tiny_recipe, tiny_lm_dir, tmp_path, monkeypatch):
+    """`tuneset pipeline` (format auto) and a compare (format chat) train the same weights on an
+    Instruct model: one fine-tune, not two (on the bench the second cost 6 minutes)."""
+    from tuneset.flows import train_eval
+    from tuneset.flows.common import load_pool
+    from tuneset.flows.context import run_context
+
+    chat = _chat_model(tiny_lm_dir, tmp_path)
+    trained = []
+    real = train_eval.train
+    monkeypatch.setattr(train_eval, "train", lambda *a, **k: trained.append(a[1].prompt_format) or real(*a, **k))
+    folders = set()
+    for fmt in ("auto", "chat"):
+        ctx = run_context(tiny_recipe(f"model.name={chat}", f"finetune.prompt_format={fmt}"))
+        folders.add(train_eval.finetune_task(ctx, load_pool(ctx).rows, 0))
+    assert trained == ["chat"] and len(folders) == 1
+    plain = run_context(tiny_recipe(f"model.name={chat}", "finetune.prompt_format=plain"))
+    assert train_eval.finetune_task(plain, load_pool(plain).rows, 0) not in folders and trained == ["chat", "plain"]
+
+def test_the_pipeline_measures_its_gain_against_the_base_model_at_its_best_prompt_format(tiny_recipe, tiny_lm_dir, tmp_path):
+    """An Instruct model can do worse under its own chat template than as plain text (SmolLM2: sst2
+    0.580 vs 0.800), so the no-fine-tune figure takes the format the base model does best with on
+    the target dev rows, whatever format the recipe fine-tunes with."""
+    from tuneset.flows.context import run_context
+    from tuneset.flows.pipeline import pipeline_flow
+    from tuneset.flows.sweep import best_base_format
+    from tuneset.flows.train_eval import evaluate_model
+
+    chat = _chat_model(tiny_lm_dir, tmp_path)
     probe = run_context(tiny_recipe(f"model.name={chat}"))
     best = best_base_format(probe, ["chat", "plain"])
     other = "plain" if best == "chat" else "chat"

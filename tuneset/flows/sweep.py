@@ -15,6 +15,7 @@ from tuneset.evaluate.choose import DevStanding, dev_frame, rank_on_dev
 from tuneset.flows.common import RowsRef
 from tuneset.flows.context import RunContext
 from tuneset.flows.train_eval import evaluate_model, finetune_task
+from tuneset.models.loading import prompt_format_of
 from tuneset.recipe import FinetuneConfig, SweepConfig
 
 log = logging.getLogger("tuneset.sweep")
@@ -97,12 +98,7 @@ def base_context(ctx: RunContext, formats: list[str] | None = None) -> RunContex
 
 
 def _base_formats(ctx: RunContext) -> list[str]:
-    from transformers import AutoTokenizer
-
-    from tuneset.models.loading import materialize
-
-    tok = AutoTokenizer.from_pretrained(str(materialize(ctx.recipe.model.name)))
-    return ["chat", "plain"] if getattr(tok, "chat_template", None) else ["plain"]
+    return ["chat", "plain"] if prompt_format_of(ctx.recipe.model.name, "auto") == "chat" else ["plain"]
 
 
 def write_sweep(ctx: RunContext, table: pl.DataFrame, label: str, best: dict, n_rows: int) -> str:

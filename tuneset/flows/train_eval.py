@@ -17,7 +17,7 @@ from tuneset.finetune import train
 from tuneset.flows.common import RowsRef, recipe_flow, write_json
 from tuneset.flows.context import RunContext, run_context
 from tuneset.models.lm import resolve_format
-from tuneset.models.loading import load_lm, model_identity
+from tuneset.models.loading import load_lm, model_identity, prompt_format_of
 from tuneset.recipe import FinetuneConfig, Recipe, TaskSpec
 from tuneset.store import write_parquet
 
@@ -29,7 +29,8 @@ def finetune_task(ctx: RunContext, rows: RowsRef, seed: int, cfg: FinetuneConfig
     """Folder with `adapter/` (LoRA) or `model/` (full) and train.json; `cfg` (default: the
     recipe's) lets a sweep or the full-pool arm train with other settings."""
     model = ctx.recipe.model
-    cfg = (cfg or ctx.recipe.finetune).model_copy(update={"seed": seed})
+    cfg = cfg or ctx.recipe.finetune
+    cfg = cfg.model_copy(update={"seed": seed, "prompt_format": prompt_format_of(model.name, cfg.prompt_format)})
 
     def make(folder: Path) -> None:
         res = train(rows.read(), cfg, model.name, folder, model.max_length, model.device)
@@ -52,7 +53,7 @@ def trained_format(ctx: RunContext, model_dir: str | None) -> str:
         meta = Path(model_dir) / "train.json"
         if meta.exists():
             return json.loads(meta.read_text()).get("prompt_format", "plain")
-    return ctx.recipe.finetune.prompt_format
+    return prompt_format_of(ctx.recipe.model.name, ctx.recipe.finetune.prompt_format)
 
 
 def weights_identity(ctx: RunContext, model_dir: str | None) -> str:

@@ -110,6 +110,20 @@ def materialize(name: str) -> Path:
     return store.cached("model", (model_identity(name),), convert, {"name": name, "identity": model_identity(name)}) / "weights"
 
 
+@lru_cache(maxsize=16)
+def prompt_format_of(name: str, fmt: str) -> str:
+    """`fmt` with `auto` resolved by `name`'s tokenizer (its chat template, or plain text): what the
+    fine-tune and evaluation caches key on, so `auto` and the format it stands for share one
+    fine-tune instead of training the same weights twice."""
+    if fmt != "auto":
+        return fmt
+    from transformers import AutoTokenizer
+
+    from tuneset.models.lm import resolve_format
+
+    return resolve_format(AutoTokenizer.from_pretrained(str(materialize(name))), fmt)
+
+
 def load_lm(name: str, device: str = "auto", adapter: str | None = None) -> LoadedLM:
     """Fresh model + tokenizer (callers that train need their own copy; scorers use `cached_lm`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
