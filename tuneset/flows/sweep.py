@@ -90,10 +90,13 @@ def base_context(ctx: RunContext, formats: list[str] | None = None) -> RunContex
     +0.317 for a fine-tune whose gain over the base model is +0.097. Without dev rows on every task
     there is nothing to choose on, and the recipe's format stays."""
     formats = formats or _base_formats(ctx)
-    if len(formats) < 2 or any(t.dev is None for t in ctx.tasks) or not ctx.recipe.target_specs():
+    if len(formats) == 1:
+        best = formats[0]
+    elif any(t.dev is None for t in ctx.tasks) or not ctx.recipe.target_specs():
         return ctx
-    best = best_base_format(ctx, formats)
-    log.info("no fine-tune: prompt format %s, the best of %s on the target tasks' dev rows", best, formats)
+    else:
+        best = best_base_format(ctx, formats)
+        log.info("no fine-tune: prompt format %s, the best of %s on the target tasks' dev rows", best, formats)
     return ctx.with_recipe(finetune=ctx.recipe.finetune.model_copy(update={"prompt_format": best}))
 
 
