@@ -34,6 +34,24 @@ def tiny_embedder_dir(tmp_path_factory) -> Path:
     return build_tiny_embedder(tmp_path_factory.mktemp("tiny-embedder"))
 
 
+CHAT_TEMPLATE = ("{% for m in messages %}<bos>{{ m['role'] }}: {{ m['content'] }}<eos>{% endfor %}"
+                 "{% if add_generation_prompt %}<bos>assistant: {% endif %}")
+
+
+@pytest.fixture(scope="session")
+def chat_lm_dir(tiny_lm_dir, tmp_path_factory) -> Path:
+    """The tiny model with a chat template, like an Instruct model's tokenizer."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    d = tmp_path_factory.mktemp("chat-lm")
+    shutil.copytree(tiny_lm_dir, d, dirs_exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(d)
+    tok.chat_template = CHAT_TEMPLATE
+    tok.save_pretrained(d)
+    return d
+
 @pytest.fixture
 def demo_dir() -> Path:
     from tuneset.demo import DEMO_DIR

@@ -122,25 +122,6 @@ def test_exact_match_and_target_loss(lm, demo_dir):
     np.testing.assert_allclose(tl["score"].to_numpy(), -tl["loss"].to_numpy())
 
 
-TEMPLATE = ("{% for m in messages %}<bos>{{ m['role'] }}: {{ m['content'] }}<eos>{% endfor %}"
-            "{% if add_generation_prompt %}<bos>assistant: {% endif %}")
-
-
-@pytest.fixture(scope="module")
-def chat_lm_dir(tiny_lm_dir, tmp_path_factory):
-    """The tiny model with a chat template, like an Instruct model's tokenizer."""
-    import shutil
-
-    from transformers import AutoTokenizer
-
-    d = tmp_path_factory.mktemp("chat-lm")
-    shutil.copytree(tiny_lm_dir, d, dirs_exist_ok=True)
-    tok = AutoTokenizer.from_pretrained(d)
-    tok.chat_template = TEMPLATE
-    tok.save_pretrained(d)
-    return d
-
-
 def test_prompt_format_resolves_by_the_tokenizer(lm, chat_lm_dir, tmp_path):
     from tuneset.models.lm import format_prompts, resolve_format
 

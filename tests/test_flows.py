@@ -249,28 +249,14 @@ def test_pipeline_runs_every_stage(tiny_recipe):
 
 
 
-def _chat_model(tiny_lm_dir, tmp_path):
-    """The tiny model with a chat template, like an Instruct model's tokenizer."""
-    import shutil
-
-    from transformers import AutoTokenizer
-
-    chat = tmp_path / "chat-lm"
-    shutil.copytree(tiny_lm_dir, chat)
-    tok = AutoTokenizer.from_pretrained(chat)
-    tok.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}"
-    tok.save_pretrained(chat)
-    return chat
-
-
-def test_auto_and_the_format_it_resolves_to_share_one_fine_tune(tiny_recipe, tiny_lm_dir, tmp_path, monkeypatch):
+def test_auto_and_the_format_it_resolves_to_share_one_fine_tune(tiny_recipe, chat_lm_dir, monkeypatch):
     """`tuneset pipeline` (format auto) and a compare (format chat) train the same weights on an
     Instruct model: one fine-tune, not two (on the bench the second cost 6 minutes)."""
     from tuneset.flows import train_eval
     from tuneset.flows.common import load_pool
     from tuneset.flows.context import run_context
 
-    chat = _chat_model(tiny_lm_dir, tmp_path)
+    chat = chat_lm_dir
     trained = []
     real = train_eval.train
     monkeypatch.setattr(train_eval, "train", lambda *a, **k: trained.append(a[1].prompt_format) or real(*a, **k))
@@ -282,7 +268,7 @@ def test_auto_and_the_format_it_resolves_to_share_one_fine_tune(tiny_recipe, tin
     plain = run_context(tiny_recipe(f"model.name={chat}", "finetune.prompt_format=plain"))
     assert train_eval.finetune_task(plain, load_pool(plain).rows, 0) not in folders and trained == ["chat", "plain"]
 
-def test_the_pipeline_measures_its_gain_against_the_base_model_at_its_best_prompt_format(tiny_recipe, tiny_lm_dir, tmp_path):
+def test_the_pipeline_measures_its_gain_against_the_base_model_at_its_best_prompt_format(tiny_recipe, chat_lm_dir):
     """An Instruct model can do worse under its own chat template than as plain text (SmolLM2: sst2
     0.580 vs 0.800), so the no-fine-tune figure takes the format the base model does best with on
     the target dev rows, whatever format the recipe fine-tunes with."""
@@ -291,7 +277,7 @@ def test_the_pipeline_measures_its_gain_against_the_base_model_at_its_best_promp
     from tuneset.flows.sweep import best_base_format
     from tuneset.flows.train_eval import evaluate_model
 
-    chat = _chat_model(tiny_lm_dir, tmp_path)
+    chat = chat_lm_dir
     probe = run_context(tiny_recipe(f"model.name={chat}"))
     best = best_base_format(probe, ["chat", "plain"])
     other = "plain" if best == "chat" else "chat"

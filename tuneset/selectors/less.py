@@ -104,11 +104,9 @@ class GradientStore:
         reordered or grown table (same warm-up) and a new target task pay for their new rows only."""
         ctx, p = self.ctx, self.p
         kind = "candidates" if adam else "targets"
-        source = (ctx.model_identity, ctx.warmup_identity, [f.name for f in folders], adam, self.variant, p.dim,
-                  p.seed, ctx.max_length)
         meta = {"model": ctx.model_identity, "warmup": ctx.warmup_identity, "checkpoints": [f.name for f in folders],
-                "adam": adam, "variant": self.variant, "dim": p.dim, "seed": p.seed}
-        cache = ctx.store.rows("grads", source, meta)
+                "adam": adam, "variant": self.variant, "dim": p.dim, "seed": p.seed, "max_length": ctx.max_length}
+        cache = ctx.store.rows("grads", tuple(meta.values()), meta)
 
         def make(idx: list[int], progress: ProgressLog | None) -> pl.DataFrame:
             t0 = time.perf_counter()
