@@ -62,7 +62,7 @@ def export_runs(folder: Path, strategies: list[str] | None, tmp: Path) -> list[d
             part = arm.filter(pl.col("split") == split)
             if not part.is_empty():
                 path = tmp / f"{folder.name}-{r['strategy']}-{r['budget']}-{r['seed']}-{r['task']}-{split}.parquet"
-                part.select("id", "score").write_parquet(path)
+                part.select("id", "score", *(["prediction"] if "prediction" in part.columns else [])).write_parquet(path)
                 run[column] = str(path)
         out.append(run)
     return out

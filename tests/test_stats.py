@@ -117,6 +117,30 @@ def test_leaderboard_sort_order(results):
         ("mc", "none"), ("mc", "ppl"), ("qa", "none"), ("qa", "ppl"), ("qa", "random"), ("qa", "full")]
 
 
+def test_an_arm_that_collapsed_onto_one_answer_in_some_seed_is_flagged_with_that_seed(tmp_path):
+    def run(strategy, seed, answers):
+        p = tmp_path / f"{strategy}-{seed}.parquet"
+        scores = [float(a == g) for a, g in zip(answers, ["pos", "neg", "pos", "neg"])]
+        pl.DataFrame({"id": IDS, "score": scores, "prediction": answers}).write_parquet(p)
+        return {"strategy": strategy, "budget": "10%", "n_rows": 2, "seed": seed, "task": "sst",
+                "metric": "choice_accuracy", "examples": str(p)}
+
+    board = build_leaderboard([
+        run("random", 0, ["pos", "neg", "pos", "neg"]),
+        run("random", 1, ["pos", "pos", "pos", "pos"]),  # the label mix of its draw: one answer
+        run("ppl", 0, ["pos", "neg", "neg", "neg"]),
+        run("ppl", 1, ["neg\n|x", "neg\n|x", "pos", "pos"]),
+    ])
+    rows = {r["strategy"]: r for r in board.iter_rows(named=True)}
+    assert (rows["random"]["top_answer_share"], rows["random"]["top_answer"]) == (1.0, "pos (seed 1)")
+    assert (rows["ppl"]["top_answer_share"], rows["ppl"]["top_answer"]) == (0.75, "neg (seed 0)")
+    md = to_markdown(board).splitlines()
+    assert next(ln for ln in md if ln.startswith("| random |")).endswith("| 1.000 pos (seed 1) |")
+    ties = build_leaderboard([run("tie", 0, ["neg\n|x", "neg\n|x", "pos", "pos"])])
+    # a tie goes to the first answer in sort order; a newline or pipe would break the table row
+    assert next(ln for ln in to_markdown(ties).splitlines() if ln.startswith("| tie |")).endswith("| 0.500 neg \\|x |")
+
+
 def test_markdown_table(results):
     md = to_markdown(build_leaderboard(results))
     assert "### qa (exact_match, 4 test rows)" in md
@@ -126,7 +150,7 @@ def test_markdown_table(results):
     assert ppl.startswith("| ppl | 10% | 2 | 0.875 ± 0.177 | 0.750 1.000 |  | +0.375 [")
     assert "| +0.625 [" in ppl and "(±" in ppl
     none = next(ln for ln in lines if ln.startswith("| none | - |") and "0.250" in ln)
-    assert none == "| none | - | 0 | 0.250 ± n/a | 0.250 |  |  |  |"
+    assert none == "| none | - | 0 | 0.250 ± n/a | 0.250 |  |  |  |  |"  # no predictions kept: no answer share
     assert sum(ln.startswith("| strategy |") for ln in lines) == 2
 
 

@@ -26,12 +26,34 @@ def _matrix(runs: list[dict[str, Any]], column: str = "examples") -> np.ndarray:
     return np.stack([f["score"].to_numpy() for f in frames])
 
 
+def _top_answer(runs: list[dict[str, Any]]) -> tuple[float, str] | tuple[None, None]:
+    """The largest share of test rows given one same answer, over seeds, with that answer and seed.
+
+    Why: an arm that answers "positive" to 97% of a balanced task has collapsed onto one label
+    (the label mix of a small draw does this), which its mean alone does not tell apart from a
+    model that ranks the answers poorly."""
+    worst: tuple[float, str] | tuple[None, None] = (None, None)
+    for r in sorted(runs, key=_seed_order):
+        frame = pl.read_parquet(r["examples"])
+        if "prediction" not in frame.columns or not frame["prediction"].fill_null("").str.len_chars().sum():
+            return None, None  # a metric without answers (target_loss), or an export from before they were kept
+        counts = frame.group_by("prediction").len().sort(["len", "prediction"], descending=[True, False])
+        answer, n = counts.row(0)
+        share = n / frame.height
+        if worst[0] is None or share > worst[0]:
+            shown = " ".join(answer.split())  # one table cell: no newlines
+            shown = (shown if len(shown) <= 24 else shown[:23] + "…").replace("|", "\\|")
+            worst = (share, shown if len(runs) == 1 else f"{shown} (seed {r['seed']})")
+    return worst
+
+
 def build_leaderboard(results: list[dict[str, Any]]) -> pl.DataFrame:
     """One row per (task, strategy, budget). `results` rows: strategy, budget, n_rows, seed, task,
     metric, examples (test rows) and optionally dev_examples (the same model on the task's dev rows).
 
     Differences against random and no fine-tune resample test rows and seeds (`seed_row_bootstrap`);
-    `*_mdd` is the smallest difference the comparison detects with 80% power."""
+    `*_mdd` is the smallest difference the comparison detects with 80% power; `top_answer_share`
+    is the largest share of test rows one seed gave a single answer (`_top_answer`)."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in results:
         groups.setdefault((r["task"], r["strategy"], str(r["budget"])), []).append(r)
@@ -47,6 +69,7 @@ def build_leaderboard(results: list[dict[str, Any]]) -> pl.DataFrame:
             "per_seed": " ".join(f"{v:.3f}" for v in per_seed), "n_test": m.shape[1],
             "dev_mean": float(_matrix(runs, "dev_examples").mean()) if all(dev) else None,
         }
+        row["top_answer_share"], row["top_answer"] = _top_answer(runs)
         for ref, col in ((RANDOM, "vs_random"), (NONE, "vs_none")):
             ref_runs = groups.get((task, ref, budget if ref == RANDOM else "-"))
             if ref_runs and ref != strategy:
@@ -70,20 +93,23 @@ def to_markdown(board: pl.DataFrame) -> str:
         t = board.filter(pl.col("task") == task)
         parts.append(f"### {task} ({t['metric'][0]}, {t['n_test'][0]} test rows)\n")
         parts.append("| strategy | budget | rows | test mean ± sd over seeds | per seed | dev mean | "
-                     "Δ vs random [95% CI] (detectable) | Δ vs no fine-tune [95% CI] (detectable) |")
-        parts.append("|---|---|---|---|---|---|---|---|")
+                     "Δ vs random [95% CI] (detectable) | Δ vs no fine-tune [95% CI] (detectable) | "
+                     "most common answer, share of test rows (worst seed) |")
+        parts.append("|---|---|---|---|---|---|---|---|---|")
         for r in t.iter_rows(named=True):
             def ci(col: str) -> str:
                 if r[col] is None:
                     return ""
                 return f"{r[col]:+.3f} [{r[col + '_lo']:+.3f}, {r[col + '_hi']:+.3f}] (±{r[col + '_mdd']:.3f})"
             dev = "" if r.get("dev_mean") is None else f"{r['dev_mean']:.3f}"
+            top = "" if r.get("top_answer_share") is None else f"{r['top_answer_share']:.3f} {r['top_answer']}"
             parts.append(f"| {r['strategy']} | {r['budget']} | {r['rows']} | {r['mean']:.3f} ± {_fmt_sd(r['sd_seeds'])} | "
-                         f"{r['per_seed']} | {dev} | {ci('vs_random')} | {ci('vs_none')} |")
+                         f"{r['per_seed']} | {dev} | {ci('vs_random')} | {ci('vs_none')} | {top} |")
         parts.append("")
     parts.append("Intervals resample test rows and seeds; \"detectable\" is the smallest difference the "
                  "comparison finds with 80% power (2.8 standard errors). An arm with one seed has no seed "
-                 "spread (n/a), so its intervals leave seed variance out.\n")
+                 "spread (n/a), so its intervals leave seed variance out. The last column flags an arm that "
+                 "collapsed onto one answer in some seed: compare it with the other arms' and the task's own label mix.\n")
     return "\n".join(parts)
 
 

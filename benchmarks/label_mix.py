@@ -1,0 +1,88 @@
+"""Why an arm's score on a classification task swings with its seed: the label mix of each seed's
+draw beside that seed's test score and most common answer.
+
+    python benchmarks/label_mix.py [--export benchmarks/results/bench_seeds] [--task sst2] [--work-dir <dir>]
+
+Curates pool_small with recipes/bench.yaml (the rows every arm picks among), draws the `random`
+arm's budget for each seed of the export with the product's `random` selector, and counts the
+drawn rows of the task's own pool source by label: as given, and as they truly are
+(pool_truth.jsonl, scoring only: a label flip counts under its clean label). Each seed's test
+score and most common answer come from the export, so no model runs here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import polars as pl
+from bench_args import ROOT, export_examples, parse_bench_args
+
+
+def draw(pool: pl.DataFrame, candidates: pl.Series, seed: int, budget: int, ctx) -> pl.DataFrame:
+    """The `random` arm's rows at `seed`: the pool scored by the selector, the `budget` highest
+    among the curated candidates (what a single-selector policy keeps)."""
+    from tuneset.selectors import make_selector
+
+    scores = make_selector("random", {"seed": seed}).fit(ctx).score(pool.select("id", "instruction", "response"))
+    return (pool.join(scores.select("id", "score"), on="id").filter(pl.col("id").is_in(candidates.implode()))
+            .sort(["score", "id"], descending=[True, False]).head(budget))
+
+
+def seed_outcomes(export: Path, strategy: str, task: str) -> pl.DataFrame:
+    """Per seed: the arm's test score, and its most common answer with that answer's share."""
+    ex = export_examples(export).filter((pl.col("strategy") == strategy) & (pl.col("task") == task)
+                                        & (pl.col("split") == "test"))
+    if ex.is_empty():
+        raise SystemExit(f"{export}: no test rows for strategy '{strategy}' on task '{task}'")
+    top = (ex.group_by("seed", "prediction").len().sort(["seed", "len", "prediction"], descending=[False, True, False])
+           .group_by("seed", maintain_order=True).first())
+    return (ex.group_by("seed").agg(test=pl.col("score").mean(), n=pl.len())
+            .join(top, on="seed").with_columns(share=pl.col("len") / pl.col("n"))
+            .sort(pl.col("seed").cast(pl.Int64)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--export", type=Path, default=ROOT / "benchmarks" / "results" / "bench_seeds")
+    ap.add_argument("--task", default="sst2", help="a target task whose pool source has the same name")
+    ap.add_argument("--budget", type=int, default=300)
+    args, bench = parse_bench_args(ap)
+    if bench is None:
+        return
+    from tuneset.runtime import configure
+
+    configure()
+    from tuneset.flows.api import prefect_api
+    from tuneset.flows.context import run_context
+    from tuneset.flows.curate import curate_flow
+    from tuneset.recipe import load_recipe
+
+    recipe = load_recipe(ROOT / "recipes" / "bench.yaml", [
+        f"pool={(bench / 'pool_small.jsonl').resolve()}", f"tasks={(bench / 'tasks.json').resolve()}",
+        f"work_dir={args.work_dir.resolve()}"])
+    with prefect_api():  # a server that dies with this script, even on kill -9
+        res = curate_flow(recipe)
+    pool, candidates = res.pool.rows.read(), res.rows.read()["id"]
+    truth = {r["id"]: r for r in map(json.loads, (bench / "pool_truth.jsonl").open())}
+    outcomes = seed_outcomes(args.export, "random", args.task)
+    ctx = run_context(recipe).scoring()
+    print(f"random @ {args.budget} on {args.task} ({args.export.relative_to(ROOT)}; {candidates.len()} curated rows)\n")
+    print(f"| seed | {args.task} rows drawn | labels as given | true labels | label flips | test score | "
+          "most common answer (share of test rows) |")
+    print("|---|---|---|---|---|---|---|")
+    for o in outcomes.iter_rows(named=True):
+        rows = draw(pool, candidates, int(o["seed"]), args.budget, ctx).filter(pl.col("source") == args.task)
+        given = rows["response"].value_counts().sort("response")
+        true = [truth[i]["clean_response"] if truth[i]["noise"] == "label_flip" else r
+                for i, r in zip(rows["id"], rows["response"])]
+        flips = sum(truth[i]["noise"] == "label_flip" for i in rows["id"])
+        counts = pl.Series(true).value_counts().sort(pl.first())
+        fmt = lambda c: ", ".join(f"{k} {v}" for k, v in c.iter_rows())  # noqa: E731
+        print(f"| {o['seed']} | {rows.height} | {fmt(given)} | {fmt(counts)} | {flips} | {o['test']:.3f} | "
+              f"{o['prediction']} {o['share']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
