@@ -120,6 +120,7 @@ def test_exact_match_and_target_loss(lm, demo_dir):
     assert set(em["score"].to_list()) <= {0.0, 1.0} and em["prediction"].dtype == pl.String
     tl = evaluate_task(lm, TaskSpec(name="c", metric="target_loss", dev=test, test=test), rows, 64)
     np.testing.assert_allclose(tl["score"].to_numpy(), -tl["loss"].to_numpy())
+    assert tl["prediction"].null_count() == 4  # no answer, which is not an empty answer
 
 
 def test_prompt_format_resolves_by_the_tokenizer(lm, chat_lm_dir, tmp_path):

@@ -139,6 +139,12 @@ def test_an_arm_that_collapsed_onto_one_answer_in_some_seed_is_flagged_with_that
     ties = build_leaderboard([run("tie", 0, ["neg\n|x", "neg\n|x", "pos", "pos"])])
     # a tie goes to the first answer in sort order; a newline or pipe would break the table row
     assert next(ln for ln in to_markdown(ties).splitlines() if ln.startswith("| tie |")).endswith("| 0.500 neg \\|x |")
+    silent = build_leaderboard([run("silent", 0, ["", " ", "", "pos"])])  # a model that generates nothing
+    assert (silent["top_answer_share"][0], silent["top_answer"][0]) == (0.5, "(empty)")
+    no_answers = tmp_path / "loss.parquet"
+    pl.DataFrame({"id": IDS, "score": [0.1] * 4, "prediction": pl.Series([None] * 4, dtype=pl.String)}).write_parquet(no_answers)
+    loss_only = build_leaderboard([{**run("loss", 0, ["a"] * 4), "metric": "target_loss", "examples": str(no_answers)}])
+    assert loss_only["top_answer_share"][0] is None
 
 
 def test_markdown_table(results):

@@ -35,13 +35,13 @@ def _top_answer(runs: list[dict[str, Any]]) -> tuple[float, str] | tuple[None, N
     worst: tuple[float, str] | tuple[None, None] = (None, None)
     for r in sorted(runs, key=_seed_order):
         frame = pl.read_parquet(r["examples"])
-        if "prediction" not in frame.columns or not frame["prediction"].fill_null("").str.len_chars().sum():
+        if "prediction" not in frame.columns or frame["prediction"].is_null().all():
             return None, None  # a metric without answers (target_loss), or an export from before they were kept
-        counts = frame.group_by("prediction").len().sort(["len", "prediction"], descending=[True, False])
+        counts = frame.drop_nulls("prediction").group_by("prediction").len().sort(["len", "prediction"], descending=[True, False])
         answer, n = counts.row(0)
         share = n / frame.height
         if worst[0] is None or share > worst[0]:
-            shown = " ".join(answer.split())  # one table cell: no newlines
+            shown = " ".join((answer or "").split()) or "(empty)"  # one table cell: no newlines
             shown = (shown if len(shown) <= 24 else shown[:23] + "…").replace("|", "\\|")
             worst = (share, shown if len(runs) == 1 else f"{shown} (seed {r['seed']})")
     return worst

@@ -55,7 +55,7 @@ class Scored(NamedTuple):
 
     score: np.ndarray
     loss: np.ndarray
-    prediction: list[str]
+    prediction: list[str | None]  # None where the metric gives no answer (target_loss)
 
 
 MetricFn = Callable[[EvalInput], Scored]
@@ -141,4 +141,4 @@ def exact_match(x: EvalInput) -> Scored:
 def target_loss(x: EvalInput) -> Scored:
     """The gold response's per-token loss itself (reported as score = -loss)."""
     loss = x.gold_loss()
-    return Scored(loss, loss, [""] * x.rows.height)
+    return Scored(loss, loss, [None] * x.rows.height)
