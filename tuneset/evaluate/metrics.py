@@ -66,11 +66,14 @@ class Metric:
     name: str
     fn: MetricFn
     higher_is_better: bool
+    revision: int = 1  # bumped when the function's output changes, so cached evaluations are redone
 
 
 def _check_metric(metric: Metric) -> None:
     if not isinstance(metric.higher_is_better, bool):
         raise ValueError(f"metric '{metric.name}': higher_is_better must be True or False, got {metric.higher_is_better!r}")
+    if not isinstance(metric.revision, int) or metric.revision < 1:
+        raise ValueError(f"metric '{metric.name}': revision must be a positive int, got {metric.revision!r}")
     if not callable(metric.fn):
         raise ValueError(f"metric '{metric.name}': {metric.fn!r} is not callable")
 
@@ -79,9 +82,15 @@ METRICS: Registry[Metric] = Registry("metric", _check_metric)
 metric_names, get_metric = METRICS.names, METRICS.get
 
 
-def register_metric(name: str, *, higher_is_better: bool) -> Callable[[MetricFn], MetricFn]:
+def metric_key(name: str) -> tuple[str] | tuple[str, int]:
+    """What an evaluation's cache key holds of its metric: the name, and the revision past the first."""
+    m = get_metric(name)
+    return (m.name,) if m.revision == 1 else (m.name, m.revision)
+
+
+def register_metric(name: str, *, higher_is_better: bool, revision: int = 1) -> Callable[[MetricFn], MetricFn]:
     """Register `fn(EvalInput) -> Scored` as metric `name`; its direction must be stated."""
-    return lambda fn: METRICS.add(Metric(name, fn, higher_is_better)).fn
+    return lambda fn: METRICS.add(Metric(name, fn, higher_is_better, revision)).fn
 
 
 def evaluate_task(lm: LoadedLM, task: TaskSpec, rows: pl.DataFrame, max_length: int = 256,
@@ -137,7 +146,7 @@ def exact_match(x: EvalInput) -> Scored:
     return Scored(np.array([float(normalise_answer(p) == normalise_answer(g)) for p, g in zip(preds, gold)]), loss, preds)
 
 
-@register_metric("target_loss", higher_is_better=False)
+@register_metric("target_loss", higher_is_better=False, revision=2)  # 2: no answer is None, not ""
 def target_loss(x: EvalInput) -> Scored:
     """The gold response's per-token loss itself (reported as score = -loss)."""
     loss = x.gold_loss()

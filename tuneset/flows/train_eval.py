@@ -13,6 +13,7 @@ from prefect.cache_policies import NONE
 
 from tuneset.data.fingerprint import dataset_fingerprint
 from tuneset.evaluate import evaluate_task
+from tuneset.evaluate.metrics import metric_key
 from tuneset.finetune import train
 from tuneset.flows.common import RowsRef, recipe_flow, write_json
 from tuneset.flows.context import RunContext, run_context
@@ -90,7 +91,7 @@ def evaluate_model(ctx: RunContext, model_dir: str | None, split: str = "test") 
             write_json(folder / "result.json", {"seconds": secs, "mean": float(res["score"].mean())})
             log.info("%s on %s %s: %.3f (%d rows, %.0fs)", t.metric, t.name, split, res["score"].mean(), rows.height, secs)
 
-        parts = (identity, fmt, t.metric, t.choices, dataset_fingerprint(rows), recipe.evaluate, recipe.model.max_length)
+        parts = (identity, fmt, *metric_key(t.metric), t.choices, dataset_fingerprint(rows), recipe.evaluate, recipe.model.max_length)
         meta = {"task": t.name, "split": split, "model_dir": model_dir, "prompt_format": fmt}
         out[t.name] = str(ctx.store.cached("eval", parts, make, meta) / "examples.parquet")
     return out
