@@ -239,11 +239,19 @@ def test_compare_reads_each_task_file_once(tiny_recipe, monkeypatch):
 
 
 def test_pipeline_runs_every_stage(tiny_recipe):
+    from tuneset.flows.common import run_context
     from tuneset.flows.pipeline import pipeline_flow
+    from tuneset.flows.train_eval import evaluate_model
 
-    summary = pipeline_flow(tiny_recipe("score.selectors=[length, embedding_knn]", "select.weights={embedding_knn: 2, length: 1}", "select.budget=10"))
+    recipe = tiny_recipe("score.selectors=[length, embedding_knn]", "select.weights={embedding_knn: 2, length: 1}", "select.budget=10")
+    summary = pipeline_flow(recipe)
     assert summary["selected"] == 10
     assert set(summary["finetuned"]) == {"sentiment", "capitals"}
+    # each task's most common answer, counted from the fine-tuned model's own test predictions
+    tuned = evaluate_model(run_context(recipe), summary["model_dir"])
+    for task, top in summary["finetuned_top_answer"].items():
+        preds = pl.read_parquet(tuned[task])["prediction"]
+        assert top["share"] == (preds == top["answer"]).sum() / preds.len() == preds.value_counts()["count"].max() / preds.len()
     table = pl.read_parquet(summary["selection_table"])
     assert table["selected"].sum() == 10 and table["reason"].str.len_chars().min() > 0
 

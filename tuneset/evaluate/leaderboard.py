@@ -26,6 +26,23 @@ def _matrix(runs: list[dict[str, Any]], column: str = "examples") -> np.ndarray:
     return np.stack([f["score"].to_numpy() for f in frames])
 
 
+def top_answer(examples: str | Path) -> tuple[str, float] | None:
+    """One evaluation's most common answer and its share of the rows (ties: the first in sort
+    order); None where the metric gives no answers (target_loss) or an old export kept none."""
+    frame = pl.read_parquet(examples)
+    if "prediction" not in frame.columns or frame["prediction"].is_null().all():
+        return None
+    counts = frame.drop_nulls("prediction").group_by("prediction").len().sort(["len", "prediction"], descending=[True, False])
+    answer, n = counts.row(0)
+    return answer, n / frame.height
+
+
+def answer_text(answer: str) -> str:
+    """An answer as one short table cell: whitespace runs collapsed, at most 24 characters."""
+    shown = " ".join(answer.split()) or "(empty)"
+    return (shown if len(shown) <= 24 else shown[:23] + "…").replace("|", "\\|")
+
+
 def _top_answer(runs: list[dict[str, Any]]) -> tuple[float, str] | tuple[None, None]:
     """The largest share of test rows given one same answer, over seeds, with that answer and seed.
 
@@ -34,16 +51,12 @@ def _top_answer(runs: list[dict[str, Any]]) -> tuple[float, str] | tuple[None, N
     model that ranks the answers poorly."""
     worst: tuple[float, str] | tuple[None, None] = (None, None)
     for r in sorted(runs, key=_seed_order):
-        frame = pl.read_parquet(r["examples"])
-        if "prediction" not in frame.columns or frame["prediction"].is_null().all():
-            return None, None  # a metric without answers (target_loss), or an export from before they were kept
-        counts = frame.drop_nulls("prediction").group_by("prediction").len().sort(["len", "prediction"], descending=[True, False])
-        answer, n = counts.row(0)
-        share = n / frame.height
+        top = top_answer(r["examples"])
+        if top is None:
+            return None, None
+        answer, share = top
         if worst[0] is None or share > worst[0]:
-            shown = " ".join((answer or "").split()) or "(empty)"  # one table cell: no newlines
-            shown = (shown if len(shown) <= 24 else shown[:23] + "…").replace("|", "\\|")
-            worst = (share, shown if len(runs) == 1 else f"{shown} (seed {r['seed']})")
+            worst = (share, answer_text(answer) if len(runs) == 1 else f"{answer_text(answer)} (seed {r['seed']})")
     return worst
 
 

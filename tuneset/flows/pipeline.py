@@ -6,6 +6,7 @@ import polars as pl
 from prefect import flow
 
 from tuneset.data.io import write_rows
+from tuneset.evaluate.leaderboard import answer_text, top_answer
 from tuneset.flows.common import recipe_flow, write_json
 from tuneset.flows.context import RunContext, run_context
 from tuneset.flows.curate import curate_flow
@@ -50,11 +51,16 @@ def _finetune_and_evaluate(ctx: RunContext, sel: Selection) -> dict:
     model_dir = finetune_task(ctx, sel.rows, ctx.recipe.finetune.seed)
     base_ctx = base_context(ctx)
     base = {k: float(pl.read_parquet(p)["score"].mean()) for k, p in evaluate_model(base_ctx, None).items()}
-    tuned = {k: float(pl.read_parquet(p)["score"].mean()) for k, p in evaluate_model(ctx, model_dir).items()}
+    tuned_paths = evaluate_model(ctx, model_dir)
+    tuned = {k: float(pl.read_parquet(p)["score"].mean()) for k, p in tuned_paths.items()}
+    answers = {k: top_answer(p) for k, p in tuned_paths.items()}
     for task in tuned:
-        print(f"{task}: no fine-tune {base[task]:.3f} -> fine-tuned on {sel.rows.n} selected rows {tuned[task]:.3f}")
+        said = "" if answers[task] is None else (f" (most common answer '{answer_text(answers[task][0])}' on "
+                                                 f"{answers[task][1]:.0%} of test rows)")
+        print(f"{task}: no fine-tune {base[task]:.3f} -> fine-tuned on {sel.rows.n} selected rows {tuned[task]:.3f}{said}")
     return {"model_dir": model_dir, "no_finetune": base, "no_finetune_format": base_ctx.recipe.finetune.prompt_format,
-            "finetuned": tuned}
+            "finetuned": tuned, "finetuned_top_answer": {k: None if a is None else {"answer": a[0], "share": a[1]}
+                                                         for k, a in answers.items()}}
 
 
 @flow(name="tuneset-scheduled-pipeline", log_prints=True)
