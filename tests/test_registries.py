@@ -88,13 +88,13 @@ def test_metric_registration_is_validated(plugin, name, direction, message):
     assert "fine_name" not in metrics.metric_names()
 
 
-@pytest.mark.parametrize("revision", [0, 1.5, "2"])
+@pytest.mark.parametrize("revision", [0, 1.5, "2", True])
 def test_a_metric_revision_must_be_a_positive_int(plugin, revision):
     with pytest.raises(ValueError, match="revision must be a positive int"):
         metrics.register_metric("fine_name", higher_is_better=True, revision=revision)(lambda x: None)
 
 
-def test_a_metric_revision_past_the_first_enters_the_evaluation_key_and_the_first_keeps_old_keys():
+def test_the_metric_key_holds_a_revision_only_past_the_first():
     # revision 1 keys as before revisions existed (the name alone), so no cached evaluation is lost
     assert metrics.metric_key("exact_match") == ("exact_match",)
     assert metrics.metric_key("target_loss") == ("target_loss", 2)  # its empty answers became None

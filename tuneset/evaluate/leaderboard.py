@@ -38,9 +38,9 @@ def top_answer(examples: str | Path) -> tuple[str, float] | None:
 
 
 def answer_text(answer: str) -> str:
-    """An answer as one short table cell: whitespace runs collapsed, at most 24 characters."""
+    """An answer on one short line: whitespace runs collapsed, at most 24 characters."""
     shown = " ".join(answer.split()) or "(empty)"
-    return (shown if len(shown) <= 24 else shown[:23] + "…").replace("|", "\\|")
+    return shown if len(shown) <= 24 else shown[:23] + "…"
 
 
 def _top_answer(runs: list[dict[str, Any]]) -> tuple[float, str] | tuple[None, None]:
@@ -115,7 +115,7 @@ def to_markdown(board: pl.DataFrame) -> str:
                     return ""
                 return f"{r[col]:+.3f} [{r[col + '_lo']:+.3f}, {r[col + '_hi']:+.3f}] (±{r[col + '_mdd']:.3f})"
             dev = "" if r.get("dev_mean") is None else f"{r['dev_mean']:.3f}"
-            top = "" if r.get("top_answer_share") is None else f"{r['top_answer_share']:.3f} {r['top_answer']}"
+            top = "" if r.get("top_answer_share") is None else f"{r['top_answer_share']:.3f} {r['top_answer']}".replace("|", "\\|")
             parts.append(f"| {r['strategy']} | {r['budget']} | {r['rows']} | {r['mean']:.3f} ± {_fmt_sd(r['sd_seeds'])} | "
                          f"{r['per_seed']} | {dev} | {ci('vs_random')} | {ci('vs_none')} | {top} |")
         parts.append("")

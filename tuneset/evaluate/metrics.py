@@ -72,7 +72,7 @@ class Metric:
 def _check_metric(metric: Metric) -> None:
     if not isinstance(metric.higher_is_better, bool):
         raise ValueError(f"metric '{metric.name}': higher_is_better must be True or False, got {metric.higher_is_better!r}")
-    if not isinstance(metric.revision, int) or metric.revision < 1:
+    if type(metric.revision) is not int or metric.revision < 1:
         raise ValueError(f"metric '{metric.name}': revision must be a positive int, got {metric.revision!r}")
     if not callable(metric.fn):
         raise ValueError(f"metric '{metric.name}': {metric.fn!r} is not callable")
