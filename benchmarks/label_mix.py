@@ -30,17 +30,19 @@ def draw(pool: pl.DataFrame, candidates: pl.Series, seed: int, budget: int, ctx)
             .sort(["score", "id"], descending=[True, False]).head(budget))
 
 
-def seed_outcomes(export: Path, strategy: str, task: str) -> pl.DataFrame:
-    """Per seed: the arm's test score, and its most common answer with that answer's share."""
+def seed_outcomes(export: Path, strategy: str, task: str) -> list[dict]:
+    """Per seed, in seed order: the arm's test score, and its most common answer with that answer's share."""
+    from tuneset.evaluate.leaderboard import top_answer
+
     ex = export_examples(export).filter((pl.col("strategy") == strategy) & (pl.col("task") == task)
                                         & (pl.col("split") == "test"))
     if ex.is_empty():
         raise SystemExit(f"{export}: no test rows for strategy '{strategy}' on task '{task}'")
-    top = (ex.group_by("seed", "prediction").len().sort(["seed", "len", "prediction"], descending=[False, True, False])
-           .group_by("seed", maintain_order=True).first())
-    return (ex.group_by("seed").agg(test=pl.col("score").mean(), n=pl.len())
-            .join(top, on="seed").with_columns(share=pl.col("len") / pl.col("n"))
-            .sort(pl.col("seed").cast(pl.Int64)))
+    out = []
+    for (seed,), g in sorted(ex.group_by("seed"), key=lambda kv: int(kv[0][0])):
+        answer, share = top_answer(g) or ("", float("nan"))
+        out.append({"seed": seed, "test": g["score"].mean(), "prediction": answer, "share": share})
+    return out
 
 
 def main() -> None:
@@ -72,7 +74,7 @@ def main() -> None:
     print(f"| seed | {args.task} rows drawn | labels as given | true labels | label flips | test score | "
           "most common answer (share of test rows) |")
     print("|---|---|---|---|---|---|---|")
-    for o in outcomes.iter_rows(named=True):
+    for o in outcomes:
         rows = draw(pool, candidates, int(o["seed"]), args.budget, ctx).filter(pl.col("source") == args.task)
         given = rows["response"].value_counts().sort("response")
         true = [truth[i]["clean_response"] if truth[i]["noise"] == "label_flip" else r

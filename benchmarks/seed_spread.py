@@ -27,13 +27,12 @@ def sd(x: np.ndarray) -> str:
 
 
 def spread(ex: pl.DataFrame) -> pl.DataFrame:
-    """One row per (task, seed): score, gold-answer loss and top prediction share."""
-    return (
-        ex.group_by("task", "seed")
-        .agg(score=pl.col("score").mean(), loss=pl.col("loss").mean(),
-             top_share=pl.col("prediction").value_counts(sort=True).first().struct.field("count") / pl.len())
-        .sort("task", pl.col("seed").cast(pl.Int64, strict=False))
-    )
+    """One row per (task, seed): score, gold-answer loss and top prediction share (`top_answer`)."""
+    from tuneset.evaluate.leaderboard import top_answer
+
+    rows = [{"task": task, "seed": seed, "score": g["score"].mean(), "loss": g["loss"].mean(),
+             "top_share": (top_answer(g) or ("", None))[1]} for (task, seed), g in ex.group_by("task", "seed")]
+    return pl.DataFrame(rows).sort("task", pl.col("seed").cast(pl.Int64, strict=False))
 
 
 def main() -> None:

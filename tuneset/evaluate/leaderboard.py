@@ -20,16 +20,19 @@ def _seed_order(run: dict[str, Any]) -> tuple[int, str]:
     return (int(seed), "") if seed.isdigit() else (0, seed)
 
 
-def _matrix(runs: list[dict[str, Any]], column: str = "examples") -> np.ndarray:
-    """(seeds, examples) scores in seed order, rows aligned by id."""
-    frames = [pl.read_parquet(r[column]).sort("id") for r in sorted(runs, key=_seed_order)]
+def _frames(runs: list[dict[str, Any]], column: str = "examples") -> list[pl.DataFrame]:
+    """Each run's per-example results in seed order, rows sorted by id."""
+    return [pl.read_parquet(r[column]).sort("id") for r in sorted(runs, key=_seed_order)]
+
+
+def _matrix(frames: list[pl.DataFrame]) -> np.ndarray:
+    """(seeds, examples) scores, rows aligned by id."""
     return np.stack([f["score"].to_numpy() for f in frames])
 
 
-def top_answer(examples: str | Path) -> tuple[str, float] | None:
+def top_answer(frame: pl.DataFrame) -> tuple[str, float] | None:
     """One evaluation's most common answer and its share of the rows (ties: the first in sort
     order); None where the metric gives no answers (target_loss) or an old export kept none."""
-    frame = pl.read_parquet(examples)
     if "prediction" not in frame.columns or frame["prediction"].is_null().all():
         return None
     counts = frame.drop_nulls("prediction").group_by("prediction").len().sort(["len", "prediction"], descending=[True, False])
@@ -43,15 +46,15 @@ def answer_text(answer: str) -> str:
     return shown if len(shown) <= 24 else shown[:23] + "…"
 
 
-def _top_answer(runs: list[dict[str, Any]]) -> tuple[float, str] | tuple[None, None]:
+def _top_answer(runs: list[dict[str, Any]], frames: list[pl.DataFrame]) -> tuple[float, str] | tuple[None, None]:
     """The largest share of test rows given one same answer, over seeds, with that answer and seed.
 
     Why: an arm that answers "positive" to 97% of a balanced task has collapsed onto one label
     (the label mix of a small draw does this), which its mean alone does not tell apart from a
-    model that ranks the answers poorly."""
+    model that ranks the answers poorly. `frames`: the runs' test results, in seed order."""
     worst: tuple[float, str] | tuple[None, None] = (None, None)
-    for r in sorted(runs, key=_seed_order):
-        top = top_answer(r["examples"])
+    for r, frame in zip(sorted(runs, key=_seed_order), frames):
+        top = top_answer(frame)
         if top is None:
             return None, None
         answer, share = top
@@ -70,9 +73,10 @@ def build_leaderboard(results: list[dict[str, Any]]) -> pl.DataFrame:
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in results:
         groups.setdefault((r["task"], r["strategy"], str(r["budget"])), []).append(r)
+    test = {g: _frames(runs) for g, runs in groups.items()}  # read once: random and none pair with every arm
     out = []
     for (task, strategy, budget), runs in groups.items():
-        m = _matrix(runs)
+        m = _matrix(test[task, strategy, budget])
         per_seed = m.mean(1)
         dev = [r.get("dev_examples") for r in runs]
         row = {
@@ -80,13 +84,13 @@ def build_leaderboard(results: list[dict[str, Any]]) -> pl.DataFrame:
             "rows": runs[0]["n_rows"], "seeds": len(runs), "mean": float(per_seed.mean()),
             "sd_seeds": float(per_seed.std(ddof=1)) if len(runs) > 1 else None,
             "per_seed": " ".join(f"{v:.3f}" for v in per_seed), "n_test": m.shape[1],
-            "dev_mean": float(_matrix(runs, "dev_examples").mean()) if all(dev) else None,
+            "dev_mean": float(_matrix(_frames(runs, "dev_examples")).mean()) if all(dev) else None,
         }
-        row["top_answer_share"], row["top_answer"] = _top_answer(runs)
+        row["top_answer_share"], row["top_answer"] = _top_answer(runs, test[task, strategy, budget])
         for ref, col in ((RANDOM, "vs_random"), (NONE, "vs_none")):
-            ref_runs = groups.get((task, ref, budget if ref == RANDOM else "-"))
-            if ref_runs and ref != strategy:
-                d = seed_row_bootstrap(m, _matrix(ref_runs))
+            ref_key = (task, ref, budget if ref == RANDOM else "-")
+            if ref_key in test and ref != strategy:
+                d = seed_row_bootstrap(m, _matrix(test[ref_key]))
                 row[col], row[f"{col}_lo"], row[f"{col}_hi"], row[f"{col}_mdd"] = d.mean, d.lo, d.hi, d.mdd
             else:
                 row[col] = row[f"{col}_lo"] = row[f"{col}_hi"] = row[f"{col}_mdd"] = None

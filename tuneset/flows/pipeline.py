@@ -51,9 +51,9 @@ def _finetune_and_evaluate(ctx: RunContext, sel: Selection) -> dict:
     model_dir = finetune_task(ctx, sel.rows, ctx.recipe.finetune.seed)
     base_ctx = base_context(ctx)
     base = {k: float(pl.read_parquet(p)["score"].mean()) for k, p in evaluate_model(base_ctx, None).items()}
-    tuned_paths = evaluate_model(ctx, model_dir)
-    tuned = {k: float(pl.read_parquet(p)["score"].mean()) for k, p in tuned_paths.items()}
-    answers = {k: top_answer(p) for k, p in tuned_paths.items()}
+    tuned_results = {k: pl.read_parquet(p) for k, p in evaluate_model(ctx, model_dir).items()}
+    tuned = {k: float(f["score"].mean()) for k, f in tuned_results.items()}
+    answers = {k: top_answer(f) for k, f in tuned_results.items()}
     for task in tuned:
         said = "" if answers[task] is None else (f" (most common answer '{answer_text(answers[task][0])}' on "
                                                  f"{answers[task][1]:.0%} of test rows)")
