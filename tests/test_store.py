@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -219,3 +220,35 @@ def test_a_store_on_an_fsspec_url_is_shared_by_machines_and_written_marker_last(
     rows_b = b.rows("feat", ("m",))
     assert rows_b.missing(["k2", "k3"]) == [1]  # the other machine's parts are seen
     assert rows_b.get(["k2", "k1"])["v"].to_list() == _values(["k2", "k1"])["v"].to_list()
+
+
+def test_reports_and_figures_are_written_atomically(tmp_path):
+    """Leaderboards, sweep tables, audits and their figures go through these writers: a write that
+    fails half-way leaves the previous file, and a figure keeps its format though its temp name has
+    no extension."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tuneset.data.io import save_figure, write_csv, write_text
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    png = save_figure(fig, tmp_path / "board.png", dpi=50)
+    plt.close(fig)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    class Killed:
+        def savefig(self, f, **kw):
+            Path(f).write_bytes(b"half a figure")
+            raise RuntimeError("killed")
+
+    before = png.read_bytes()
+    with pytest.raises(RuntimeError):
+        save_figure(Killed(), png, dpi=50)
+    assert png.read_bytes() == before
+    frame = pl.DataFrame({"arm": ["less"], "score": [0.9]})
+    assert pl.read_csv(write_csv(frame, tmp_path / "board.csv")).equals(frame)
+    assert write_text(tmp_path / "board.md", "| a |\n").read_text() == "| a |\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["board.csv", "board.md", "board.png"]

@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 
 from tuneset.curation.audit import summary_by_source
+from tuneset.data.io import save_figure
 from tuneset.recipe import FilterRule
 
 # The parts of a reason that differ from row to row: quoted text, the row id after "of"/"row", and
@@ -155,7 +156,7 @@ def plot_scores(audit: pl.DataFrame, columns: list[str], path: Path, filters: Se
     import matplotlib.pyplot as plt
 
     fig = score_figure(panels)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return True
 

@@ -440,6 +440,33 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
     return path
 
 
+def write_text(path: str | Path, text: str) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=1, default=str))
+
+
+def write_csv(frame: pl.DataFrame, path: str | Path) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        frame.write_csv(tmp)
+    return path
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int) -> Path:
+    """A matplotlib figure, atomically: the format comes from `path`'s extension, as the temp
+    file beside it has none of its own."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    return path
+
+
 ROW_FORMATS = (".jsonl", ".parquet", ".csv")
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from tuneset.data.io import save_figure
 from tuneset.evaluate.stats import seed_row_bootstrap
 
 NONE, FULL, RANDOM = "none", "full", "random"
@@ -241,7 +242,7 @@ def plot(board: pl.DataFrame, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig = figure(board)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 

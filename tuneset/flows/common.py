@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import polars as pl
 
 from tuneset.data.fingerprint import dataset_fingerprint
-from tuneset.data.io import load_rows, write_jsonl
+from tuneset.data.io import load_rows, write_json, write_jsonl
 from tuneset.flows.context import RunContext, run_context
 from tuneset.store import ArtifactStore, write_parquet
 
@@ -86,14 +84,6 @@ def timed(timings: dict[str, float], name: str):
     t = time.perf_counter()
     yield
     timings[name] = timings.get(name, 0.0) + time.perf_counter() - t
-
-
-def write_json(path: Path, obj) -> Path:
-    from tuneset.data.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1, default=str))
-    return path
 
 
 __all__ = ["Pool", "RowsRef", "RunContext", "load_pool", "recipe_flow", "run_context", "save_rows", "timed", "write_json", "write_jsonl"]

@@ -13,7 +13,7 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
 
-from tuneset.data.io import load_rows
+from tuneset.data.io import load_rows, write_csv, write_text
 from tuneset.evaluate.leaderboard import FULL, NONE, build_leaderboard, leaderboard_markdown, plot, to_markdown
 from tuneset.flows.common import Pool, RowsRef, load_pool, recipe_flow, save_rows, timed, write_json
 from tuneset.flows.context import RunContext, run_context
@@ -221,10 +221,10 @@ def write_leaderboard(ctx: RunContext, results: list[dict], timings: dict[str, f
     """Write CSV, Markdown and PNG; also called after every run so a killed compare leaves a board."""
     out = ctx.run_dir("compare")
     board = build_leaderboard(results)
-    board.write_csv(out / "leaderboard.csv")
-    pl.DataFrame(results).write_csv(out / "runs.csv")
+    write_csv(board, out / "leaderboard.csv")
+    write_csv(pl.DataFrame(results), out / "runs.csv")
     md = to_markdown(board)
-    (out / "leaderboard.md").write_text(leaderboard_markdown(ctx.recipe.name, describe(info), md, results, timings))
+    write_text(out / "leaderboard.md", leaderboard_markdown(ctx.recipe.name, describe(info), md, results, timings))
     plot(board, out / "leaderboard.png")
     write_json(out / "timings.json", timings)
     if final:

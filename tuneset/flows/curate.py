@@ -12,7 +12,7 @@ from tuneset.curation import check_accounting, curate_rows
 from tuneset.curation.judge import REWRITE, applied_filters, gate_lines, gate_notes, judge_report
 from tuneset.curation.report import plot_scores, render_report
 from tuneset.curation.steps import step_selectors
-from tuneset.data.io import write_rows
+from tuneset.data.io import write_csv, write_rows, write_text
 from tuneset.data.labels import known_answer_pairs, load_judge_rows
 from tuneset.flows.common import Pool, RowsRef, load_pool, recipe_flow, save_rows
 from tuneset.flows.context import RunContext, run_context
@@ -91,13 +91,13 @@ def curate_flow(recipe: Recipe, pool: Pool | None = None) -> CurateResult:
     out = ctx.run_dir("curate")
     write_rows(out / "curated.jsonl", kept)
     write_parquet(audit, out / "audit.parquet")
-    audit.select(pl.exclude("choices")).write_csv(out / "audit.csv")
+    write_csv(audit.select(pl.exclude("choices")), out / "audit.csv")
     plot = out / "scores.png"
     has_plot = plot_scores(audit, [c for c in (scores.columns if scores is not None else []) if c in step_selectors(recipe.curate)], plot,
                            applied_filters(recipe.curate, judge))
     report = out / "report.md"
     gate_text = "".join(f"- {line}\n" for line in gate_lines(recipe.curate, judge))
-    report.write_text(render_report(recipe.name, n_read, counts, audit, plot.name if has_plot else None)
+    write_text(report, render_report(recipe.name, n_read, counts, audit, plot.name if has_plot else None)
                       + (f"\n## Judge gate\n\n{gate_text}" if judge else ""))
     print(f"curated {n_read} rows: {counts}; audit {out / 'audit.parquet'}")
     return CurateResult(save_rows(ctx.store, kept), pool, str(out / "audit.parquet"), str(report), counts)

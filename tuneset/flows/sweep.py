@@ -11,6 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
+from tuneset.data.io import write_csv, write_text
 from tuneset.evaluate.choose import DevStanding, dev_frame, rank_on_dev
 from tuneset.flows.common import RowsRef
 from tuneset.flows.context import RunContext
@@ -107,7 +108,7 @@ def _base_formats(ctx: RunContext) -> list[str]:
 def write_sweep(ctx: RunContext, table: pl.DataFrame, label: str, best: dict, n_rows: int) -> str:
     out = ctx.run_dir("sweep")
     safe = label.replace("%", "pct").replace("/", "_")
-    table.write_csv(out / f"sweep-{safe}.csv")
+    write_csv(table, out / f"sweep-{safe}.csv")
     cols = table.columns
     lines = [f"# Fine-tune sweep at budget {label} ({n_rows} training rows), scored on dev rows only\n",
              f"Chosen: {best}. Rule: the target tasks' dev rows pooled (dev_targets), ties to the lower "
@@ -116,5 +117,5 @@ def write_sweep(ctx: RunContext, table: pl.DataFrame, label: str, best: dict, n_
     for r in table.iter_rows():
         lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |")
     path = Path(out / f"sweep-{safe}.md")
-    path.write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
     return str(path)
