@@ -321,8 +321,10 @@ def test_every_relative_path_resolves_against_the_recipe_folder(tmp_path):
     p = d / "r.yaml"
     p.write_text("pool: p.jsonl\nwork_dir: out\nmodel: {adapter: ad}\n"
                  "tasks: [{name: t, metric: exact_match, dev: t/dev.jsonl, test: t/test.jsonl}]\n"
-                 "compare: {references: {mine: refs/mine.jsonl}}\ncurate: {judge_rows: gold/judged.jsonl}\n")
+                 "compare: {references: {mine: refs/mine.jsonl}, strategies: [{name: judged, curate: {judge_rows: gold/own.jsonl}}]}\n"
+                 "curate: {judge_rows: gold/judged.jsonl}\n")
     r = load_recipe(p)
+    assert r.compare.strategies[0].curate.judge_rows == str(d / "gold/own.jsonl")  # a strategy's own curation too
     assert (r.work_dir, r.model.adapter, r.compare.references["mine"]) == (d / "out", str(d / "ad"), d / "refs/mine.jsonl")
     assert r.curate.judge_rows == str(d / "gold/judged.jsonl")
     assert (r.tasks[0].dev, r.tasks[0].test) == (d / "t/dev.jsonl", d / "t/test.jsonl")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -46,6 +47,14 @@ class ModelConfig(_Strict):
     device: str = "auto"
     max_length: int = Field(default=256, ge=16)
     max_batch_tokens: int = Field(default=4096, ge=64)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        """Checked at load: a typo would otherwise surface as a torch error mid-run."""
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v):
+            raise ValueError(f"unknown device '{v}'; valid: auto, cpu, cuda, cuda:<index>, mps")
+        return v
 
 
 class SelectorSpec(_Strict):
@@ -480,7 +489,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def resolve_paths(data: dict[str, Any], root: Path) -> None:
     """Every relative path a recipe names resolves against the recipe's folder, so a recipe runs
     the same from any working directory: pool, tasks (a file, or each task's dev/test), work_dir,
-    model.adapter, curate.judge_rows and compare.references."""
+    model.adapter, curate.judge_rows (the recipe's and each compare strategy's) and compare.references."""
 
     def fix(node: dict, key: str) -> None:
         v = node.get(key)
@@ -502,7 +511,11 @@ def resolve_paths(data: dict[str, Any], root: Path) -> None:
         adapter = data["model"]["adapter"]
         if isinstance(adapter, str) and (root / adapter).exists() and not Path(adapter).is_absolute():
             fix(data["model"], "adapter")  # else a hub name
-    refs = (data.get("compare") or {}).get("references") if isinstance(data.get("compare"), dict) else None
+    compare = data.get("compare") if isinstance(data.get("compare"), dict) else {}
+    for st in compare.get("strategies") or []:
+        if isinstance(st, dict) and isinstance(st.get("curate"), dict):
+            fix(st["curate"], "judge_rows")
+    refs = compare.get("references")
     if isinstance(refs, dict):
         for k in list(refs):
             fix(refs, k)

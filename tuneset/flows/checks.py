@@ -55,11 +55,14 @@ def check_recipe(recipe: Recipe, where: str = "recipe", selects: bool = False) -
     for t in recipe.task_specs():
         if not Path(t.dev).is_file():
             raise TunesetError(f"{where}: task '{t.name}': dev rows not found: {t.dev}")
-    if recipe.curate.judge_rows is not None:
-        try:
-            pool_files(recipe.curate.judge_rows)
-        except TunesetError as e:
-            raise TunesetError(f"{where}: curate.judge_rows: {e}") from None
+    curations = [("curate", recipe.curate)] + [(f"compare.strategies ({st.name}).curate", st.curate)
+                                               for st in recipe.compare.strategies if st.curate is not None]
+    for name, cfg in curations:
+        if cfg.judge_rows is not None:
+            try:
+                pool_files(cfg.judge_rows)
+            except TunesetError as e:
+                raise TunesetError(f"{where}: {name}.judge_rows: {e}") from None
     for name, path in recipe.compare.references.items():
         if not Path(path).is_file():
             raise TunesetError(f"{where}: compare.references.{name}: no such file: {path}")
