@@ -367,6 +367,20 @@ def test_serve_rejects_a_bad_cron_before_serving(tmp_path, demo_dir):
     assert res.exit_code == 2 and "bad cron expression" in res.output
 
 
+def test_a_scheduled_run_checks_the_edited_recipe_before_any_work(tmp_path, demo_dir):
+    """serve re-reads the recipe at every tick: an edit that cannot work fails that run with the same
+    one-line error `tuneset pipeline` gives, before anything is scored."""
+    from tuneset.errors import TunesetError
+    from tuneset.flows.pipeline import scheduled_pipeline
+
+    recipe = tmp_path / "served.yaml"
+    recipe.write_text(f"pool: {demo_dir / 'pool.jsonl'}\ntasks: {demo_dir / 'tasks.json'}\nwork_dir: {tmp_path / 'w'}\n"
+                      "score: {selectors: [length]}\nselect: {weights: {random: 1}}\n")
+    with pytest.raises(TunesetError, match="select.weights: 'random' needs selector 'random', which score.selectors does not run"):
+        scheduled_pipeline.fn(str(recipe))
+    assert not (tmp_path / "w").exists()
+
+
 @pytest.mark.parametrize("runner", ["dask", "ray"])
 def test_cluster_runners_name_the_extra_to_install(runner):
     import importlib.util

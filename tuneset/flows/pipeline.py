@@ -7,6 +7,7 @@ from prefect import flow
 
 from tuneset.data.io import write_rows
 from tuneset.evaluate.leaderboard import answer_text, top_answer
+from tuneset.flows.checks import check_recipe
 from tuneset.flows.common import recipe_flow, write_json
 from tuneset.flows.context import RunContext, run_context
 from tuneset.flows.curate import curate_flow
@@ -65,5 +66,6 @@ def _finetune_and_evaluate(ctx: RunContext, sel: Selection) -> dict:
 
 @flow(name="tuneset-scheduled-pipeline", log_prints=True)
 def scheduled_pipeline(recipe_path: str, overrides: list[str] | None = None) -> dict:
-    """Entry point for `serve`: re-reads the recipe file at every run, so edits take effect."""
-    return pipeline_flow(load_recipe(recipe_path, overrides or []))
+    """Entry point for `serve`: re-reads the recipe file at every run, so edits take effect; an edit
+    that cannot work fails that run in one line before any work, as `tuneset pipeline` would."""
+    return pipeline_flow(check_recipe(load_recipe(recipe_path, overrides or []), recipe_path, selects=True))

@@ -15,7 +15,7 @@ from tuneset.flows.pipeline import scheduled_pipeline
 log = logging.getLogger("tuneset.serve")
 
 
-def serve(recipe_path: str, cron: str, overrides: list[str] | None = None, name: str | None = None) -> None:
+def serve(recipe_path: str, cron: str, overrides: list[str] | None = None) -> None:
     from prefect.schedules import Cron
 
     try:
@@ -24,7 +24,7 @@ def serve(recipe_path: str, cron: str, overrides: list[str] | None = None, name:
         raise TunesetError(f"bad cron expression '{cron}': {e}") from None
     with prefect_api():
         scheduled_pipeline.serve(
-            name=name or Path(recipe_path).stem,
+            name=Path(recipe_path).stem,
             schedule=schedule,
             limit=1,  # one run at a time here; the recipe's run lock also guards against other processes
             tags=["tuneset", "command:serve", f"recipe:{Path(recipe_path).stem}"],
