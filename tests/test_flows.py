@@ -168,6 +168,23 @@ def test_curate_corrects_and_the_audit_rebuilds_the_input(tiny_recipe, caplog):
     assert reconstruct_input(curated, audit).to_dicts() == original.to_dicts()
 
 
+def test_near_dedup_is_the_cosine_semdedup_runs_at(tiny_recipe):
+    """A near_dedup below semdedup's default 0.95 drops the rows between the two: the step's setting
+    is the SemDeDup pass's own threshold, not a second cut after a pass at 0.95."""
+    from tuneset.flows.curate import curate_flow
+
+    def near_dups(cut: str) -> pl.DataFrame:
+        recipe = tiny_recipe(f"curate.near_dedup={cut}", "curate.dedup=false", "curate.decontaminate=false",
+                             "curate.relabel=null", "curate.judge_min_auroc=null")
+        audit = pl.read_parquet(curate_flow(recipe).audit)
+        return audit.filter(pl.col("reason").str.starts_with("near-duplicate"))
+
+    loose, strict = near_dups("0.5"), near_dups("0.95")
+    assert strict["semdedup.max_similarity"].min() > 0.95
+    assert loose.height > strict.height and loose["semdedup.max_similarity"].min() <= 0.95
+    assert loose["semdedup.max_similarity"].min() > 0.5
+
+
 def test_compare_writes_a_leaderboard_with_paired_differences(tiny_recipe):
     from tuneset.flows.compare import compare_flow
 

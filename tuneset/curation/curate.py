@@ -9,6 +9,8 @@ score columns that selectors produced.
 
 from __future__ import annotations
 
+from typing import Any
+
 import polars as pl
 
 from tuneset.curation.audit import audit_frame
@@ -95,9 +97,14 @@ class NearDedup(CurationStep):
     def columns(self, cfg: CurateConfig) -> list[str]:
         return ["semdedup.duplicate_of", "semdedup.max_similarity"]
 
+    def selector_params(self, cfg: CurateConfig) -> dict[str, dict[str, Any]]:
+        # SemDeDup's greedy pass decides which rows stay to be compared against, so a duplicate at
+        # one cosine cannot be re-cut at another afterwards: the pass itself runs at near_dedup.
+        return {"semdedup": {"threshold": cfg.near_dedup}}
+
     def run(self, data: CurationInput, decisions: Decisions) -> None:
         for i, of, sim in data.table.select("id", *self.columns(data.cfg)).iter_rows():
-            if of and sim > data.cfg.near_dedup:
+            if of:
                 decisions.drop(i, f"near-duplicate of {of} (cosine {sim:.3f})")
 
 

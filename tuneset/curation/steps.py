@@ -77,6 +77,12 @@ class CurationStep(ABC):
         """Score columns this step reads; checked before any step runs."""
         return []
 
+    def selector_params(self, cfg: CurateConfig) -> dict[str, dict[str, Any]]:
+        """Params, per selector, that this step's setting fixes over the recipe's own: where the
+        selector itself draws the line the step acts on (SemDeDup's cosine), the step's setting
+        must be that line, not a second cut that can only tighten it."""
+        return {}
+
     @abstractmethod
     def run(self, data: CurationInput, decisions: Decisions) -> None: ...
 
@@ -135,6 +141,15 @@ def step_selectors(cfg: CurateConfig) -> list[str]:
     steps = sorted(resolve_steps(cfg), key=lambda step: step.name != "filters")
     cols = [c for step in steps for c in step.columns(cfg)]
     return list(dict.fromkeys(c.split(".")[0] for c in cols))
+
+
+def step_selector_params(cfg: CurateConfig) -> dict[str, dict[str, Any]]:
+    """Per selector, the params the steps fix (`CurationStep.selector_params`), merged."""
+    out: dict[str, dict[str, Any]] = {}
+    for step in resolve_steps(cfg):
+        for name, params in step.selector_params(cfg).items():
+            out.setdefault(name, {}).update(params)
+    return out
 
 
 def need(table: pl.DataFrame, *cols: str) -> None:

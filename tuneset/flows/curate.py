@@ -11,7 +11,7 @@ import polars as pl
 from tuneset.curation import check_accounting, curate_rows
 from tuneset.curation.judge import REWRITE, applied_filters, gate_lines, gate_notes, judge_report
 from tuneset.curation.report import plot_scores, render_report
-from tuneset.curation.steps import step_selectors
+from tuneset.curation.steps import step_selector_params, step_selectors
 from tuneset.data.io import write_csv, write_rows, write_text
 from tuneset.data.labels import known_answer_pairs, load_judge_rows
 from tuneset.flows.common import Pool, RowsRef, load_pool, recipe_flow, save_rows
@@ -44,7 +44,10 @@ def curation_scores(ctx: RunContext, rows: RowsRef) -> pl.DataFrame | None:
     names = step_selectors(ctx.recipe.curate)
     if not names:
         return None
-    return score_flow(ctx.recipe, rows, selectors=[ctx.spec(n) for n in names]).read()
+    fixed = step_selector_params(ctx.recipe.curate)
+    specs = [ctx.spec(n) for n in names]
+    specs = [s.model_copy(update={"params": {**s.params, **fixed[s.name]}}) if s.name in fixed else s for s in specs]
+    return score_flow(ctx.recipe, rows, selectors=specs).read()
 
 
 def judge_competence(ctx: RunContext) -> dict[str, float]:
