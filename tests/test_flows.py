@@ -375,6 +375,18 @@ def test_bench_skips_cleanly_without_shared(tmp_path):
     assert res.exit_code == 0 and "skipped" in res.output
 
 
+def test_bench_without_its_recipe_fails_rather_than_running_defaults(tmp_path, monkeypatch, demo_dir):
+    """An installed copy has no recipes/ beside the package: bench says so instead of benching on
+    the recipe defaults (other settings, other arms) under the bench's name."""
+    import tuneset.cli as cli
+
+    (tmp_path / "shared" / "bench").mkdir(parents=True)
+    (tmp_path / "shared" / "bench" / "tasks.json").write_text((demo_dir / "tasks.json").read_text())
+    monkeypatch.setattr(cli, "__file__", str(tmp_path / "site-packages" / "tuneset" / "cli.py"))
+    res = runner.invoke(cli.app, ["bench", "--shared", str(tmp_path / "shared")])
+    assert res.exit_code == 2 and "the bench recipe ships with the source tree" in res.output
+
+
 def test_serve_rejects_a_bad_cron_before_serving(tmp_path, demo_dir):
     from tuneset.cli import app
 
@@ -468,12 +480,12 @@ def test_evaluation_is_keyed_by_the_weights_content_not_the_folder_name(tiny_rec
 
     from safetensors.torch import load_file, save_file
 
-    from tuneset.data.io import load_rows
-    from tuneset.flows.common import run_context, save_rows
+    from tuneset.data.io import load_rows, write_rows
+    from tuneset.flows.common import run_context
     from tuneset.flows.train_eval import evaluate_flow, finetune_flow
 
     recipe = tiny_recipe("finetune.lr=0.05", "finetune.epochs=3")
-    model_dir = finetune_flow(recipe, save_rows(run_context(recipe).store, load_rows(recipe.pool).rows.head(12)))
+    model_dir = finetune_flow(recipe, str(write_rows(tmp_path / "twelve.jsonl", load_rows(recipe.pool).rows.head(12))))
     tuned = evaluate_flow(recipe, model_dir)
     copy = tmp_path / "copy" / Path(model_dir).name  # same folder name, other weights
     shutil.copytree(model_dir, copy)

@@ -195,6 +195,8 @@ def test_runs_lists_past_runs_with_their_reports(tiny_recipe, demo_dir, tmp_path
     from typer.testing import CliRunner
 
     from tuneset.cli import app
+    from tuneset.flows.context import run_context
+    from tuneset.flows.history import past_runs
     from tuneset.flows.pipeline import pipeline_flow
 
     recipe = tiny_recipe("score.selectors=[length]", "select.weights={length: 1}", "select.budget=5",
@@ -211,6 +213,10 @@ def test_runs_lists_past_runs_with_their_reports(tiny_recipe, demo_dir, tmp_path
     lines = [line for line in out.output.splitlines() if "report.md" in line]
     assert len(lines) == 2 and "00000" in lines[0] and "00001" in lines[1]
     assert lines[0].split("│")[9].strip() == "yes" and lines[1].split("│")[9].strip() == "no"
+    reports = past_runs(run_context(recipe))
+    assert reports[0]["model_dir"] and "model_dir" not in reports[1]
+    bad = CliRunner().invoke(app, ["runs", str(yaml), "--set", "select.budgett=3"])
+    assert bad.exit_code == 2 and bad.output.startswith("error:") and "Traceback" not in bad.output
 
 
 @pytest.mark.parametrize("runner", ["dask", "ray"])

@@ -120,14 +120,22 @@ def _run(command: str, fn, recipe=None, sigterm_as_interrupt: bool = True):
         signal.signal(signal.SIGTERM, _interrupt)
     _quiet_user_errors()
     try:
-        r = recipe() if recipe else None
-        with _stop_on_signal() if sigterm_as_interrupt else nullcontext(), prefect_api(), tags(*run_tags(command, r)):
-            return fn(r)
+        with _one_line_errors():
+            r = recipe() if recipe else None
+            with _stop_on_signal() if sigterm_as_interrupt else nullcontext(), prefect_api(), tags(*run_tags(command, r)):
+                return fn(r)
+    except (KeyboardInterrupt, TerminationSignal) as e:
+        _stop_now(e)
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """A TunesetError (bad input, bad config) is one `error:` line and exit status 2, no traceback."""
+    try:
+        yield
     except TunesetError as e:
         console.print(f"[bold red]error:[/] {escape(str(e))}")
         raise typer.Exit(2) from None
-    except (KeyboardInterrupt, TerminationSignal) as e:
-        _stop_now(e)
 
 
 class _NoTracebackForUserErrors(logging.Filter):
@@ -247,11 +255,9 @@ def one_off_recipe(pool: Path, selectors: list[str], targets: list[Path], budget
 def finetune(recipe: RecipeArg, rows: Annotated[Path, typer.Option(help="training rows (any supported format)")],
              set_: SetOpt = None, seed: int = 0) -> None:
     """Fine-tune the recipe's model on a row file (LoRA or full)."""
-    from tuneset.data.io import load_rows
-    from tuneset.flows.common import run_context, save_rows
     from tuneset.flows.train_eval import finetune_flow
 
-    model = _run("finetune", lambda r: finetune_flow(r, save_rows(run_context(r).store, load_rows(rows).rows), seed), lambda: _recipe(recipe, set_))
+    model = _run("finetune", lambda r: finetune_flow(r, str(rows), seed), lambda: _recipe(recipe, set_))
     console.print(f"model: {model}")
 
 
@@ -278,13 +284,15 @@ def runs(recipe: RecipeArg, set_: SetOpt = None) -> None:
     from rich.table import Table
 
     from tuneset.flows.context import run_context
-    from tuneset.flows.history import past_runs
+    from tuneset.flows.history import past_runs, was_finetuned
 
     table = Table("run", "time", "pool", "new", "removed", "selected", "entered", "left", "fine-tuned", "report")
-    for r in past_runs(run_context(load_recipe(recipe, set_ or []))):
+    with _one_line_errors():
+        past = past_runs(run_context(load_recipe(recipe, set_ or [])))
+    for r in past:
         table.add_row(Path(r["folder"]).name.split("-")[0], r["time"], *(str(r[k]) for k in
                       ("pool_rows", "new_rows", "removed_rows", "selected", "entered", "left")),
-                      "yes" if r["finetuned"].startswith("Fine-tuned") else "no", str(Path(r["folder"]) / "report.md"))
+                      "yes" if was_finetuned(r) else "no", str(Path(r["folder"]) / "report.md"))
     console.print(table if table.rows else "no runs yet: `tuneset pipeline` or `tuneset serve` records them")
 
 
@@ -346,7 +354,11 @@ def bench(shared: Annotated[Path, typer.Option(help="folder holding bench/")] = 
     recipe = Path(__file__).parent.parent / "recipes" / "bench.yaml"
     overrides = [f"pool={(bench_dir / ('pool.jsonl' if full_pool else 'pool_small.jsonl')).resolve()}",
                  f"tasks={(bench_dir / 'tasks.json').resolve()}", *(set_ or [])]
-    console.print(_run("bench", compare_flow, lambda: _recipe(recipe if recipe.exists() else None, overrides)))
+    with _one_line_errors():
+        if not recipe.is_file():  # an installed (not editable) copy has no recipes/: never bench on defaults
+            raise TunesetError(f"{recipe}: the bench recipe ships with the source tree; run from a checkout "
+                               "(pip install -e .) or `tuneset compare recipes/bench.yaml --set pool=... --set tasks=...`")
+    console.print(_run("bench", compare_flow, lambda: _recipe(recipe, overrides)))
 
 
 if __name__ == "__main__":

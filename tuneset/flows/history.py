@@ -38,6 +38,11 @@ def past_runs(ctx: RunContext) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(history_dir(ctx).glob("*/report.json"))]
 
 
+def was_finetuned(report: dict[str, Any]) -> bool:
+    """Whether the run fine-tuned (reports before `model_dir` was recorded say so only in prose)."""
+    return report.get("model_dir") is not None or str(report.get("finetuned", "")).startswith("Fine-tuned")
+
+
 def run_report(prev: dict[str, Any] | None, audit: str, scores: str, selection: str, counts: dict[str, int],
                directions: dict[str, bool]) -> tuple[dict[str, Any], pl.DataFrame]:
     """The run's summary against `prev` and its selection diff (entered and left rows, reasons).

@@ -42,6 +42,7 @@ def pipeline_flow(recipe: Recipe) -> dict:
         else:
             summary |= _finetune_and_evaluate(ctx, sel)
             report["finetuned"] = f"Fine-tuned on {sel.rows.n} rows: {summary['model_dir']}."
+            report["model_dir"] = summary["model_dir"]
         summary["report"] = str(record_run(ctx, report, diff) / "report.md")
         write_json(out / "summary.json", summary)
         print(report["finetuned"] + f" Run report: {summary['report']}")

@@ -12,10 +12,11 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from tuneset.data.fingerprint import dataset_fingerprint
+from tuneset.data.io import load_rows
 from tuneset.evaluate import evaluate_task
 from tuneset.evaluate.metrics import metric_key
 from tuneset.finetune import train
-from tuneset.flows.common import RowsRef, recipe_flow, write_json
+from tuneset.flows.common import RowsRef, recipe_flow, save_rows, write_json
 from tuneset.flows.context import RunContext, run_context
 from tuneset.models.lm import resolve_format
 from tuneset.models.loading import load_lm, model_identity, prompt_format_of
@@ -112,8 +113,10 @@ def train_seconds(model_dir: str) -> float:
 
 
 @recipe_flow("tuneset-finetune")
-def finetune_flow(recipe: Recipe, rows: RowsRef, seed: int = 0) -> str:
-    return finetune_task(run_context(recipe), rows, seed)
+def finetune_flow(recipe: Recipe, rows: str, seed: int = 0) -> str:
+    """Fine-tune on a row file (any supported format, read with the recipe's column mapping)."""
+    ctx = run_context(recipe)
+    return finetune_task(ctx, save_rows(ctx.store, load_rows(rows, columns=recipe.columns).rows), seed)
 
 
 @recipe_flow("tuneset-evaluate")
