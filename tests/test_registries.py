@@ -191,4 +191,6 @@ def test_curation_step_registration_is_validated(plugin):
         register_step(step("other", setting="dedupe"))
     with pytest.raises(ValueError, match="from curate.dedup or from Params, not both"):
         register_step(step("other", setting="dedup", params=type("P", (BaseModel,), {})))
+    with pytest.raises(ValueError, match="Params must be a pydantic model with model_config = ConfigDict"):
+        register_step(step("other", params=type("P", (BaseModel,), {"__annotations__": {"min": int}})))  # extras ignored
     assert "other" not in steps.step_names()

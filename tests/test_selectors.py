@@ -226,6 +226,29 @@ def test_uses_is_a_closed_set_checked_at_registration():
         register(Odd)
 
 
+def test_a_selectors_params_and_direction_are_checked_at_registration():
+    """A Params that ignores unknown keys would run a misspelt param on its default, silently."""
+    from pydantic import BaseModel
+
+    from tuneset.selectors.base import Selector, register
+
+    class Lax(BaseModel):
+        k: int = 3
+
+    class Loose(Selector):
+        name, Params = "loose", Lax
+
+        def _score(self, frame):
+            return frame.select("id", score=pl.lit(0.0))
+
+    with pytest.raises(ValueError, match="selector 'loose': Params must be a pydantic model with model_config"):
+        register(Loose)
+    Loose.Params, Loose.higher_is_better = Selector.Params, "yes"
+    with pytest.raises(ValueError, match="higher_is_better must be True or False, not 'yes'"):
+        register(Loose)
+    assert "loose" not in selector_names()
+
+
 @pytest.mark.parametrize("name", ["embedding_knn", "got"])
 def test_similarity_selectors_name_the_dev_row_a_candidate_is_nearest_to(name, ctx):
     dev = ctx.targets["capitals"]

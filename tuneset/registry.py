@@ -5,11 +5,34 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from tuneset.errors import UnknownNameError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from tuneset.errors import TunesetError, UnknownNameError
 
 T = TypeVar("T")
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def check_params_model(owner: str, model: Any) -> None:
+    """At registration: a plugin's `Params` is a pydantic model that refuses unknown keys, so a
+    misspelt param in a recipe fails at load instead of silently running with the default."""
+    if not (isinstance(model, type) and issubclass(model, BaseModel)) or model.model_config.get("extra") != "forbid":
+        raise ValueError(f"{owner}: Params must be a pydantic model with model_config = ConfigDict(extra='forbid')")
+
+
+def validate_params(owner: str, model: type[BaseModel], params: dict[str, Any] | None) -> BaseModel:
+    """A recipe's params for a plugin, or one TunesetError naming the first problem and the valid params."""
+    try:
+        return model.model_validate(params or {})
+    except ValidationError as e:
+        first = e.errors()[0]
+        valid = ", ".join(model.model_fields) or "none"
+        raise TunesetError(f"{owner}: bad params: {first['msg']} at {first['loc']}; valid params: {valid}") from None
 
 
 class Registry(Generic[T]):

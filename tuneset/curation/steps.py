@@ -17,19 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel
 
 from tuneset.errors import TunesetError, UnknownNameError
 from tuneset.recipe import CurateConfig
-from tuneset.registry import Registry
+from tuneset.registry import NoParams, Registry, check_params_model, validate_params
 
 # Today's fixed order: contamination, duplicates and unfixable labels first, corrections next,
 # rule filters last (a corrected row's scores describe its old response, so filters skip it).
 DEFAULT_ORDER = ("decontaminate", "dedup", "near_dedup", "relabel", "rewrite", "filters")
-
-
-class NoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 @dataclass(frozen=True)
@@ -93,6 +89,7 @@ def _check_setting(cls: type[CurationStep]) -> None:
                          f"valid: {', '.join(f for f in CurateConfig.model_fields if f != 'steps')}")
     if cls.setting is not None and cls.Params is not NoParams:
         raise ValueError(f"curation step '{cls.name}': a step takes its settings from curate.{cls.setting} or from Params, not both")
+    check_params_model(f"curation step '{cls.name}'", cls.Params)
 
 
 STEPS: Registry[type[CurationStep]] = Registry("curation step", _check_setting)
@@ -118,7 +115,7 @@ def resolve_steps(cfg: CurateConfig) -> list[CurationStep]:
             raise TunesetError(f"{where}: listed twice")
         if not _on(cls, cfg):
             raise TunesetError(f"{where}: curate.{cls.setting} is off; set it or drop the step")
-        out.append(cls(_params(cls, spec.params, where)))
+        out.append(cls(validate_params(where, cls.Params, spec.params)))
     listed = {s.name for s in cfg.steps}
     for name in DEFAULT_ORDER:
         if name not in listed and _on(get_step(name), cfg):
@@ -127,12 +124,6 @@ def resolve_steps(cfg: CurateConfig) -> list[CurationStep]:
     return out
 
 
-def _params(cls: type[CurationStep], params: dict[str, Any], where: str) -> BaseModel:
-    try:
-        return cls.Params.model_validate(params)
-    except ValidationError as e:
-        valid = ", ".join(cls.Params.model_fields) or "none"
-        raise TunesetError(f"{where}: bad params: {e.errors()[0]['msg']} at {e.errors()[0]['loc']}; valid params: {valid}") from None
 
 
 def step_selectors(cfg: CurateConfig) -> list[str]:

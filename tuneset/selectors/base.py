@@ -1,7 +1,7 @@
 """The one selector contract: score every candidate row, validated, cacheable by fingerprint.
 
 Scoring is separate from deciding: a selector returns a number per row and a direction
-(`higher_is_better`); policies in `tuneset.curation` turn score columns into a selection.
+(`higher_is_better`); policies in `tuneset.selection` turn score columns into a selection.
 Selectors read models and cached artifacts through the `ScoringContext`; they never train.
 """
 
@@ -13,18 +13,14 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from tuneset import __version__
 from tuneset.data.fingerprint import fingerprint
 from tuneset.errors import TunesetError
 from tuneset.recipe import WarmupConfig
-from tuneset.registry import Registry
+from tuneset.registry import NoParams, Registry, check_params_model, validate_params
 from tuneset.selectors.context import USES, DeclaredView, ScoringContext
-
-
-class NoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class ScoreError(TunesetError):
@@ -180,7 +176,11 @@ def validate_scores(name: str, rows: pl.DataFrame, out: pl.DataFrame) -> pl.Data
 
 def _check_selector(cls: type[Selector]) -> None:
     """Registration checks: `uses` is a closed set, and `prepare` and `needs_prepare` change
-    together (a new `prepare` with the default check would skip, or always run, the wrong pass)."""
+    together (a new `prepare` with the default check would skip, or always run, the wrong pass);
+    the direction is a bool, and Params refuse unknown keys."""
+    check_params_model(f"selector '{cls.name}'", cls.Params)
+    if not isinstance(cls.higher_is_better, bool):
+        raise ValueError(f"selector '{cls.name}': higher_is_better must be True or False, not {cls.higher_is_better!r}")
     unknown = set(cls.uses) - set(USES)
     if unknown:
         raise ValueError(f"selector '{cls.name}' declares unknown uses {sorted(unknown)}; valid: {', '.join(USES)}")
@@ -195,13 +195,7 @@ register, selector_names, get_selector = SELECTORS.add, SELECTORS.names, SELECTO
 
 def make_selector(name: str, params: dict[str, Any] | None = None) -> Selector:
     cls = get_selector(name)
-    from pydantic import ValidationError
-
-    try:
-        return cls(cls.Params.model_validate(params or {}))
-    except ValidationError as e:
-        valid = ", ".join(cls.Params.model_fields) or "none"
-        raise TunesetError(f"selector '{name}': bad params: {e.errors()[0]['msg']} at {e.errors()[0]['loc']}; valid params: {valid}") from None
+    return cls(validate_params(f"selector '{name}'", cls.Params, params))
 
 
 def safe_exp(x: np.ndarray) -> np.ndarray:
