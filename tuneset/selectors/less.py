@@ -198,7 +198,7 @@ class LessSelector(Selector):
             raise TunesetError("selector 'less' reads warm-up checkpoints: score it through the score flow "
                                "(`tuneset score` / `compare`), which trains the warm-up first")
         self.folders = checkpoints(ctx.warmup)
-        self.store = GradientStore(ctx, self.params)
+        self.store = GradientStore(self.ctx, self.params)  # the declared view: an undeclared read fails
         self.targets()
         return self
 
