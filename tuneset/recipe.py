@@ -6,7 +6,6 @@ recipe fails loudly instead of silently running the default.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import re
@@ -521,9 +520,9 @@ def resolve_paths(data: dict[str, Any], root: Path) -> None:
             fix(refs, k)
 
 
-def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None, base: dict[str, Any] | None = None) -> Recipe:
+def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
     """A recipe from YAML (relative paths resolve against the recipe's folder) plus overrides."""
-    data: dict[str, Any] = copy.deepcopy(base or {})
+    data: dict[str, Any] = {}
     root = Path.cwd()
     if path is not None:
         path = Path(path)

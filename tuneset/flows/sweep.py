@@ -88,12 +88,12 @@ def base_context(ctx: RunContext, formats: list[str] | None = None) -> RunContex
     tasks' dev rows, among `formats` (default: every format its tokenizer takes). A gain is then
     measured against the base model at its best, not at the fine-tune's format: SmolLM2-135M-Instruct
     scores sst2 0.580 under its chat template and 0.800 as plain text, so the pipeline printed
-    +0.317 for a fine-tune whose gain over the base model is +0.097. Without dev rows on every task
-    there is nothing to choose on, and the recipe's format stays."""
+    +0.317 for a fine-tune whose gain over the base model is +0.097. Without a target task there is
+    nothing to choose on, and the recipe's format stays."""
     formats = formats or _base_formats(ctx)
     if len(formats) == 1:
         best = formats[0]
-    elif any(t.dev is None for t in ctx.tasks) or not ctx.recipe.target_specs():
+    elif not ctx.recipe.target_specs():
         return ctx
     else:
         best = best_base_format(ctx, formats)
