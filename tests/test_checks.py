@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from tuneset.demo import DEMO_DIR
 
 runner = CliRunner()
+_DEV = DEMO_DIR / "targets" / "capitals" / "dev.jsonl"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -40,7 +41,17 @@ MISTAKES = [
     ("curate.judge_rows=gold.jsonl", "curate.judge_rows: "),
     ("compare.strategies=[{name: own, weights: {random: 1}, curate: {judge_rows: gold.jsonl}}]", "compare.strategies (own).curate.judge_rows: "),
     ("finetune.lr=-1", "finetune.lr: Input should be greater than 0"),
-    ("model.device=gpu", "model.device: Value error, unknown device 'gpu'; valid: auto, cpu, cuda"),
+    ("model.device=gpu", "model.device: unknown device 'gpu'; valid: auto, cpu, cuda"),
+    ("select.budgt=5", "select.budgt: Extra inputs are not permitted; valid: weights, budget, threshold"),
+    ("model.devce=cpu", "model.devce: Extra inputs are not permitted; valid: name, adapter, embedder, device"),
+    ("select.budget=0.5", "select.budget: a budget is a row count (300) or a percent ('10%'), not 0.5; for a share of the pool write '50%'"),
+    ("select.budget=abc%", "not 'abc%'"),
+    ("compare.budgets=[300, abc]", "compare.budgets: a budget is a row count (300) or a percent ('10%'), not 'abc'"),
+    ("score.selectors=rndom", "score.selectors[0]: unknown selector 'rndom'"),  # one name, not five letters
+    (f"tasks=[{{name: a, metric: exact_match, dev: {_DEV}}}, {{name: a, metric: exact_match, dev: {_DEV}}}]",
+     "task names repeat: a; give each task its own name"),
+    (f"tasks=[{{name: a, metric: exact_match, dev: {_DEV}, test: nowhere.jsonl}}]", "task 'a': test rows not found: "),
+    (f"tasks=[{{name: a, metric: exact_match, dev: {_DEV}, tst: t.jsonl}}]", "tasks.0.tst: Extra inputs are not permitted; valid: name, metric, dev, test"),
     ("finetune.epochs=0", "finetune.epochs: Input should be greater than 0"),
     ("select.budget=0", "select.budget"),
     ("select.band=[0.9, 0.1]", "band is [lo, hi] quantiles"),

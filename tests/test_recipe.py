@@ -159,6 +159,20 @@ def test_tasks_file_default_paths_and_non_list_choices(tmp_path):
     assert (t.dev, t.test, t.choices) == (tmp_path / "targets/qa/dev.jsonl", tmp_path / "targets/qa/test.jsonl", None)
 
 
+@pytest.mark.parametrize(("spec", "message"), [
+    ([{"name": "qa", "metric": "exact_match"}], r"a tasks file maps each task name to its spec.*got a JSON list"),
+    ({"qa": "exact_match"}, r"task 'qa': a task's spec is an object with at least 'metric', not 'exact_match'"),
+    ({"qa": {"metric": "exact_match", "devv": "qa.jsonl"}}, r"task 'qa': devv: Extra inputs are not permitted; valid: metric, dev, test"),
+    ({"qa": {"dev": "qa.jsonl"}}, r"task 'qa': metric: Field required"),
+])
+def test_a_tasks_file_mistake_names_the_task_and_field(tmp_path, spec, message):
+    """A misspelt `dev` used to fall back to targets/<task>/dev.jsonl silently."""
+    p = tmp_path / "tasks.json"
+    p.write_text(json.dumps(spec))
+    with pytest.raises(TunesetError, match=message):
+        load_tasks_file(p)
+
+
 def test_broken_tasks_file(tmp_path):
     p = tmp_path / "tasks.json"
     p.write_text('{"qa": ')

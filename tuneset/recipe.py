@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -16,6 +17,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuneset.errors import TunesetError
+
+
+def named_list(v: Any) -> Any:
+    """A list of `{name, params}` specs written as bare names where no params are given; one bare
+    name (`--set score.selectors=random`) is a list of one, not a list of its letters."""
+    if isinstance(v, str):
+        v = [v]
+    return [{"name": s} if isinstance(s, str) else s for s in v] if isinstance(v, list) else v
 
 
 class _Strict(BaseModel):
@@ -73,7 +82,7 @@ class ScoreConfig(_Strict):
     @field_validator("selectors", mode="before")
     @classmethod
     def _names(cls, v: Any) -> Any:
-        return [{"name": s} if isinstance(s, str) else s for s in v]
+        return named_list(v)
 
     def spec(self, name: str) -> SelectorSpec:
         """This recipe's spec for selector `name` (with its params), or its defaults."""
@@ -137,7 +146,7 @@ class CurateConfig(_Strict):
     @field_validator("steps", mode="before")
     @classmethod
     def _names(cls, v: Any) -> Any:
-        return [{"name": s} if isinstance(s, str) else s for s in v] if isinstance(v, list) else v
+        return named_list(v)
 
 
 Budget = int | str
@@ -181,21 +190,23 @@ class PolicyConfig(_Strict):
 
     @field_validator("budget", mode="before")
     @classmethod
-    def _not_bool(cls, v: Any) -> Any:
-        if isinstance(v, bool):  # else pydantic reads true as the count 1
-            raise ValueError("a budget is a row count (300) or a percent ('10%'), not true/false")
-        return v
-
-    @field_validator("budget")
-    @classmethod
-    def _budget(cls, v: Budget | None) -> Budget | None:
+    def _budget(cls, v: Any) -> Budget | None:
+        """Before pydantic's union, which reads true as the count 1 and reports 0.5 against `int`."""
+        if v is None:
+            return v
+        what = "a budget is a row count (300) or a percent ('10%')"
+        if isinstance(v, bool) or not isinstance(v, int | str):
+            raise ValueError(f"{what}, not {v!r}" + (f"; for a share of the pool write '{v * 100:g}%'" if isinstance(v, float) and 0 < v < 1 else ""))
         if isinstance(v, str):
-            if not v.endswith("%"):
-                raise ValueError("a budget is a row count (300) or a percent ('10%')")
-            pct = float(v[:-1])
+            try:
+                pct = float(v[:-1]) if v.endswith("%") else None
+            except ValueError:
+                pct = None
+            if pct is None:
+                raise ValueError(f"{what}, not '{v}'")
             if not 0 < pct <= 100:
                 raise ValueError("a percent budget lies in (0, 100]")
-        elif isinstance(v, int) and v < 1:
+        elif v < 1:
             raise ValueError("a count budget is at least 1")
         return v
 
@@ -338,6 +349,11 @@ class Strategy(PolicyConfig):
 class CompareConfig(_Strict):
     strategies: list[Strategy] = Field(default_factory=lambda: [Strategy(name="random")])
     budgets: list[Budget] = Field(default_factory=lambda: ["10%"])
+
+    @field_validator("budgets", mode="before")
+    @classmethod
+    def _budgets(cls, v: Any) -> Any:
+        return [PolicyConfig._budget(b) for b in v] if isinstance(v, list) else v
     seeds: list[int] = Field(default_factory=lambda: [0, 1])
     baselines: list[Literal["none", "full"]] = Field(default_factory=lambda: ["none", "full"])
     # The full-pool baseline costs most: its own seeds and epochs (default: as the strategies).
@@ -355,7 +371,7 @@ class CompareConfig(_Strict):
     @field_validator("strategies", mode="before")
     @classmethod
     def _names(cls, v: Any) -> Any:
-        return [{"name": s} if isinstance(s, str) else s for s in v]
+        return named_list(v)
 
     @model_validator(mode="after")
     def _unique(self) -> CompareConfig:
@@ -412,6 +428,9 @@ class Recipe(_Strict):
                 raise ValueError(f"unknown task(s) {sorted(missing)}; valid: {sorted(known)}")
             self.tasks = [t for t in self.tasks if t.name in self.task_names]
         names = [t.name for t in self.tasks]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:  # tasks are keyed by name everywhere: a second one would silently replace the first
+            raise ValueError(f"task names repeat: {', '.join(repeated)}; give each task its own name")
         unknown = sorted(set(self.controls) - set(names))
         if unknown:
             raise ValueError(f"controls: unknown task '{unknown[0]}'; valid: {sorted(names)}")
@@ -437,32 +456,47 @@ class Recipe(_Strict):
         return [t for t in self.task_specs() if t.name not in self.controls]
 
 
+class TaskFileEntry(_Strict):
+    """One task of a tasks.json (the bench's format): what the loader reads, and the bench's own
+    descriptive fields. Any other key is refused, so a misspelt `dev` cannot fall back to the default."""
+
+    metric: str
+    dev: str | None = None  # default targets/<task>/dev.jsonl, beside the tasks file
+    test: str | None = None  # default targets/<task>/test.jsonl
+    # A list: the task's answer set. Text (the bench writes "per-row field 'choices'"): each row
+    # carries its own, which choice_accuracy requires of every row it scores.
+    choices: list[str] | str | None = None
+    about: str | None = None
+    n_dev: int | None = None
+    n_test: int | None = None
+
+
 def load_tasks_file(path: Path, names: list[str] | None = None) -> list[TaskSpec]:
-    """Tasks in the bench's tasks.json format; dev/test default to targets/<task>/{dev,test}.jsonl."""
+    """Tasks in the bench's tasks.json format: an object of task name -> `TaskFileEntry`."""
     path = Path(path)
     try:
         spec = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise TunesetError(f"{path}: cannot read tasks file: {e}") from None
+    if not isinstance(spec, dict):
+        raise TunesetError(f'{path}: a tasks file maps each task name to its spec, e.g. {{"sst2": {{"metric": '
+                           f'"choice_accuracy"}}}}; got a JSON {type(spec).__name__}')
     names = names or list(spec)
     out = []
     for n in names:
         if n not in spec:
             raise TunesetError(f"{path}: unknown task '{n}'; valid: {', '.join(spec)}")
-        t = spec[n]
-        choices = t.get("choices")
         try:
-            out.append(TaskSpec(
-                name=n, metric=t["metric"],
-                dev=path.parent / t.get("dev", f"targets/{n}/dev.jsonl"),
-                test=path.parent / t.get("test", f"targets/{n}/test.jsonl"),
-                choices=choices if isinstance(choices, list) else None,
-            ))
-        except KeyError as e:
-            raise TunesetError(f"{path}: task '{n}': missing field {e}") from None
+            t = TaskFileEntry.model_validate(spec[n])
+            out.append(TaskSpec(name=n, metric=t.metric, dev=path.parent / (t.dev or f"targets/{n}/dev.jsonl"),
+                                test=path.parent / (t.test or f"targets/{n}/test.jsonl"),
+                                choices=t.choices if isinstance(t.choices, list) else None))
         except ValidationError as e:
             err = e.errors()[0]
-            raise TunesetError(f"{path}: task '{n}': {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+            if err["type"] == "model_type":
+                raise TunesetError(f"{path}: task '{n}': a task's spec is an object with at least 'metric', "
+                                   f"not {spec[n]!r}") from None
+            raise TunesetError(f"{path}: task '{n}': {error_text(TaskFileEntry, err)}") from None
     return out
 
 
@@ -544,6 +578,46 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         return Recipe.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "recipe"
-        raise TunesetError(f"{path or 'recipe'}: {where}: {err['msg']}") from None
+        raise TunesetError(f"{path or 'recipe'}: {error_text(Recipe, e.errors()[0])}") from None
+
+
+def error_text(model: type[BaseModel], err: Any) -> str:
+    """One pydantic error as `field.path: message`; an unknown key lists the valid ones."""
+    loc = tuple(p for p in err["loc"] if not _union_tag(p))
+    where = ".".join(str(p) for p in loc) or "recipe"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        parent = _model_at(model, loc[:-1])
+        if parent is not None:
+            msg += f"; valid: {', '.join(parent.model_fields)}"
+    return f"{where}: {msg}"
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model a validation error's `loc` points into (through lists, dicts, optionals)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = current.model_fields if isinstance(current, type) and issubclass(current, BaseModel) else {}
+        if part not in fields:
+            return None
+        current = _first_model(fields[part].annotation)
+        if current is None:
+            return None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _union_tag(part: Any) -> bool:
+    """pydantic names the union member it tried in `loc` (`list[TaskSpec]`, `int`, `Strategy`)."""
+    return isinstance(part, str) and (part[:1].isupper() or "[" in part or part in ("int", "str", "float", "bool", "dict", "list"))
+
+
+def _first_model(tp: Any) -> type[BaseModel] | None:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp
+    for arg in typing.get_args(tp):
+        found = _first_model(arg)
+        if found is not None:
+            return found
+    return None
