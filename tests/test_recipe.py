@@ -77,8 +77,18 @@ def test_override_creates_missing_sections():
     assert data == {"a": {"b": {"c": 1, "d": ["x"]}}}
 
 
+def test_a_key_given_twice_is_an_error_not_the_last_one_winning(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("pool: p.jsonl\nselect:\n  budget: 5\nname: x\nselect:\n  budget: 99\n")
+    with pytest.raises(TunesetError, match=r"r\.yaml:5:1: not valid YAML: key 'select' appears twice \(first on line 2\)"):
+        load_recipe(p)
+    with pytest.raises(TunesetError, match=r"override 'select=\{budget: 3, budget: 4\}': the value is not valid YAML: key 'budget' appears twice"):
+        load_recipe(None, ["pool=p.jsonl", "select={budget: 3, budget: 4}"])
+
+
 @pytest.mark.parametrize(("override", "message"), [
     ("nokey", "override 'nokey' is not of the form key.path=value"),
+    ("score.selectors=[random", "override 'score.selectors=[random': the value is not valid YAML: expected ',' or ']', but got '<stream end>'"),
     ("name.x=1", "override 'name.x=1': 'name' is not a section"),
 ])
 def test_malformed_overrides(recipe_file, override, message):
