@@ -557,6 +557,20 @@ def test_one_command_selection_without_a_recipe(tiny_recipe, tmp_path, ext):
     assert "selected.decisions.parquet" in res.output.replace("\n", "")
 
 
+def test_a_selection_with_no_candidates_or_an_unknown_output_says_so_in_one_line(tmp_path, demo_dir):
+    """A pool that is all evaluation rows leaves curation nothing to keep (decontamination): that is
+    named, not a polars join error; an --out format nothing writes fails before any curating."""
+    from tuneset.cli import app
+
+    dev = demo_dir / "targets" / "capitals" / "dev.jsonl"
+    base = ["select", str(dev), "--target", str(demo_dir / "tasks.json"), "--budget", "2", "--set", f"work_dir={tmp_path / 'w'}"]
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "o.txt")])
+    assert res.exit_code == 2 and "--out" in res.output and "valid: .jsonl, .parquet, .csv" in res.output
+    assert not (tmp_path / "w").exists()
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "o.jsonl")])
+    assert res.exit_code == 2 and "no candidate rows to select from: curation kept none" in res.output, res.output
+
+
 def test_unknown_output_format_is_named(tmp_path):
     from tuneset.data.io import load_rows, write_rows
     from tuneset.demo import DEMO_DIR

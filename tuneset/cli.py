@@ -223,9 +223,12 @@ def select(source: Annotated[Path, typer.Argument(help="a YAML recipe, or a pool
            set_: SetOpt = None) -> None:
     """Curate, score and select; writes the chosen rows and, beside them, every candidate's scores,
     rank, decision and reason. With a pool instead of a recipe: `--selector got --target tasks.json`."""
+    from tuneset.data.io import ROW_FORMATS
     from tuneset.flows.select import decisions_path, select_flow
 
     def load():
+        if out.suffix not in ROW_FORMATS:  # before curating and scoring, not after
+            raise TunesetError(f"--out {out}: cannot tell the format from '{out.suffix or 'no extension'}'; valid: {', '.join(ROW_FORMATS)}")
         if source.suffix in (".yaml", ".yml"):
             return _recipe(source, set_, selects=True, **{"select.budget": budget})
         return _recipe(None, [*one_off_recipe(source, selector or ["random"], target or [], budget or "10%"), *(set_ or [])],

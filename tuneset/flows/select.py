@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from tuneset.data.io import write_rows
-from tuneset.errors import UnknownNameError
+from tuneset.errors import TunesetError, UnknownNameError
 from tuneset.flows.common import RowsRef, recipe_flow, save_rows
 from tuneset.flows.context import RunContext, run_context
 from tuneset.flows.curate import curate_flow
@@ -27,6 +27,9 @@ class Selection:
 
 def select_rows(ctx: RunContext, rows: RowsRef, scores: ScoresRef, policy: PolicyConfig) -> Selection:
     frame = rows.read()
+    if frame.is_empty():
+        raise TunesetError("no candidate rows to select from: curation kept none of the pool "
+                           "(its audit gives every row's reason: `tuneset curate` prints where)")
     if policy.quota_by and policy.quota_by not in frame.columns:
         raise UnknownNameError("quota_by column", policy.quota_by, frame.columns)
 
