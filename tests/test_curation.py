@@ -144,7 +144,8 @@ def test_quarantined_rows_appear_in_the_audit_and_accounting_balances(loaded):
     q = audit.filter(pl.col("action") == "quarantined")
     assert q["id"].to_list() == ["d", None]
     assert q["reason"].to_list() == [
-        f"{path}:4: field 'response': field required",
+        f"{path}:4: field 'response': field required; rows may be instruction/response, prompt/completion (TRL), "
+        "messages (chat), or Alpaca instruction/input/output, or name their columns with the recipe's `columns`",
         f"{path}:5: field '<line>': broken JSON: Expecting property name enclosed in double quotes (column 2)",
     ]
     assert set(audit.filter(pl.col("action") == "kept")["id"]) == set(kept["id"])

@@ -56,6 +56,8 @@ def test_blank_lines_are_skipped_but_line_numbers_stay_physical(tmp_path):
 BAD_LINES = [
     pytest.param(b'{"id": "x", "instruction": "q", "response": ', "<line>", "broken JSON", id="broken-json"),
     pytest.param({"id": "x", "instruction": "q"}, "response", "field required", id="missing-response"),
+    pytest.param({"id": "x", "instruction": "q", "completion": "r"}, "response",
+                 "field required; rows may be instruction/response, prompt/completion (TRL)", id="mixed-shape"),
     pytest.param({"id": "x", "instruction": "q", "response": 3}, "response", "valid string", id="response-int"),
     pytest.param(b'{"id": "x", "instruction": "q", "response": "\xff\xfe"}', "<line>", "invalid UTF-8", id="bad-utf8"),
     pytest.param({"id": "a", "instruction": "q", "response": "r"}, "id", "repeats the id of line 1", id="repeated-id"),

@@ -273,7 +273,10 @@ def validate_record(path: Path, line: int, rec: dict[str, Any]) -> Example:
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "<row>"
-        raise DataError(str(path), line, loc, err["msg"][:1].lower() + err["msg"][1:]) from None
+        msg = err["msg"][:1].lower() + err["msg"][1:]
+        if err["type"] == "missing" and loc in ("instruction", "response"):  # a shape we do not read
+            msg += f"; rows may be {SHAPES}, or name their columns with the recipe's `columns`"
+        raise DataError(str(path), line, loc, msg) from None
 
 
 def json_safe(path: Path, line: int, rec: dict[str, Any]) -> dict[str, Any]:
