@@ -98,15 +98,27 @@ def valid_embedders() -> list[str]:
     return [MINILM, *TIERS, "<a sentence-transformers or model2vec folder>", "<a hub name>"]
 
 
-def tier_dir(name: str) -> Path:
-    """Where tier `name`'s build lives: the user cache (not a run's store: every recipe shares it)."""
-    from tuneset.runtime import cache_dir
-
+def _tier_parts(name: str) -> tuple[str, str]:
+    """The tier's cache key parts, once its build is checked against the name it is pinned to."""
     build = TIERS[name]
     if PINNED_BUILDS.get(name) != build_id(build):
         raise TunesetError(f"embedder tier '{name}' has build {build_id(build)} but its name is pinned to "
                            f"{PINNED_BUILDS.get(name)}: embeddings are cached by name, so new settings need a new tier name")
-    return cache_dir() / "embedders" / f"{name}-{build_id(build)}"
+    return name, build_id(build)
+
+
+def _tier_store():
+    """The user cache (not a run's store: every recipe shares a tier's build)."""
+    from tuneset.runtime import cache_dir
+    from tuneset.store import ArtifactStore
+
+    return ArtifactStore(cache_dir())
+
+
+def tier_dir(name: str) -> Path:
+    """Where tier `name`'s build lives (or will, once `build_tier` has run)."""
+    store = _tier_store()
+    return store.dir("embedder", store.key("embedder", *_tier_parts(name))) / "tier"
 
 
 # --- building tiers ----------------------------------------------------------------------------
@@ -182,26 +194,19 @@ def export_onnx(source: Path, out: Path, build: OnnxBuild = OnnxBuild()) -> Path
 
 
 def build_tier(name: str, source: Path | None = None) -> Path:
-    """The tier's folder, built on first use (under a file lock, into a temporary folder renamed
-    into place, so a killed build leaves nothing half-written and two processes build once)."""
-    from filelock import FileLock
+    """The tier's folder, built on first use through the store's one caching helper (locked, and
+    marked complete last, so a killed build is redone and two processes build once)."""
+    build, parts = TIERS[name], _tier_parts(name)
 
-    out = tier_dir(name)
-    if out.exists():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(out) + ".lock"):
-        if out.exists():
-            return out
-        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        build, src = TIERS[name], source or minilm_dir()
+    def make(folder: Path) -> None:
+        out, src = folder / "tier", source or minilm_dir()
+        shutil.rmtree(out, ignore_errors=True)  # a killed build's leftovers
         if isinstance(build, StaticBuild):
-            distill_static(src, tmp, build)
+            distill_static(src, out, build)
         else:
-            export_onnx(src, tmp, build)
-        tmp.rename(out)
-    return out
+            export_onnx(src, out, build)
+
+    return _tier_store().cached("embedder", parts, make, {"tier": name, "build": asdict(build)}) / "tier"
 
 
 # --- loading and embedding ---------------------------------------------------------------------
