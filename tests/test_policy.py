@@ -89,6 +89,12 @@ def test_cancelled_weights_still_select_exactly_the_budget():
     assert again.equals(out)
 
 
+def test_a_budget_beyond_the_candidates_takes_them_all_and_says_so(caplog):
+    out = apply_policy(_scores(x=list(range(4))), PolicyConfig(weights={"x": 1}, budget=10), {})
+    assert out["selected"].all()
+    assert "budget 10 is more than the 4 candidate rows" in caplog.text
+
+
 def test_empty_weights_and_unknown_column():
     s = _scores(x=[1, 2])
     with pytest.raises(TunesetError, match="weights are empty"):

@@ -7,6 +7,7 @@ oriented by each selector's direction, weighted, then cut by threshold, band, bu
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 
 import numpy as np
@@ -14,6 +15,8 @@ import polars as pl
 
 from tuneset.errors import TunesetError, UnknownNameError
 from tuneset.recipe import Budget, PolicyConfig
+
+log = logging.getLogger("tuneset.select")
 
 
 def budget_count(budget: Budget | None, n: int) -> int:
@@ -109,6 +112,8 @@ def apply_policy(
         reason[out & eligible] = f"outside quantile band [{lo}, {hi}]"
         eligible &= ~out
     k = budget_count(policy.budget, n)
+    if isinstance(policy.budget, int) and policy.budget > n:
+        log.warning("budget %d is more than the %d candidate rows: all of them are within it", policy.budget, n)
     gate = None
     if policy.max_similarity is not None:
         if embeddings is None or len(embeddings) != n:
