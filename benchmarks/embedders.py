@@ -112,7 +112,7 @@ def main() -> None:
     builds: dict[str, Any] = {}
     for tier in tiers:
         t = time.perf_counter()
-        cached = tier in embed.TIERS and embed.tier_dir(tier).exists()
+        cached = tier in embed.TIERS and embed.tier_built(tier)
         if tier in embed.TIERS:
             embed.build_tier(tier)
         embed.load_embedder(tier, "cpu").encode(texts[:16], 16)  # load and warm up, untimed below

@@ -50,7 +50,6 @@ MISTAKES = [
     ("score.selectors=rndom", "score.selectors[0]: unknown selector 'rndom'"),  # one name, not five letters
     (f"tasks=[{{name: a, metric: exact_match, dev: {_DEV}}}, {{name: a, metric: exact_match, dev: {_DEV}}}]",
      "task names repeat: a; give each task its own name"),
-    (f"tasks=[{{name: a, metric: exact_match, dev: {_DEV}, test: nowhere.jsonl}}]", "task 'a': test rows not found: "),
     (f"tasks=[{{name: a, metric: exact_match, dev: {_DEV}, tst: t.jsonl}}]", "tasks.0.tst: Extra inputs are not permitted; valid: name, metric, dev, test"),
     ("finetune.epochs=0", "finetune.epochs: Input should be greater than 0"),
     ("select.budget=0", "select.budget"),
@@ -94,3 +93,17 @@ def test_bracketed_text_in_errors_is_shown_not_eaten_as_markup(tmp_path):
     recipe.write_text(f"pool: {DEMO_DIR / 'pool.jsonl'}\nselect: {{band: [0.9, 0.1]}}\n")
     res = runner.invoke(app, ["score", str(recipe)])
     assert "[lo, hi]" in res.output
+
+
+def test_a_missing_test_file_is_named_when_read_not_at_load(tmp_path):
+    """Scoring and selecting read only dev rows, so a task whose test file is absent still loads;
+    evaluation and decontamination, which read it, name the task and the split."""
+    from tuneset.errors import TunesetError
+    from tuneset.flows.checks import check_recipe
+    from tuneset.flows.context import run_context
+    from tuneset.recipe import load_recipe
+
+    r = check_recipe(load_recipe(None, [f"pool={DEMO_DIR / 'pool.jsonl'}", f"work_dir={tmp_path / 'w'}",
+                                        f"tasks=[{{name: a, metric: exact_match, dev: {_DEV}, test: {tmp_path / 'gone.jsonl'}}}]"]))
+    with pytest.raises(TunesetError, match="task 'a': test rows not found: .*gone.jsonl"):
+        run_context(r).split(r.task_specs()[0], "test")

@@ -213,6 +213,8 @@ def test_near_duplicates_name_the_row_they_copy():
     scores = pl.DataFrame({"id": ["a", "b"], "semdedup.duplicate_of": ["", "a"], "semdedup.max_similarity": [0.2, 0.99]})
     _, audit = curate_rows(rows, OFF.model_copy(update={"near_dedup": 0.95}), {}, scores)
     assert _reasons(audit)["b"] == ("dropped", "near-duplicate of a (cosine 0.990)")
+    _, audit = curate_rows(rows, OFF.model_copy(update={"near_dedup": 0.995}), {}, scores)  # scored at another cut
+    assert _reasons(audit)["b"][0] == "kept"
 
 
 def _rw(ids, given, proposed, p_new) -> pl.DataFrame:

@@ -318,6 +318,14 @@ def test_common_row_shapes_become_instruction_response(tmp_path, shape):
                        __import__("hashlib").sha256(f"{r['instruction']}\0{r['response']}".encode()).hexdigest()[:16])
 
 
+def test_a_file_tuneset_wrote_reads_back_under_the_recipes_column_mapping(tmp_path):
+    """`select --out` writes our own names; `finetune --rows` reads with the recipe's `columns`."""
+    columns = {"instruction": "question", "response": "answer", "id": "uid"}
+    chosen = load_rows(_jsonl(tmp_path / "p.jsonl", SHAPED["mapped"]), columns=columns).rows
+    again = load_rows(write_rows(tmp_path / "selected.jsonl", chosen), columns=columns).rows
+    assert again.select("id", "instruction", "response").equals(chosen.select("id", "instruction", "response"))
+
+
 def test_multi_turn_chat_keeps_the_earlier_turns_in_the_instruction(tmp_path):
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
             {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "3+4?"}, {"role": "assistant", "content": "7"}]

@@ -77,6 +77,27 @@ def test_override_creates_missing_sections():
     assert data == {"a": {"b": {"c": 1, "d": ["x"]}}}
 
 
+def test_yaml_merge_keys_still_work_and_may_be_overridden(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("pool: p.jsonl\nselect: &s {budget: 5, threshold: 0.2}\ncompare: {strategies: [{<<: *s, name: x, budget: null}]}\n")
+    assert load_recipe(p).compare.strategies[0].threshold == 0.2
+    r = load_recipe(None, ["pool=p.jsonl", "select={<<: {budget: 5, threshold: 0.2}, budget: 7}"])
+    assert (r.select.budget, r.select.threshold) == (7, 0.2)
+
+
+def test_an_unknown_key_is_named_at_its_own_path_whatever_its_case():
+    for override, where in [("select.Budget=5", "select.Budget"), ("Select.budget=5", "Select"),
+                            ("tasks=[{name: a, metric: exact_match, dev: d.jsonl, Dev: x}]", "tasks.0.Dev")]:
+        with pytest.raises(TunesetError, match=rf"recipe: {where}: Extra inputs are not permitted; valid: "):
+            load_recipe(None, ["pool=p.jsonl", override])
+
+
+def test_integral_budgets_of_any_number_type_are_counts():
+    import numpy as np
+
+    assert [PolicyConfig(budget=b).budget for b in (300.0, np.int64(7), 3)] == [300, 7, 3]
+
+
 def test_a_key_given_twice_is_an_error_not_the_last_one_winning(tmp_path):
     p = tmp_path / "r.yaml"
     p.write_text("pool: p.jsonl\nselect:\n  budget: 5\nname: x\nselect:\n  budget: 99\n")
@@ -166,7 +187,11 @@ def test_tasks_file_default_paths_and_non_list_choices(tmp_path):
     p = tmp_path / "tasks.json"
     p.write_text(json.dumps({"qa": {"metric": "exact_match", "choices": "per-row"}}))
     (t,) = load_tasks_file(p)
-    assert (t.dev, t.test, t.choices) == (tmp_path / "targets/qa/dev.jsonl", tmp_path / "targets/qa/test.jsonl", None)
+    assert (t.dev, t.test, t.choices) == (tmp_path / "targets/qa/dev.jsonl", None, None)  # no test file: select-only
+    (tmp_path / "targets/qa").mkdir(parents=True)
+    (tmp_path / "targets/qa/test.jsonl").write_text("")
+    (t,) = load_tasks_file(p)
+    assert t.test == tmp_path / "targets/qa/test.jsonl"
 
 
 @pytest.mark.parametrize(("spec", "message"), [

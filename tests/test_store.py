@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import polars as pl
@@ -252,3 +253,6 @@ def test_reports_and_figures_are_written_atomically(tmp_path):
     assert pl.read_csv(write_csv(frame, tmp_path / "board.csv")).equals(frame)
     assert write_text(tmp_path / "board.md", "| a |\n").read_text() == "| a |\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["board.csv", "board.md", "board.png"]
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert {p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {0o666 & ~mask}  # as open() makes them, not 0600

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import re
 import typing
 from pathlib import Path
@@ -195,6 +196,8 @@ class PolicyConfig(_Strict):
         if v is None:
             return v
         what = "a budget is a row count (300) or a percent ('10%')"
+        if isinstance(v, numbers.Integral | float) and not isinstance(v, bool) and float(v).is_integer():
+            v = int(v)  # 300.0 (YAML 3e2), numpy.int64
         if isinstance(v, bool) or not isinstance(v, int | str):
             raise ValueError(f"{what}, not {v!r}" + (f"; for a share of the pool write '{v * 100:g}%'" if isinstance(v, float) and 0 < v < 1 else ""))
         if isinstance(v, str):
@@ -462,7 +465,7 @@ class TaskFileEntry(_Strict):
 
     metric: str
     dev: str | None = None  # default targets/<task>/dev.jsonl, beside the tasks file
-    test: str | None = None  # default targets/<task>/test.jsonl
+    test: str | None = None  # default targets/<task>/test.jsonl where that file exists
     # A list: the task's answer set. Text (the bench writes "per-row field 'choices'"): each row
     # carries its own, which choice_accuracy requires of every row it scores.
     choices: list[str] | str | None = None
@@ -488,8 +491,9 @@ def load_tasks_file(path: Path, names: list[str] | None = None) -> list[TaskSpec
             raise TunesetError(f"{path}: unknown task '{n}'; valid: {', '.join(spec)}")
         try:
             t = TaskFileEntry.model_validate(spec[n])
-            out.append(TaskSpec(name=n, metric=t.metric, dev=path.parent / (t.dev or f"targets/{n}/dev.jsonl"),
-                                test=path.parent / (t.test or f"targets/{n}/test.jsonl"),
+            default_test = path.parent / f"targets/{n}/test.jsonl"  # only if there: selecting needs no test rows
+            test = path.parent / t.test if t.test else default_test if default_test.exists() else None
+            out.append(TaskSpec(name=n, metric=t.metric, dev=path.parent / (t.dev or f"targets/{n}/dev.jsonl"), test=test,
                                 choices=t.choices if isinstance(t.choices, list) else None))
         except ValidationError as e:
             err = e.errors()[0]
@@ -507,7 +511,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: merged keys may be overridden
+                continue
             key = self.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # the base loader names an unhashable key
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key '{key}' appears twice (first on line {seen[key]}); YAML would keep only the last",
@@ -606,7 +616,10 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
 
 def error_text(model: type[BaseModel], err: Any) -> str:
     """One pydantic error as `field.path: message`; an unknown key lists the valid ones."""
-    loc = tuple(p for p in err["loc"] if not _union_tag(p))
+    loc, key = err["loc"], ()
+    if err["type"] == "extra_forbidden":  # the last part is the user's own key, whatever it looks like
+        loc, key = loc[:-1], loc[-1:]
+    loc = tuple(p for p in loc if not _union_tag(p)) + tuple(key)
     where = ".".join(str(p) for p in loc) or "recipe"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
@@ -632,8 +645,8 @@ def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
 
 
 def _union_tag(part: Any) -> bool:
-    """pydantic names the union member it tried in `loc` (`list[TaskSpec]`, `int`, `Strategy`)."""
-    return isinstance(part, str) and (part[:1].isupper() or "[" in part or part in ("int", "str", "float", "bool", "dict", "list"))
+    """pydantic names the union member it tried in `loc` (`list[TaskSpec]`, `int`, `literal[...]`)."""
+    return isinstance(part, str) and ("[" in part or part in ("int", "str", "float", "bool", "dict", "list", "none"))
 
 
 def _first_model(tp: Any) -> type[BaseModel] | None:

@@ -104,7 +104,7 @@ class NearDedup(CurationStep):
 
     def run(self, data: CurationInput, decisions: Decisions) -> None:
         for i, of, sim in data.table.select("id", *self.columns(data.cfg)).iter_rows():
-            if of:
+            if of and sim > data.cfg.near_dedup:  # scores made at another threshold still obey this one
                 decisions.drop(i, f"near-duplicate of {of} (cosine {sim:.3f})")
 
 

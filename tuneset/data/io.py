@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import datetime
 import decimal
+import functools
 import glob
 import hashlib
 import json
@@ -204,6 +205,8 @@ def to_row_shape(path: Path, line: int, rec: dict[str, Any], columns: dict[str, 
     (folded into the instruction)."""
     rec = dict(rec)
     for ours, theirs in (columns or {}).items():
+        if theirs not in rec and ours in rec:  # already in our names: a file tuneset wrote (select --out)
+            continue
         if theirs not in rec:
             raise DataError(str(path), line, theirs, f"missing (columns maps {ours} to it)")
         rec[ours] = rec.pop(theirs)
@@ -502,6 +505,14 @@ def write_rows(path: str | Path, rows: pl.DataFrame) -> Path:
     return path
 
 
+@functools.cache
+def _umask() -> int:
+    """The process's umask (read once: os.umask can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 class atomic_path:
     """Context manager yielding a temp path beside `path`, renamed over it only on success."""
 
@@ -517,6 +528,8 @@ class atomic_path:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
+            # mkstemp makes the file owner-only; a plain open() would have honoured the umask.
+            os.chmod(self.tmp, 0o666 & ~_umask())
             os.replace(self.tmp, self.path)
         else:
             self.tmp.unlink(missing_ok=True)

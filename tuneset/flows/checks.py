@@ -56,8 +56,6 @@ def check_recipe(recipe: Recipe, where: str = "recipe", selects: bool = False) -
     for t in recipe.task_specs():
         if not Path(t.dev).is_file():
             raise TunesetError(f"{where}: task '{t.name}': dev rows not found: {t.dev}")
-        if t.test is not None and not Path(t.test).is_file():  # evaluation and decontamination read them
-            raise TunesetError(f"{where}: task '{t.name}': test rows not found: {t.test}")
     curations = [("curate", recipe.curate)] + [(f"compare.strategies ({st.name}).curate", st.curate)
                                                for st in recipe.compare.strategies if st.curate is not None]
     for name, cfg in curations:

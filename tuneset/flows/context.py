@@ -59,6 +59,8 @@ class RunContext:
         path = getattr(task, split)
         if path is None:
             raise TunesetError(f"task '{task.name}' has no {split} rows; evaluation needs a test file (tasks: ... test: path)")
+        if not Path(path).exists():  # checked here, not at load: scoring and selecting need only dev rows
+            raise TunesetError(f"task '{task.name}': {split} rows not found: {path} (evaluation and decontamination read them)")
         return task_rows(path)
 
     def targets(self) -> dict[str, pl.DataFrame]:

@@ -10,7 +10,8 @@ Tiers (`model.embedder`):
 - `minilm-static`: a model2vec static model distilled once from the bundled MiniLM: one vector per
   token, averaged. No transformer runs at embedding time.
 
-A tier's build is written once to `cache_dir()/embedders/<name>-<build id>/`. The embeddings
+A tier's build is written once into the user cache's store (`cache_dir()/embedder/<key>/tier`, the
+key holding the name, the build id and the package version, so an upgrade builds it again). The embeddings
 cache keys on the embedder *name* (ScoringContext.embedder), so a tier's build settings are
 pinned to its name: changing them needs a new name (`PINNED_BUILDS`, checked on load and by the
 tests), else embeddings of the old build would be reused under the new one.
@@ -191,6 +192,11 @@ def export_onnx(source: Path, out: Path, build: OnnxBuild = OnnxBuild()) -> Path
     shutil.copy(source / "tokenizer.json", out / "tokenizer.json")
     (out / "tuneset_onnx.json").write_text(json.dumps({"source": str(source), **asdict(build)}))
     return out
+
+
+def tier_built(name: str) -> bool:
+    store = _tier_store()
+    return store.is_complete("embedder", store.key("embedder", *_tier_parts(name)))
 
 
 def build_tier(name: str, source: Path | None = None) -> Path:
