@@ -364,6 +364,18 @@ def detect_format_or_none(path: Path) -> str | None:
         return None
 
 
+def parse_row(file: Path, line: int, rec: dict[str, Any] | DataError, columns: dict[str, str] | None,
+              auto: dict[str, int]) -> Example:
+    """One read record as a validated row: any shape `to_row_shape` knows, an id from its content
+    where it has none (`auto` counts them per file). Raises the row's DataError."""
+    if isinstance(rec, DataError):
+        raise rec
+    rec = to_row_shape(file, line, rec, columns)
+    if "id" not in rec:
+        rec["id"] = content_id(rec, auto)
+    return validate_record(file, line, rec)
+
+
 def load_rows(path: str | Path, quarantine: str | Path | None = None, columns: dict[str, str] | None = None) -> LoadResult:
     """Read and validate every row (any shape `to_row_shape` knows) of every file `pool_files`
     names. Without `quarantine` the first bad row raises DataError; with it, bad rows (and ids
@@ -380,12 +392,7 @@ def load_rows(path: str | Path, quarantine: str | Path | None = None, columns: d
         for line, rec in iter_records(file):
             n += 1
             try:
-                if isinstance(rec, DataError):
-                    raise rec
-                rec = to_row_shape(file, line, rec, columns)
-                if "id" not in rec:
-                    rec["id"] = content_id(rec, auto)
-                ex = validate_record(file, line, rec)
+                ex = parse_row(file, line, rec, columns, auto)
                 if ex.id in seen:
                     first_path, first_line, first = seen[ex.id]
                     if first_path != file and first == ex:

@@ -12,6 +12,7 @@ from collections import Counter
 
 import polars as pl
 
+from tuneset.data.io import iter_records, parse_row, pool_files
 from tuneset.data.text import normalise
 from tuneset.errors import DataError, TunesetError
 
@@ -101,22 +102,15 @@ def load_judge_rows(path: str, columns: dict[str, str] | None = None) -> pl.Data
     `columns` mapping) plus `correct` (true or false) on every row, in `known_answer_pairs`' shape. A golden set from the user's own domain
     says what the target tasks' dev rows cannot: a judge that spots shuffled or truncated answers
     may still be at chance on a wrong solution to a maths problem."""
-    from tuneset.data.io import content_id, iter_records, pool_files, to_row_shape, validate_record
-
     out: list[dict] = []
     seen: dict[str, tuple[str, int]] = {}
     for file in pool_files(path):
         auto: dict[str, int] = {}
         for line, rec in iter_records(file):
-            if isinstance(rec, DataError):
-                raise rec
-            correct = rec.pop("correct", None)
-            if not isinstance(correct, bool):
+            correct = rec.pop("correct", None) if isinstance(rec, dict) else None
+            if not isinstance(rec, DataError) and not isinstance(correct, bool):
                 raise DataError(str(file), line, "correct", f"must be true or false (the row's known verdict), got {correct!r}")
-            rec = to_row_shape(file, line, rec, columns)
-            if "id" not in rec:
-                rec["id"] = content_id(rec, auto)
-            ex = validate_record(file, line, rec)
+            ex = parse_row(file, line, rec, columns, auto)
             if ex.id in seen:
                 raise DataError(str(file), line, "id", f"repeats the id of {seen[ex.id][0]} line {seen[ex.id][1]}")
             seen[ex.id] = (str(file), line)
