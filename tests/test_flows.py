@@ -537,6 +537,30 @@ def test_a_served_recipe_completes_its_scheduled_run(tiny_recipe, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def test_quotas_by_a_field_of_the_users_own_rows(tiny_recipe, tmp_path, caplog):
+    """A `domain` field the pool carries (kept as metadata) names quota groups like `source` does;
+    rows without it are a group of their own, and an unknown field lists the ones there are."""
+    from tuneset.errors import TunesetError
+    from tuneset.flows.select import select_flow
+
+    rows = [json.loads(x) for x in (tmp_path / "pool.jsonl").read_text().splitlines()]
+    for k, r in enumerate(rows):
+        if k % 10:
+            r["domain"] = "retail" if k % 3 else "travel"
+    (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = tiny_recipe("score.selectors=[length]", "select.weights={length: 1}", "select.budget=12",
+                         "select.quota_by=domain", "select.quotas=equal")
+    sel = select_flow(recipe)
+    table = pl.read_parquet(sel.table).filter("selected")
+    assert table.height == 12 and table["reason"].str.contains("with quotas by domain").all()
+    chosen = sel.rows.read()["metadata"].map_elements(lambda m: json.loads(m).get("domain", "(none)") if m else "(none)",
+                                                      return_dtype=pl.String)
+    assert sorted(chosen.value_counts()["count"].to_list()) == [4, 4, 4]  # retail, travel, (none)
+    assert "have no such field; they form the group (none)" in caplog.text
+    with pytest.raises(TunesetError, match=r"select.quota_by: unknown field 'domian'; valid: domain, instruction, response, source"):
+        select_flow(tiny_recipe("score.selectors=[length]", "select.weights={length: 1}", "select.quota_by=domian"))
+
+
 @pytest.mark.parametrize("ext", ["parquet", "csv", "jsonl"])
 def test_one_command_selection_without_a_recipe(tiny_recipe, tmp_path, ext):
     from tuneset.cli import app

@@ -50,6 +50,33 @@ class Example(BaseModel):
         return dict(self.model_extra or {})
 
 
+GROUP_FIELDS = ("source", "response", "instruction")  # the row fields that can name groups
+MISSING = "(none)"
+
+
+def group_values(rows: pl.DataFrame, name: str) -> pl.Series | None:
+    """Each row's value of field `name`, as text: a row field, or one of the user's own fields kept
+    in `metadata` (a `domain` or `language` column of their data). Rows without it get "(none)",
+    a group of their own rather than a dropped row. None when no row has the field."""
+    import json
+
+    if name in GROUP_FIELDS or name == "id":
+        return rows[name].cast(pl.String)
+    if name not in ROW_COLUMNS:
+        values = [json.loads(m).get(name) if m else None for m in rows["metadata"].to_list()]
+        if any(v is not None for v in values):
+            return pl.Series(name, [MISSING if v is None else v if isinstance(v, str) else json.dumps(v) for v in values])
+    return None
+
+
+def group_fields(rows: pl.DataFrame) -> list[str]:
+    """Every field `group_values` can read on these rows: the row fields and the metadata keys."""
+    import json
+
+    keys = {k for m in rows["metadata"].drop_nulls().to_list() for k in json.loads(m)}
+    return [*GROUP_FIELDS, *sorted(keys - set(ROW_COLUMNS))]
+
+
 def rows_frame(examples: list[Example]) -> pl.DataFrame:
     """Examples as the canonical frame; extra fields travel as a JSON `metadata` column."""
     import json

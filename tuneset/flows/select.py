@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from tuneset.data.io import write_rows
+from tuneset.data.schema import MISSING, group_fields, group_values
 from tuneset.errors import TunesetError, UnknownNameError
 from tuneset.flows.common import RowsRef, recipe_flow, save_rows
 from tuneset.flows.context import RunContext, run_context
@@ -17,6 +19,8 @@ from tuneset.recipe import PolicyConfig, Recipe
 from tuneset.selection import apply_policy
 from tuneset.selectors.base import row_text
 from tuneset.store import write_parquet
+
+log = logging.getLogger("tuneset.select")
 
 
 @dataclass(frozen=True)
@@ -30,12 +34,15 @@ def select_rows(ctx: RunContext, rows: RowsRef, scores: ScoresRef, policy: Polic
     if frame.is_empty():
         raise TunesetError("no candidate rows to select from: curation kept none of the pool "
                            "(its audit gives every row's reason: `tuneset curate` prints where)")
-    if policy.quota_by and policy.quota_by not in frame.columns:
-        raise UnknownNameError("quota_by column", policy.quota_by, frame.columns)
+    groups = group_values(frame, policy.quota_by) if policy.quota_by else None
+    if policy.quota_by and groups is None:
+        raise TunesetError(f"select.quota_by: {UnknownNameError('field', policy.quota_by, group_fields(frame))}")
+    if groups is not None and (missing := int((groups == MISSING).sum())):
+        log.warning("quota_by %s: %d of %d rows have no such field; they form the group %s", policy.quota_by,
+                    missing, frame.height, MISSING)
 
     def make(folder: Path) -> None:
         table = frame.select("id").join(scores.read(), on="id", how="left", maintain_order="left")
-        groups = frame[policy.quota_by] if policy.quota_by else None
         emb = ctx.scoring().embeddings(row_text(frame)) if policy.max_similarity is not None else None
         # Decisions beside every score column, so a selected row carries its explanation (e.g. the
         # dev rows behind a `less` score in `less.top_dev`).
