@@ -352,11 +352,6 @@ class Strategy(PolicyConfig):
 class CompareConfig(_Strict):
     strategies: list[Strategy] = Field(default_factory=lambda: [Strategy(name="random")])
     budgets: list[Budget] = Field(default_factory=lambda: ["10%"])
-
-    @field_validator("budgets", mode="before")
-    @classmethod
-    def _budgets(cls, v: Any) -> Any:
-        return [PolicyConfig._budget(b) for b in v] if isinstance(v, list) else v
     seeds: list[int] = Field(default_factory=lambda: [0, 1])
     baselines: list[Literal["none", "full"]] = Field(default_factory=lambda: ["none", "full"])
     # The full-pool baseline costs most: its own seeds and epochs (default: as the strategies).
@@ -375,6 +370,11 @@ class CompareConfig(_Strict):
     @classmethod
     def _names(cls, v: Any) -> Any:
         return named_list(v)
+
+    @field_validator("budgets", mode="before")
+    @classmethod
+    def _budgets(cls, v: Any) -> Any:
+        return [PolicyConfig._budget(b) for b in v] if isinstance(v, list) else v
 
     @model_validator(mode="after")
     def _unique(self) -> CompareConfig:
