@@ -475,6 +475,37 @@ def test_a_sweep_scores_target_dev_rows_and_holds_controls_to_no_fine_tune(tiny_
     assert chosen["budget 10"]["lr"] == pytest.approx(float(ranked["lr"][0]))
 
 
+def test_cache_keys_follow_content_not_paths_or_settings_that_do_not_matter(tiny_recipe, tmp_path, tiny_embedder_dir):
+    """A score table's key survives moving the store; a larger max_test_rows redoes no dev
+    evaluation; an embedder folder is keyed by its files (the same folder by another path is one
+    embedder, a retrained one at the same path another); a GPU's bf16 runs are keyed apart."""
+    import shutil
+
+    from tuneset.flows.context import run_context
+    from tuneset.flows.score import score_flow
+    from tuneset.flows.train_eval import evaluate_model
+    from tuneset.models.loading import precision_tag
+    from tuneset.selectors import ScoringContext
+
+    recipe = tiny_recipe("score.selectors=[length, random]")
+    first = Path(score_flow(recipe).path)
+    shutil.copytree(recipe.work_dir, tmp_path / "moved")
+    moved = tiny_recipe("score.selectors=[length, random]", f"work_dir={tmp_path / 'moved'}")
+    assert Path(score_flow(moved).path).parent.name == first.parent.name
+    dev = evaluate_model(run_context(recipe), None, "dev")
+    assert evaluate_model(run_context(tiny_recipe("evaluate.max_test_rows=5")), None, "dev") == dev
+
+    def identity(folder) -> str:
+        return ScoringContext(store=run_context(recipe).store, embedder=str(folder)).embedder_identity
+
+    copy = shutil.copytree(tiny_embedder_dir, tmp_path / "emb")
+    assert identity(copy) == identity(tiny_embedder_dir) != str(copy)
+    weights = next(f for f in copy.rglob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)  # retrained in place
+    assert identity(copy) != identity(tiny_embedder_dir)
+    assert (precision_tag("cpu"), precision_tag("cuda")) == ("", "@cuda:bfloat16")
+
+
 def test_evaluation_is_keyed_by_the_weights_content_not_the_folder_name(tiny_recipe, tmp_path):
     import shutil
 
@@ -557,6 +588,13 @@ def test_quotas_by_a_field_of_the_users_own_rows(tiny_recipe, tmp_path, caplog):
                                                       return_dtype=pl.String)
     assert sorted(chosen.value_counts()["count"].to_list()) == [4, 4, 4]  # retail, travel, (none)
     assert "have no such field; they form the group (none)" in caplog.text
+    for k, r in enumerate(rows):  # relabelled: the metadata is outside the rows' fingerprint, not outside the key
+        if "domain" in r:
+            r["domain"] = "retail" if k % 4 else "travel"
+    (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    again = select_flow(recipe).rows.read()["metadata"].map_elements(
+        lambda m: json.loads(m).get("domain", "(none)") if m else "(none)", return_dtype=pl.String)
+    assert sorted(again.value_counts()["count"].to_list()) == [4, 4, 4]
     with pytest.raises(TunesetError, match=r"select.quota_by: unknown field 'domian'; valid: domain, instruction, response, source"):
         select_flow(tiny_recipe("score.selectors=[length]", "select.weights={length: 1}", "select.quota_by=domian"))
 

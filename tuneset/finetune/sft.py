@@ -228,8 +228,8 @@ def save_resume(folder: Path, model: torch.nn.Module, opt, sched, state: TrainSt
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
-    torch.save({"weights": trainable, "opt": opt.state_dict(), "sched": sched.state_dict(),
-                "rng": torch.get_rng_state()}, tmp / "tensors.pt")
+    torch.save({"weights": trainable, "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}, tmp / "tensors.pt")
     (tmp / "state.json").write_text(json.dumps(asdict(state)))
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
@@ -248,4 +248,6 @@ def load_resume(folder: Path, model: torch.nn.Module, opt, sched) -> TrainState:
     opt.load_state_dict(blob["opt"])
     sched.load_state_dict(blob["sched"])
     torch.set_rng_state(blob["rng"])
+    if blob.get("cuda_rng"):  # LoRA dropout on a GPU draws from CUDA's generator
+        torch.cuda.set_rng_state_all(blob["cuda_rng"])
     return TrainState(**json.loads((folder / "state.json").read_text()))

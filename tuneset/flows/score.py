@@ -219,6 +219,7 @@ def _score_flow(recipe: Recipe, rows: RowsRef | None = None, seed: int = 0, sele
     tables = {s.name: score_selector(ctx, s, rows, seed) for s in specs}
     directions = ctx.directions(specs)
     paths = {k: str(v) for k, v in tables.items()}
-    folder = ctx.store.cached("score-table", (paths,), lambda d: write_parquet(merge_scores(tables), d / "scores.parquet"),
+    keys = {k: Path(v).parent.name for k, v in tables.items()}  # each table's content key, not where the store sits
+    folder = ctx.store.cached("score-table", (keys,), lambda d: write_parquet(merge_scores(tables), d / "scores.parquet"),
                                      {"tables": paths, "directions": directions})
     return ScoresRef(str(folder / "scores.parquet"), directions)

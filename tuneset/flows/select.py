@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
+from tuneset.data.fingerprint import fingerprint
 from tuneset.data.io import write_rows
 from tuneset.data.schema import MISSING, group_fields, group_values
 from tuneset.errors import TunesetError, UnknownNameError
@@ -52,7 +53,12 @@ def select_rows(ctx: RunContext, rows: RowsRef, scores: ScoresRef, policy: Polic
         write_parquet(decided.join(table, on="id", how="left", maintain_order="left"), folder / "selection.parquet")
 
     meta = {"policy": policy.model_dump(mode="json"), "rows": rows.fingerprint}
-    table_path = ctx.store.cached("selection", (rows.fingerprint, scores.path, policy), make, meta) / "selection.parquet"
+    # Keyed by content: the score table's own key (not its path, which moves with the work dir),
+    # the groups (a metadata field is outside the rows' fingerprint), the embedder the gate reads.
+    parts = (rows.fingerprint, Path(scores.path).parent.name, policy,
+             None if groups is None else fingerprint(groups.to_list()),
+             None if policy.max_similarity is None else ctx.scoring().embedder_identity)
+    table_path = ctx.store.cached("selection", parts, make, meta) / "selection.parquet"
     chosen = pl.read_parquet(table_path).filter("selected")["id"]
     return Selection(save_rows(ctx.store, frame.filter(pl.col("id").is_in(chosen.implode()))), str(table_path))
 

@@ -19,7 +19,7 @@ from tuneset.finetune import train
 from tuneset.flows.common import RowsRef, recipe_flow, save_rows, write_json
 from tuneset.flows.context import RunContext, run_context
 from tuneset.models.lm import resolve_format
-from tuneset.models.loading import load_lm, model_identity, prompt_format_of
+from tuneset.models.loading import load_lm, model_identity, precision_tag, prompt_format_of
 from tuneset.recipe import FinetuneConfig, Recipe, TaskSpec
 from tuneset.store import write_parquet
 
@@ -39,7 +39,7 @@ def finetune_task(ctx: RunContext, rows: RowsRef, seed: int, cfg: FinetuneConfig
         log.info("fine-tuned on %d rows, seed %d: %d steps in %.0fs (%.2f rows/s), loss %.3f",
                  rows.n, seed, res.steps, res.seconds, res.rows_per_s, res.final_loss)
 
-    parts = (model_identity(model.name), rows.fingerprint, cfg, model.max_length)
+    parts = (model_identity(model.name) + precision_tag(model.device), rows.fingerprint, cfg, model.max_length)
     return str(ctx.store.cached("finetune", parts, make, {"rows": rows.fingerprint, "n": rows.n, "config": cfg.model_dump()}))
 
 
@@ -92,7 +92,9 @@ def evaluate_model(ctx: RunContext, model_dir: str | None, split: str = "test") 
             write_json(folder / "result.json", {"seconds": secs, "mean": float(res["score"].mean())})
             log.info("%s on %s %s: %.3f (%d rows, %.0fs)", t.metric, t.name, split, res["score"].mean(), rows.height, secs)
 
-        parts = (identity, fmt, *metric_key(t.metric), t.choices, dataset_fingerprint(rows), recipe.evaluate, recipe.model.max_length)
+        # The rows' fingerprint already holds max_test_rows' cut: a bigger cut redoes no dev evaluation.
+        parts = (identity + precision_tag(recipe.model.device), fmt, *metric_key(t.metric), t.choices, dataset_fingerprint(rows),
+                 recipe.evaluate.max_new_tokens, recipe.model.max_length)
         meta = {"task": t.name, "split": split, "model_dir": model_dir, "prompt_format": fmt}
         out[t.name] = str(ctx.store.cached("eval", parts, make, meta) / "examples.parquet")
     return out

@@ -12,8 +12,8 @@ Tiers (`model.embedder`):
 
 A tier's build is written once into the user cache's store (`cache_dir()/embedder/<key>/tier`, the
 key holding the name, the build id and the package version, so an upgrade builds it again). The embeddings
-cache keys on the embedder *name* (ScoringContext.embedder), so a tier's build settings are
-pinned to its name: changing them needs a new name (`PINNED_BUILDS`, checked on load and by the
+cache keys a tier by its *name* (`embedder_identity`; a local folder by its files' contents), so a
+tier's build settings are pinned to its name: changing them needs a new name (`PINNED_BUILDS`, checked on load and by the
 tests), else embeddings of the old build would be reused under the new one.
 """
 
@@ -93,6 +93,15 @@ PINNED_BUILDS: dict[str, str] = {
     MINILM_ONNX: "0e6729c61e4f",
     MINILM_ONNX_INT8: "5230ab280521",
 }
+
+
+def embedder_identity(name: str) -> str:
+    """What embeddings are cached under: the name of the bundled model and of its tiers (a tier's
+    build is pinned to its name), a hash of a local folder's contents (a retrained folder at the
+    same path is a new embedder; the same folder by another path is the same), else the hub name."""
+    from tuneset.models.loading import model_identity
+
+    return name if name == MINILM or name in TIERS else model_identity(name)
 
 
 def valid_embedders() -> list[str]:

@@ -80,6 +80,14 @@ def _content_hash(path: str, size: int, mtime_ns: int) -> str:
     return h.hexdigest()
 
 
+def precision_tag(device: str) -> str:
+    """What a model run on `device` adds to a cache key: nothing on a CPU (fp32, every key made so
+    far), else the device type and dtype: bf16 on a GPU computes other numbers, so its losses,
+    adapters and evaluations must not be served to a CPU run, nor mixed with its rows."""
+    d = resolve_device(device)
+    return "" if d.type == "cpu" else f"@{d.type}:{str(_dtype(d)).removeprefix('torch.')}"
+
+
 def _dtype(device: torch.device) -> torch.dtype:
     # bf16 on these CPUs is ~8x slower than fp32; on a GPU it halves memory for free.
     return torch.bfloat16 if device.type == "cuda" else torch.float32

@@ -66,7 +66,7 @@ class Selector(ABC):
         deps = {
             "lm": ctx.model_identity if "lm" in self.uses else None,
             "max_length": ctx.max_length if "lm" in self.uses else None,
-            "embedder": ctx.embedder if "embedder" in self.uses else None,
+            "embedder": ctx.embedder_identity if "embedder" in self.uses else None,
             "targets": ctx.targets_fingerprint if "targets" in self.uses else None,
             "seed": ctx.seed if "seed" in self.uses else None,
             "warmup": ctx.warmup_identity if "warmup" in self.uses else None,

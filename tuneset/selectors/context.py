@@ -14,9 +14,9 @@ import polars as pl
 
 from tuneset.data.fingerprint import dataset_fingerprint, fingerprint, row_keys, text_keys
 from tuneset.errors import TunesetError
-from tuneset.models.embed import MINILM, embed_texts
+from tuneset.models.embed import MINILM, embed_texts, embedder_identity
 from tuneset.models.lm import encode, response_nll, text_features
-from tuneset.models.loading import SMOLLM2, LoadedLM, cached_lm, model_identity
+from tuneset.models.loading import SMOLLM2, LoadedLM, cached_lm, model_identity, precision_tag
 from tuneset.progress import ProgressLog
 from tuneset.store import ArtifactStore
 
@@ -26,7 +26,7 @@ ROW_CHUNK = 1024  # rows per stored part of per-row LM losses
 # The inputs a selector may declare, and the context members each one opens.
 USES: dict[str, frozenset[str]] = {
     "lm": frozenset({"model", "adapter", "model_identity", "lm", "response_losses", "lm_features"}),
-    "embedder": frozenset({"embedder", "embeddings", "missing_embeddings"}),
+    "embedder": frozenset({"embedder", "embedder_identity", "embeddings", "missing_embeddings"}),
     "targets": frozenset({"targets", "targets_fingerprint"}),
     "seed": frozenset({"seed"}),
     "warmup": frozenset({"warmup", "warmup_identity"}),
@@ -59,7 +59,11 @@ class ScoringContext:
 
     @cached_property
     def model_identity(self) -> str:
-        return model_identity(self.model, self.adapter)
+        return model_identity(self.model, self.adapter) + precision_tag(self.device)
+
+    @cached_property
+    def embedder_identity(self) -> str:
+        return embedder_identity(self.embedder)
 
     @cached_property
     def targets_fingerprint(self) -> str:
@@ -104,7 +108,7 @@ class ScoringContext:
         return self._features("lm_features", texts)
 
     def _feature_cache(self, kind: str):
-        source = (self.embedder,) if kind == "embeddings" else (self.model_identity, self.max_length)
+        source = (self.embedder_identity,) if kind == "embeddings" else (self.model_identity, self.max_length)
         return self.store.rows(kind, source, {"source": list(source)})
 
     def _features(self, kind: str, texts: list[str]) -> np.ndarray:
