@@ -33,9 +33,9 @@ def tiny_st(tiny_embedder_dir, tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def fresh_loader():
-    embed.load_embedder.cache_clear()
+    embed._load_embedder.cache_clear()
     yield
-    embed.load_embedder.cache_clear()
+    embed._load_embedder.cache_clear()
 
 
 def assert_unit_float32(emb: np.ndarray, rows: int, dims: int) -> None:
@@ -73,7 +73,7 @@ def test_static_tier_is_built_once_into_the_cache(tiny_st, tmp_path, monkeypatch
     assert folder.is_dir() and folder.is_relative_to(tmp_path / "cache" / "embedder")
     assert_unit_float32(first, len(TEXTS), 32)  # pca_dims 256 > 32 dims: kept at 32
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
-    embed.load_embedder.cache_clear()
+    embed._load_embedder.cache_clear()
     np.testing.assert_array_equal(embed_texts(embed.MINILM_STATIC, TEXTS), first)
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not distilled again
 

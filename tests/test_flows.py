@@ -506,6 +506,25 @@ def test_cache_keys_follow_content_not_paths_or_settings_that_do_not_matter(tiny
     assert (precision_tag("cpu"), precision_tag("cuda")) == ("", "@cuda:bfloat16")
 
 
+def test_a_model_retrained_in_place_is_loaded_again_in_the_same_process(tiny_lm_dir, tiny_embedder_dir, tmp_path):
+    """A notebook that retrains a folder between two scorings: the in-process copies are held per
+    content, so the second scoring reads the new weights (whose new identity keys what it stores)."""
+    import shutil
+
+    import numpy as np
+    from safetensors.torch import load_file, save_file
+
+    from tuneset.models.embed import load_embedder
+    from tuneset.models.loading import cached_lm
+
+    lm_dir, emb_dir = shutil.copytree(tiny_lm_dir, tmp_path / "lm"), shutil.copytree(tiny_embedder_dir, tmp_path / "emb")
+    before_lm, before_emb = cached_lm(str(lm_dir), "cpu"), load_embedder(str(emb_dir), "cpu").encode(["a b"], 1)
+    for f in [*lm_dir.rglob("*.safetensors"), *emb_dir.rglob("*.safetensors")]:
+        save_file({k: v + 0.5 for k, v in load_file(f).items()}, f)
+    assert cached_lm(str(lm_dir), "cpu") is not before_lm and cached_lm(str(lm_dir), "cpu").identity != before_lm.identity
+    assert not np.allclose(load_embedder(str(emb_dir), "cpu").encode(["a b"], 1), before_emb)
+
+
 def test_evaluation_is_keyed_by_the_weights_content_not_the_folder_name(tiny_recipe, tmp_path):
     import shutil
 

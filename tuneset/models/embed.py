@@ -309,9 +309,14 @@ def _folder_kind(path: Path) -> str:
     return "sentence-transformers"
 
 
-@lru_cache(maxsize=4)
 def load_embedder(name: str = MINILM, device: str = "cpu") -> Embedder:
-    """The embedder `name` stands for: `minilm`, a tier (built on first use), or a folder / hub name."""
+    """The embedder `name` stands for: `minilm`, a tier (built on first use), or a folder / hub name;
+    held per process by its identity, so a folder retrained in place is loaded again."""
+    return _load_embedder(name, device, embedder_identity(name))
+
+
+@lru_cache(maxsize=4)
+def _load_embedder(name: str, device: str, identity: str) -> Embedder:
     if name == MINILM:
         return SentenceTransformerEmbedder(str(minilm_dir()), device)
     try:

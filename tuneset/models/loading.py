@@ -164,9 +164,15 @@ def load_lm(name: str, device: str = "auto", adapter: str | None = None) -> Load
     return LoadedLM(model=model, tokenizer=tok, identity=model_identity(name, adapter or None), device=dev)
 
 
-@lru_cache(maxsize=2)
 def cached_lm(name: str, device: str = "auto", adapter: str | None = None) -> LoadedLM:
-    """One shared frozen copy per process for scoring; never train on it."""
+    """One shared frozen copy per process for scoring, per content of the weights: a folder
+    retrained in place (a notebook's next round) is loaded again, never served from memory under
+    its new identity. Never train on it."""
+    return _cached_lm(name, device, adapter, model_identity(name, adapter))
+
+
+@lru_cache(maxsize=2)
+def _cached_lm(name: str, device: str, adapter: str | None, identity: str) -> LoadedLM:
     lm = load_lm(name, device, adapter)
     for p in lm.model.parameters():
         p.requires_grad_(False)
