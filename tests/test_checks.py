@@ -42,6 +42,7 @@ MISTAKES = [
     ("compare.strategies=[{name: own, weights: {random: 1}, curate: {judge_rows: gold.jsonl}}]", "compare.strategies (own).curate.judge_rows: "),
     ("finetune.lr=-1", "finetune.lr: Input should be greater than 0"),
     ("model.device=gpu", "model.device: unknown device 'gpu'; valid: auto, cpu, cuda"),
+    ("pool=''", "pool: name the pool: a file, a folder, a glob"),
     ("select.budgt=5", "select.budgt: Extra inputs are not permitted; valid: weights, budget, threshold"),
     ("model.devce=cpu", "model.devce: Extra inputs are not permitted; valid: name, adapter, embedder, device"),
     ("select.budget=0.5", "select.budget: a budget is a row count (300) or a percent ('10%'), not 0.5; for a share of the pool write '50%'"),

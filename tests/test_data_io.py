@@ -318,12 +318,11 @@ def test_common_row_shapes_become_instruction_response(tmp_path, shape):
                        __import__("hashlib").sha256(f"{r['instruction']}\0{r['response']}".encode()).hexdigest()[:16])
 
 
-def test_a_file_tuneset_wrote_reads_back_under_the_recipes_column_mapping(tmp_path):
-    """`select --out` writes our own names; `finetune --rows` reads with the recipe's `columns`."""
-    columns = {"instruction": "question", "response": "answer", "id": "uid"}
-    chosen = load_rows(_jsonl(tmp_path / "p.jsonl", SHAPED["mapped"]), columns=columns).rows
-    again = load_rows(write_rows(tmp_path / "selected.jsonl", chosen), columns=columns).rows
-    assert again.select("id", "instruction", "response").equals(chosen.select("id", "instruction", "response"))
+def test_a_mapped_column_missing_is_an_error_even_where_our_own_field_is_there(tmp_path):
+    """A pool in our names under a mapping that names a column it lacks: the mapping is wrong, and
+    reading `response` instead would mix fields row by row where some rows have both."""
+    with pytest.raises(DataError, match=r"p.jsonl:1: field 'answer': missing \(columns maps response to it\)"):
+        load_rows(_jsonl(tmp_path / "p.jsonl", [{"instruction": "q", "response": "r"}]), columns={"response": "answer"})
 
 
 def test_multi_turn_chat_keeps_the_earlier_turns_in_the_instruction(tmp_path):

@@ -535,7 +535,9 @@ def test_evaluation_is_keyed_by_the_weights_content_not_the_folder_name(tiny_rec
     from tuneset.flows.train_eval import evaluate_flow, finetune_flow
 
     recipe = tiny_recipe("finetune.lr=0.05", "finetune.epochs=3")
-    model_dir = finetune_flow(recipe, str(write_rows(tmp_path / "twelve.jsonl", load_rows(recipe.pool).rows.head(12))))
+    # A file as `select --out` writes it (our names) trains under a recipe that maps the pool's names.
+    mapped = tiny_recipe("finetune.lr=0.05", "finetune.epochs=3", "columns={instruction: question, response: answer}")
+    model_dir = finetune_flow(mapped, str(write_rows(tmp_path / "twelve.jsonl", load_rows(recipe.pool).rows.head(12))))
     tuned = evaluate_flow(recipe, model_dir)
     copy = tmp_path / "copy" / Path(model_dir).name  # same folder name, other weights
     shutil.copytree(model_dir, copy)

@@ -420,6 +420,13 @@ class Recipe(_Strict):
     compare: CompareConfig = Field(default_factory=CompareConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
+    @field_validator("pool", mode="before")
+    @classmethod
+    def _pool(cls, v: Any) -> Any:
+        if v is None or (isinstance(v, str) and not v.strip()):
+            raise ValueError("name the pool: a file, a folder, a glob (incoming/*.jsonl) or a saved HF dataset")
+        return v
+
     @model_validator(mode="after")
     def _resolve_tasks(self) -> Recipe:
         if isinstance(self.tasks, Path):

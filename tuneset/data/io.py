@@ -205,8 +205,6 @@ def to_row_shape(path: Path, line: int, rec: dict[str, Any], columns: dict[str, 
     (folded into the instruction)."""
     rec = dict(rec)
     for ours, theirs in (columns or {}).items():
-        if theirs not in rec and ours in rec:  # already in our names: a file tuneset wrote (select --out)
-            continue
         if theirs not in rec:
             raise DataError(str(path), line, theirs, f"missing (columns maps {ours} to it)")
         rec[ours] = rec.pop(theirs)

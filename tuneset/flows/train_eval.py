@@ -116,9 +116,11 @@ def train_seconds(model_dir: str) -> float:
 
 @recipe_flow("tuneset-finetune")
 def finetune_flow(recipe: Recipe, rows: str, seed: int = 0) -> str:
-    """Fine-tune on a row file (any supported format, read with the recipe's column mapping)."""
+    """Fine-tune on a row file in any row shape tuneset reads, as `select --out` writes it. The
+    recipe's `columns` maps the pool's names, not this file's: a mapping cannot tell a file in
+    our names from a pool whose mapped column is missing, and must not guess row by row."""
     ctx = run_context(recipe)
-    return finetune_task(ctx, save_rows(ctx.store, load_rows(rows, columns=recipe.columns).rows), seed)
+    return finetune_task(ctx, save_rows(ctx.store, load_rows(rows).rows), seed)
 
 
 @recipe_flow("tuneset-evaluate")
