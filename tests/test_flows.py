@@ -475,7 +475,7 @@ def test_a_sweep_scores_target_dev_rows_and_holds_controls_to_no_fine_tune(tiny_
     assert chosen["budget 10"]["lr"] == pytest.approx(float(ranked["lr"][0]))
 
 
-def test_cache_keys_follow_content_not_paths_or_settings_that_do_not_matter(tiny_recipe, tmp_path, tiny_embedder_dir):
+def test_cache_keys_follow_content_not_paths_or_settings_that_do_not_matter(tiny_recipe, tmp_path, tiny_embedder_dir, monkeypatch):
     """A score table's key survives moving the store; a larger max_test_rows redoes no dev
     evaluation; an embedder folder is keyed by its files (the same folder by another path is one
     embedder, a retrained one at the same path another); a GPU's bf16 runs are keyed apart."""
@@ -500,10 +500,23 @@ def test_cache_keys_follow_content_not_paths_or_settings_that_do_not_matter(tiny
 
     copy = shutil.copytree(tiny_embedder_dir, tmp_path / "emb")
     assert identity(copy) == identity(tiny_embedder_dir) != str(copy)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert identity("~/emb") == identity(copy)  # a ~ path is the folder it names, as the loader reads it
+    from tuneset.models.loading import model_identity
+
+    assert model_identity(recipe.model.name, "") == model_identity(recipe.model.name)  # '' is no adapter
     weights = next(f for f in copy.rglob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)  # retrained in place
     assert identity(copy) != identity(tiny_embedder_dir)
     assert (precision_tag("cpu"), precision_tag("cuda")) == ("", "@cuda:bfloat16")
+    # `auto` is resolved where the run starts, and a task worker rebuilding the context keeps it.
+    import pickle
+
+    import torch
+
+    auto = run_context(tiny_recipe("model.device=auto"))
+    here = "cuda" if torch.cuda.is_available() else "cpu"
+    assert auto.recipe.model.device == pickle.loads(pickle.dumps(auto)).recipe.model.device == here
 
 
 def test_a_model_retrained_in_place_is_loaded_again_in_the_same_process(tiny_lm_dir, tiny_embedder_dir, tmp_path):

@@ -229,7 +229,7 @@ def save_resume(folder: Path, model: torch.nn.Module, opt, sched, state: TrainSt
     tmp.mkdir(parents=True)
     trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
     torch.save({"weights": trainable, "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}, tmp / "tensors.pt")
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []}, tmp / "tensors.pt")
     (tmp / "state.json").write_text(json.dumps(asdict(state)))
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)

