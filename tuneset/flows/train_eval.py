@@ -12,16 +12,15 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from tuneset.data.fingerprint import dataset_fingerprint
-from tuneset.data.io import load_rows
+from tuneset.data.io import load_rows, write_parquet
 from tuneset.evaluate import evaluate_task
 from tuneset.evaluate.metrics import metric_key
 from tuneset.finetune import train
 from tuneset.flows.common import RowsRef, recipe_flow, save_rows, write_json
 from tuneset.flows.context import RunContext, run_context
 from tuneset.models.lm import resolve_format
-from tuneset.models.loading import load_lm, model_identity, precision_tag, prompt_format_of
+from tuneset.models.loading import load_lm, model_identity, prompt_format_of
 from tuneset.recipe import FinetuneConfig, Recipe, TaskSpec
-from tuneset.store import write_parquet
 
 log = logging.getLogger("tuneset.train_eval")
 
@@ -39,7 +38,7 @@ def finetune_task(ctx: RunContext, rows: RowsRef, seed: int, cfg: FinetuneConfig
         log.info("fine-tuned on %d rows, seed %d: %d steps in %.0fs (%.2f rows/s), loss %.3f",
                  rows.n, seed, res.steps, res.seconds, res.rows_per_s, res.final_loss)
 
-    parts = (model_identity(model.name) + precision_tag(model.device), rows.fingerprint, cfg, model.max_length)
+    parts = (model_identity(model.name, device=model.device), rows.fingerprint, cfg, model.max_length)
     return str(ctx.store.cached("finetune", parts, make, {"rows": rows.fingerprint, "n": rows.n, "config": cfg.model_dump()}))
 
 
@@ -59,14 +58,15 @@ def trained_format(ctx: RunContext, model_dir: str | None) -> str:
 
 
 def weights_identity(ctx: RunContext, model_dir: str | None) -> str:
-    """Content identity of what is evaluated: the base model, plus the folder's adapter or model."""
-    base = ctx.recipe.model.name
+    """Content identity of what is evaluated, on the device it runs on: the base model, plus the
+    folder's adapter or model."""
+    base, device = ctx.recipe.model.name, ctx.recipe.model.device
     if model_dir is None:
-        return model_identity(base)
+        return model_identity(base, device=device)
     d = Path(model_dir)
     if (d / "adapter").exists():
-        return model_identity(base, str(d / "adapter"))
-    return model_identity(str(d / "model"))
+        return model_identity(base, str(d / "adapter"), device)
+    return model_identity(str(d / "model"), device=device)
 
 
 @task(cache_policy=NONE, task_run_name="evaluate-{split}")
@@ -93,7 +93,7 @@ def evaluate_model(ctx: RunContext, model_dir: str | None, split: str = "test") 
             log.info("%s on %s %s: %.3f (%d rows, %.0fs)", t.metric, t.name, split, res["score"].mean(), rows.height, secs)
 
         # The rows' fingerprint already holds max_test_rows' cut: a bigger cut redoes no dev evaluation.
-        parts = (identity + precision_tag(recipe.model.device), fmt, *metric_key(t.metric), t.choices, dataset_fingerprint(rows),
+        parts = (identity, fmt, *metric_key(t.metric), t.choices, dataset_fingerprint(rows),
                  recipe.evaluate.max_new_tokens, recipe.model.max_length)
         meta = {"task": t.name, "split": split, "model_dir": model_dir, "prompt_format": fmt}
         out[t.name] = str(ctx.store.cached("eval", parts, make, meta) / "examples.parquet")

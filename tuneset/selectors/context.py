@@ -16,7 +16,7 @@ from tuneset.data.fingerprint import dataset_fingerprint, fingerprint, row_keys,
 from tuneset.errors import TunesetError
 from tuneset.models.embed import MINILM, embed_texts, embedder_identity
 from tuneset.models.lm import encode, response_nll, text_features
-from tuneset.models.loading import SMOLLM2, LoadedLM, cached_lm, model_identity, precision_tag, resolve_device
+from tuneset.models.loading import SMOLLM2, LoadedLM, cached_lm, model_identity, resolve_device
 from tuneset.progress import ProgressLog
 from tuneset.store import ArtifactStore
 
@@ -59,7 +59,7 @@ class ScoringContext:
 
     @cached_property
     def model_identity(self) -> str:
-        return model_identity(self.model, self.adapter) + precision_tag(self.device)
+        return model_identity(self.model, self.adapter, self.device)
 
     @cached_property
     def embedder_identity(self) -> str:
