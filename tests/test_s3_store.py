@@ -7,7 +7,8 @@ import socket
 import polars as pl
 import pytest
 
-from tuneset.store import DONE, ArtifactStore, write_parquet
+from tuneset.data.io import write_parquet
+from tuneset.store import DONE, ArtifactStore
 
 
 def _port() -> int:

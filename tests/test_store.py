@@ -7,8 +7,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tuneset.data.io import atomic_path
-from tuneset.store import DONE, ArtifactStore, write_parquet
+from tuneset.data.io import atomic_path, write_parquet
+from tuneset.store import DONE, ArtifactStore
 
 
 def test_key_is_stable_and_sensitive_to_every_part(tmp_path):

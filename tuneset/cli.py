@@ -357,11 +357,14 @@ def bench(shared: Annotated[Path, typer.Option(help="folder holding bench/")] = 
     recipe = Path(__file__).parent.parent / "recipes" / "bench.yaml"
     overrides = [f"pool={(bench_dir / ('pool.jsonl' if full_pool else 'pool_small.jsonl')).resolve()}",
                  f"tasks={(bench_dir / 'tasks.json').resolve()}", *(set_ or [])]
-    with _one_line_errors():
+
+    def load() -> Recipe:
         if not recipe.is_file():  # an installed (not editable) copy has no recipes/: never bench on defaults
             raise TunesetError(f"{recipe}: the bench recipe ships with the source tree; run from a checkout "
                                "(pip install -e .) or `tuneset compare recipes/bench.yaml --set pool=... --set tasks=...`")
-    console.print(_run("bench", compare_flow, lambda: _recipe(recipe, overrides)))
+        return _recipe(recipe, overrides)
+
+    console.print(_run("bench", compare_flow, load))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import polars as pl
 from filelock import FileLock
 
 from tuneset.data.fingerprint import fingerprint
-from tuneset.data.io import atomic_path
+from tuneset.data.io import atomic_path, write_parquet
 from tuneset.progress import ProgressLog
 
 log = logging.getLogger("tuneset.store")
@@ -277,10 +277,4 @@ def write_npy(array, path: Path) -> Path:
 
     with atomic_path(path) as tmp, tmp.open("wb") as f:
         np.save(f, array)
-    return path
-
-
-def write_parquet(frame: pl.DataFrame, path: Path, row_group_size: int | None = None) -> Path:
-    with atomic_path(path) as tmp:
-        frame.write_parquet(tmp, row_group_size=row_group_size)
     return path

@@ -124,8 +124,6 @@ def resolve_steps(cfg: CurateConfig) -> list[CurationStep]:
     return out
 
 
-
-
 def step_selectors(cfg: CurateConfig) -> list[str]:
     """Selectors whose score columns the steps read (the curate flow scores them first)."""
     # The filters' selectors first: the order score tables (and the score plot) have always had.

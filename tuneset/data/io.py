@@ -469,6 +469,13 @@ def write_csv(frame: pl.DataFrame, path: str | Path) -> Path:
     return path
 
 
+def write_parquet(frame: pl.DataFrame, path: str | Path, row_group_size: int | None = None) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        frame.write_parquet(tmp, row_group_size=row_group_size)
+    return path
+
+
 def save_figure(fig: Any, path: str | Path, dpi: int) -> Path:
     """A matplotlib figure, atomically: the format comes from `path`'s extension, as the temp
     file beside it has none of its own."""
@@ -501,13 +508,10 @@ def write_rows(path: str | Path, rows: pl.DataFrame) -> Path:
     if path.suffix == ".jsonl":
         return write_jsonl(path, records)
     frame = pl.DataFrame(records, infer_schema_length=None) if records else rows.select("id", "source", "instruction", "response")
-    with atomic_path(path) as tmp:
-        if path.suffix == ".parquet":
-            frame.write_parquet(tmp)
-        else:
-            frame.with_columns(pl.col(c).map_elements(json.dumps, return_dtype=pl.String)
-                               for c, t in frame.schema.items() if isinstance(t, (pl.List, pl.Struct))).write_csv(tmp)
-    return path
+    if path.suffix == ".parquet":
+        return write_parquet(frame, path)
+    return write_csv(frame.with_columns(pl.col(c).map_elements(json.dumps, return_dtype=pl.String)
+                                        for c, t in frame.schema.items() if isinstance(t, (pl.List, pl.Struct))), path)
 
 
 @functools.cache

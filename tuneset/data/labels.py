@@ -107,8 +107,10 @@ def load_judge_rows(path: str, columns: dict[str, str] | None = None) -> pl.Data
     for file in pool_files(path):
         auto: dict[str, int] = {}
         for line, rec in iter_records(file):
-            correct = rec.pop("correct", None) if isinstance(rec, dict) else None
-            if not isinstance(rec, DataError) and not isinstance(correct, bool):
+            if isinstance(rec, DataError):
+                raise rec
+            correct = rec.pop("correct", None)
+            if not isinstance(correct, bool):
                 raise DataError(str(file), line, "correct", f"must be true or false (the row's known verdict), got {correct!r}")
             ex = parse_row(file, line, rec, columns, auto)
             if ex.id in seen:

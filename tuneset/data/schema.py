@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import polars as pl
@@ -58,8 +59,6 @@ def group_values(rows: pl.DataFrame, name: str) -> pl.Series | None:
     """Each row's value of field `name`, as text: a row field, or one of the user's own fields kept
     in `metadata` (a `domain` or `language` column of their data). Rows without it get "(none)",
     a group of their own rather than a dropped row. None when no row has the field."""
-    import json
-
     if name in GROUP_FIELDS or name == "id":
         return rows[name].cast(pl.String)
     if name not in ROW_COLUMNS:
@@ -71,16 +70,12 @@ def group_values(rows: pl.DataFrame, name: str) -> pl.Series | None:
 
 def group_fields(rows: pl.DataFrame) -> list[str]:
     """Every field `group_values` can read on these rows: the row fields and the metadata keys."""
-    import json
-
     keys = {k for m in rows["metadata"].drop_nulls().to_list() for k in json.loads(m)}
     return [*GROUP_FIELDS, *sorted(keys - set(ROW_COLUMNS))]
 
 
 def rows_frame(examples: list[Example]) -> pl.DataFrame:
     """Examples as the canonical frame; extra fields travel as a JSON `metadata` column."""
-    import json
-
     return pl.DataFrame(
         {
             "id": [e.id for e in examples],

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import polars as pl
 
 from tuneset.data.fingerprint import dataset_fingerprint
-from tuneset.data.io import load_rows, write_json, write_jsonl
+from tuneset.data.io import load_rows, write_json, write_jsonl, write_parquet
 from tuneset.flows.context import RunContext, run_context
-from tuneset.store import ArtifactStore, write_parquet
+from tuneset.store import ArtifactStore
 
 log = logging.getLogger("tuneset.flows")
 

@@ -12,14 +12,13 @@ from tuneset.curation import check_accounting, curate_rows
 from tuneset.curation.judge import REWRITE, applied_filters, gate_lines, gate_notes, judge_report
 from tuneset.curation.report import plot_scores, render_report
 from tuneset.curation.steps import step_selector_params, step_selectors
-from tuneset.data.io import write_csv, write_rows, write_text
+from tuneset.data.io import write_csv, write_parquet, write_rows, write_text
 from tuneset.data.labels import known_answer_pairs, load_judge_rows
 from tuneset.flows.common import Pool, RowsRef, load_pool, recipe_flow, save_rows
 from tuneset.flows.context import RunContext, run_context
 from tuneset.flows.score import score_flow
 from tuneset.recipe import Recipe, SelectorSpec
 from tuneset.selectors import get_selector
-from tuneset.store import write_parquet
 
 log = logging.getLogger("tuneset.curate")
 

@@ -15,6 +15,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from tuneset.data.fingerprint import row_keys
+from tuneset.data.io import write_parquet
 from tuneset.errors import TunesetError
 from tuneset.flows.common import RowsRef, load_pool, read_rows, recipe_flow
 from tuneset.flows.context import RunContext, run_context
@@ -23,7 +24,7 @@ from tuneset.progress import ProgressLog
 from tuneset.recipe import Recipe, ScoreConfig, SelectorSpec
 from tuneset.selectors import Selector, make_selector, validate_scores
 from tuneset.selectors.base import MapReduceSelector, add_partials
-from tuneset.store import RowCache, write_parquet
+from tuneset.store import RowCache
 
 log = logging.getLogger("tuneset.score")
 

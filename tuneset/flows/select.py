@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from tuneset.data.fingerprint import fingerprint
-from tuneset.data.io import write_rows
+from tuneset.data.io import write_parquet, write_rows
 from tuneset.data.schema import MISSING, group_fields, group_values
 from tuneset.errors import TunesetError, UnknownNameError
 from tuneset.flows.common import RowsRef, recipe_flow, save_rows
@@ -19,7 +19,6 @@ from tuneset.flows.score import ScoresRef, score_flow
 from tuneset.recipe import PolicyConfig, Recipe
 from tuneset.selection import apply_policy
 from tuneset.selectors.base import row_text
-from tuneset.store import write_parquet
 
 log = logging.getLogger("tuneset.select")
 

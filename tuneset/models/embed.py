@@ -125,10 +125,15 @@ def _tier_store():
     return ArtifactStore(cache_dir())
 
 
+def _tier_key(name: str) -> tuple:
+    store = _tier_store()
+    return store, store.key("embedder", *_tier_parts(name))
+
+
 def tier_dir(name: str) -> Path:
     """Where tier `name`'s build lives (or will, once `build_tier` has run)."""
-    store = _tier_store()
-    return store.dir("embedder", store.key("embedder", *_tier_parts(name))) / "tier"
+    store, key = _tier_key(name)
+    return store.dir("embedder", key) / "tier"
 
 
 # --- building tiers ----------------------------------------------------------------------------
@@ -204,8 +209,8 @@ def export_onnx(source: Path, out: Path, build: OnnxBuild = OnnxBuild()) -> Path
 
 
 def tier_built(name: str) -> bool:
-    store = _tier_store()
-    return store.is_complete("embedder", store.key("embedder", *_tier_parts(name)))
+    store, key = _tier_key(name)
+    return store.is_complete("embedder", key)
 
 
 def build_tier(name: str, source: Path | None = None) -> Path:
