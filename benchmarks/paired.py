@@ -8,7 +8,8 @@ against the full pool, a curated arm against its raw one), with the same seed-an
 An arm written `EXPORT:strategy` comes from another export of the same bench (same test rows and
 seeds; EXPORT relative to the first folder's parent). Only seeds both arms finished are compared.
 With two or more seeds it also prints each seed's difference and their sd: the issue's test is a
-mean difference above 3x the seed sd.
+mean difference above 3x the seed sd. The mean over A's own seed sd is printed too, the other
+reading of that bar.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def main() -> None:
     if per_seed.size > 1:
         sd = per_seed.std(ddof=1)
         print(f"  per seed: {', '.join(f'{x:+.3f}' for x in per_seed)}; sd {sd:.3f}; mean / sd {per_seed.mean() / sd if sd else float('inf'):.1f}")
+        if sa.shape[0] > 1:  # the other reading of the issue's bar: A's own seed sd
+            own = sa.mean(axis=1).std(ddof=1)
+            print(f"  {a}'s own seed sd {own:.3f}; mean / own sd {per_seed.mean() / own if own else float('inf'):.1f}")
 
 
 if __name__ == "__main__":
