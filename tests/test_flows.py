@@ -633,6 +633,30 @@ def test_quotas_by_a_field_of_the_users_own_rows(tiny_recipe, tmp_path, caplog):
         select_flow(tiny_recipe("score.selectors=[length]", "select.weights={length: 1}", "select.quota_by=domian"))
 
 
+@pytest.mark.parametrize("flow", ["select", "pipeline", "compare"])
+def test_an_unknown_quota_field_fails_before_curation_and_scoring(tiny_recipe, monkeypatch, flow):
+    """The field list comes from the pool's rows, so the check runs when the pool is read: a typo
+    costs a second, not the minutes curation and scoring take before the policy sees it."""
+    import tuneset.flows.compare as compare
+    import tuneset.flows.pipeline as pipeline
+    import tuneset.flows.select as select
+    from tuneset.errors import TunesetError
+
+    def never(*args, **kwargs):
+        raise AssertionError("curation ran before the quota field was checked")
+
+    for module in (select, pipeline, compare):
+        monkeypatch.setattr(module, "curate_flow", never)
+    if flow == "compare":
+        recipe = tiny_recipe("compare.strategies=[{name: length, quota_by: domian}]", "compare.baselines=[]")
+        run, where = compare.compare_flow, r"compare.strategies \(length\).quota_by"
+    else:
+        recipe = tiny_recipe("score.selectors=[length]", "select.weights={length: 1}", "select.quota_by=domian")
+        run, where = (select.select_flow if flow == "select" else pipeline.pipeline_flow), "select.quota_by"
+    with pytest.raises(TunesetError, match=where + r": unknown field 'domian'; valid: instruction, response, source"):
+        run(recipe)
+
+
 @pytest.mark.parametrize("ext", ["parquet", "csv", "jsonl"])
 def test_one_command_selection_without_a_recipe(tiny_recipe, tmp_path, ext):
     from tuneset.cli import app

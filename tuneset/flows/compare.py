@@ -19,7 +19,7 @@ from tuneset.flows.common import Pool, RowsRef, load_pool, recipe_flow, save_row
 from tuneset.flows.context import RunContext, run_context
 from tuneset.flows.curate import curate_flow
 from tuneset.flows.score import score_flow, task_runner
-from tuneset.flows.select import Selection, select_rows
+from tuneset.flows.select import Selection, check_quota_fields, select_rows
 from tuneset.flows.sweep import base_context, sweep_finetune
 from tuneset.flows.train_eval import evaluate_model, finetune_task, train_seconds
 from tuneset.recipe import FinetuneConfig, Recipe, SelectorSpec, Strategy
@@ -91,6 +91,7 @@ def _compare_flow(recipe: Recipe) -> dict[str, str]:
     # the company a strategy keeps.
     with timed(timings, "curate"):
         pool = load_pool(ctx)
+        check_quota_fields(pool, {f"compare.strategies ({st.name})": st for st in cmp.strategies})
         rows = curate_flow(recipe, pool).rows if cmp.curate_first else pool.rows
         own_rows = {st.name: strategy_rows(ctx, st, pool, rows) for st in cmp.strategies}
     specs = needed_selectors(ctx)

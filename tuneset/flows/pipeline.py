@@ -8,12 +8,12 @@ from prefect import flow
 from tuneset.data.io import write_rows
 from tuneset.evaluate.leaderboard import answer_text, top_answer
 from tuneset.flows.checks import check_recipe
-from tuneset.flows.common import recipe_flow, write_json
+from tuneset.flows.common import load_pool, recipe_flow, write_json
 from tuneset.flows.context import RunContext, run_context
 from tuneset.flows.curate import curate_flow
 from tuneset.flows.history import past_runs, record_run, run_lock, run_report
 from tuneset.flows.score import score_flow
-from tuneset.flows.select import Selection, select_rows
+from tuneset.flows.select import Selection, check_quota_fields, select_rows
 from tuneset.flows.sweep import base_context
 from tuneset.flows.train_eval import evaluate_model, finetune_task
 from tuneset.recipe import Recipe, load_recipe
@@ -26,7 +26,9 @@ def pipeline_flow(recipe: Recipe) -> dict:
     changed (`tuneset runs`); runs of one recipe never overlap."""
     ctx = run_context(recipe)
     with run_lock(ctx):
-        curated = curate_flow(recipe)
+        pool = load_pool(ctx)
+        check_quota_fields(pool, {"select": recipe.select})
+        curated = curate_flow(recipe, pool)
         scores = score_flow(recipe, curated.pool.rows, seed=recipe.finetune.seed)  # the pool's, as in select and compare
         sel = select_rows(ctx, curated.rows, scores, recipe.select)
         out = ctx.run_dir("pipeline")

@@ -12,7 +12,7 @@ from tuneset.data.fingerprint import fingerprint
 from tuneset.data.io import write_parquet, write_rows
 from tuneset.data.schema import MISSING, group_fields, group_values
 from tuneset.errors import TunesetError, UnknownNameError
-from tuneset.flows.common import RowsRef, recipe_flow, save_rows
+from tuneset.flows.common import Pool, RowsRef, load_pool, recipe_flow, save_rows
 from tuneset.flows.context import RunContext, run_context
 from tuneset.flows.curate import curate_flow
 from tuneset.flows.score import ScoresRef, score_flow
@@ -36,7 +36,7 @@ def select_rows(ctx: RunContext, rows: RowsRef, scores: ScoresRef, policy: Polic
                            "(its audit gives every row's reason: `tuneset curate` prints where)")
     groups = group_values(frame, policy.quota_by) if policy.quota_by else None
     if policy.quota_by and groups is None:
-        raise TunesetError(f"select.quota_by: {UnknownNameError('field', policy.quota_by, group_fields(frame))}")
+        raise _unknown_field(frame, policy, "select")
     if groups is not None and (missing := int((groups == MISSING).sum())):
         log.warning("quota_by %s: %d of %d rows have no such field; they form the group %s", policy.quota_by,
                     missing, frame.height, MISSING)
@@ -62,6 +62,19 @@ def select_rows(ctx: RunContext, rows: RowsRef, scores: ScoresRef, policy: Polic
     return Selection(save_rows(ctx.store, frame.filter(pl.col("id").is_in(chosen.implode()))), str(table_path))
 
 
+def check_quota_fields(pool: Pool, policies: dict[str, PolicyConfig]) -> None:
+    """A `quota_by` field that no pool row has fails when the pool is read, not after curation and
+    scoring have spent minutes; `where` (the dict's keys) names the recipe field."""
+    frame = pool.rows.read()
+    for where, policy in policies.items():
+        if policy.quota_by and group_values(frame, policy.quota_by) is None:
+            raise _unknown_field(frame, policy, where)
+
+
+def _unknown_field(frame: pl.DataFrame, policy: PolicyConfig, where: str) -> TunesetError:
+    return TunesetError(f"{where}.quota_by: {UnknownNameError('field', policy.quota_by, group_fields(frame))}")
+
+
 @recipe_flow("tuneset-select")
 def select_flow(recipe: Recipe, out: str | None = None) -> Selection:
     """Curate, score and select as one run (curation and scoring are its subflows); with `out`,
@@ -70,9 +83,12 @@ def select_flow(recipe: Recipe, out: str | None = None) -> Selection:
 
     Scores belong to the pool, curation decides which rows are candidates: the same scores a
     compare measured (and `tuneset score` cached), whatever the curation settings."""
-    curated = curate_flow(recipe)
+    ctx = run_context(recipe)
+    pool = load_pool(ctx)
+    check_quota_fields(pool, {"select": recipe.select})
+    curated = curate_flow(recipe, pool)
     rows = curated.rows
-    sel = select_rows(run_context(recipe), rows, score_flow(recipe, curated.pool.rows), recipe.select)
+    sel = select_rows(ctx, rows, score_flow(recipe, curated.pool.rows), recipe.select)
     if out:
         write_rows(out, sel.rows.read())
         write_parquet(pl.read_parquet(sel.table), decisions_path(Path(out)))
