@@ -163,7 +163,7 @@ def test_the_recipe_orders_steps_and_the_first_reason_stands(plugin):
     ("curate.steps=[decontaminate, dedup, dedup]", r"curate.steps\[2\] \(dedup\): listed twice"),
     ("curate.steps=[decontaminate]", r"curate.steps does not list 'dedup', which curate.dedup turns on"),
     ("curate.steps=[decontaminate, dedup, near_dedup]", r"curate.steps\[2\] \(near_dedup\): curate.near_dedup is off"),
-    ("curate.steps=[decontaminate, {name: dedup, params: {k: 1}}]", r"curate.steps\[1\] \(dedup\): bad params: .*valid params: none"),
+    ("curate.steps=[decontaminate, {name: dedup, params: {k: 1}}]", r"curate.steps\[1\] \(dedup\): params.k: Extra inputs are not permitted; valid: none"),
     ("compare.strategies=[{name: random, curate: {steps: [relabel]}}]",
      r"compare.strategies \(random\): curate.steps\[0\] \(relabel\): curate.relabel is off"),
 ])

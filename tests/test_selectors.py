@@ -79,7 +79,7 @@ def test_unknown_selector_lists_valid_names():
 
 
 def test_bad_params_name_the_valid_ones():
-    with pytest.raises(TunesetError, match="valid params: k"):
+    with pytest.raises(TunesetError, match="params.kk: Extra inputs are not permitted; valid: k$"):
         make_selector("embedding_knn", {"kk": 3})
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import typing
+from typing import Any
+
+from pydantic import BaseModel
+
 
 class TunesetError(Exception):
     """Base class for errors that are the user's to fix (bad input, bad config)."""
@@ -24,3 +29,49 @@ class UnknownNameError(TunesetError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return self.args[0]
+
+
+def error_text(model: type[BaseModel], err: Any, at: tuple[str, ...] = ()) -> str:
+    """One pydantic error as `field.path: message`, the path under `at`; an unknown key lists the
+    valid ones."""
+    loc, key = err["loc"], ()
+    if err["type"] == "extra_forbidden":  # the last part is the user's own key, whatever it looks like
+        loc, key = loc[:-1], loc[-1:]
+    loc = tuple(p for p in loc if not _union_tag(p)) + tuple(key)
+    where = ".".join(str(p) for p in (*at, *loc)) or "recipe"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        parent = _model_at(model, loc[:-1])
+        if parent is not None:
+            msg += f"; valid: {', '.join(parent.model_fields) or 'none'}"
+    return f"{where}: {msg}"
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model a validation error's `loc` points into (through lists, dicts, optionals)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = current.model_fields if isinstance(current, type) and issubclass(current, BaseModel) else {}
+        if part not in fields:
+            return None
+        current = _first_model(fields[part].annotation)
+        if current is None:
+            return None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _union_tag(part: Any) -> bool:
+    """pydantic names the union member it tried in `loc` (`list[TaskSpec]`, `int`, `literal[...]`)."""
+    return isinstance(part, str) and ("[" in part or part in ("int", "str", "float", "bool", "dict", "list", "none"))
+
+
+def _first_model(tp: Any) -> type[BaseModel] | None:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp
+    for arg in typing.get_args(tp):
+        found = _first_model(arg)
+        if found is not None:
+            return found
+    return None

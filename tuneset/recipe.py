@@ -10,14 +10,13 @@ import json
 import math
 import numbers
 import re
-import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tuneset.errors import TunesetError
+from tuneset.errors import TunesetError, error_text
 
 
 def named_list(v: Any) -> Any:
@@ -619,48 +618,3 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
         return Recipe.model_validate(data)
     except ValidationError as e:
         raise TunesetError(f"{path or 'recipe'}: {error_text(Recipe, e.errors()[0])}") from None
-
-
-def error_text(model: type[BaseModel], err: Any) -> str:
-    """One pydantic error as `field.path: message`; an unknown key lists the valid ones."""
-    loc, key = err["loc"], ()
-    if err["type"] == "extra_forbidden":  # the last part is the user's own key, whatever it looks like
-        loc, key = loc[:-1], loc[-1:]
-    loc = tuple(p for p in loc if not _union_tag(p)) + tuple(key)
-    where = ".".join(str(p) for p in loc) or "recipe"
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        parent = _model_at(model, loc[:-1])
-        if parent is not None:
-            msg += f"; valid: {', '.join(parent.model_fields)}"
-    return f"{where}: {msg}"
-
-
-def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
-    """The pydantic model a validation error's `loc` points into (through lists, dicts, optionals)."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        fields = current.model_fields if isinstance(current, type) and issubclass(current, BaseModel) else {}
-        if part not in fields:
-            return None
-        current = _first_model(fields[part].annotation)
-        if current is None:
-            return None
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
-def _union_tag(part: Any) -> bool:
-    """pydantic names the union member it tried in `loc` (`list[TaskSpec]`, `int`, `literal[...]`)."""
-    return isinstance(part, str) and ("[" in part or part in ("int", "str", "float", "bool", "dict", "list", "none"))
-
-
-def _first_model(tp: Any) -> type[BaseModel] | None:
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return tp
-    for arg in typing.get_args(tp):
-        found = _first_model(arg)
-        if found is not None:
-            return found
-    return None

@@ -9,7 +9,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from tuneset.errors import TunesetError, UnknownNameError
+from tuneset.errors import TunesetError, UnknownNameError, error_text
 
 T = TypeVar("T")
 
@@ -30,9 +30,7 @@ def validate_params(owner: str, model: type[BaseModel], params: dict[str, Any] |
     try:
         return model.model_validate(params or {})
     except ValidationError as e:
-        first = e.errors()[0]
-        valid = ", ".join(model.model_fields) or "none"
-        raise TunesetError(f"{owner}: bad params: {first['msg']} at {first['loc']}; valid params: {valid}") from None
+        raise TunesetError(f"{owner}: {error_text(model, e.errors()[0], at=('params',))}") from None
 
 
 class Registry(Generic[T]):

@@ -94,7 +94,8 @@ def _sinkhorn_chunked(
     computed, so convergence is checked every iteration for free (POT pays a pass over the plan
     and checks every 10th)."""
     n, m = len(x), len(y)
-    xt, yt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
+    # Copied only when read-only (a cached array is), which torch would warn about.
+    xt, yt = (torch.from_numpy(np.require(a, np.float32, ["C", "W"])) for a in (x, y))
     b64 = np.full(m, 1.0 / m) if b is None else np.asarray(b, dtype=np.float64)
     bt = torch.from_numpy(b64).float()
     log_b = torch.log(bt)
