@@ -26,7 +26,9 @@ from tuneset.recipe import Recipe, load_recipe  # noqa: E402
 
 app = typer.Typer(help="Choose the data a language model is fine-tuned on, by downstream evidence.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
-console = Console()
+# Lines are never wrapped at the terminal's width: a path or an error stays one line to copy or grep.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)  # errors stay visible when stdout is redirected
 
 RecipeArg = Annotated[Path, typer.Argument(help="YAML recipe", exists=True, dir_okay=False)]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override a recipe field: key.path=value")]
@@ -52,7 +54,7 @@ def _stop_now(error: BaseException) -> None:
     """Exit with the shell's code for the signal once the flow has ended (or the grace period ran
     out): Python would otherwise wait for any worker thread still in its last batch."""
     signum = getattr(error, "signal", None) or (_signals[-1] if _signals else signal.SIGINT)
-    console.print("[bold red]interrupted[/]: finished work is kept; the same command resumes from there")
+    err_console.print("[bold red]interrupted[/]: finished work is kept; the same command resumes from there")
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -134,7 +136,7 @@ def _one_line_errors() -> Iterator[None]:
     try:
         yield
     except TunesetError as e:
-        console.print(f"[bold red]error:[/] {escape(str(e))}")
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}")
         raise typer.Exit(2) from None
 
 
