@@ -25,7 +25,7 @@ def prefect_logging_on_real_stderr():
 MISTAKES = [
     ("score.selectors=[gott]", "score.selectors[0]: unknown selector 'gott'; valid: "),
     ("score.selectors=[perplexityy]", "unknown selector 'perplexityy'"),
-    ("score.selectors=[{name: embedding_knn, params: {kk: 3}}]", "(embedding_knn): selector 'embedding_knn': params.kk: Extra inputs are not permitted; valid: k"),
+    ("score.selectors=[{name: embedding_knn, params: {kk: 3}}]", "(embedding_knn): selector 'embedding_knn': params.kk: Extra inputs are not permitted"),
     ("score.selectors=[{name: embedding_knn, params: {k: 0}}]", "greater than or equal to 1"),
     ("score.selectors=[]", "score.selectors: "),
     ("select.weights={gott: 1}", "select.weights: unknown selector 'gott'"),

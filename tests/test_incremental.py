@@ -171,6 +171,33 @@ def test_each_pipeline_run_reports_what_changed_and_retrains_only_beyond_the_thr
     assert last["finetuned"].startswith("Fine-tuned on 10 rows")
 
 
+def test_a_pipeline_killed_while_recording_its_run_is_redone_not_diffed_against(tiny_recipe, demo_dir, monkeypatch):
+    """A kill after the fine-tune, while the run's report is published: the rerun is that run
+    again (one history entry, fine-tuned, reusing the cached model), not a second run that finds
+    0% changed against a half-recorded one and skips the fine-tune."""
+    import tuneset.flows.history as history
+    from tuneset.flows.context import run_context
+    from tuneset.flows.pipeline import pipeline_flow
+
+    recipe = tiny_recipe("score.selectors=[length]", "select.weights={length: 1}", "select.budget=10",
+                         "schedule.retrain_min_change=0.5", "task_names=[sentiment]")
+    _write_pool(recipe, (demo_dir / "pool.jsonl").read_text().splitlines()[:30])
+    publish = history._publish
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(history, "_publish", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline_flow(recipe)
+    assert history.past_runs(run_context(recipe)) == []
+    monkeypatch.setattr(history, "_publish", publish)
+    again = pipeline_flow(recipe)
+    runs = history.past_runs(run_context(recipe))
+    assert len(runs) == 1 and runs[0]["change"] == 1.0 and "model_dir" in again
+    assert len(list(history.history_dir(run_context(recipe)).glob("*/"))) == 1  # the killed run's folder is gone
+
+
 def test_overlapping_runs_of_one_recipe_wait_for_each_other(tiny_recipe, demo_dir):
     import threading
     import time

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,23 +121,32 @@ def render(recipe: str, report: dict[str, Any], diff: pl.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def record_run(ctx: RunContext, report: dict[str, Any], diff: pl.DataFrame) -> Path:
-    """Writes the run's folder (report.json last, so a listed run is always whole) and publishes
-    it as Prefect artifacts (Markdown + a table) when inside a flow run."""
-    stamp = report["time"].replace(":", "").replace("-", "")
+def run_folder(ctx: RunContext, report: dict[str, Any]) -> Path:
+    """A new run's folder. Folders without a report.json are runs killed before they finished:
+    removed, so a rerun takes their place instead of listing beside them."""
     runs = history_dir(ctx)
+    for d in runs.glob("*/"):
+        if not (d / "report.json").exists():
+            shutil.rmtree(d)
+    stamp = report["time"].replace(":", "").replace("-", "")
     folder = runs / f"{len(list(runs.glob('*/report.json'))):05d}-{stamp}"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def record_run(ctx: RunContext, folder: Path, report: dict[str, Any], diff: pl.DataFrame) -> None:
+    """Writes the run's files and publishes them as Prefect artifacts (Markdown + a table) when
+    inside a flow run; report.json comes last, so a listed run is whole and a run killed before
+    it is redone by the rerun rather than diffed against."""
     # The audit is rewritten by the next run: the pool's ids travel with the run's own folder.
     pl.DataFrame({"id": report.pop("pool_ids")}, schema={"id": pl.String}).write_parquet(folder / "pool_ids.parquet")
     report["folder"] = str(folder)
     markdown = render(ctx.recipe.name, report, diff)
     diff.write_parquet(folder / "selection_diff.parquet")
     (folder / "report.md").write_text(markdown)
+    _publish(ctx.recipe.name, report, markdown)
     with atomic_path(folder / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=1, default=str))
-    _publish(ctx.recipe.name, report, markdown)
-    return folder
 
 
 def _publish(recipe: str, report: dict[str, Any], markdown: str) -> None:

@@ -11,7 +11,7 @@ from tuneset.flows.checks import check_recipe
 from tuneset.flows.common import load_pool, recipe_flow, write_json
 from tuneset.flows.context import RunContext, run_context
 from tuneset.flows.curate import curate_flow
-from tuneset.flows.history import past_runs, record_run, run_lock, run_report
+from tuneset.flows.history import past_runs, record_run, run_folder, run_lock, run_report
 from tuneset.flows.score import score_flow
 from tuneset.flows.select import Selection, check_quota_fields, select_rows
 from tuneset.flows.sweep import base_context
@@ -45,8 +45,10 @@ def pipeline_flow(recipe: Recipe) -> dict:
             summary |= _finetune_and_evaluate(ctx, sel)
             report["finetuned"] = f"Fine-tuned on {sel.rows.n} rows: {summary['model_dir']}."
             report["model_dir"] = summary["model_dir"]
-        summary["report"] = str(record_run(ctx, report, diff) / "report.md")
-        write_json(out / "summary.json", summary)
+        folder = run_folder(ctx, report)
+        summary["report"] = str(folder / "report.md")
+        write_json(out / "summary.json", summary)  # before the run is recorded, which commits it
+        record_run(ctx, folder, report, diff)
         print(report["finetuned"] + f" Run report: {summary['report']}")
         return summary
 
