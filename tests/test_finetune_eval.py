@@ -184,6 +184,35 @@ def test_a_killed_fine_tune_resumes_to_the_uninterrupted_result(method, tiny_lm_
     assert not (tmp_path / "killed" / "resume").exists()
 
 
+def test_a_fine_tune_killed_between_the_resume_saves_renames_resumes_from_the_new_state(tiny_lm_dir, tmp_path, monkeypatch):
+    """The save moves the last state aside, then the new one into place: a kill between the two
+    leaves no `resume/`, and the run goes on from the new state rather than from step 0."""
+    import pathlib
+
+    cfg = FinetuneConfig(lr=5e-3, epochs=3, batch_size=4, seed=3)  # 6 steps
+    whole = train(_rows(), cfg, str(tiny_lm_dir), tmp_path / "whole", 64, "cpu", resume_every_s=0)
+    real_rename, moves = pathlib.Path.rename, []
+
+    def dies_at_the_third_move_into_place(self, target):
+        if self.name == "resume.tmp":
+            moves.append(1)
+            if len(moves) == 3:  # the step-3 save, its old state already moved aside
+                raise KeyboardInterrupt("killed")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(pathlib.Path, "rename", dies_at_the_third_move_into_place)
+    with pytest.raises(KeyboardInterrupt):
+        train(_rows(), cfg, str(tiny_lm_dir), tmp_path / "killed", 64, "cpu", resume_every_s=0)
+    monkeypatch.setattr(pathlib.Path, "rename", real_rename)
+    out = tmp_path / "killed"
+    assert not (out / "resume").exists() and json.loads((out / "resume.tmp" / "state.json").read_text())["step"] == 3
+    steps = []
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, real=torch.nn.utils.clip_grad_norm_, **k: (steps.append(1), real(*a, **k))[1])
+    resumed = train(_rows(), cfg, str(tiny_lm_dir), out, 64, "cpu", resume_every_s=0)
+    assert len(steps) == 3 and resumed.final_loss == whole.final_loss  # steps 4-6 only, to the same result
+    assert not any((out / name).exists() for name in ("resume", "resume.tmp", "resume.old"))
+
+
 def test_long_work_logs_step_total_rate_and_eta(tiny_lm_dir, tmp_path, caplog, lm, demo_dir):
     import logging
 

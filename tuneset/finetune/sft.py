@@ -163,9 +163,9 @@ def train(
     cap = cfg.micro_batch_tokens or (CPU_MICRO_BATCH_TOKENS if lm.device.type == "cpu" else math.inf)
     state = TrainState()
     resume = out_dir / "resume"
-    if (resume / "state.json").exists():
-        state = load_resume(resume, model, opt, sched)
-        log.info("fine-tune: resuming at step %d/%d from %s", state.step, total_steps, resume)
+    if (found := resume_folder(resume)) is not None:
+        state = load_resume(found, model, opt, sched)
+        log.info("fine-tune: resuming at step %d/%d from %s", state.step, total_steps, found)
     t0 = time.perf_counter() - state.seconds
     last_save = time.perf_counter()
     progress = ProgressLog(f"fine-tune {len(enc)} rows ({fmt}, lr {cfg.lr:g}, {cfg.epochs:g} epochs)", total_steps)
@@ -205,7 +205,8 @@ def train(
     result = TrainResult(steps=total_steps, rows=len(enc), epochs=cfg.epochs, final_loss=float(np.mean(state.losses[-10:])),
                          seconds=seconds, real_tokens=state.real, padded_tokens=state.padded, prompt_format=fmt)
     (out_dir / "train.json").write_text(json.dumps({**asdict(result), "losses": state.losses}, indent=1))
-    shutil.rmtree(resume, ignore_errors=True)
+    for d in (resume, *_siblings(resume)):
+        shutil.rmtree(d, ignore_errors=True)
     return result
 
 
@@ -224,19 +225,34 @@ class TrainState:
 def save_resume(folder: Path, model: torch.nn.Module, opt, sched, state: TrainState) -> None:
     """Trainable weights, optimizer and schedule state, the RNG and `state`, written to a fresh
     folder that replaces the last one whole, so a kill mid-write keeps the previous checkpoint."""
-    tmp = folder.with_name(folder.name + ".tmp")
+    tmp, old = _siblings(folder)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
     torch.save({"weights": trainable, "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []}, tmp / "tensors.pt")
-    (tmp / "state.json").write_text(json.dumps(asdict(state)))
-    old = folder.with_name(folder.name + ".old")
+    (tmp / "state.json").write_text(json.dumps(asdict(state)))  # last: a folder with it is whole
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
         folder.rename(old)
     tmp.rename(folder)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _siblings(folder: Path) -> tuple[Path, Path]:
+    """`save_resume`'s folders beside `folder`: the new state being written, the last one moved aside."""
+    return folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
+
+
+def resume_folder(folder: Path) -> Path | None:
+    """The newest whole resume state: `folder`, or the new one in `.tmp` when a kill fell between
+    `save_resume`'s two renames (the old state moved aside, the new one not yet in place)."""
+    tmp, old = _siblings(folder)
+    if (folder / "state.json").exists():
+        return folder
+    if old.exists() and (tmp / "state.json").exists():
+        return tmp
+    return None
 
 
 def load_resume(folder: Path, model: torch.nn.Module, opt, sched) -> TrainState:
