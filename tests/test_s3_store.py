@@ -90,6 +90,36 @@ def test_two_machines_share_an_s3_store_and_a_killed_build_resumes(s3_url, tmp_p
     assert b.rows("emb", ("m",)).missing(["t1", "t2", "t3"]) == [2]
 
 
+def test_a_build_whose_upload_was_cut_short_is_uploaded_again_not_rebuilt(s3_url, tmp_path, monkeypatch):
+    """A fine-tune's upload takes long: killed there, the rerun uploads what the local mirror
+    already holds whole instead of training again."""
+    import s3fs
+
+    from tuneset.store import Remote
+
+    monkeypatch.setenv("TUNESET_CACHE", str(tmp_path / "a"))
+    store, builds = ArtifactStore(s3_url), []
+
+    def make(d):
+        builds.append(1)
+        write_parquet(pl.DataFrame({"v": [1]}), d / "weights.parquet")
+
+    publish = Remote.publish
+
+    def killed(*args):
+        raise KeyboardInterrupt("killed mid-upload")
+
+    monkeypatch.setattr(Remote, "publish", killed)
+    with pytest.raises(KeyboardInterrupt):
+        store.cached("finetune", ("y",), make)
+    monkeypatch.setattr(Remote, "publish", publish)
+    d = store.cached("finetune", ("y",), make)
+    key = store.key("finetune", "y")
+    assert builds == [1] and pl.read_parquet(d / "weights.parquet")["v"].to_list() == [1]
+    assert sorted(p.rsplit("/", 1)[-1] for p in s3fs.S3FileSystem().find(f"tuneset/store/finetune/{key}")) == [
+        DONE, "meta.json", "weights.parquet"]  # the local-only marker is not uploaded
+
+
 @pytest.fixture(scope="module")
 def prefect_harness():
     from prefect.logging.configuration import setup_logging

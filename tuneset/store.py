@@ -23,6 +23,7 @@ from tuneset.progress import ProgressLog
 
 log = logging.getLogger("tuneset.store")
 DONE = "_COMPLETE"
+BUILT = "_BUILT"  # local only: built, not yet uploaded (a URL store's upload was cut short)
 
 
 class ArtifactStore:
@@ -62,6 +63,7 @@ class ArtifactStore:
     def finish(self, kind: str, key: str) -> Path:
         d = self.dir(kind, key)
         if self.remote is not None:
+            (d / BUILT).touch()
             self.remote.publish(d, f"{kind}/{key}")
         (d / DONE).touch()
         return d
@@ -81,8 +83,9 @@ class ArtifactStore:
         with self.lock(kind, key):
             if self.is_complete(kind, key):
                 return d
-            self.begin(kind, key, meta or {})
-            make(d)
+            if not (d / BUILT).exists():  # else only its upload is left to do
+                self.begin(kind, key, meta or {})
+                make(d)
             return self.finish(kind, key)
 
 
@@ -243,7 +246,7 @@ class Remote:
 
     def publish(self, local: Path, rel: str) -> None:
         """Every file of the finished folder `local`, then its completion marker, last."""
-        for f in sorted(p for p in local.rglob("*") if p.is_file() and p.name != DONE):
+        for f in sorted(p for p in local.rglob("*") if p.is_file() and p.name not in (DONE, BUILT)):
             self.fs.put_file(str(f), f"{self.path}/{rel}/{f.relative_to(local).as_posix()}")
         self.fs.pipe_file(f"{self.path}/{rel}/{DONE}", b"")
 
