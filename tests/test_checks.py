@@ -62,9 +62,10 @@ MISTAKES = [
 
 
 @pytest.mark.parametrize(("override", "message"), MISTAKES)
-def test_a_recipe_mistake_is_one_line_before_any_work(tmp_path, override, message):
+def test_a_recipe_mistake_is_one_line_before_any_work(tmp_path, monkeypatch, override, message):
     from tuneset.cli import app
 
+    monkeypatch.chdir(tmp_path)  # where a relative --set path resolves
     (tmp_path / "afile").write_text("not a folder")
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"pool: {DEMO_DIR / 'pool.jsonl'}\ntasks: {DEMO_DIR / 'tasks.json'}\n"
@@ -72,8 +73,7 @@ def test_a_recipe_mistake_is_one_line_before_any_work(tmp_path, override, messag
     res = runner.invoke(app, ["score", str(recipe), "--set", override, "--set", f"work_dir={tmp_path / 'w'}"]
                         if not override.startswith("work_dir") else ["score", str(recipe), "--set", override])
     assert res.exit_code == 2, res.output
-    out = " ".join(res.output.split())  # rich wraps long lines
-    assert message in out, out
+    assert res.output.count("\n") == 1 and message in res.output, res.output  # one line, never wrapped
     assert res.output.startswith("error: ") and "Traceback" not in res.output
     assert not (tmp_path / "w").exists()  # nothing was written: no work started
 

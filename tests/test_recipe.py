@@ -44,6 +44,20 @@ def test_without_a_file_relative_paths_resolve_against_cwd(tmp_path, monkeypatch
     assert load_recipe(None, ["pool=p.jsonl"]).pool == tmp_path / "p.jsonl"
 
 
+def test_a_relative_path_in_an_override_resolves_against_cwd_and_the_files_against_its_folder(recipe_file, tmp_path, monkeypatch):
+    """`--set work_dir=.tuneset/bench` typed in the repository means the repository's folder, as
+    every other command-line path does, not one beside the recipe."""
+    monkeypatch.chdir(tmp_path)
+    r = load_recipe(recipe_file, ["work_dir=.tuneset/bench", "compare.references={mine: refs/mine.jsonl}",
+                                  "tasks=[{name: t, metric: exact_match, dev: t/dev.jsonl}]"])
+    assert (r.work_dir, r.compare.references["mine"]) == (tmp_path / ".tuneset/bench", tmp_path / "refs/mine.jsonl")
+    assert r.tasks[0].dev == tmp_path / "t/dev.jsonl"
+    assert r.pool == recipe_file.parent / "data" / "pool.jsonl"  # the file's own path is untouched
+    rel = Path(recipe_file.parent.name) / recipe_file.name  # a recipe named relative to cwd, as users do
+    again = load_recipe(rel, ["work_dir=w"])
+    assert (again.pool, again.work_dir) == (recipe_file.parent / "data" / "pool.jsonl", tmp_path / "w")
+
+
 def test_defaults_fill_everything_but_pool(recipe_file):
     r = load_recipe(recipe_file)
     assert r.model.name == "smollm2" and r.model.max_length == 256

@@ -318,7 +318,9 @@ def sweep(recipe: RecipeArg, set_: SetOpt = None) -> None:
     def load():
         r = _recipe(recipe, [*(set_ or []), "compare.seeds=[]", "compare.baselines=[]"])
         if r.compare.sweep is None:
-            raise TunesetError(f"{recipe}: compare.sweep is not set; add e.g. compare.sweep: {{grid: {{lr: [2e-4, 5e-4]}}}}")
+            names = ", ".join(st.name for st in r.compare.strategies) or "none yet: add one to compare.strategies"
+            raise TunesetError(f"{recipe}: compare.sweep is not set; add e.g. compare.sweep: {{strategy: <the compare "
+                               f"strategy whose selection it trains on: {names}>, grid: {{lr: [2e-4, 5e-4]}}}}")
         return r
 
     console.print(_run("sweep", compare_flow, load))
@@ -362,8 +364,8 @@ def bench(shared: Annotated[Path, typer.Option(help="folder holding bench/")] = 
 
     def load() -> Recipe:
         if not recipe.is_file():  # an installed (not editable) copy has no recipes/: never bench on defaults
-            raise TunesetError(f"{recipe}: the bench recipe ships with the source tree; run from a checkout "
-                               "(pip install -e .) or `tuneset compare recipes/bench.yaml --set pool=... --set tasks=...`")
+            raise TunesetError(f"{recipe}: the bench recipe ships with the source tree, not the installed package; "
+                               "run from a checkout (git clone, then pip install -e .)")
         return _recipe(recipe, overrides)
 
     console.print(_run("bench", compare_flow, load))

@@ -559,9 +559,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def resolve_paths(data: dict[str, Any], root: Path) -> None:
-    """Every relative path a recipe names resolves against the recipe's folder, so a recipe runs
-    the same from any working directory: pool, tasks (a file, or each task's dev/test), work_dir,
-    model.adapter, curate.judge_rows (the recipe's and each compare strategy's) and compare.references."""
+    """Every relative path a recipe names resolves against `root`: pool, tasks (a file, or each
+    task's dev/test), work_dir, model.adapter, curate.judge_rows (the recipe's and each compare
+    strategy's) and compare.references."""
 
     def fix(node: dict, key: str) -> None:
         v = node.get(key)
@@ -594,9 +594,10 @@ def resolve_paths(data: dict[str, Any], root: Path) -> None:
 
 
 def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
-    """A recipe from YAML (relative paths resolve against the recipe's folder) plus overrides."""
+    """A recipe from YAML plus `key.path=value` overrides. Relative paths in the file resolve
+    against the recipe's folder, so a recipe runs the same from anywhere; relative paths in an
+    override resolve against the current directory, like any other command-line path."""
     data: dict[str, Any] = {}
-    root = Path.cwd()
     if path is not None:
         path = Path(path)
         try:
@@ -611,9 +612,10 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise TunesetError(f"{path}: a recipe is a YAML mapping")
         data.update(loaded)
-        root = path.parent
+        resolve_paths(data, path.parent)
+    # After the file's own: a path typed on the command line is relative to where it was typed.
     apply_overrides(data, overrides or [])
-    resolve_paths(data, root)
+    resolve_paths(data, Path.cwd())
     try:
         return Recipe.model_validate(data)
     except ValidationError as e:

@@ -49,7 +49,8 @@ def check_recipe(recipe: Recipe, where: str = "recipe", selects: bool = False) -
     try:
         pool_files(recipe.pool)
     except TunesetError as e:
-        hint = " (relative paths, --set ones too, resolve against the recipe's folder)" if where.endswith((".yaml", ".yml")) else ""
+        hint = (" (a relative path resolves against the recipe's folder in the recipe, against the current "
+                "directory in --set)") if where.endswith((".yaml", ".yml")) else ""
         raise TunesetError(f"{where}: pool: {e}{hint}") from None
     if recipe.work_dir.exists() and not recipe.work_dir.is_dir():
         raise TunesetError(f"{where}: work_dir: {recipe.work_dir} is a file; name a folder")
