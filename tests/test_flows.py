@@ -293,6 +293,26 @@ def test_auto_and_the_format_it_resolves_to_share_one_fine_tune(tiny_recipe, cha
     plain = run_context(tiny_recipe(f"model.name={chat}", "finetune.prompt_format=plain"))
     assert train_eval.finetune_task(plain, load_pool(plain).rows, 0) not in folders and trained == ["chat", "plain"]
 
+def test_a_fine_tune_is_keyed_by_what_it_trains_on_not_by_ids_or_sources(tiny_recipe, monkeypatch):
+    """Re-exported ids or re-tagged sources train the same weights: one fine-tune. Other text,
+    or the same rows in another order, is another fine-tune."""
+    from tuneset.flows import train_eval
+    from tuneset.flows.common import load_pool, save_rows
+    from tuneset.flows.context import run_context
+
+    trained = []
+    real = train_eval.train
+    monkeypatch.setattr(train_eval, "train", lambda *a, **k: trained.append(1) or real(*a, **k))
+    ctx = run_context(tiny_recipe())
+    rows = load_pool(ctx).rows.read().head(12)
+    first = train_eval.finetune_task(ctx, save_rows(ctx.store, rows), 0)
+    renamed = rows.with_columns(pl.lit("elsewhere").alias("source"), ("x-" + pl.col("id")).alias("id"))
+    assert train_eval.finetune_task(ctx, save_rows(ctx.store, renamed), 0) == first and len(trained) == 1
+    for other in (rows.reverse(), rows.with_columns(pl.col("response") + "!")):
+        assert train_eval.finetune_task(ctx, save_rows(ctx.store, other), 0) != first
+    assert len(trained) == 3
+
+
 def test_the_pipeline_measures_its_gain_against_the_base_model_at_its_best_prompt_format(tiny_recipe, chat_lm_dir):
     """An Instruct model can do worse under its own chat template than as plain text (SmolLM2: sst2
     0.580 vs 0.800), so the no-fine-tune figure takes the format the base model does best with on

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import polars as pl
@@ -27,10 +28,11 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"cannot fingerprint {type(obj).__name__}")
 
 
-def dataset_fingerprint(rows: pl.DataFrame) -> str:
-    """Hash of row contents in order; metadata is excluded because no stage reads it."""
+def dataset_fingerprint(rows: pl.DataFrame, columns: Sequence[str] = _CONTENT) -> str:
+    """Hash of row contents in order (of `columns`, default id and content); metadata is excluded
+    because no stage reads it."""
     h = hashlib.sha256()
-    cols = [c for c in _CONTENT if c in rows.columns]
+    cols = [c for c in columns if c in rows.columns]
     for rec in rows.select(cols).iter_rows():
         h.update(json.dumps(rec, separators=(",", ":")).encode())
         h.update(b"\n")

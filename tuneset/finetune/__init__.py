@@ -1,5 +1,5 @@
 """Fine-tuning on a selected subset: LoRA or full, response-only loss, seeded, length-grouped."""
 
-from tuneset.finetune.sft import TrainResult, train
+from tuneset.finetune.sft import TRAINED_FIELDS, TrainResult, train
 
-__all__ = ["TrainResult", "train"]
+__all__ = ["TRAINED_FIELDS", "TrainResult", "train"]

@@ -37,6 +37,9 @@ from tuneset.recipe import FinetuneConfig
 log = logging.getLogger("tuneset.finetune")
 
 CPU_MICRO_BATCH_TOKENS = 256  # benchmarks/README.md, "Fine-tune memory"
+# All `train` reads of a row: a fine-tune's cache key hashes these (in order) and nothing else, so
+# re-exported ids or re-tagged sources reuse a fine-tune instead of repeating it.
+TRAINED_FIELDS = ("instruction", "response")
 
 
 @dataclass
@@ -145,8 +148,9 @@ def train(
     model = wrap_lora(lm.model, cfg) if cfg.method == "lora" else lm.model
     model.train()
     fmt = resolve_format(lm.tokenizer, cfg.prompt_format)
-    prompts, sep = format_prompts(lm.tokenizer, rows["instruction"].to_list(), fmt)
-    enc: list[Encoded] = encode(lm.tokenizer, prompts, rows["response"].to_list(), max_length, add_eos=True, sep=sep)
+    instruction, response = TRAINED_FIELDS
+    prompts, sep = format_prompts(lm.tokenizer, rows[instruction].to_list(), fmt)
+    enc: list[Encoded] = encode(lm.tokenizer, prompts, rows[response].to_list(), max_length, add_eos=True, sep=sep)
     lengths = [len(e.ids) for e in enc]
     rng = random.Random(cfg.seed)
     per_epoch = math.ceil(len(enc) / cfg.batch_size)

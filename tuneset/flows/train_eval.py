@@ -15,7 +15,7 @@ from tuneset.data.fingerprint import dataset_fingerprint
 from tuneset.data.io import load_rows, write_parquet
 from tuneset.evaluate import evaluate_task
 from tuneset.evaluate.metrics import metric_key
-from tuneset.finetune import train
+from tuneset.finetune import TRAINED_FIELDS, train
 from tuneset.flows.common import RowsRef, recipe_flow, save_rows, write_json
 from tuneset.flows.context import RunContext, run_context
 from tuneset.models.lm import resolve_format
@@ -38,8 +38,13 @@ def finetune_task(ctx: RunContext, rows: RowsRef, seed: int, cfg: FinetuneConfig
         log.info("fine-tuned on %d rows, seed %d: %d steps in %.0fs (%.2f rows/s), loss %.3f",
                  rows.n, seed, res.steps, res.seconds, res.rows_per_s, res.final_loss)
 
-    parts = (model_identity(model.name, device=model.device), rows.fingerprint, cfg, model.max_length)
+    parts = (model_identity(model.name, device=model.device), trained_content(rows), cfg, model.max_length)
     return str(ctx.store.cached("finetune", parts, make, {"rows": rows.fingerprint, "n": rows.n, "config": cfg.model_dump()}))
+
+
+def trained_content(rows: RowsRef) -> str:
+    """What a fine-tune reads of `rows` (TRAINED_FIELDS, in order): its cache key's data part."""
+    return dataset_fingerprint(rows.read(), TRAINED_FIELDS)
 
 
 def _task_rows(ctx: RunContext, t: TaskSpec, split: str) -> pl.DataFrame:

@@ -12,6 +12,7 @@ from prefect.cache_policies import NONE
 from tuneset.finetune import train
 from tuneset.flows.common import RowsRef
 from tuneset.flows.context import RunContext
+from tuneset.flows.train_eval import trained_content
 from tuneset.models.loading import model_identity
 from tuneset.recipe import WarmupConfig
 
@@ -35,5 +36,5 @@ def warmup_task(ctx: RunContext, rows: RowsRef, cfg: WarmupConfig) -> str:
                  res.steps, res.seconds)
 
     meta = {"rows": rows.fingerprint, "n": warmup_rows(rows.n, cfg), "config": cfg.model_dump()}
-    return str(ctx.store.cached("warmup", (model_identity(model.name, device=model.device), rows.fingerprint, cfg, model.max_length),
+    return str(ctx.store.cached("warmup", (model_identity(model.name, device=model.device), trained_content(rows), cfg, model.max_length),
                                 make, meta))
