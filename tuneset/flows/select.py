@@ -64,10 +64,11 @@ def select_rows(ctx: RunContext, rows: RowsRef, scores: ScoresRef, policy: Polic
 
 def check_quota_fields(pool: Pool, policies: dict[str, PolicyConfig]) -> None:
     """A `quota_by` field that no pool row has fails when the pool is read, not after curation and
-    scoring have spent minutes; `where` (the dict's keys) names the recipe field."""
-    frame = pool.rows.read()
-    for where, policy in policies.items():
-        if policy.quota_by and group_values(frame, policy.quota_by) is None:
+    scoring have spent minutes; the dict's keys name the recipe fields."""
+    grouped = {where: policy for where, policy in policies.items() if policy.quota_by}
+    frame = pool.rows.read() if grouped else None
+    for where, policy in grouped.items():
+        if group_values(frame, policy.quota_by) is None:
             raise _unknown_field(frame, policy, where)
 
 
