@@ -123,6 +123,17 @@ def test_exact_match_and_target_loss(lm, demo_dir):
     assert tl["prediction"].null_count() == 4  # no answer, which is not an empty answer
 
 
+def test_gold_answers_longer_than_the_generation_budget_are_named(lm, demo_dir, caplog):
+    test = demo_dir / "targets/capitals/test.jsonl"
+    rows = load_rows(test).rows.head(4)
+    longest = max(len(lm.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in rows["response"]) + 1
+    task = TaskSpec(name="c", metric="exact_match", dev=test, test=test)
+    evaluate_task(lm, task, rows, 64, max_new_tokens=longest)
+    assert "can never match" not in caplog.text
+    evaluate_task(lm, task, rows, 64, max_new_tokens=longest - 1)
+    assert f"need more than evaluate.max_new_tokens={longest - 1} tokens (the longest {longest}" in caplog.text
+
+
 def test_prompt_format_resolves_by_the_tokenizer(lm, chat_lm_dir, tmp_path):
     from tuneset.models.lm import format_prompts, resolve_format
 

@@ -316,6 +316,10 @@ def test_compare_rejects_repeated_names_and_a_sweep_over_an_unknown_strategy():
         CompareConfig(strategies=["random"], sweep={"strategy": "knn"})
     with pytest.raises(ValueError, match=r"must differ from strategies and baselines; repeated: \['random'\]"):
         CompareConfig(strategies=["random"], references={"random": "/r.jsonl"})
+    with pytest.raises(ValueError, match=r"seeds must be unique; repeated: \[0\]"):
+        CompareConfig(seeds=[0, 1, 0])  # the leaderboard would count a second, identical seed
+    with pytest.raises(ValueError, match=r"full_seeds must be unique; repeated: \[2\]"):
+        CompareConfig(full_seeds=[2, 2])
 
 
 @pytest.mark.parametrize(("grid", "message"), [

@@ -4,8 +4,8 @@ import numpy as np
 import polars as pl
 import pytest
 
+from tuneset.data.text import answers_match, normalise_answer
 from tuneset.evaluate.leaderboard import build_leaderboard, plot, to_markdown
-from tuneset.evaluate.metrics import normalise_answer
 from tuneset.evaluate.stats import PairedDiff, paired_bootstrap
 
 
@@ -56,14 +56,32 @@ def test_paired_diff_str():
 
 @pytest.mark.parametrize(("text", "norm"), [
     ("Paris", "paris"),
-    ("  The Paris.\nLondon", "paris"),
+    ("  The Paris.\nLondon", "paris london"),
     ("An apple, a day!", "apple day"),
     ("the theatre", "theatre"),
     ("New   York\tCity", "new york city"),
     ("", ""),
+    ("A", "a"),  # a multiple-choice letter is not an article to drop
+    ("(A).", "a"),
+    ("\uff30\uff41\uff52\uff49\uff53", "paris"),  # full-width
+    ("cafe\u0301", "caf\u00e9"),  # decomposed accent, composed
 ])
 def test_normalise_answer(text, norm):
     assert normalise_answer(text) == norm
+
+
+@pytest.mark.parametrize(("prediction", "gold", "match"), [
+    ("", "A", False),  # stripping the article made these match before
+    ("the", "A", False),
+    (".", "A", False),
+    ("A", "A", True),
+    ("B", "A", False),
+    ("Paris\nThe capital of France is Paris.", "Paris", True),  # cut to the gold's one line
+    ("step 1\nanswer 42\nmore talk", "step 1\nanswer 42", True),  # a two-line gold is compared whole
+    ("step 1", "step 1\nanswer 42", False),
+])
+def test_exact_match_compares_as_many_lines_as_the_gold_has(prediction, gold, match):
+    assert answers_match(prediction, gold) is match
 
 
 IDS = ["q1", "q2", "q3", "q4"]
@@ -115,6 +133,36 @@ def test_leaderboard_sort_order(results):
     board = build_leaderboard(results)
     assert board.select("task", "strategy").rows() == [
         ("mc", "none"), ("mc", "ppl"), ("qa", "none"), ("qa", "ppl"), ("qa", "random"), ("qa", "full")]
+
+
+def test_budgets_sort_by_size_not_as_text(tmp_path):
+    runs = [_run(tmp_path, "qa", "random", b, seed, [1, 0, 1, seed], n_rows=n)
+            for b, n in (("25%", 5), ("100%", 20), ("5%", 1)) for seed in (0, 1)]
+    board = build_leaderboard([_run(tmp_path, "qa", "none", "-", "-", [0, 0, 1, 0], n_rows=0), *runs])
+    assert board["budget"].to_list() == ["-", "5%", "25%", "100%"]
+
+
+def test_an_interval_without_seed_variance_is_starred_but_not_one_against_no_fine_tune(results):
+    """No fine-tune is deterministic, so a multi-seed arm's interval against it leaves nothing
+    out; a one-seed arm's intervals do."""
+    rows = {(r["task"], r["strategy"]): r for r in build_leaderboard(results).iter_rows(named=True)}
+    assert rows["qa", "ppl"]["vs_none_seed_aware"] is True and rows["qa", "ppl"]["vs_random_seed_aware"] is True
+    assert rows["mc", "ppl"]["vs_none_seed_aware"] is False and rows["qa", "full"]["vs_none_seed_aware"] is False
+    md = to_markdown(build_leaderboard(results)).splitlines()
+    assert "]*" not in next(ln for ln in md if ln.startswith("| ppl | 10% | 2 | 0.875"))
+    assert "]* (±" in next(ln for ln in md if ln.startswith("| ppl | 10% | 2 | 0.500"))  # mc's one seed
+
+
+def test_arms_evaluated_on_different_rows_are_refused_by_name(tmp_path):
+    other = tmp_path / "other.parquet"
+    pl.DataFrame({"id": ["z1", "z2", "z3", "z4"], "score": [1.0, 0, 1, 0]}).write_parquet(other)
+    runs = [_run(tmp_path, "qa", "random", "10%", 0, [1, 0, 1, 0]),
+            {**_run(tmp_path, "qa", "ppl", "10%", 0, [1, 1, 1, 0]), "examples": str(other)}]
+    with pytest.raises(ValueError, match="qa / ppl / 10% and qa / random / 10% were evaluated on different test rows"):
+        build_leaderboard(runs)
+    seeds = [_run(tmp_path, "qa", "ppl", "10%", 0, [1, 1, 1, 0]), {**_run(tmp_path, "qa", "ppl", "10%", 1, [1, 0, 1, 0]), "examples": str(other)}]
+    with pytest.raises(ValueError, match="qa / ppl / 10%: its seeds were evaluated on different test rows"):
+        build_leaderboard(seeds)
 
 
 def test_an_arm_that_collapsed_onto_one_answer_in_some_seed_is_flagged_with_that_seed(tmp_path):

@@ -386,6 +386,9 @@ class CompareConfig(_Strict):
             raise ValueError(f"reference arm names must differ from strategies and baselines; repeated: {clash}")
         if self.sweep is not None and self.sweep.strategy not in names:
             raise ValueError(f"sweep.strategy '{self.sweep.strategy}' is not a compare strategy; valid: {names}")
+        for field, seeds in (("seeds", self.seeds), ("full_seeds", self.full_seeds or [])):
+            if len(set(seeds)) < len(seeds):  # a repeat would count as a second, identical seed
+                raise ValueError(f"{field} must be unique; repeated: {sorted({x for x in seeds if seeds.count(x) > 1})}")
         return self
 
 

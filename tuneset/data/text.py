@@ -8,7 +8,7 @@ import unicodedata
 
 _WS = re.compile(r"\s+")
 _PUNCT = re.compile(r"[^\w\s]")
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_ARTICLE_WORDS = frozenset({"a", "an", "the"})
 
 
 def normalise(text: str) -> str:
@@ -18,8 +18,15 @@ def normalise(text: str) -> str:
 
 
 def normalise_answer(text: str) -> str:
-    """An answer as exact match compares it: first line, lower-case, no punctuation or articles,
-    single spaces (SQuAD-style)."""
-    line = text.strip().split("\n", 1)[0].lower()
-    line = _PUNCT.sub(" ", line)
-    return " ".join(_ARTICLES.sub(" ", line).split())
+    """An answer as exact match compares it (SQuAD-style): lower-case, NFKC, no punctuation or
+    articles, single spaces. An answer made only of articles keeps them: "A", a multiple-choice
+    letter, would otherwise normalise to "" and match an empty answer."""
+    words = _PUNCT.sub(" ", unicodedata.normalize("NFKC", text).lower()).split()
+    return " ".join([w for w in words if w not in _ARTICLE_WORDS] or words)
+
+
+def answers_match(prediction: str, gold: str) -> bool:
+    """Exact match of a generated answer: the generation runs on past its answer, so it is cut to
+    as many lines as the gold answer has before both are normalised."""
+    lines = max(1, len(gold.strip().splitlines()))
+    return normalise_answer("\n".join(prediction.strip().splitlines()[:lines])) == normalise_answer(gold)

@@ -26,9 +26,19 @@ def _frames(runs: list[dict[str, Any]], column: str = "examples") -> list[pl.Dat
     return [pl.read_parquet(r[column]).sort("id") for r in sorted(runs, key=_seed_order)]
 
 
-def _matrix(frames: list[pl.DataFrame]) -> np.ndarray:
-    """(seeds, examples) scores, rows aligned by id."""
+def _matrix(frames: list[pl.DataFrame], arm: tuple) -> np.ndarray:
+    """(seeds, examples) scores, rows aligned by id; every seed must have scored the same rows."""
+    for f in frames[1:]:
+        if not f["id"].equals(frames[0]["id"]):
+            raise ValueError(f"{' / '.join(map(str, arm))}: its seeds were evaluated on different test rows")
     return np.stack([f["score"].to_numpy() for f in frames])
+
+
+def _same_rows(a: list[pl.DataFrame], b: list[pl.DataFrame], arm: tuple, ref: tuple) -> None:
+    """Differences pair rows by position after the id sort: they must be the same rows."""
+    if not a[0]["id"].equals(b[0]["id"]):
+        raise ValueError(f"{' / '.join(map(str, arm))} and {' / '.join(map(str, ref))} were evaluated on different "
+                         "test rows; differences pair the same rows")
 
 
 def top_answer(frame: pl.DataFrame) -> tuple[str, float] | None:
@@ -77,7 +87,7 @@ def build_leaderboard(results: list[dict[str, Any]]) -> pl.DataFrame:
     test = {g: _frames(runs) for g, runs in groups.items()}  # read once: random and none pair with every arm
     out = []
     for (task, strategy, budget), runs in groups.items():
-        m = _matrix(test[task, strategy, budget])
+        m = _matrix(test[task, strategy, budget], (task, strategy, budget))
         per_seed = m.mean(1)
         dev = [r.get("dev_examples") for r in runs]
         row = {
@@ -85,18 +95,26 @@ def build_leaderboard(results: list[dict[str, Any]]) -> pl.DataFrame:
             "rows": runs[0]["n_rows"], "seeds": len(runs), "mean": float(per_seed.mean()),
             "sd_seeds": float(per_seed.std(ddof=1)) if len(runs) > 1 else None,
             "per_seed": " ".join(f"{v:.3f}" for v in per_seed), "n_test": m.shape[1],
-            "dev_mean": float(_matrix(_frames(runs, "dev_examples")).mean()) if all(dev) else None,
+            "dev_mean": float(_matrix(_frames(runs, "dev_examples"), (task, strategy, budget, "dev")).mean()) if all(dev) else None,
         }
         row["top_answer_share"], row["top_answer"] = _top_answer(runs, test[task, strategy, budget])
         for ref, col in ((RANDOM, "vs_random"), (NONE, "vs_none")):
             ref_key = (task, ref, budget if ref == RANDOM else "-")
             if ref_key in test and ref != strategy:
-                d = seed_row_bootstrap(m, _matrix(test[ref_key]))
+                _same_rows(test[task, strategy, budget], test[ref_key], (task, strategy, budget), ref_key)
+                d = seed_row_bootstrap(m, _matrix(test[ref_key], ref_key))
                 row[col], row[f"{col}_lo"], row[f"{col}_hi"], row[f"{col}_mdd"] = d.mean, d.lo, d.hi, d.mdd
+                # No fine-tune is deterministic: it has no seed variance to leave out.
+                row[f"{col}_seed_aware"] = len(runs) > 1 and (ref == NONE or len(groups[ref_key]) > 1)
             else:
-                row[col] = row[f"{col}_lo"] = row[f"{col}_hi"] = row[f"{col}_mdd"] = None
+                row[col] = row[f"{col}_lo"] = row[f"{col}_hi"] = row[f"{col}_mdd"] = row[f"{col}_seed_aware"] = None
         out.append(row)
-    return pl.DataFrame(out, infer_schema_length=None).sort(["task", "budget", "mean"], descending=[False, False, True])
+    # Budgets by size (no fine-tune first, the full pool last), not as text ("100%" before "25%").
+    size: dict[tuple[str, str], int] = {}
+    for r in out:
+        size[r["task"], r["budget"]] = max(size.get((r["task"], r["budget"]), 0), r["rows"])
+    out.sort(key=lambda r: (r["task"], size[r["task"], r["budget"]], r["budget"], -r["mean"]))
+    return pl.DataFrame(out, infer_schema_length=None)
 
 
 def _fmt_sd(sd: float | None) -> str:
@@ -118,7 +136,8 @@ def to_markdown(board: pl.DataFrame) -> str:
             def ci(col: str) -> str:
                 if r[col] is None:
                     return ""
-                return f"{r[col]:+.3f} [{r[col + '_lo']:+.3f}, {r[col + '_hi']:+.3f}] (±{r[col + '_mdd']:.3f})"
+                star = "" if r.get(col + "_seed_aware", True) is not False else "*"
+                return f"{r[col]:+.3f} [{r[col + '_lo']:+.3f}, {r[col + '_hi']:+.3f}]{star} (±{r[col + '_mdd']:.3f})"
             dev = "" if r.get("dev_mean") is None else f"{r['dev_mean']:.3f}"
             top = "" if r.get("top_answer_share") is None else f"{r['top_answer_share']:.3f} {r['top_answer']}".replace("|", "\\|")
             parts.append(f"| {r['strategy']} | {r['budget']} | {r['rows']} | {r['mean']:.3f} ± {_fmt_sd(r['sd_seeds'])} | "
@@ -126,7 +145,7 @@ def to_markdown(board: pl.DataFrame) -> str:
         parts.append("")
     parts.append("Intervals resample test rows and seeds; \"detectable\" is the smallest difference the "
                  "comparison finds with 80% power (2.8 standard errors). An arm with one seed has no seed "
-                 "spread (n/a), so its intervals leave seed variance out. The last column flags an arm that "
+                 "spread (n/a), so its intervals (marked *) leave seed variance out. The last column flags an arm that "
                  "collapsed onto one answer in some seed: compare it with the other arms' and the task's own label mix.\n")
     return "\n".join(parts)
 
@@ -175,7 +194,7 @@ def plot_panels(board: pl.DataFrame) -> list[TaskPanel]:
     panels = []
     for task in board["task"].unique(maintain_order=True).to_list():
         t = board.filter(pl.col("task") == task)
-        arms = t.filter(~pl.col("strategy").is_in([NONE, FULL])).sort(["budget", "mean"], descending=[False, True])
+        arms = t.filter(~pl.col("strategy").is_in([NONE, FULL]))  # the board's order: budget by size, best first
         several = arms["budget"].n_unique() > 1
         labels = [f"{s} @ {b}" if several else s for s, b in zip(arms["strategy"], arms["budget"])]
         seeds = [[float(v) for v in str(s).split()] for s in arms["per_seed"]]

@@ -8,6 +8,7 @@ the sweep, the leaderboard and the paired statistics never need to ask a metric 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -15,13 +16,15 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 
-from tuneset.data.text import normalise_answer
+from tuneset.data.text import answers_match
 from tuneset.errors import DataError, TunesetError
 from tuneset.models.lm import encode, format_prompts, generate_greedy, response_nll, shared_prompt_nll
 from tuneset.models.loading import LoadedLM
 from tuneset.progress import ProgressLog
 from tuneset.recipe import TaskSpec
 from tuneset.registry import Registry
+
+log = logging.getLogger("tuneset.evaluate")
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,14 @@ class EvalInput:
         return s / np.maximum(n, 1)
 
     def generate(self) -> list[str]:
+        """Greedy answers of at most `max_new_tokens`; a gold answer longer than that can never be
+        matched, which is said, not silently scored 0."""
+        tok = self.lm.tokenizer
+        lengths = [len(ids) + 1 for ids in tok(self.rows["response"].to_list(), add_special_tokens=False)["input_ids"]]
+        if (over := sum(n > self.max_new_tokens for n in lengths)):
+            log.warning("evaluate %s: %d of %d gold answers need more than evaluate.max_new_tokens=%d tokens (the "
+                        "longest %d, with its end token) and can never match; raise it", self.task.name, over,
+                        len(lengths), self.max_new_tokens, max(lengths))
         return generate_greedy(self.lm.model, self.lm.tokenizer, self.prompts, self.max_new_tokens,
                                self.max_batch_tokens, self.max_length, what=f"evaluate {self.task.name}: generate")
 
@@ -122,8 +133,9 @@ def _choices(task: TaskSpec, rows: pl.DataFrame) -> list[list[str]]:
 
 @register_metric("choice_accuracy", higher_is_better=True)
 def choice_accuracy(x: EvalInput) -> Scored:
-    """1 when the choice with the highest summed log-likelihood is the gold one; the gold response
-    is one of the choices, so its loss comes from the same pass."""
+    """1 when the choice with the highest summed log-likelihood is the gold one (a tie goes to the
+    choice listed first); the gold response is one of the choices, so its loss comes from the same
+    pass."""
     choices = _choices(x.task, x.rows)
     tok, gold = x.lm.tokenizer, x.rows["response"].to_list()
     groups = [encode(tok, [p] * len(cs), cs, x.max_length, sep=x.sep) for p, cs in zip(x.prompts, choices)]
@@ -138,12 +150,13 @@ def choice_accuracy(x: EvalInput) -> Scored:
     return Scored(np.array([float(p == g) for p, g in zip(preds, gold)]), loss, preds)
 
 
-@register_metric("exact_match", higher_is_better=True)
+# 2: an article-only answer ("A") is kept, NFKC, the generation cut to the gold's line count
+@register_metric("exact_match", higher_is_better=True, revision=2)
 def exact_match(x: EvalInput) -> Scored:
-    """1 when the greedy answer equals the gold one after answer normalisation."""
+    """1 when the greedy answer equals the gold one after answer normalisation (`answers_match`)."""
     loss, preds = x.gold_loss(), x.generate()
     gold = x.rows["response"].to_list()
-    return Scored(np.array([float(normalise_answer(p) == normalise_answer(g)) for p, g in zip(preds, gold)]), loss, preds)
+    return Scored(np.array([float(answers_match(p, g)) for p, g in zip(preds, gold)]), loss, preds)
 
 
 @register_metric("target_loss", higher_is_better=False, revision=2)  # 2: no answer is None, not ""
