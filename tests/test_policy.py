@@ -72,6 +72,15 @@ def test_minus_prefix_equals_lower_is_better():
     assert np.argmax(combined_score(s, {"-ppl": 1}, {"ppl": False})) == 3
 
 
+def test_a_component_column_reads_in_its_selectors_direction():
+    """`perplexity.nll` is lower-is-better like `perplexity` itself: weighting either picks the
+    most fluent row, never the one quantity's opposite ends."""
+    s = _scores(**{"perplexity": [2.0, 5.0, 9.0, 20.0], "perplexity.nll": np.log([2.0, 5.0, 9.0, 20.0])})
+    dirs = {"perplexity": False}
+    assert np.argmax(combined_score(s, {"perplexity": 1}, dirs)) == np.argmax(combined_score(s, {"perplexity.nll": 1}, dirs)) == 0
+    assert np.argmax(combined_score(s, {"-perplexity.nll": 1}, dirs)) == 3
+
+
 @FAST
 @given(vals=st.lists(st.floats(-100, 100), min_size=1, max_size=30), w=st.floats(0.1, 10))
 def test_column_and_its_negation_cancel_to_a_constant(vals, w):

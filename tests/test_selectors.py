@@ -48,6 +48,38 @@ def test_scores_do_not_depend_on_sharding(name, ctx, rows):
     np.testing.assert_allclose(whole["score"].to_numpy(), parts["score"].to_numpy(), rtol=1e-4)
 
 
+@pytest.mark.parametrize("name", selector_names())
+def test_scores_follow_the_row_not_its_position(name, ctx, rows):
+    """A reordered pool (a glob read in another order, a re-sorted export) scores every row the
+    same: randomness is drawn per row id (random, dsir's resampling, diversity's first center,
+    label_quality's folds), never by position."""
+    sel = make_selector(name).fit(ctx)
+    a = sel.score(rows)
+    b = sel.score(rows.reverse()).join(a.select("id"), on="id", how="right").select(a.columns)
+    for col in a.columns[1:]:
+        if a[col].dtype == pl.String:
+            assert a[col].to_list() == b[col].to_list(), col
+        else:
+            np.testing.assert_allclose(b[col].to_numpy(), a[col].to_numpy(), rtol=1e-4, atol=1e-6, err_msg=col)
+
+
+@pytest.mark.parametrize("name", ["got", "embedding_knn", "less"])
+def test_a_per_task_selector_names_its_one_target_task_too(name, tmp_path, tiny_lm_dir, tiny_embedder_dir, demo_dir,
+                                                           tiny_warmup, rows):
+    """One target task beside a control is a real recipe: `select.targets` needs its column."""
+    from tuneset.recipe import PolicyConfig
+    from tuneset.selection import apply_policy
+
+    one = ScoringContext(store=ArtifactStore(tmp_path), model=str(tiny_lm_dir), embedder=str(tiny_embedder_dir), device="cpu",
+                         targets={"sentiment": load_rows(demo_dir / "targets/sentiment/dev.jsonl").rows}, max_length=64,
+                         warmup=str(tiny_warmup))
+    out = make_selector(name).fit(one).score(rows)
+    np.testing.assert_allclose(out["vs_sentiment"].to_numpy(), out["score"].to_numpy(), rtol=1e-6)
+    table = out.rename({c: f"{name}.{c}" for c in out.columns if c != "id"}).rename({f"{name}.score": name})
+    picked = apply_policy(table, PolicyConfig(weights={name: 1}, budget=5, targets="equal"), {name: True})
+    assert picked["selected"].sum() == 5
+
+
 MAP_REDUCE = [n for n in selector_names() if issubclass(get_selector(n), MapReduceSelector)]
 
 
@@ -120,7 +152,10 @@ def test_perplexity_and_ifd_agree_with_their_definitions(ctx, rows):
     cond = ctx.response_losses(rows, conditioned=True)
     expected = np.exp(cond["nll_sum"].to_numpy() / cond["n_tokens"].to_numpy())
     np.testing.assert_allclose(ppl["score"].to_numpy(), expected, rtol=1e-6)
-    np.testing.assert_allclose(ifd["score"].to_numpy(), ifd["ppl_conditioned"].to_numpy() / ifd["ppl_response"].to_numpy(), rtol=1e-9)
+    ratio = ifd["ppl_conditioned"].to_numpy() / ifd["ppl_response"].to_numpy()
+    np.testing.assert_allclose(ifd["ratio"].to_numpy(), ratio, rtol=1e-9)
+    # A ratio at or above 1 (the instruction does not help: a mismatched pair) ranks below every other row.
+    np.testing.assert_allclose(ifd["score"].to_numpy(), np.where(ratio < 1, ratio, -ratio), rtol=1e-9)
     np.testing.assert_allclose(ifd["ppl_conditioned"].to_numpy(), expected, rtol=1e-6)
 
 

@@ -42,7 +42,8 @@ def combined_score(scores: pl.DataFrame, weights: dict[str, float], directions: 
         col, flip = (key[1:], True) if key.startswith("-") else (key, False)
         if col not in scores.columns:
             raise UnknownNameError("score column", col, [c for c in scores.columns if c != "id"])
-        higher = directions.get(col, True) != flip
+        # A component (`perplexity.nll`) reads in its selector's direction, as the selector's own score.
+        higher = directions.get(col, directions.get(col.split(".")[0], True)) != flip
         r = rank_normalise(scores[col].to_numpy())
         total += w * (r if higher else 1.0 - r + 1.0 / scores.height)
     return total / sum(abs(w) for w in weights.values())
@@ -198,8 +199,7 @@ def _by_targets(scores: pl.DataFrame, policy: PolicyConfig, directions: dict[str
     ids = scores["id"].to_list()
     queues = {}
     for t in quota:
-        dirs = {**directions, **{c: directions.get(c.split(".vs_")[0], True) for c in weights[t] if ".vs_" in c}}
-        comb = combined_score(scores, {c: w for c, w in weights[t].items()}, dirs)
+        comb = combined_score(scores, weights[t], directions)
         queues[t] = iter(np.lexsort((_tiebreak(ids), -comb)).tolist())
     chosen: list[int] = []
     task_of: dict[int, str] = {}

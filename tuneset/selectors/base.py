@@ -7,6 +7,7 @@ Selectors read models and cached artifacts through the `ScoringContext`; they ne
 
 from __future__ import annotations
 
+import hashlib
 import math
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Self
@@ -25,6 +26,18 @@ from tuneset.selectors.context import USES, DeclaredView, ScoringContext
 
 class ScoreError(TunesetError):
     """A selector broke the contract (missing ids, NaN...): a bug in the selector, named."""
+
+
+def row_uniforms(ids: list[str] | pl.Series, seed: int) -> np.ndarray:
+    """A uniform draw in [0, 1) per row from a hash of (seed, id): a selector's randomness that
+    follows the row, not its position, so a reordered or resharded pool scores the same."""
+    return np.array([int.from_bytes(hashlib.sha256(f"{seed}:{i}".encode()).digest()[:8], "big") / 2**64 for i in ids])
+
+
+def id_order(ids: list[str] | pl.Series, seed: int) -> np.ndarray:
+    """Positions in an order fixed by the rows' ids: a selector whose result depends on visit
+    order (k-means, a greedy pass, which of two equal rows wins a tie) visits rows in it."""
+    return np.argsort(row_uniforms(ids, seed), kind="stable")
 
 
 def row_text(rows: pl.DataFrame) -> list[str]:

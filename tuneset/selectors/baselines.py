@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-
-import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
-from tuneset.selectors.base import Selector, register
+from tuneset.selectors.base import Selector, register, row_uniforms
 
 
 class RandomParams(BaseModel):
@@ -26,8 +23,7 @@ class RandomSelector(Selector):
 
     def _score(self, rows: pl.DataFrame) -> pl.DataFrame:
         seed = self.params.seed if self.params.seed is not None else self.ctx.seed
-        u = [int.from_bytes(hashlib.sha256(f"{seed}:{i}".encode()).digest()[:8], "big") / 2**64 for i in rows["id"]]
-        return pl.DataFrame({"id": rows["id"], "score": np.asarray(u)})
+        return pl.DataFrame({"id": rows["id"], "score": row_uniforms(rows["id"], seed)})
 
 
 @register

@@ -15,7 +15,7 @@ import polars as pl
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuneset.selectors.base import MapReduceSelector, Selector, contiguous_parts, register, row_text
+from tuneset.selectors.base import MapReduceSelector, Selector, contiguous_parts, register, row_text, row_uniforms
 from tuneset.selectors.context import ScoringContext
 from tuneset.selectors.embedding import nearest_dev
 
@@ -157,7 +157,9 @@ class GotSelector(Selector):
     Params = GotParams
     uses = frozenset({"embedder", "targets"})
     row_local = False  # the potentials couple every candidate
-    revision = 5  # adds per-task columns (2); stops on the marginal violation, POT's criterion (4); nearest_dev (5)
+    # adds per-task columns (2); stops on the marginal violation, POT's criterion (4); nearest_dev (5);
+    # a `vs_<task>` column with one target task too, so `select.targets` works with one (6)
+    revision = 6
 
     def _score(self, rows: pl.DataFrame) -> pl.DataFrame:
         p = self.params
@@ -165,10 +167,10 @@ class GotSelector(Selector):
         cand = self.ctx.embeddings(row_text(rows))
         f, _, _ = sinkhorn_potentials(cand, self.ctx.embeddings(texts), weights, p.reg, p.max_iter, p.tol)
         cols = {}
-        if len(self.ctx.targets) > 1:
-            for task, dev in sorted(self.ctx.targets.items()):
-                ft, _, _ = sinkhorn_potentials(cand, self.ctx.embeddings(row_text(dev)), None, p.reg, p.max_iter, p.tol)
-                cols[f"vs_{task}"] = -calibrated_gradient(ft)
+        for task, dev in sorted(self.ctx.targets.items()):  # one task: its column is the score itself
+            ft = f if len(self.ctx.targets) == 1 else sinkhorn_potentials(
+                cand, self.ctx.embeddings(row_text(dev)), None, p.reg, p.max_iter, p.tol)[0]
+            cols[f"vs_{task}"] = -calibrated_gradient(ft)
         return pl.DataFrame({"id": rows["id"], "score": -calibrated_gradient(f), "potential": f, **cols,
                              "nearest_dev": nearest_dev(self.ctx, cand)})
 
@@ -231,7 +233,7 @@ class DsirSelector(MapReduceSelector):
     name = "dsir"
     Params = DsirParams
     uses = frozenset({"targets", "seed"})
-    revision = 2  # bucket frequencies in float64 (they were float32 divisions)
+    revision = 3  # bucket frequencies in float64 (2); resampling noise drawn per row id, not position (3)
 
     def partial(self, rows: pl.DataFrame) -> dict[str, np.ndarray]:
         return {"raw": bucket_totals(row_text(rows), self.params.buckets)}
@@ -246,6 +248,6 @@ class DsirSelector(MapReduceSelector):
 
     def finish_scores(self, scores: pl.DataFrame) -> pl.DataFrame:
         logw = scores["log_weight"].to_numpy()
-        if self.params.resample:
-            logw = logw + np.random.default_rng(self.ctx.seed).gumbel(size=len(logw))
+        if self.params.resample:  # Gumbel noise per row id: the same rows whatever the pool's order
+            logw = logw - np.log(-np.log(np.maximum(row_uniforms(scores["id"], self.ctx.seed), 1e-300)))
         return scores.insert_column(1, pl.Series("score", logw))

@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuneset.selectors.base import MapReduceSelector, Selector, register, row_text
+from tuneset.selectors.base import MapReduceSelector, Selector, id_order, register, row_text
 
 
 def k_center_greedy(emb: np.ndarray, max_centers: int, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -52,14 +52,18 @@ class DiversitySelector(Selector):
     Params = DiversityParams
     uses = frozenset({"embedder", "seed"})
     row_local = False
+    revision = 2  # the first center is drawn by row id, not position
 
     def _score(self, rows: pl.DataFrame) -> pl.DataFrame:
-        emb = self.ctx.embeddings(row_text(rows))
-        first = int(np.random.default_rng(self.ctx.seed).integers(len(emb)))
-        score, order = k_center_greedy(emb, self.params.max_centers, first)
-        pick = np.zeros(len(emb))
-        pick[order] = np.arange(1, len(order) + 1)
-        return pl.DataFrame({"id": rows["id"], "score": score, "pick_order": pick})
+        # Visited in an order fixed by the ids, from the first of them: the same centers, ties
+        # between equal rows included, whatever the pool's row order.
+        perm = id_order(rows["id"], self.ctx.seed)
+        score, order = k_center_greedy(self.ctx.embeddings(row_text(rows[perm])), self.params.max_centers, 0)
+        pick = np.zeros(len(perm))
+        pick[perm[order]] = np.arange(1, len(order) + 1)
+        out = np.empty(len(perm))
+        out[perm] = score
+        return pl.DataFrame({"id": rows["id"], "score": out, "pick_order": pick})
 
 
 def cluster_visit_order(emb: np.ndarray, n_clusters: int | None = None, seed: int = 0, niter: int = 10) -> list[np.ndarray]:
@@ -131,10 +135,12 @@ class SemDedupSelector(MapReduceSelector):
     name = "semdedup"
     Params = SemDedupParams
     uses = frozenset({"embedder", "seed"})
+    revision = 2  # clusters and ties in an order fixed by the row ids, not their positions
 
     def plan(self, rows: pl.DataFrame, totals: dict[str, np.ndarray]) -> tuple[None, list[np.ndarray]]:
-        emb = self.ctx.embeddings(row_text(rows))
-        return None, cluster_visit_order(emb, self.params.n_clusters, self.ctx.seed)
+        perm = id_order(rows["id"], self.ctx.seed)  # k-means and ties see the same order in any pool order
+        emb = self.ctx.embeddings(row_text(rows[perm]))
+        return None, [perm[part] for part in cluster_visit_order(emb, self.params.n_clusters, self.ctx.seed)]
 
     def score_part(self, rows: pl.DataFrame, state: None) -> pl.DataFrame:
         dup_of, sim = greedy_duplicates(self.ctx.embeddings(row_text(rows)), self.params.threshold)

@@ -24,7 +24,7 @@ from tuneset.data.labels import is_closed_label
 from tuneset.data.text import normalise
 from tuneset.errors import UnknownNameError
 from tuneset.progress import ProgressLog
-from tuneset.selectors.base import Selector, register
+from tuneset.selectors.base import Selector, register, row_uniforms
 
 
 class LabelQualityParams(BaseModel):
@@ -85,24 +85,28 @@ def standardized(parts: list[np.ndarray]) -> np.ndarray:
 C_GRID = (0.001, 0.01, 0.1, 1.0)
 
 
-def calibrated_probs(x: np.ndarray, y: np.ndarray, n_classes: int, folds: int, C: float | None, seed: int,
+def calibrated_probs(x: np.ndarray, y: np.ndarray, n_classes: int, folds: int, C: float | None, order: np.ndarray,
                      trusted: np.ndarray | None = None) -> np.ndarray:
     """Out-of-fold probabilities at `C`, or at the grid's C with the lowest out-of-fold log-loss."""
     if C is not None:
-        return out_of_fold_probs(x, y, n_classes, folds, C, seed, trusted)
-    fits = [out_of_fold_probs(x, y, n_classes, folds, c, seed, trusted) for c in C_GRID]
+        return out_of_fold_probs(x, y, n_classes, folds, C, order, trusted)
+    fits = [out_of_fold_probs(x, y, n_classes, folds, c, order, trusted) for c in C_GRID]
     return min(fits, key=lambda p: -np.log(p[np.arange(len(y)), y]).mean())
 
 
-def out_of_fold_probs(x: np.ndarray, y: np.ndarray, n_classes: int, folds: int, C: float, seed: int,
+def out_of_fold_probs(x: np.ndarray, y: np.ndarray, n_classes: int, folds: int, C: float, order: np.ndarray,
                       trusted: np.ndarray | None = None) -> np.ndarray:
     """Class probabilities for each row from a model that never saw that row, fitted on the
-    `trusted` rows of the other folds (all of them by default)."""
+    `trusted` rows of the other folds (all of them by default). Folds are dealt in the order of
+    `order`, a per-row key (`row_uniforms` of the ids), so they follow the rows, not their positions."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import KFold
 
+    k = min(folds, len(y))
+    fold = np.empty(len(y), dtype=int)
+    fold[np.argsort(order, kind="stable")] = np.arange(len(y)) % k
     probs = np.full((len(y), n_classes), 1e-6)
-    for train, test in KFold(n_splits=min(folds, len(y)), shuffle=True, random_state=seed).split(x):
+    for f in range(k):
+        train, test = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
         if trusted is not None:
             train = train[trusted[train]]
         present = np.unique(y[train])
@@ -147,12 +151,12 @@ class GroupFit:
         return max(float(self.flagged.mean()), 1 / len(self.flagged))
 
 
-def fit_group(x: np.ndarray, y: np.ndarray, n_classes: int, folds: int, C: float | None, seed: int) -> GroupFit:
+def fit_group(x: np.ndarray, y: np.ndarray, n_classes: int, folds: int, C: float | None, order: np.ndarray) -> GroupFit:
     """Fit, flag the label issues, refit without them: a class model fitted through the flips
     partly learns them. Every probability stays out-of-fold."""
-    first = calibrated_probs(x, y, n_classes, folds, C, seed)
+    first = calibrated_probs(x, y, n_classes, folds, C, order)
     flagged = label_issues(y, first)
-    probs = calibrated_probs(x, y, n_classes, folds, C, seed, trusted=~flagged) if flagged.any() else first
+    probs = calibrated_probs(x, y, n_classes, folds, C, order, trusted=~flagged) if flagged.any() else first
     return GroupFit(first, flagged, probs)
 
 
@@ -164,7 +168,7 @@ class LabelQualitySelector(Selector):
     Params = LabelQualityParams
     uses = frozenset({"embedder", "lm", "seed"})
     row_local = False  # the class model is fitted on the whole group
-    revision = 2  # refit without the first fit's issues; score = P(given label right)
+    revision = 3  # refit without the first fit's issues; score = P(given label right) (2); folds by row id (3)
 
     def prepare(self, rows: pl.DataFrame) -> None:
         """Nothing row-local: which rows form a label group, their template-stripped text and
@@ -179,13 +183,14 @@ class LabelQualitySelector(Selector):
         issue, grouped = np.zeros(n), np.zeros(n)
         suggested = rows["response"].to_list()
         groups = label_groups(rows, self.params)
-        instructions = rows["instruction"].to_list()
+        instructions, ids = rows["instruction"].to_list(), rows["id"].to_list()
         # On a large pool the class-model fits run for minutes without a line of their own (the LM
         # passes for uncached features log themselves); one line per group says where the step is.
         progress = ProgressLog("label_quality: fit label groups", sum(map(len, groups.values())), "rows")
         for name, idx in groups.items():
             x, y, labels = self.group_inputs([instructions[i] for i in idx], [suggested[i] for i in idx])
-            fit = fit_group(x, y, len(labels), self.params.folds, self.params.C, self.ctx.seed)
+            order = row_uniforms([ids[i] for i in idx], self.ctx.seed)
+            fit = fit_group(x, y, len(labels), self.params.folds, self.params.C, order)
             probs = fit.probs
             score[idx] = prob_label_right(probs, y, fit.noise_rate)
             issue[idx] = label_issues(y, probs)

@@ -25,12 +25,15 @@ class PerplexitySelector(Selector):
 
 @register
 class IFDSelector(Selector):
-    """Instruction-following difficulty (Li et al., Cherry LLM): ppl(response | instruction) /
-    ppl(response). Near or above 1 the instruction does not help predict the response: hard rows
-    or mismatched pairs; the paper keeps high-IFD rows below 1."""
+    """Instruction-following difficulty, ppl(response | instruction) / ppl(response), as
+    Superfiltering (Li et al., 2024) writes it (Cherry LLM's code divides the mean losses instead,
+    which orders rows somewhat differently). High: the instruction helps little, a row to learn
+    from. At or above 1 it does not help at all, a mismatched pair, which both papers drop: such
+    rows score minus their ratio, below every other row. `ratio` keeps the ratio itself."""
 
     name = "ifd"
     uses = frozenset({"lm"})
+    revision = 2  # rows at or above 1 rank last, as the papers drop them
 
     def _score(self, rows: pl.DataFrame) -> pl.DataFrame:
         cond = self.ctx.response_losses(rows, conditioned=True)
@@ -38,4 +41,6 @@ class IFDSelector(Selector):
         n = np.maximum(cond["n_tokens"].to_numpy(), 1)
         ppl_c = safe_exp(cond["nll_sum"].to_numpy() / n)
         ppl_u = safe_exp(free["nll_sum"].to_numpy() / np.maximum(free["n_tokens"].to_numpy(), 1))
-        return pl.DataFrame({"id": rows["id"], "score": ppl_c / ppl_u, "ppl_conditioned": ppl_c, "ppl_response": ppl_u})
+        ratio = ppl_c / ppl_u
+        return pl.DataFrame({"id": rows["id"], "score": np.where(ratio < 1, ratio, -ratio), "ratio": ratio,
+                             "ppl_conditioned": ppl_c, "ppl_response": ppl_u})
