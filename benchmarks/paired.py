@@ -4,7 +4,7 @@
     python benchmarks/paired.py benchmarks/results/bench_downstream got bench_static:got_static sst2
 
 The leaderboard pairs every arm with random and with no fine-tune; this pairs any two (a strategy
-against the full pool, a curated arm against its raw one), with the same seed-and-row bootstrap.
+against the full pool, a curated arm against its raw one), with the same seed-and-row interval.
 An arm written `EXPORT:strategy` comes from another export of the same bench (same test rows and
 seeds; EXPORT relative to the first folder's parent). Only seeds both arms finished are compared.
 With two or more seeds it also prints each seed's difference and their sd: the issue's test is a
@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 from bench_args import arm_source, test_split_examples
 
-from tuneset.evaluate.stats import seed_row_bootstrap
+from tuneset.evaluate.stats import seed_aware_diff
 
 
 def scores(examples: pl.DataFrame, strategy: str, task: str) -> np.ndarray:
@@ -51,7 +51,7 @@ def main() -> None:
     common = (seeds_a & seeds_b) or seeds_a or seeds_b
     keep = pl.col("seed").is_in([*common, "-"])
     sa, sb = scores(ex_a.filter(keep), s_a, task), scores(ex_b.filter(keep), s_b, task)
-    d = seed_row_bootstrap(sa, sb)
+    d = seed_aware_diff(sa, sb)
     print(f"{a} vs {b} on {task} (seeds {', '.join(sorted(common)) or '-'}): "
           f"{d.mean:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}] (detectable ±{d.mdd:.3f})")
     per_seed = sa.mean(axis=1) - sb.mean(axis=1)  # a seedless arm (one row) broadcasts against the other's seeds

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 
 from tuneset.data.io import save_figure
-from tuneset.evaluate.stats import seed_row_bootstrap
+from tuneset.evaluate.stats import seed_aware_diff
 
 NONE, FULL, RANDOM = "none", "full", "random"
 
@@ -78,7 +78,7 @@ def build_leaderboard(results: list[dict[str, Any]]) -> pl.DataFrame:
     """One row per (task, strategy, budget). `results` rows: strategy, budget, n_rows, seed, task,
     metric, examples (test rows) and optionally dev_examples (the same model on the task's dev rows).
 
-    Differences against random and no fine-tune resample test rows and seeds (`seed_row_bootstrap`);
+    Differences against random and no fine-tune count test rows and seeds (`seed_aware_diff`);
     `*_mdd` is the smallest difference the comparison detects with 80% power; `top_answer_share`
     is the largest share of test rows one seed gave a single answer (`_top_answer`)."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
@@ -102,7 +102,7 @@ def build_leaderboard(results: list[dict[str, Any]]) -> pl.DataFrame:
             ref_key = (task, ref, budget if ref == RANDOM else "-")
             if ref_key in test and ref != strategy:
                 _same_rows(test[task, strategy, budget], test[ref_key], (task, strategy, budget), ref_key)
-                d = seed_row_bootstrap(m, _matrix(test[ref_key], ref_key))
+                d = seed_aware_diff(m, _matrix(test[ref_key], ref_key))
                 row[col], row[f"{col}_lo"], row[f"{col}_hi"], row[f"{col}_mdd"] = d.mean, d.lo, d.hi, d.mdd
                 # No fine-tune is deterministic: it has no seed variance to leave out.
                 row[f"{col}_seed_aware"] = len(runs) > 1 and (ref == NONE or len(groups[ref_key]) > 1)
@@ -143,8 +143,8 @@ def to_markdown(board: pl.DataFrame) -> str:
             parts.append(f"| {r['strategy']} | {r['budget']} | {r['rows']} | {r['mean']:.3f} ± {_fmt_sd(r['sd_seeds'])} | "
                          f"{r['per_seed']} | {dev} | {ci('vs_random')} | {ci('vs_none')} | {top} |")
         parts.append("")
-    parts.append("Intervals resample test rows and seeds; \"detectable\" is the smallest difference the "
-                 "comparison finds with 80% power (2.8 standard errors). An arm with one seed has no seed "
+    parts.append("Intervals count both test rows and seeds (a t interval; few seeds make it wide); \"detectable\" "
+                 "is the smallest difference the comparison finds with 80% power. An arm with one seed has no seed "
                  "spread (n/a), so its intervals (marked *) leave seed variance out. The last column flags an arm that "
                  "collapsed onto one answer in some seed: compare it with the other arms' and the task's own label mix.\n")
     return "\n".join(parts)
