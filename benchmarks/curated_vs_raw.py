@@ -6,7 +6,7 @@ vs the 300-row selections of every selector on the raw pool.
 
 Each folder holds a compare run's `examples.parquet` (per-example test scores, from
 `benchmarks/export_run.py`). All runs share the test rows, so differences are paired row by row;
-the CI is a bootstrap over test rows of the seed-averaged scores (`paired_bootstrap`). Arms of the
+the CI counts test rows and seeds (`seed_aware_diff`, the leaderboard's interval). Arms of the
 same name are compared on the seeds both have. Writes <curated>/vs_raw.md.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 from bench_args import test_split_examples
 
-from tuneset.evaluate.stats import paired_bootstrap
+from tuneset.evaluate.stats import seed_aware_diff
 
 
 def scores(frame: pl.DataFrame, strategy: str, task: str) -> tuple[np.ndarray, list[str]]:
@@ -42,14 +42,14 @@ def task_table(task: str, cur: pl.DataFrame, raw: pl.DataFrame, sel: pl.DataFram
              "|---|---|---|---|---|",
              f"| **curated pool_small, all rows** | {', '.join(c_seeds)} | {summary(c)} | {' '.join(f'{v:.3f}' for v in c.mean(1))} | |"]
     r = r_all[[r_seeds.index(s) for s in common]]
-    d = paired_bootstrap(c[[c_seeds.index(s) for s in common]], r)
+    d = seed_aware_diff(c[[c_seeds.index(s) for s in common]], r)
     lines.append(f"| raw pool_small, all rows | {', '.join(r_seeds)} | {summary(r_all)} | {' '.join(f'{v:.3f}' for v in r_all.mean(1))} | "
                  f"{d} (seeds {', '.join(common)}) |")
     if sel is not None:
         for arm in sel.filter((pl.col("task") == task) & ~pl.col("strategy").is_in(["full", "none"]))["strategy"].unique().sort():
             a, a_seeds = scores(sel, arm, task)
             lines.append(f"| raw, 300 rows by `{arm}` | {', '.join(a_seeds)} | {summary(a)} | {' '.join(f'{v:.3f}' for v in a.mean(1))} | "
-                         f"{paired_bootstrap(c, a)} |")
+                         f"{seed_aware_diff(c, a)} |")
     return lines + [""]
 
 

@@ -1,6 +1,6 @@
 """How often the leaderboard's 95% interval for a difference between two arms covers the true
 difference, on simulated scores where the truth is known: the t interval of `seed_aware_diff`
-against the seed-and-row bootstrap it replaced (stop 34).
+against the seed-and-row bootstrap it replaced at stop 34.
 
     python benchmarks/interval_coverage.py [--reps 2000]
 
@@ -68,7 +68,7 @@ class Scenario:
         if not self.accuracy:
             return DELTA
         rng = np.random.default_rng(999)
-        big = Scenario(self.name, 50, 50, self.seed_sd, self.seed_sd, True, self.rows)
+        big = Scenario(self.name, 50, 50, self.seed_sd, self.seed_sd_b, True, self.rows)
         return float(np.mean([np.subtract(*(m.mean() for m in big.draw(rng))) for _ in range(400)]))
 
 

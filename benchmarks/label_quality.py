@@ -27,15 +27,16 @@ from curation import auroc  # noqa: E402  (benchmarks/curation.py)
 from tuneset.flows.context import run_context  # noqa: E402
 from tuneset.recipe import load_recipe  # noqa: E402
 from tuneset.selectors import make_selector  # noqa: E402
+from tuneset.selectors.base import row_uniforms  # noqa: E402
 from tuneset.selectors.label_quality import fit_group, label_groups, prob_label_right  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "curation"
 
 
-def variants(x: np.ndarray, y: np.ndarray, k: int, folds: int, seed: int) -> dict[str, np.ndarray]:
+def variants(x: np.ndarray, y: np.ndarray, k: int, folds: int, order: np.ndarray) -> dict[str, np.ndarray]:
     rows = np.arange(len(y))
-    fit = fit_group(x, y, k, folds, None, seed)
+    fit = fit_group(x, y, k, folds, None, order)
     return {
         "one fit, p(given label)": fit.first[rows, y],
         "refit without its issues, p(given label)": fit.probs[rows, y],
@@ -63,7 +64,8 @@ def main() -> None:
         x, y, labels = selector.group_inputs(rows["instruction"].to_numpy()[idx].tolist(), rows["response"].to_numpy()[idx].tolist())
         keep = np.array([k in (None, "label_flip") for k in kinds])  # clean rows vs flipped rows
         flipped[source] = (kinds == "label_flip")[keep]
-        for name, s in variants(x, y, len(labels), params.folds, selector.ctx.seed).items():
+        order = row_uniforms(rows["id"].to_numpy()[idx].tolist(), selector.ctx.seed)  # the selector's own folds
+        for name, s in variants(x, y, len(labels), params.folds, order).items():
             scored.setdefault(name, {})[source] = s[keep]
         print(source, "done", flush=True)
     out = {}

@@ -78,6 +78,13 @@ def test_out_of_fold_probs_fit_only_on_trusted_rows():
     probs = out_of_fold_probs(x, y, 3, 5, 1.0, _order(len(y)), trusted=y != 2)
     assert probs[:, 2].max() < 1e-3  # no fold ever trained on class 2
     assert (probs.argmax(1)[y != 2] == y[y != 2]).mean() > 0.9
+    # A fold whose training rows are all untrusted learns nothing: uniform, not a crash.
+    order = _order(len(y))
+    first_fold = np.argsort(order)[::2]  # two folds, dealt in key order
+    untrusted = np.zeros(len(y), dtype=bool)
+    untrusted[first_fold] = True
+    none_trusted = out_of_fold_probs(x, y, 3, 2, 1.0, order, trusted=~untrusted)
+    np.testing.assert_allclose(none_trusted[np.setdiff1d(np.arange(len(y)), first_fold)], 1 / 3)
 
 
 def test_prob_label_right_is_calibrated_under_uniform_flips_and_compares_across_label_counts():

@@ -126,12 +126,12 @@ def test_exact_match_and_target_loss(lm, demo_dir):
 def test_gold_answers_longer_than_the_generation_budget_are_named(lm, demo_dir, caplog):
     test = demo_dir / "targets/capitals/test.jsonl"
     rows = load_rows(test).rows.head(4)
-    longest = max(len(lm.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in rows["response"]) + 1
+    longest = max(len(lm.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in rows["response"])
     task = TaskSpec(name="c", metric="exact_match", dev=test, test=test)
     evaluate_task(lm, task, rows, 64, max_new_tokens=longest)
-    assert "can never match" not in caplog.text
+    assert "cannot be generated whole" not in caplog.text
     evaluate_task(lm, task, rows, 64, max_new_tokens=longest - 1)
-    assert f"need more than evaluate.max_new_tokens={longest - 1} tokens (the longest {longest}" in caplog.text
+    assert f"longer than evaluate.max_new_tokens={longest - 1} tokens (the longest {longest})" in caplog.text
 
 
 def test_prompt_format_resolves_by_the_tokenizer(lm, chat_lm_dir, tmp_path):
@@ -195,32 +195,43 @@ def test_a_killed_fine_tune_resumes_to_the_uninterrupted_result(method, tiny_lm_
     assert not (tmp_path / "killed" / "resume").exists()
 
 
-def test_a_fine_tune_killed_between_the_resume_saves_renames_resumes_from_the_new_state(tiny_lm_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kill_at", [1, 3])
+def test_a_fine_tune_killed_between_the_resume_saves_renames_resumes_from_the_new_state(tiny_lm_dir, tmp_path, monkeypatch,
+                                                                                        kill_at):
     """The save moves the last state aside, then the new one into place: a kill between the two
-    leaves no `resume/`, and the run goes on from the new state rather than from step 0."""
+    (or before the first save's only move) leaves no `resume/`, and the run goes on from the new
+    state rather than from step 0; one more kill right after resuming loses nothing either."""
     import pathlib
 
     cfg = FinetuneConfig(lr=5e-3, epochs=3, batch_size=4, seed=3)  # 6 steps
     whole = train(_rows(), cfg, str(tiny_lm_dir), tmp_path / "whole", 64, "cpu", resume_every_s=0)
     real_rename, moves = pathlib.Path.rename, []
 
-    def dies_at_the_third_move_into_place(self, target):
+    def dies_at_a_move_into_place(self, target):
         if self.name == "resume.tmp":
             moves.append(1)
-            if len(moves) == 3:  # the step-3 save, its old state already moved aside
+            if len(moves) == kill_at:  # the step-k save; from the second on, the old state is already aside
                 raise KeyboardInterrupt("killed")
         return real_rename(self, target)
 
-    monkeypatch.setattr(pathlib.Path, "rename", dies_at_the_third_move_into_place)
+    monkeypatch.setattr(pathlib.Path, "rename", dies_at_a_move_into_place)
     with pytest.raises(KeyboardInterrupt):
         train(_rows(), cfg, str(tiny_lm_dir), tmp_path / "killed", 64, "cpu", resume_every_s=0)
     monkeypatch.setattr(pathlib.Path, "rename", real_rename)
     out = tmp_path / "killed"
-    assert not (out / "resume").exists() and json.loads((out / "resume.tmp" / "state.json").read_text())["step"] == 3
-    steps = []
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, real=torch.nn.utils.clip_grad_norm_, **k: (steps.append(1), real(*a, **k))[1])
+    assert not (out / "resume").exists() and json.loads((out / "resume.tmp" / "state.json").read_text())["step"] == kill_at
+    steps, real_clip = [], torch.nn.utils.clip_grad_norm_
+
+    def killed_on_the_first_step(*a, **k):
+        raise KeyboardInterrupt("killed again")
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", killed_on_the_first_step)
+    with pytest.raises(KeyboardInterrupt):  # the state it resumed from is in place before any save
+        train(_rows(), cfg, str(tiny_lm_dir), out, 64, "cpu", resume_every_s=0)
+    assert json.loads((out / "resume" / "state.json").read_text())["step"] == kill_at
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: (steps.append(1), real_clip(*a, **k))[1])
     resumed = train(_rows(), cfg, str(tiny_lm_dir), out, 64, "cpu", resume_every_s=0)
-    assert len(steps) == 3 and resumed.final_loss == whole.final_loss  # steps 4-6 only, to the same result
+    assert len(steps) == 6 - kill_at and resumed.final_loss == whole.final_loss  # the rest only, to the same result
     assert not any((out / name).exists() for name in ("resume", "resume.tmp", "resume.old"))
 
 

@@ -677,6 +677,18 @@ def test_an_unknown_quota_field_fails_before_curation_and_scoring(tiny_recipe, m
         run(recipe)
 
 
+def test_a_policy_revision_enters_the_selection_key(tiny_recipe, monkeypatch):
+    """A change in how a policy reads its columns (the direction of a component) must not be
+    served a selection cached before it."""
+    import tuneset.flows.select as select
+
+    recipe = tiny_recipe("score.selectors=[length]", "select.weights={length.instruction_chars: 1}", "select.budget=5")
+    before = select.select_flow(recipe).table
+    assert select.select_flow(recipe).table == before  # cached
+    monkeypatch.setattr(select, "POLICY_REVISION", select.POLICY_REVISION + 1)
+    assert select.select_flow(recipe).table != before
+
+
 @pytest.mark.parametrize("ext", ["parquet", "csv", "jsonl"])
 def test_one_command_selection_without_a_recipe(tiny_recipe, tmp_path, ext):
     from tuneset.cli import app

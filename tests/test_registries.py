@@ -94,6 +94,13 @@ def test_a_metric_revision_must_be_a_positive_int(plugin, revision):
         metrics.register_metric("fine_name", higher_is_better=True, revision=revision)(lambda x: None)
 
 
+@pytest.mark.parametrize("bounds", [(1.0, 0.0), (0.0,), (2.0, 2.0)])
+def test_metric_bounds_are_checked_at_registration(bounds):
+    with pytest.raises(ValueError, match="bounds must be \\(low, high\\) with low < high"):
+        metrics.register_metric("bounded_name", higher_is_better=True, bounds=bounds)(lambda x: None)
+    assert "bounded_name" not in metrics.metric_names()
+
+
 def test_the_metric_key_holds_a_revision_only_past_the_first():
     # revision 1 keys as before revisions existed (the name alone), so no cached evaluation is lost
     assert metrics.metric_key("choice_accuracy") == ("choice_accuracy",)

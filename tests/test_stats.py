@@ -6,52 +6,44 @@ import pytest
 
 from tuneset.data.text import answers_match, normalise_answer
 from tuneset.evaluate.leaderboard import build_leaderboard, plot, to_markdown
-from tuneset.evaluate.stats import PairedDiff, paired_bootstrap
+from tuneset.evaluate.stats import seed_aware_diff
 
 
 def test_identical_arrays_give_zero_with_zero_width_ci():
     a = np.random.default_rng(1).random(50)
-    d = paired_bootstrap(a, a.copy())
-    assert (d.mean, d.lo, d.hi, d.n) == (0.0, 0.0, 0.0, 50)
+    d = seed_aware_diff(a, a.copy())
+    assert (d.mean, d.lo, d.hi, d.se) == (0.0, 0.0, 0.0, 0.0)
 
 
 @pytest.mark.parametrize("shift", [0.25, -1.5, 3.0])
 def test_constant_shift_gives_that_mean(shift):
-    b = np.random.default_rng(2).random(40)
-    d = paired_bootstrap(b + shift, b)
+    b = np.random.default_rng(2).random((2, 40))
+    d = seed_aware_diff(b + shift, b)
     assert d.mean == pytest.approx(shift)
     assert d.lo == pytest.approx(shift) and d.hi == pytest.approx(shift)
 
 
-def test_seed_matrix_is_averaged_over_seeds_first():
-    rng = np.random.default_rng(3)
-    a, b = rng.random((3, 30)), rng.random((2, 30))
-    d = paired_bootstrap(a, b, seed=7)
-    assert d == paired_bootstrap(a.mean(0), b.mean(0), seed=7)
-    assert d.n == 30
-    assert d.mean == pytest.approx(a.mean() - b.mean())
-
-
-def test_ci_brackets_mean_and_is_reproducible():
+def test_ci_brackets_the_mean_and_narrows_with_alpha():
     rng = np.random.default_rng(4)
-    a, b = rng.random(200), rng.random(200)
-    d = paired_bootstrap(a, b)
-    assert d.lo < d.mean < d.hi
-    assert d == paired_bootstrap(a, b)
-    assert paired_bootstrap(a, b, seed=1) != d
-    narrow = paired_bootstrap(a, b, alpha=0.5)
+    a, b = rng.random((3, 200)), rng.random((3, 200))
+    d = seed_aware_diff(a, b)
+    assert d.lo < d.mean < d.hi and d.mean == pytest.approx(a.mean() - b.mean())
+    assert d == seed_aware_diff(a, b)  # no resampling: the same inputs, the same interval
+    narrow = seed_aware_diff(a, b, alpha=0.5)
     assert d.lo < narrow.lo < narrow.hi < d.hi
 
 
 def test_mismatched_lengths_raise():
-    with pytest.raises(ValueError, match=r"differ in length: \(5,\) vs \(6,\)"):
-        paired_bootstrap(np.zeros(5), np.zeros(6))
-    with pytest.raises(ValueError, match="differ in length"):
-        paired_bootstrap(np.zeros((2, 5)), np.zeros((2, 4)))
+    with pytest.raises(ValueError, match=r"differ in length: 5 vs 6 examples"):
+        seed_aware_diff(np.zeros(5), np.zeros(6))
 
 
-def test_paired_diff_str():
-    assert str(PairedDiff(0.125, -0.05, 0.3, 10)) == "+0.125 [-0.050, +0.300]"
+def test_seed_aware_diff_str():
+    rng = np.random.default_rng(6)
+    a, b = rng.random((2, 30)), rng.random((2, 30))
+    d = seed_aware_diff(a, b)
+    assert str(d) == f"{d.mean:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}]"
+    assert str(seed_aware_diff(a[:1], b)).endswith("*")
 
 
 @pytest.mark.parametrize(("text", "norm"), [
@@ -153,6 +145,19 @@ def test_an_interval_without_seed_variance_is_starred_but_not_one_against_no_fin
     assert "]* (±" in next(ln for ln in md if ln.startswith("| ppl | 10% | 2 | 0.500"))  # mc's one seed
 
 
+def test_an_interval_stops_at_what_the_metric_allows(tmp_path):
+    """Two seeds that disagree completely leave a t interval with one degree of freedom, far wider
+    than an accuracy difference can be: cut at +-1, the detectable difference too."""
+    runs = [_run(tmp_path, "qa", "random", "10%", 0, [1, 0, 1, 0]), _run(tmp_path, "qa", "random", "10%", 1, [0, 1, 0, 1]),
+            _run(tmp_path, "qa", "ppl", "10%", 0, [1, 1, 1, 1]), _run(tmp_path, "qa", "ppl", "10%", 1, [0, 0, 0, 1])]
+    raw = seed_aware_diff(np.array([[1, 1, 1, 1], [0, 0, 0, 1.0]]), np.array([[1, 0, 1, 0], [0, 1, 0, 1.0]]))
+    assert raw.hi > 1 and raw.lo < -1  # what the interval alone says
+    ppl = build_leaderboard(runs).filter(pl.col("strategy") == "ppl").row(0, named=True)
+    assert (ppl["vs_random_lo"], ppl["vs_random_hi"], ppl["vs_random_mdd"]) == (-1.0, 1.0, 1.0)
+    loss = build_leaderboard([{**r, "metric": "target_loss"} for r in runs]).filter(pl.col("strategy") == "ppl").row(0, named=True)
+    assert loss["vs_random_hi"] == pytest.approx(raw.hi)  # an unbounded metric keeps it
+
+
 def test_arms_evaluated_on_different_rows_are_refused_by_name(tmp_path):
     other = tmp_path / "other.parquet"
     pl.DataFrame({"id": ["z1", "z2", "z3", "z4"], "score": [1.0, 0, 1, 0]}).write_parquet(other)
@@ -216,8 +221,6 @@ def test_plot_writes_png(results, tmp_path):
 
 
 def test_seed_aware_interval_widens_with_seed_spread_and_flags_one_seed():
-    from tuneset.evaluate.stats import seed_aware_diff
-
     rng = np.random.default_rng(5)
     base = (rng.random(300) < 0.7).astype(float)
     steady = np.stack([base] * 3)
@@ -226,8 +229,6 @@ def test_seed_aware_interval_widens_with_seed_spread_and_flags_one_seed():
     ref = np.stack([(rng.random(300) < 0.7).astype(float) for _ in range(3)])
     a, b = seed_aware_diff(steady, ref), seed_aware_diff(shaky, ref)
     assert b.hi - b.lo > a.hi - a.lo and b.mdd > a.mdd
-    # The seed-averaged row bootstrap cannot see seed spread at all; the seed-aware one does.
-    assert b.hi - b.lo > paired_bootstrap(shaky, ref).hi - paired_bootstrap(shaky, ref).lo
     single = seed_aware_diff(steady[:1], ref)
     assert not single.seed_aware and str(single).endswith("*") and a.seed_aware
     assert seed_aware_diff(ref, ref).mean == 0.0
@@ -237,8 +238,6 @@ def test_seed_aware_interval_widens_with_seed_spread_and_flags_one_seed():
 
 def test_without_seed_spread_the_interval_is_the_paired_t_interval_over_rows():
     from scipy import stats
-
-    from tuneset.evaluate.stats import seed_aware_diff
 
     rng = np.random.default_rng(3)
     a, b = rng.normal(0.6, 0.3, 40), rng.normal(0.5, 0.3, 40)
@@ -252,8 +251,6 @@ def test_without_seed_spread_the_interval_is_the_paired_t_interval_over_rows():
 def test_the_seed_aware_interval_covers_the_truth_at_its_nominal_rate_with_few_seeds():
     """Three seeds an arm, seed effects dominant: the seed-and-row bootstrap used until stop 34
     covered 0.89 here (benchmarks/interval_coverage.py), the t interval about 0.95."""
-    from tuneset.evaluate.stats import seed_aware_diff
-
     rng, hits = np.random.default_rng(0), 0
     for _ in range(400):
         row = rng.normal(0, 0.3, 150)

@@ -2,6 +2,6 @@
 
 from tuneset.data.text import normalise_answer
 from tuneset.evaluate.metrics import evaluate_task
-from tuneset.evaluate.stats import paired_bootstrap
+from tuneset.evaluate.stats import seed_aware_diff
 
-__all__ = ["evaluate_task", "normalise_answer", "paired_bootstrap"]
+__all__ = ["evaluate_task", "normalise_answer", "seed_aware_diff"]

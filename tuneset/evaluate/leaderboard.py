@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import numpy as np
 import polars as pl
 
 from tuneset.data.io import save_figure
+from tuneset.evaluate.metrics import get_metric
 from tuneset.evaluate.stats import seed_aware_diff
 
 NONE, FULL, RANDOM = "none", "full", "random"
@@ -74,6 +76,15 @@ def _top_answer(runs: list[dict[str, Any]], frames: list[pl.DataFrame]) -> tuple
     return worst
 
 
+def _span(metric: str) -> float:
+    """How far apart two arms' means can be on this metric: hi - lo of its bounds, else unbounded."""
+    try:
+        bounds = get_metric(metric).bounds
+    except KeyError:  # an export of a metric this install does not register
+        bounds = None
+    return math.inf if bounds is None else bounds[1] - bounds[0]
+
+
 def build_leaderboard(results: list[dict[str, Any]]) -> pl.DataFrame:
     """One row per (task, strategy, budget). `results` rows: strategy, budget, n_rows, seed, task,
     metric, examples (test rows) and optionally dev_examples (the same model on the task's dev rows).
@@ -103,9 +114,11 @@ def build_leaderboard(results: list[dict[str, Any]]) -> pl.DataFrame:
             if ref_key in test and ref != strategy:
                 _same_rows(test[task, strategy, budget], test[ref_key], (task, strategy, budget), ref_key)
                 d = seed_aware_diff(m, _matrix(test[ref_key], ref_key))
-                row[col], row[f"{col}_lo"], row[f"{col}_hi"], row[f"{col}_mdd"] = d.mean, d.lo, d.hi, d.mdd
+                span = _span(runs[0]["metric"])  # few seeds with a wide spread can reach past what the metric allows
+                row[col], row[f"{col}_lo"], row[f"{col}_hi"] = d.mean, max(d.lo, -span), min(d.hi, span)
+                row[f"{col}_mdd"] = min(d.mdd, span)
                 # No fine-tune is deterministic: it has no seed variance to leave out.
-                row[f"{col}_seed_aware"] = len(runs) > 1 and (ref == NONE or len(groups[ref_key]) > 1)
+                row[f"{col}_seed_aware"] = d.seed_aware or (ref == NONE and len(runs) > 1)
             else:
                 row[col] = row[f"{col}_lo"] = row[f"{col}_hi"] = row[f"{col}_mdd"] = row[f"{col}_seed_aware"] = None
         out.append(row)

@@ -49,13 +49,13 @@ class EvalInput:
         return s / np.maximum(n, 1)
 
     def generate(self) -> list[str]:
-        """Greedy answers of at most `max_new_tokens`; a gold answer longer than that can never be
-        matched, which is said, not silently scored 0."""
+        """Greedy answers of at most `max_new_tokens`; a gold answer longer than that cannot be
+        generated whole, which is said, not silently scored 0."""
         tok = self.lm.tokenizer
-        lengths = [len(ids) + 1 for ids in tok(self.rows["response"].to_list(), add_special_tokens=False)["input_ids"]]
+        lengths = [len(ids) for ids in tok(self.rows["response"].to_list(), add_special_tokens=False)["input_ids"]]
         if (over := sum(n > self.max_new_tokens for n in lengths)):
-            log.warning("evaluate %s: %d of %d gold answers need more than evaluate.max_new_tokens=%d tokens (the "
-                        "longest %d, with its end token) and can never match; raise it", self.task.name, over,
+            log.warning("evaluate %s: %d of %d gold answers are longer than evaluate.max_new_tokens=%d tokens (the "
+                        "longest %d) and cannot be generated whole; raise it", self.task.name, over,
                         len(lengths), self.max_new_tokens, max(lengths))
         return generate_greedy(self.lm.model, self.lm.tokenizer, self.prompts, self.max_new_tokens,
                                self.max_batch_tokens, self.max_length, what=f"evaluate {self.task.name}: generate")
@@ -78,6 +78,9 @@ class Metric:
     fn: MetricFn
     higher_is_better: bool
     revision: int = 1  # bumped when the function's output changes, so cached evaluations are redone
+    # The range every per-row score lies in, where it has one (accuracy: 0 to 1): a difference
+    # between two arms' means cannot leave +-(hi - lo), so its interval is cut there.
+    bounds: tuple[float, float] | None = None
 
 
 def _check_metric(metric: Metric) -> None:
@@ -85,6 +88,8 @@ def _check_metric(metric: Metric) -> None:
         raise ValueError(f"metric '{metric.name}': higher_is_better must be True or False, got {metric.higher_is_better!r}")
     if type(metric.revision) is not int or metric.revision < 1:
         raise ValueError(f"metric '{metric.name}': revision must be a positive int, got {metric.revision!r}")
+    if metric.bounds is not None and not (len(metric.bounds) == 2 and metric.bounds[0] < metric.bounds[1]):
+        raise ValueError(f"metric '{metric.name}': bounds must be (low, high) with low < high, got {metric.bounds!r}")
     if not callable(metric.fn):
         raise ValueError(f"metric '{metric.name}': {metric.fn!r} is not callable")
 
@@ -99,9 +104,10 @@ def metric_key(name: str) -> tuple[str] | tuple[str, int]:
     return (m.name,) if m.revision == 1 else (m.name, m.revision)
 
 
-def register_metric(name: str, *, higher_is_better: bool, revision: int = 1) -> Callable[[MetricFn], MetricFn]:
+def register_metric(name: str, *, higher_is_better: bool, revision: int = 1,
+                    bounds: tuple[float, float] | None = None) -> Callable[[MetricFn], MetricFn]:
     """Register `fn(EvalInput) -> Scored` as metric `name`; its direction must be stated."""
-    return lambda fn: METRICS.add(Metric(name, fn, higher_is_better, revision)).fn
+    return lambda fn: METRICS.add(Metric(name, fn, higher_is_better, revision, bounds)).fn
 
 
 def evaluate_task(lm: LoadedLM, task: TaskSpec, rows: pl.DataFrame, max_length: int = 256,
@@ -131,7 +137,7 @@ def _choices(task: TaskSpec, rows: pl.DataFrame) -> list[list[str]]:
     return out
 
 
-@register_metric("choice_accuracy", higher_is_better=True)
+@register_metric("choice_accuracy", higher_is_better=True, bounds=(0.0, 1.0))
 def choice_accuracy(x: EvalInput) -> Scored:
     """1 when the choice with the highest summed log-likelihood is the gold one (a tie goes to the
     choice listed first); the gold response is one of the choices, so its loss comes from the same
@@ -151,7 +157,7 @@ def choice_accuracy(x: EvalInput) -> Scored:
 
 
 # 2: an article-only answer ("A") is kept, NFKC, the generation cut to the gold's line count
-@register_metric("exact_match", higher_is_better=True, revision=2)
+@register_metric("exact_match", higher_is_better=True, revision=2, bounds=(0.0, 1.0))
 def exact_match(x: EvalInput) -> Scored:
     """1 when the greedy answer equals the gold one after answer normalisation (`answers_match`)."""
     loss, preds = x.gold_loss(), x.generate()

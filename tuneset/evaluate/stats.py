@@ -1,38 +1,11 @@
-"""Paired statistics: strategies are scored on the same test rows, so compare them row by row."""
+"""Paired statistics: strategies are scored on the same test rows, so compare them row by row,
+and trained on several seeds, whose spread belongs in every interval."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-
-
-@dataclass(frozen=True)
-class PairedDiff:
-    mean: float
-    lo: float
-    hi: float
-    n: int
-
-    def __str__(self) -> str:
-        return f"{self.mean:+.3f} [{self.lo:+.3f}, {self.hi:+.3f}]"
-
-
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> PairedDiff:
-    """Mean of a - b with a percentile bootstrap CI over examples (rows resampled in pairs).
-
-    `a` and `b` may be (seeds, examples): seeds are averaged per example first, so the CI covers
-    which test rows were drawn and nothing else: seed variance is left out. Compare arms that
-    trained on several seeds with `seed_aware_diff`."""
-    a, b = np.atleast_2d(a).mean(0), np.atleast_2d(b).mean(0)
-    if a.shape != b.shape:
-        raise ValueError(f"paired arrays differ in length: {a.shape} vs {b.shape}")
-    d = a - b
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(d), size=(n_boot, len(d)))
-    boots = d[idx].mean(1)
-    lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
-    return PairedDiff(mean=float(d.mean()), lo=float(lo), hi=float(hi), n=len(d))
 
 
 @dataclass(frozen=True)
@@ -59,8 +32,8 @@ def seed_aware_diff(a: np.ndarray, b: np.ndarray, alpha: float = 0.05) -> SeedAw
     they carry, which the first part already counts. Degrees of freedom by Welch-Satterthwaite,
     so with 2 or 3 seeds a seed-dominated difference gets the wide interval it needs.
 
-    Why not a bootstrap over seeds and rows (used until stop 34): with 2-3 seeds it shrinks the
-    seed part by (k-1)/k and reads it with a normal quantile, covering 82-89% at a nominal 95%,
+    Why not a bootstrap over seeds and rows (used through stop 33): with 2-3 seeds it shrinks the
+    seed part by (k-1)/k and reads it with a normal quantile, covering 83-89% at a nominal 95%,
     and it counts the seed-by-row noise twice, covering 98-99% for accuracy scores
     (benchmarks/interval_coverage.py)."""
     from scipy.stats import t as student_t

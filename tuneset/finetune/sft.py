@@ -249,14 +249,15 @@ def _siblings(folder: Path) -> tuple[Path, Path]:
 
 
 def resume_folder(folder: Path) -> Path | None:
-    """The newest whole resume state: `folder`, or the new one in `.tmp` when a kill fell between
-    `save_resume`'s two renames (the old state moved aside, the new one not yet in place)."""
+    """The newest whole resume state, moved into `folder`: a whole `.tmp` (its state.json is
+    written last) is newer than `folder` when a kill fell between `save_resume`'s two renames, or
+    before the first one. Moved at once, so the next save cannot delete the state resumed from."""
     tmp, old = _siblings(folder)
-    if (folder / "state.json").exists():
-        return folder
-    if old.exists() and (tmp / "state.json").exists():
-        return tmp
-    return None
+    if not (folder / "state.json").exists() and (tmp / "state.json").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder if (folder / "state.json").exists() else None
 
 
 def load_resume(folder: Path, model: torch.nn.Module, opt, sched) -> TrainState:

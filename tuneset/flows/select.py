@@ -21,6 +21,9 @@ from tuneset.selection import apply_policy
 from tuneset.selectors.base import row_text
 
 log = logging.getLogger("tuneset.select")
+# Bumped when the same policy on the same scores picks other rows: 2, a component column reads in
+# its selector's direction.
+POLICY_REVISION = 2
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ def select_rows(ctx: RunContext, rows: RowsRef, scores: ScoresRef, policy: Polic
     meta = {"policy": policy.model_dump(mode="json"), "rows": rows.fingerprint}
     # Keyed by content: the score table's own key (not its path, which moves with the work dir),
     # the groups (a metadata field is outside the rows' fingerprint), the embedder the gate reads.
-    parts = (rows.fingerprint, Path(scores.path).parent.name, policy,
+    parts = (POLICY_REVISION, rows.fingerprint, Path(scores.path).parent.name, policy,
              None if groups is None else fingerprint(groups.to_list()),
              None if policy.max_similarity is None else ctx.scoring().embedder_identity)
     table_path = ctx.store.cached("selection", parts, make, meta) / "selection.parquet"

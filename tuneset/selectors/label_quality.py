@@ -110,7 +110,7 @@ def out_of_fold_probs(x: np.ndarray, y: np.ndarray, n_classes: int, folds: int, 
         if trusted is not None:
             train = train[trusted[train]]
         present = np.unique(y[train])
-        if len(present) == 1:
+        if len(present) < 2:  # one class to learn (it is certain), or no trusted row (uniform)
             probs[np.ix_(test, present)] = 1.0
             continue
         clf = LogisticRegression(C=C, max_iter=2000).fit(x[train], y[train])
