@@ -56,6 +56,12 @@ def test_a_relative_path_in_an_override_resolves_against_cwd_and_the_files_again
     rel = Path(recipe_file.parent.name) / recipe_file.name  # a recipe named relative to cwd, as users do
     again = load_recipe(rel, ["work_dir=w"])
     assert (again.pool, again.work_dir) == (recipe_file.parent / "data" / "pool.jsonl", tmp_path / "w")
+    # A hub name in the file stays one, even where the current directory has a folder of that name.
+    (tmp_path / "org" / "adapter").mkdir(parents=True)
+    hub = recipe_file.parent / "hub.yaml"
+    hub.write_text("pool: data/pool.jsonl\nmodel: {adapter: org/adapter}\n")
+    assert load_recipe(hub, ["work_dir=w"]).model.adapter == "org/adapter"
+    assert load_recipe(hub, ["model.adapter=org/adapter"]).model.adapter == str(tmp_path / "org" / "adapter")
 
 
 def test_defaults_fill_everything_but_pool(recipe_file):

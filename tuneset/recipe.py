@@ -549,9 +549,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise TunesetError(f"override '{text}': the value is not valid YAML: {getattr(e, 'problem', None) or e}") from None
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def apply_overrides(data: dict[str, Any], overrides: list[str], root: Path | None = None) -> dict[str, Any]:
+    """`key.path=value` overrides set into `data`; with `root`, the relative paths a value names
+    resolve against it, and only the value's: what the recipe file set is left as resolved."""
     for text in overrides:
         path, value = parse_override(text)
+        if root is not None:
+            value = _resolved_value(path, value, root)
         node = data
         for part in path[:-1]:
             node = node.setdefault(part, {})
@@ -559,6 +563,19 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 raise TunesetError(f"override '{text}': '{part}' is not a section")
         node[path[-1]] = value
     return data
+
+
+def _resolved_value(path: list[str], value: Any, root: Path) -> Any:
+    """`value` with its paths resolved, found where `resolve_paths` looks by placing it alone at `path`."""
+    scratch: dict[str, Any] = {}
+    node = scratch
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+    node[path[-1]] = value
+    resolve_paths(scratch, root)
+    for part in path[:-1]:
+        scratch = scratch[part]
+    return scratch[path[-1]]
 
 
 def resolve_paths(data: dict[str, Any], root: Path) -> None:
@@ -615,10 +632,9 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise TunesetError(f"{path}: a recipe is a YAML mapping")
         data.update(loaded)
-        resolve_paths(data, path.parent)
-    # After the file's own: a path typed on the command line is relative to where it was typed.
-    apply_overrides(data, overrides or [])
-    resolve_paths(data, Path.cwd())
+        resolve_paths(data, path.parent.absolute())
+    # A path typed on the command line is relative to where it was typed.
+    apply_overrides(data, overrides or [], Path.cwd())
     try:
         return Recipe.model_validate(data)
     except ValidationError as e:

@@ -25,8 +25,8 @@ class RowsRef:
     fingerprint: str
     n: int
 
-    def read(self) -> pl.DataFrame:
-        return pl.read_parquet(self.path)
+    def read(self, columns: list[str] | None = None) -> pl.DataFrame:
+        return pl.read_parquet(self.path, columns=columns)
 
 
 def read_rows(path: str, offset: int = 0, length: int | None = None) -> pl.DataFrame:

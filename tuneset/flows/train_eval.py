@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -42,9 +43,11 @@ def finetune_task(ctx: RunContext, rows: RowsRef, seed: int, cfg: FinetuneConfig
     return str(ctx.store.cached("finetune", parts, make, {"rows": rows.fingerprint, "n": rows.n, "config": cfg.model_dump()}))
 
 
+@functools.lru_cache(maxsize=64)
 def trained_content(rows: RowsRef) -> str:
-    """What a fine-tune reads of `rows` (TRAINED_FIELDS, in order): its cache key's data part."""
-    return dataset_fingerprint(rows.read(), TRAINED_FIELDS)
+    """What a fine-tune reads of `rows` (TRAINED_FIELDS, in order): its cache key's data part.
+    Once per table and process (a compare asks for it per seed, the warm-up per scoring run)."""
+    return dataset_fingerprint(rows.read(columns=list(TRAINED_FIELDS)), TRAINED_FIELDS)
 
 
 def _task_rows(ctx: RunContext, t: TaskSpec, split: str) -> pl.DataFrame:
