@@ -157,7 +157,11 @@ def types_and_fields() -> Iterator[Case]:
     cat = "wrong type"
     for fld in ("id", "instruction", "response", "source"):
         for what, value in WRONG.items():
+            if value is None and fld in ("id", "source"):
+                continue  # a null optional field is an absent one (below), as a columnar file writes it
             yield from row_fault(cat, f"{fld} is {what}", {**good(2), fld: value}, fld)
+    yield row_ok(cat, "id null is no id (a content id)", {**good(2), "id": None})
+    yield row_ok(cat, "source null is no source", {**good(2), "source": None})
     for what, value in {"a string": "r,x", "a number": 3, "an object": {"a": "r"}, "true": True}.items():
         yield from row_fault(cat, f"choices is {what}", {**good(2), "choices": value}, "choices")
     yield from row_fault(cat, "choices holds numbers", {**good(2), "response": "1", "choices": [1, 2]}, "choices")
@@ -246,7 +250,8 @@ def empty_and_folders() -> Iterator[Case]:
         yield Case(f"JSONL of {name} (quarantine)", cat, {POOL: content}, "error", run="quarantine", names=(POOL, "holds no rows"))
     allbad = {POOL: jsonl(b"{", {"id": 3}, b"[]")}
     yield Case("every row bad (quarantine)", cat, allbad, "error", run="quarantine", rows=3, names=(POOL, "all 3 rows are bad"))
-    yield Case("empty CSV", cat, {"p.csv": b""}, "error", target="p.csv", names=("p.csv", "no header"))
+    yield Case("empty CSV", cat, {"p.csv": b""}, "error", target="p.csv", names=("p.csv", "holds no rows"))
+    yield Case("an empty CSV among good files", cat, {"pool/a.jsonl": jsonl(good(1)), "pool/b.csv": b""}, "ok", target="pool", rows=1, kept=1)
     yield Case("empty CSV (quarantine)", cat, {"p.csv": b""}, "error", run="quarantine", target="p.csv", names=("p.csv",))
     yield Case("header-only CSV", cat, {"p.csv": b"id,instruction,response\n"}, "error", target="p.csv", names=("p.csv", "holds no rows"))
     yield Case("0-byte Parquet", cat, {"p.parquet": b""}, "error", target="p.parquet", names=("p.parquet", "Parquet"))
@@ -259,7 +264,11 @@ def empty_and_folders() -> Iterator[Case]:
     yield Case("folder named like a file", cat, {"x.jsonl": None}, "error", target="x.jsonl", names=("x.jsonl",))
     yield Case("missing file", cat, {}, "error", target="nope.jsonl", names=("nope.jsonl", "no such file"))
     yield Case("glob matching nothing", cat, {"pool": None}, "error", target="pool/*.jsonl", names=("matches no file",))
-    yield Case("glob matching only folders", cat, {"d1.jsonl": None}, "error", target="*.jsonl", names=("matches no file",))
+    yield Case("glob matching only folders", cat, {"d1.jsonl": None}, "error", target="*.jsonl", names=("matches folders (d1.jsonl/)",))
+    yield Case("a folder with a subfolder", cat, {"pool/a.jsonl": jsonl(good(1)), "pool/part2/b.jsonl": jsonl(good(2))}, "error",
+               target="pool", names=("holds folders (part2/)", "**"))
+    yield Case("a file whose name looks like a glob", cat, {"pool[1].jsonl": jsonl(good(1)), "pool1.jsonl": jsonl(good(2))}, "ok",
+               target="pool[1].jsonl", rows=1, kept=1)
     yield Case("unknown suffix", cat, {"p.txt": jsonl(good(1))}, "error", target="p.txt", names=("p.txt", "valid:"))
     yield Case("no suffix", cat, {"pool_file": jsonl(good(1))}, "error", target="pool_file", names=("pool_file",))
     yield Case("folder with a bad file", cat, {"pool/a.jsonl": jsonl(good(1)), "pool/b.jsonl": jsonl(b"{")}, "error",
@@ -309,7 +318,9 @@ def csv_cases() -> Iterator[Case]:
     yield c("NUL in a cell (quarantine)", HEAD.encode() + b"a,s,q\x00,r\nb,s,q,r\n", "quarantine", run="quarantine", rows=2, kept=1, bad_lines=(2,))
     yield c("blank source cell takes the default", HEAD + "a,,q,r\n", "ok", rows=1, kept=1)
     yield c("whitespace response cell", HEAD + "a,s,q, \n", "error", line=2, field="response")
-    yield c("choices cell is text", "id,instruction,response,choices\na,q,r,\"[\"\"r\"\",\"\"s\"\"]\"\n", "error", line=2, field="choices")
+    yield c("choices cell is JSON text", "id,instruction,response,choices\na,q,r,\"[\"\"r\"\",\"\"s\"\"]\"\n", "ok", rows=1, kept=1)
+    yield c("choices cell is broken JSON", "id,instruction,response,choices\na,q,r,\"[\"\"r\"\",\"\n", "error", line=2, field="choices")
+    yield c("choices cell is plain text", "id,instruction,response,choices\na,q,r,r|s\n", "error", line=2, field="choices")
     yield c("duplicate id rows", HEAD + "a,s,q,r\na,s,q2,r2\n", "error", line=3, field="id")
     yield c("extra columns travel as metadata", "id,instruction,response,lang,split\na,q,r,en,train\n", "ok", rows=1, kept=1)
     yield c("only a newline", "\n", "error", names=("p.csv",))

@@ -202,6 +202,30 @@ def test_write_rows_round_trips_metadata_and_choices(tmp_path):
     assert again.equals(first)
 
 
+@pytest.mark.parametrize("ext", ["csv", "parquet"])
+def test_write_rows_with_choices_reads_back_in_every_format(tmp_path, ext):
+    """`tuneset select --out x.csv` on rows with choices crashed after the selection: a list cell
+    is JSON text in a CSV, and the reader turns it back into the list."""
+    recs = [{**GOOD[0], "choices": [GOOD[0]["response"], "other"]}, GOOD[1]]
+    first = load_rows(_jsonl(tmp_path / "in.jsonl", recs)).rows
+    out = write_rows(tmp_path / f"out.{ext}", first)
+    again = load_rows(out).rows
+    assert again.select("id", "instruction", "response", "choices").equals(first.select("id", "instruction", "response", "choices"))
+
+
+def test_a_column_mapped_onto_a_field_the_row_has_is_an_error(tmp_path):
+    """Mapping `response: answer` over rows that also hold their own `response` would throw that
+    value away without a word."""
+    rows = [{"question": "q", "answer": "a", "response": "old"}]
+    with pytest.raises(DataError, match=r"field 'response': the row has its own 'response', which columns would replace with 'answer'"):
+        load_rows(_jsonl(tmp_path / "p.jsonl", rows), columns={"instruction": "question", "response": "answer"})
+    swap = load_rows(_jsonl(tmp_path / "s.jsonl", [{"instruction": "r", "response": "q"}]),
+                     columns={"instruction": "response", "response": "instruction"}).rows  # a swap names both
+    assert (swap["instruction"][0], swap["response"][0]) == ("q", "r")
+    both = load_rows(_jsonl(tmp_path / "b.jsonl", [{"text": "t"}]), columns={"instruction": "text", "response": "text"}).rows
+    assert (both["instruction"][0], both["response"][0]) == ("t", "t")
+
+
 def test_canonical_frame_saved_as_parquet_reads_back_unchanged(tmp_path):
     """The store keeps rows as parquet in the canonical schema (with a `metadata` JSON column);
     reading that file back must not nest the metadata inside itself."""

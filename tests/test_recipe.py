@@ -379,6 +379,17 @@ def test_impossible_settings_fail_at_load(recipe_file, override, message):
         load_recipe(recipe_file, [override])
 
 
+def test_a_tasks_file_saved_with_a_bom_reads(tmp_path):
+    import shutil
+
+    src = demo_tasks_file()
+    for d in ("targets",):
+        shutil.copytree(src.parent / d, tmp_path / d)
+    bom = tmp_path / "tasks.json"
+    bom.write_bytes(b"\xef\xbb\xbf" + src.read_bytes())  # what a Windows editor saves
+    assert [t.name for t in load_tasks_file(bom)] == [t.name for t in load_tasks_file(src)]
+
+
 def test_every_relative_path_resolves_against_the_recipe_folder(tmp_path):
     d = tmp_path / "proj"
     (d / "ad").mkdir(parents=True)

@@ -487,7 +487,7 @@ def load_tasks_file(path: Path, names: list[str] | None = None) -> list[TaskSpec
     """Tasks in the bench's tasks.json format: an object of task name -> `TaskFileEntry`."""
     path = Path(path)
     try:
-        spec = json.loads(path.read_text())
+        spec = json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM from a Windows editor is no error
     except (OSError, json.JSONDecodeError) as e:
         raise TunesetError(f"{path}: cannot read tasks file: {e}") from None
     if not isinstance(spec, dict):

@@ -168,8 +168,8 @@ def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
         with path.open(encoding="utf-8-sig", newline="") as f:
             reader = csv.reader(f, strict=True)
             header = next(reader, None)
-            if header is None:
-                raise TunesetError(f"{path}: empty CSV: no header line")
+            if header is None:  # an empty shard, as an empty JSONL file is
+                return
             _check_header(path, header)
             start = reader.line_num + 1
             for cells in reader:
@@ -180,7 +180,14 @@ def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
                     yield line, DataError(str(path), line, "<line>",
                                           f"{len(cells)} cells, but the header names {len(header)} columns")
                     continue
-                yield line, {k: v for k, v in zip(header, cells) if v != ""}
+                row = {k: v for k, v in zip(header, cells) if v != ""}
+                if row.get("choices", "").startswith("["):  # a list as JSON text, as write_rows writes it
+                    try:
+                        row["choices"] = json.loads(row["choices"])
+                    except json.JSONDecodeError as e:
+                        yield line, DataError(str(path), line, "choices", f"is not a JSON list ({e.msg})")
+                        continue
+                yield line, row
     except UnicodeDecodeError as e:
         raise TunesetError(f"{path}: invalid UTF-8 at byte {e.start}; re-save the file as UTF-8") from None
     except csv.Error as e:
@@ -204,10 +211,17 @@ def to_row_shape(path: Path, line: int, rec: dict[str, Any], columns: dict[str, 
     turn is the response, the turns before it the instruction), Alpaca `output` and `input`
     (folded into the instruction)."""
     rec = dict(rec)
-    for ours, theirs in (columns or {}).items():
+    columns = columns or {}
+    for ours, theirs in columns.items():  # all read before any is moved, so a swap works
         if theirs not in rec:
             raise DataError(str(path), line, theirs, f"missing (columns maps {ours} to it)")
-        rec[ours] = rec.pop(theirs)
+        if ours != theirs and ours in rec and ours not in columns.values():
+            raise DataError(str(path), line, ours, f"the row has its own '{ours}', which columns would replace with "
+                                                   f"'{theirs}'; map it too, or drop one of them")
+    mapped = {ours: rec[theirs] for ours, theirs in columns.items()}
+    for theirs in set(columns.values()):
+        del rec[theirs]
+    rec.update(mapped)
     if "instruction" not in rec and "response" not in rec:
         if "prompt" in rec and "completion" in rec:
             rec["instruction"], rec["response"] = rec.pop("prompt"), rec.pop("completion")
@@ -337,14 +351,17 @@ def pool_files(path: str | Path) -> list[Path]:
     or a glob (`data/*.jsonl`), in sorted order so a pool that grows by new files keeps its rows'
     order and ids."""
     path = Path(path)
-    if any(ch in str(path) for ch in "*?["):
-        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+    if not path.exists() and any(ch in str(path) for ch in "*?["):  # a file named `pool[1].jsonl` is that file
+        matches = [Path(p) for p in glob.glob(str(path), recursive=True)]
+        _no_folders(path, [p for p in matches if p.is_dir()], "the pattern matches")
+        files = sorted(p for p in matches if p.is_file())
         if not files:
             raise TunesetError(f"{path}: the pattern matches no file")
         return files
     if not path.exists():
         raise TunesetError(f"{path}: no such file or folder")
     if path.is_dir() and detect_format_or_none(path) != "hf":
+        _no_folders(path, [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")], "the folder holds")
         files = sorted(p for p in path.iterdir() if p.is_file() and detect_format_or_none(p))
         if not files:
             raise TunesetError(f"{path}: the folder holds no .jsonl, .parquet or .csv file and is no saved HF dataset")
@@ -353,6 +370,16 @@ def pool_files(path: str | Path) -> list[Path]:
             log.warning("%s: not read (not .jsonl/.parquet/.csv): %s", path, ", ".join(skipped))
         return files
     return [path]
+
+
+def _no_folders(path: Path, folders: list[Path], what: str) -> None:
+    """A pool reads files, never what is below a folder it names: a subfolder's rows (a saved HF
+    dataset among shards, a split per folder) would be left out without a word, so it is an error."""
+    if folders:
+        names = ", ".join(sorted(p.name + "/" for p in folders))
+        raise TunesetError(f"{path}: {what} folders ({names}) whose rows would not be read; name their files "
+                           f"(a recursive glob such as {Path(path if path.is_dir() else path.parent) / '**' / '*.jsonl'}), "
+                           "a saved HF dataset as a pool of its own, or move them")
 
 
 def detect_format_or_none(path: Path) -> str | None:
@@ -369,6 +396,9 @@ def parse_row(file: Path, line: int, rec: dict[str, Any] | DataError, columns: d
     if isinstance(rec, DataError):
         raise rec
     rec = to_row_shape(file, line, rec, columns)
+    for optional in ("id", "source"):  # a columnar file's null is JSONL's absent field
+        if optional in rec and rec[optional] is None:
+            del rec[optional]
     if "id" not in rec:
         rec["id"] = content_id(rec, auto)
     return validate_record(file, line, rec)
@@ -507,11 +537,10 @@ def write_rows(path: str | Path, rows: pl.DataFrame) -> Path:
     records = [record(r) for r in rows.iter_rows(named=True)]
     if path.suffix == ".jsonl":
         return write_jsonl(path, records)
+    if path.suffix == ".csv":  # a CSV cell is text: anything else is written as JSON text
+        records = [{k: v if isinstance(v, str) or v is None else json.dumps(v) for k, v in r.items()} for r in records]
     frame = pl.DataFrame(records, infer_schema_length=None) if records else rows.select("id", "source", "instruction", "response")
-    if path.suffix == ".parquet":
-        return write_parquet(frame, path)
-    return write_csv(frame.with_columns(pl.col(c).map_elements(json.dumps, return_dtype=pl.String)
-                                        for c, t in frame.schema.items() if isinstance(t, (pl.List, pl.Struct))), path)
+    return write_parquet(frame, path) if path.suffix == ".parquet" else write_csv(frame, path)
 
 
 @functools.cache
