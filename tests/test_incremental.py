@@ -202,8 +202,9 @@ def test_overlapping_runs_of_one_recipe_wait_for_each_other(tiny_recipe, demo_di
     import threading
     import time
 
+    from tuneset.flows.common import run_lock
     from tuneset.flows.context import run_context
-    from tuneset.flows.history import past_runs, run_lock
+    from tuneset.flows.history import past_runs
     from tuneset.flows.pipeline import pipeline_flow
 
     recipe = tiny_recipe("score.selectors=[length]", "select.weights={length: 1}", "select.budget=5",
@@ -216,6 +217,30 @@ def test_overlapping_runs_of_one_recipe_wait_for_each_other(tiny_recipe, demo_di
         assert tick.is_alive() and past_runs(run_context(recipe)) == []  # the overlapping tick waits
     tick.join(timeout=300)
     assert not tick.is_alive() and len(past_runs(run_context(recipe))) == 1
+
+
+def test_a_curate_beside_a_running_pipeline_of_its_recipe_waits_and_says_so(tiny_recipe, demo_dir, caplog):
+    """curate writes the audit the pipeline's history reads back: run beside it, it clobbered the
+    pipeline's record with another pool's ids. Every stage of a recipe now takes its run lock."""
+    import logging
+    import threading
+    import time
+
+    from tuneset.flows.common import run_lock
+    from tuneset.flows.context import run_context
+    from tuneset.flows.curate import curate_flow
+
+    recipe = tiny_recipe("score.selectors=[length]", "task_names=[sentiment]")
+    _write_pool(recipe, (demo_dir / "pool.jsonl").read_text().splitlines()[:20])
+    audit = run_context(recipe).run_dir("curate") / "audit.parquet"
+    with caplog.at_level(logging.WARNING, logger="tuneset.store"), run_lock(run_context(recipe)):  # a pipeline in progress
+        beside = threading.Thread(target=curate_flow, args=(recipe,))
+        beside.start()
+        time.sleep(3)
+        assert beside.is_alive() and not audit.exists()
+        assert f"waiting for another run of recipe '{recipe.name}' to finish" in caplog.text
+    beside.join(timeout=300)
+    assert not beside.is_alive() and audit.exists()
 
 
 def test_runs_lists_past_runs_with_their_reports(tiny_recipe, demo_dir, tmp_path):

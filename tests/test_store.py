@@ -38,6 +38,24 @@ def test_cached_runs_make_once_then_reuses(tmp_path):
     assert store.is_complete("scores", first.name)
 
 
+def test_a_build_waiting_on_another_process_says_so_then_reuses_its_artifact(tmp_path, caplog):
+    import logging
+    import threading
+    import time
+
+    store, builds = ArtifactStore(tmp_path), []
+    key = store.key("scores", "x")
+    with caplog.at_level(logging.WARNING, logger="tuneset.store"), store.lock("scores", key):  # another builder
+        waiter = threading.Thread(target=store.cached, args=("scores", ("x",), lambda d: builds.append(1)))
+        waiter.start()
+        time.sleep(1)
+        assert waiter.is_alive() and f"waiting for another process building scores/{key}" in caplog.text
+        store.begin("scores", key, {})
+        store.finish("scores", key)  # the other builder finishes
+    waiter.join(timeout=30)
+    assert not waiter.is_alive() and builds == []
+
+
 def test_cached_with_other_key_builds_again(tmp_path):
     store = ArtifactStore(tmp_path)
     calls = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,7 @@ class ArtifactStore:
         if self.is_complete(kind, key):
             log.debug("reuse %s/%s", kind, key)
             return d
-        with self.lock(kind, key):
+        with held(self.lock(kind, key), f"another process building {kind}/{key}"):
             if self.is_complete(kind, key):
                 return d
             if not (d / BUILT).exists():  # else only its upload is left to do
@@ -97,6 +98,23 @@ class ArtifactStore:
         if not (d / "meta.json").exists():
             self.begin(kind, key, meta or {})
         return RowCache(d, self.lock(kind, key), self.remote and self.remote.child(f"{kind}/{key}/parts"))
+
+
+@contextmanager
+def held(lock: FileLock, waiting_for: str):
+    """`lock`, taken at once or after saying what the run waits for: another process building the
+    same artifact (then reused), or another run of the recipe, looks like a hang otherwise."""
+    from filelock import Timeout
+
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.warning("waiting for %s (%s)", waiting_for, lock.lock_file)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 KEY = "_key"

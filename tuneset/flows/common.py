@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ import polars as pl
 from tuneset.data.fingerprint import dataset_fingerprint
 from tuneset.data.io import load_rows, write_json, write_jsonl, write_parquet
 from tuneset.flows.context import RunContext, run_context
-from tuneset.store import ArtifactStore
+from tuneset.store import ArtifactStore, held
 
 log = logging.getLogger("tuneset.flows")
 
@@ -76,7 +77,29 @@ def recipe_flow(name: str):
     from prefect import flow
 
     stage = name.removeprefix("tuneset-")
-    return flow(name=name, flow_run_name="{recipe.name}-" + stage, log_prints=True, validate_parameters=False)
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def locked(recipe, *args, **kwargs):
+            with run_lock(run_context(recipe)):
+                return fn(recipe, *args, **kwargs)
+
+        return flow(name=name, flow_run_name="{recipe.name}-" + stage, log_prints=True, validate_parameters=False)(locked)
+
+    return decorate
+
+
+@contextmanager
+def run_lock(ctx: RunContext):
+    """One run of a recipe at a time, whatever the command: every stage writes the recipe's run
+    folder (curate's audit, which the pipeline's history reads back; compare's leaderboard), so an
+    overlapping run (a slow scheduled tick, a `select` beside it) waits here, and says so.
+    Reentrant in a thread, where a flow's subflows take it again."""
+    from filelock import FileLock
+
+    with held(FileLock(str(ctx.run_dir() / ".lock"), is_singleton=True),
+              f"another run of recipe '{ctx.recipe.name}' to finish"):
+        yield
 
 
 @contextmanager
@@ -86,4 +109,5 @@ def timed(timings: dict[str, float], name: str):
     timings[name] = timings.get(name, 0.0) + time.perf_counter() - t
 
 
-__all__ = ["Pool", "RowsRef", "RunContext", "load_pool", "recipe_flow", "run_context", "save_rows", "timed", "write_json", "write_jsonl"]
+__all__ = ["Pool", "RowsRef", "RunContext", "load_pool", "recipe_flow", "run_context", "run_lock", "save_rows", "timed", "write_json",
+           "write_jsonl"]

@@ -7,13 +7,11 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-from filelock import FileLock
 
 from tuneset.data.io import atomic_path
 from tuneset.flows.context import RunContext
@@ -24,14 +22,6 @@ SHOWN = 20  # rows of each selection diff listed in the Markdown report (all are
 
 def history_dir(ctx: RunContext) -> Path:
     return ctx.run_dir("history")
-
-
-@contextmanager
-def run_lock(ctx: RunContext):
-    """One run of a recipe at a time: an overlapping tick (a slow run, a second `serve`, a manual
-    run beside the schedule) waits here instead of interleaving its history with another's."""
-    with FileLock(str(history_dir(ctx) / ".lock")):
-        yield
 
 
 def past_runs(ctx: RunContext) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from tuneset.flows.checks import check_recipe
 from tuneset.flows.common import load_pool, recipe_flow, write_json
 from tuneset.flows.context import RunContext, run_context
 from tuneset.flows.curate import curate_flow
-from tuneset.flows.history import past_runs, record_run, run_folder, run_lock, run_report
+from tuneset.flows.history import past_runs, record_run, run_folder, run_report
 from tuneset.flows.score import score_flow
 from tuneset.flows.select import Selection, check_quota_fields, select_rows
 from tuneset.flows.sweep import base_context
@@ -25,32 +25,31 @@ def pipeline_flow(recipe: Recipe) -> dict:
     less than `schedule.retrain_min_change` since the last run. Every run leaves a report of what
     changed (`tuneset runs`); runs of one recipe never overlap."""
     ctx = run_context(recipe)
-    with run_lock(ctx):
-        pool = load_pool(ctx)
-        check_quota_fields(pool, {"select": recipe.select})
-        curated = curate_flow(recipe, pool)
-        scores = score_flow(recipe, curated.pool.rows, seed=recipe.finetune.seed)  # the pool's, as in select and compare
-        sel = select_rows(ctx, curated.rows, scores, recipe.select)
-        out = ctx.run_dir("pipeline")
-        write_rows(out / "selected.jsonl", sel.rows.read())
-        prev = (past_runs(ctx) or [None])[-1]
-        report, diff = run_report(prev, curated.audit, scores.path, sel.table, curated.counts, scores.directions)
-        summary = {"curation": curated.counts, "selected": sel.rows.n, "selection_table": sel.table,
-                   "change": report["change"]}
-        threshold = recipe.schedule.retrain_min_change
-        if prev is not None and report["change"] < threshold:
-            report["finetuned"] = (f"Not fine-tuned: {report['change']:.1%} of the selection is new, below "
-                                   f"schedule.retrain_min_change {threshold:.1%}.")
-        else:
-            summary |= _finetune_and_evaluate(ctx, sel)
-            report["finetuned"] = f"Fine-tuned on {sel.rows.n} rows: {summary['model_dir']}."
-            report["model_dir"] = summary["model_dir"]
-        folder = run_folder(ctx, report)
-        summary["report"] = str(folder / "report.md")
-        write_json(out / "summary.json", summary)  # before the run is recorded, which commits it
-        record_run(ctx, folder, report, diff)
-        print(report["finetuned"] + f" Run report: {summary['report']}")
-        return summary
+    pool = load_pool(ctx)
+    check_quota_fields(pool, {"select": recipe.select})
+    curated = curate_flow(recipe, pool)
+    scores = score_flow(recipe, curated.pool.rows, seed=recipe.finetune.seed)  # the pool's, as in select and compare
+    sel = select_rows(ctx, curated.rows, scores, recipe.select)
+    out = ctx.run_dir("pipeline")
+    write_rows(out / "selected.jsonl", sel.rows.read())
+    prev = (past_runs(ctx) or [None])[-1]
+    report, diff = run_report(prev, curated.audit, scores.path, sel.table, curated.counts, scores.directions)
+    summary = {"curation": curated.counts, "selected": sel.rows.n, "selection_table": sel.table,
+               "change": report["change"]}
+    threshold = recipe.schedule.retrain_min_change
+    if prev is not None and report["change"] < threshold:
+        report["finetuned"] = (f"Not fine-tuned: {report['change']:.1%} of the selection is new, below "
+                               f"schedule.retrain_min_change {threshold:.1%}.")
+    else:
+        summary |= _finetune_and_evaluate(ctx, sel)
+        report["finetuned"] = f"Fine-tuned on {sel.rows.n} rows: {summary['model_dir']}."
+        report["model_dir"] = summary["model_dir"]
+    folder = run_folder(ctx, report)
+    summary["report"] = str(folder / "report.md")
+    write_json(out / "summary.json", summary)  # before the run is recorded, which commits it
+    record_run(ctx, folder, report, diff)
+    print(report["finetuned"] + f" Run report: {summary['report']}")
+    return summary
 
 
 def _finetune_and_evaluate(ctx: RunContext, sel: Selection) -> dict:
