@@ -6,9 +6,11 @@ recipe fails loudly instead of silently running the default.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import numbers
+import operator
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -554,28 +556,22 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], root: Path | Non
     resolve against it, and only the value's: what the recipe file set is left as resolved."""
     for text in overrides:
         path, value = parse_override(text)
-        if root is not None:
-            value = _resolved_value(path, value, root)
-        node = data
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise TunesetError(f"override '{text}': '{part}' is not a section")
-        node[path[-1]] = value
+        if root is not None:  # placed alone where resolve_paths looks, then read back
+            scratch = _set_at({}, path, value, text)
+            resolve_paths(scratch, root)
+            value = functools.reduce(operator.getitem, path, scratch)
+        _set_at(data, path, value, text)
     return data
 
 
-def _resolved_value(path: list[str], value: Any, root: Path) -> Any:
-    """`value` with its paths resolved, found where `resolve_paths` looks by placing it alone at `path`."""
-    scratch: dict[str, Any] = {}
-    node = scratch
+def _set_at(data: dict[str, Any], path: list[str], value: Any, text: str) -> dict[str, Any]:
+    node = data
     for part in path[:-1]:
         node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise TunesetError(f"override '{text}': '{part}' is not a section")
     node[path[-1]] = value
-    resolve_paths(scratch, root)
-    for part in path[:-1]:
-        scratch = scratch[part]
-    return scratch[path[-1]]
+    return data
 
 
 def resolve_paths(data: dict[str, Any], root: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from tuneset.data.fingerprint import fingerprint
 from tuneset.data.io import atomic_path, write_parquet
@@ -104,8 +104,6 @@ class ArtifactStore:
 def held(lock: FileLock, waiting_for: str):
     """`lock`, taken at once or after saying what the run waits for: another process building the
     same artifact (then reused), or another run of the recipe, looks like a hang otherwise."""
-    from filelock import Timeout
-
     try:
         lock.acquire(timeout=0)
     except Timeout:

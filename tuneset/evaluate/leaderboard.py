@@ -109,12 +109,12 @@ def build_leaderboard(results: list[dict[str, Any]]) -> pl.DataFrame:
             "dev_mean": float(_matrix(_frames(runs, "dev_examples"), (task, strategy, budget, "dev")).mean()) if all(dev) else None,
         }
         row["top_answer_share"], row["top_answer"] = _top_answer(runs, test[task, strategy, budget])
+        span = _span(runs[0]["metric"])  # few seeds with a wide spread can reach past what the metric allows
         for ref, col in ((RANDOM, "vs_random"), (NONE, "vs_none")):
             ref_key = (task, ref, budget if ref == RANDOM else "-")
             if ref_key in test and ref != strategy:
                 _same_rows(test[task, strategy, budget], test[ref_key], (task, strategy, budget), ref_key)
                 d = seed_aware_diff(m, _matrix(test[ref_key], ref_key))
-                span = _span(runs[0]["metric"])  # few seeds with a wide spread can reach past what the metric allows
                 row[col], row[f"{col}_lo"], row[f"{col}_hi"] = d.mean, max(d.lo, -span), min(d.hi, span)
                 row[f"{col}_mdd"] = min(d.mdd, span)
                 # No fine-tune is deterministic: it has no seed variance to leave out.

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import polars as pl
+from filelock import FileLock
 
 from tuneset.data.fingerprint import dataset_fingerprint
 from tuneset.data.io import load_rows, write_json, write_jsonl, write_parquet
@@ -95,8 +96,6 @@ def run_lock(ctx: RunContext):
     folder (curate's audit, which the pipeline's history reads back; compare's leaderboard), so an
     overlapping run (a slow scheduled tick, a `select` beside it) waits here, and says so.
     Reentrant in a thread, where a flow's subflows take it again."""
-    from filelock import FileLock
-
     with held(FileLock(str(ctx.run_dir() / ".lock"), is_singleton=True),
               f"another run of recipe '{ctx.recipe.name}' to finish"):
         yield
