@@ -13,14 +13,16 @@ draw 0/1 scores from per-row, per-seed probabilities. Writes results/interval_co
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from tuneset.data.io import write_json
 from tuneset.evaluate.stats import seed_aware_diff
+from tuneset.progress import ProgressLog
 
 OUT = Path(__file__).parent / "results" / "interval_coverage.json"
 DELTA = 0.05
@@ -88,6 +90,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=2000)
     args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # progress lines: scenario k/n, rate, ETA
+    progress = ProgressLog(f"interval coverage, {args.reps} replications a scenario", len(SCENARIOS), "scenarios", every=0)
     results = []
     print("| scenario | t interval (now): coverage, mean width | bootstrap (until stop 33): coverage, mean width |\n|---|---|---|")
     for sc in SCENARIOS:
@@ -106,7 +110,8 @@ def main() -> None:
         results.append(row)
         print(f"| {sc.name} | {row['t_coverage']:.3f}, {row['t_width']:.3f} | {row['bootstrap_coverage']:.3f}, "
               f"{row['bootstrap_width']:.3f} |", flush=True)
-    OUT.write_text(json.dumps({"delta": DELTA, "nominal": 0.95, "results": results}, indent=1) + "\n")
+        progress.update(len(results), sc.name)
+    write_json(OUT, {"delta": DELTA, "nominal": 0.95, "results": results})
     print(f"wrote {OUT}")
 
 
