@@ -308,8 +308,13 @@ def csv_cases() -> Iterator[Case]:
     yield c("multi-line cell keeps physical line numbers", HEAD + 'a,s,"line1\nline2\nline3",r\nb,s,q,\n', "error", line=5, field="response")
     yield c("multi-line cell (quarantine)", HEAD + 'a,s,"line1\nline2",r\nb,s,q,\nc,s,q,r\n', "quarantine", run="quarantine",
             rows=3, kept=2, bad_lines=(4,))
-    yield c("invalid UTF-8 CSV", HEAD.encode() + b"a,s,caf\xe9,r\n", "error", names=("p.csv", "UTF-8"))
-    yield c("invalid UTF-8 CSV (quarantine)", HEAD.encode() + b"a,s,caf\xe9,r\n", "error", run="quarantine", names=("p.csv", "UTF-8"))
+    bad_byte = HEAD.encode() + b"a,s,q,r\nb,s,caf\xe9,r\nc,s,q,r\n"
+    yield c("invalid UTF-8 CSV", bad_byte, "error", line=3, field="instruction", names=("p.csv", "invalid UTF-8 (byte 0xe9)"))
+    yield c("invalid UTF-8 CSV (quarantine)", bad_byte, "quarantine", run="quarantine", rows=3, kept=2, bad_lines=(3,))
+    yield c("invalid UTF-8 CSV header", b"id,instruction,respons\xe9\na,q,r\n", "error", line=1, field="<column 3>")
+    blank_row = HEAD + "a,s,q,r\n,,,\n\nb,s,q2,r\n"  # `,,,` is a row (a spreadsheet's empty one); a blank line is not
+    yield c("a row of blank cells is named", blank_row, "error", line=3, field="<line>", names=("every cell is blank",))
+    yield c("a row of blank cells (quarantine)", blank_row, "quarantine", run="quarantine", rows=3, kept=2, bad_lines=(3,))
     yield c("UTF-16 CSV", (HEAD + "a,s,q,r\n").encode("utf-16"), "error", names=("p.csv", "UTF-16"))
     yield c("BOM before the header", b"\xef\xbb\xbf" + (HEAD + "a,s,q,r\n").encode(), "ok", rows=1, kept=1)
     yield c("CRLF line endings", (HEAD + "a,s,q,r\nb,s,q,r2\n").replace("\n", "\r\n"), "ok", rows=2, kept=2)
@@ -373,8 +378,9 @@ def parquet_cases() -> Iterator[Case]:
     canon = {"id": ["a"], "source": ["s"], "instruction": ["q"], "response": ["r"], "choices": [None], "metadata": ["[1, 2]"]}
     schema = {"id": pl.String, "source": pl.String, "instruction": pl.String, "response": pl.String,
               "choices": pl.List(pl.String), "metadata": pl.String}
-    yield pq("canonical frame, metadata not an object", _parquet(canon, schema), "error", line=1, field="metadata")
-    yield pq("canonical frame, metadata with NaN", _parquet({**canon, "metadata": ['{"x": NaN}']}, schema), "error", line=1, field="metadata")
+    # Not a JSON object, so not our frame's extras: a user's own `metadata` text, kept as a field.
+    yield pq("canonical columns, metadata not an object", _parquet(canon, schema), "ok", rows=1, kept=1)
+    yield pq("canonical columns, metadata with NaN", _parquet({**canon, "metadata": ['{"x": NaN}']}, schema), "ok", rows=1, kept=1)
     yield pq("canonical frame, metadata is fine", _parquet({**canon, "metadata": ['{"lang": "en"}']}, schema), "ok", rows=1, kept=1)
     yield pq("empty Parquet with the right columns", _parquet({"id": [], "instruction": [], "response": []},
                                                              {"id": pl.String, "instruction": pl.String, "response": pl.String}),

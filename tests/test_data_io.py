@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -211,6 +212,39 @@ def test_write_rows_with_choices_reads_back_in_every_format(tmp_path, ext):
     out = write_rows(tmp_path / f"out.{ext}", first)
     again = load_rows(out).rows
     assert again.select("id", "instruction", "response", "choices").equals(first.select("id", "instruction", "response", "choices"))
+
+
+@pytest.mark.parametrize("ext", ["jsonl", "csv", "parquet"])
+def test_a_users_own_metadata_field_round_trips(tmp_path, ext):
+    """A user field named `metadata` (text, or an object) beside rows with choices once read back
+    as our canonical frame's JSON column and failed: "is not a JSON object"."""
+    recs = [{**GOOD[0], "metadata": "reviewed"}, {**GOOD[1], "metadata": "fine"}]
+    first = load_rows(_jsonl(tmp_path / "in.jsonl", recs)).rows
+    again = load_rows(write_rows(tmp_path / f"out.{ext}", first)).rows
+    assert again.equals(first) and json.loads(again["metadata"][0]) == {"metadata": "reviewed"}
+
+
+def test_parquet_refuses_to_change_a_field_of_mixed_types(tmp_path):
+    """A Parquet column holds one type: polars wrote 1 as "1" beside "two", and true as 1."""
+    for values, shown in (([1, "two"], '"1"'), ([True, 1], "1"), ([{"k": 1}, {"j": 2}], '{"k": 1, "j": null}')):
+        recs = [{**GOOD[0], "extra": values[0]}, {**GOOD[2], "extra": values[1]}]
+        rows = load_rows(_jsonl(tmp_path / "in.jsonl", recs)).rows
+        with pytest.raises(TunesetError, match=rf"field 'extra' of row 1 \(id 'a'\) would be stored as {re.escape(shown)}.*write .jsonl"):
+            write_rows(tmp_path / "out.parquet", rows)
+        assert not (tmp_path / "out.parquet").exists()
+        assert load_rows(write_rows(tmp_path / "out.jsonl", rows)).rows.equals(rows)
+    same = load_rows(_jsonl(tmp_path / "ok.jsonl", [{**GOOD[0], "extra": 1.5}, {**GOOD[2], "extra": 2.5}])).rows
+    assert load_rows(write_rows(tmp_path / "ok.parquet", same)).rows.equals(same)
+
+
+def test_a_saved_dataset_dict_is_named_as_several_splits(tmp_path):
+    import datasets
+
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(PLAIN), "test": datasets.Dataset.from_list(PLAIN)}).save_to_disk(str(tmp_path / "dd"))
+    for target in (tmp_path / "dd", tmp_path):  # named itself, or a folder holding it
+        with pytest.raises(TunesetError, match=r"holds several splits \(train, test\); name one split's folder|dd/"):
+            load_rows(target)
+    assert load_rows(tmp_path / "dd" / "train").rows["id"].to_list() == ["a", "b", "c"]
 
 
 def test_a_column_mapped_onto_a_field_the_row_has_is_an_error(tmp_path):

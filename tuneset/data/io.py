@@ -44,8 +44,8 @@ class LoadResult:
 
 def detect_format(path: Path) -> str:
     if path.is_dir():
-        if (path / "dataset_info.json").exists() or (path / "state.json").exists():
-            return "hf"
+        if any((path / marker).exists() for marker in ("dataset_info.json", "state.json", "dataset_dict.json")):
+            return "hf"  # dataset_dict.json: several splits, which _iter_hf names
         raise TunesetError(f"{path}: a folder is read only as a saved Hugging Face dataset (save_to_disk)")
     suffix = path.suffix.lower().lstrip(".")
     fmt = {"jsonl": "jsonl", "json": "jsonl", "ndjson": "jsonl", "parquet": "parquet", "csv": "csv"}.get(suffix)
@@ -164,8 +164,8 @@ def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a 10 MB cell is a long row, not a fault
     with path.open("rb") as fb:
         _foreign_encoding(path, fb.read(4))
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
+    try:  # invalid UTF-8 reads as lone surrogates, so it is the error of its row and column
+        with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
             reader = csv.reader(f, strict=True)
             header = next(reader, None)
             if header is None:  # an empty shard, as an empty JSONL file is
@@ -174,7 +174,16 @@ def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
             start = reader.line_num + 1
             for cells in reader:
                 line, start = start, reader.line_num + 1
+                if not cells:  # a blank line, as in JSONL; `,,,` is a row, and an error below
+                    continue
+                bad = next((k for k, c in enumerate(cells) if _BYTE_ESCAPE.search(c)), None)
+                if bad is not None:
+                    byte = ord(_BYTE_ESCAPE.search(cells[bad]).group()) - 0xDC00
+                    yield line, DataError(str(path), line, header[bad] if bad < len(header) else f"<cell {bad + 1}>",
+                                          f"invalid UTF-8 (byte 0x{byte:02x}); re-save the file as UTF-8")
+                    continue
                 if not any(c.strip() for c in cells):
+                    yield line, DataError(str(path), line, "<line>", "every cell is blank")
                     continue
                 if len(cells) != len(header):
                     yield line, DataError(str(path), line, "<line>",
@@ -188,14 +197,17 @@ def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
                         yield line, DataError(str(path), line, "choices", f"is not a JSON list ({e.msg})")
                         continue
                 yield line, row
-    except UnicodeDecodeError as e:
-        raise TunesetError(f"{path}: invalid UTF-8 at byte {e.start}; re-save the file as UTF-8") from None
     except csv.Error as e:
         raise TunesetError(f"{path}:{reader.line_num}: unreadable CSV ({e}), e.g. a quote that is never closed") from None
 
 
+_BYTE_ESCAPE = re.compile("[\udc80-\udcff]")  # how errors="surrogateescape" reads a byte UTF-8 cannot
+
+
 def _check_header(path: Path, header: list[str]) -> None:
     for k, name in enumerate(header, start=1):
+        if _BYTE_ESCAPE.search(name):
+            raise DataError(str(path), 1, f"<column {k}>", "the header holds invalid UTF-8; re-save the file as UTF-8")
         if not name.strip():
             raise DataError(str(path), 1, f"<column {k}>", "the header gives this column no name")
         if name in header[:k - 1]:
@@ -272,16 +284,23 @@ def _from_messages(path: Path, line: int, messages: Any) -> dict[str, str]:
 CANONICAL = frozenset(ROW_COLUMNS)
 
 
+def _canonical_extras(path: Path, line: int, rec: dict[str, Any]) -> dict[str, Any] | None:
+    """The extras of a row of our own canonical frame, or None for any other row. Only a stage's
+    Parquet is that frame (extras as a JSON-object `metadata` column): a user's own field named
+    `metadata`, in a JSONL or CSV file or holding anything but a JSON object, stays their field."""
+    if path.suffix.lower() != ".parquet" or set(rec) != CANONICAL:
+        return None
+    meta = rec["metadata"]
+    if meta is None:
+        return {}
+    parsed = parse_json_line(path, line, meta) if isinstance(meta, str) else None
+    return parsed if isinstance(parsed, dict) else None
+
+
 def validate_record(path: Path, line: int, rec: dict[str, Any]) -> Example:
-    if set(rec) == CANONICAL and (rec["metadata"] is None or isinstance(rec["metadata"], str)):
-        # Our own canonical frame (Parquet saved by a stage) carries extras as a JSON column; a
-        # user's own field named `metadata` (any other set of columns) stays a field of its own.
-        rec = dict(rec)
-        meta = rec.pop("metadata")
-        parsed = parse_json_line(path, line, meta) if meta else {}
-        if isinstance(parsed, DataError):
-            raise DataError(str(path), line, "metadata", f"is not a JSON object ({parsed.reason})")
-        rec = {**parsed, **rec}
+    extras = _canonical_extras(path, line, rec)
+    if extras is not None:
+        rec = {**extras, **{k: v for k, v in rec.items() if k != "metadata"}}
     rec = json_safe(path, line, rec)
     try:
         return Example.model_validate(rec)
@@ -540,7 +559,22 @@ def write_rows(path: str | Path, rows: pl.DataFrame) -> Path:
     if path.suffix == ".csv":  # a CSV cell is text: anything else is written as JSON text
         records = [{k: v if isinstance(v, str) or v is None else json.dumps(v) for k, v in r.items()} for r in records]
     frame = pl.DataFrame(records, infer_schema_length=None) if records else rows.select("id", "source", "instruction", "response")
-    return write_parquet(frame, path) if path.suffix == ".parquet" else write_csv(frame, path)
+    if path.suffix == ".parquet":
+        _holds_as_written(path, records, frame)
+        return write_parquet(frame, path)
+    return write_csv(frame, path)
+
+
+def _holds_as_written(path: Path, records: list[dict[str, Any]], frame: pl.DataFrame) -> None:
+    """A Parquet column has one type, so polars casts a field that is 1 in one row and "two" in
+    another to text (True to 1, an object's missing key to null): the first row it would change is
+    an error naming the field, rather than a file that silently differs from the rows."""
+    for k, (want, got) in enumerate(zip(records, frame.iter_rows(named=True)), start=1):
+        for name in frame.columns:
+            if json.dumps(want.get(name), sort_keys=True) != json.dumps(got[name], sort_keys=True):
+                raise TunesetError(f"{path}: field '{name}' of row {k} (id {want['id']!r}) would be stored as "
+                                   f"{json.dumps(got[name])[:80]}, not {json.dumps(want.get(name))[:80]}: a Parquet "
+                                   "column holds one type; write .jsonl, which keeps each row's own")
 
 
 @functools.cache
