@@ -73,15 +73,19 @@ def test_map_reduce_selectors_on_the_runner_equal_one_process(tiny_recipe):
 def test_curate_quarantines_bad_rows_and_accounts_for_every_row(tiny_recipe, tmp_path):
     from tuneset.flows.curate import curate_flow
 
-    recipe = tiny_recipe("quarantine=true")
-    lines = recipe.pool.read_text().splitlines()
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    recipe = tiny_recipe("quarantine=true", f"pool={shards}")
+    lines = (tmp_path / "pool.jsonl").read_text().splitlines()
     lines[3] = '{"id": "bad", "instruction": "x"'
     lines[5] = json.dumps({"id": "bad2", "instruction": "x", "response": 3})
     lines.append(lines[0].replace('"id": "', '"id": "copy-'))
-    recipe.pool.write_text("\n".join(lines) + "\n")
+    (shards / "1.jsonl").write_text("\n".join(lines) + "\n")
+    (shards / "2.jsonl").write_text("\n".join(lines[:2]) + "\n")  # two rows sent again: read once, and counted
     res = curate_flow(recipe)
     assert sum(res.counts.values()) == len(lines)
     assert res.counts["quarantined"] == 2 and res.counts["dropped"] >= 1
+    assert "besides them, 2 rows repeated an earlier file's row exactly" in Path(res.report).read_text()
     audit = pl.read_parquet(res.audit)
     assert audit.filter(pl.col("action") == "quarantined")["reason"].str.contains(":6: field 'response'").any()
     assert audit.filter(pl.col("id").str.starts_with("copy-"))["reason"][0].startswith("duplicate of ")

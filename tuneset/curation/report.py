@@ -76,11 +76,16 @@ def _clip(text: str) -> str:
     return text if len(text) <= EXAMPLE_CHARS else text[:EXAMPLE_CHARS - 1] + "…"
 
 
-def render_report(name: str, n_read: int, counts: dict[str, int], audit: pl.DataFrame, plot: str | None = None) -> str:
-    """report.md: the accounting, counts per source and per kind of reason, and the score plot if any."""
+def render_report(name: str, n_read: int, counts: dict[str, int], audit: pl.DataFrame, plot: str | None = None,
+                  n_resent: int = 0) -> str:
+    """report.md: the accounting, counts per source and per kind of reason, and the score plot if any.
+    Re-sent copies (an earlier file's row again, same id and content) are read once, so they are
+    counted here rather than in the audit, where their id would appear twice."""
+    resent = (f"; besides them, {n_resent} rows repeated an earlier file's row exactly (same id and content) "
+              "and were read once") if n_resent else ""
     return (
         f"# Curation report: {name}\n\n"
-        f"Input rows: {n_read} = " + " + ".join(f"{v} {k}" for k, v in counts.items()) + "\n\n"
+        f"Input rows: {n_read} = " + " + ".join(f"{v} {k}" for k, v in counts.items()) + resent + "\n\n"
         "## By source\n\n" + _md(summary_by_source(audit)) + "\n\n## Reasons (not kept)\n\n"
         "One line per kind of reason: `#` is a number and `…` a row id or quoted text that differ between "
         "its rows (their range under values); every row's own reason is in audit.parquet.\n\n"

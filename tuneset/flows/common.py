@@ -56,6 +56,7 @@ class Pool:
     rows: RowsRef
     n_read: int
     quarantined: list[dict]
+    n_resent: int = 0  # copies of an earlier file's rows, read once: the report counts them
 
 
 def load_pool(ctx: RunContext) -> Pool:
@@ -65,7 +66,7 @@ def load_pool(ctx: RunContext) -> Pool:
     res = load_rows(recipe.pool, quarantine=quarantine, columns=recipe.columns)
     if res.quarantined:
         log.warning("%d bad input rows quarantined in %s", len(res.quarantined), quarantine)
-    return Pool(save_rows(ctx.store, res.rows), res.n_read, res.quarantined)
+    return Pool(save_rows(ctx.store, res.rows), res.n_read, res.quarantined, res.n_resent)
 
 
 def recipe_flow(name: str):

@@ -99,7 +99,7 @@ def curate_flow(recipe: Recipe, pool: Pool | None = None) -> CurateResult:
                            applied_filters(recipe.curate, judge))
     report = out / "report.md"
     gate_text = "".join(f"- {line}\n" for line in gate_lines(recipe.curate, judge))
-    write_text(report, render_report(recipe.name, n_read, counts, audit, plot.name if has_plot else None)
+    write_text(report, render_report(recipe.name, n_read, counts, audit, plot.name if has_plot else None, pool.n_resent)
                       + (f"\n## Judge gate\n\n{gate_text}" if judge else ""))
     print(f"curated {n_read} rows: {counts}; audit {out / 'audit.parquet'}")
     return CurateResult(save_rows(ctx.store, kept), pool, str(out / "audit.parquet"), str(report), counts)
