@@ -147,3 +147,45 @@ def test_a_stop_request_ends_loss_passes_at_the_next_batch(lm):
     finally:
         STOP.clear()
     assert len(response_nll(lm.model, enc, lm.tokenizer.pad_token_id, max_tokens=8)[0]) == 4
+
+
+def _hub_cache(root, repo: str, commit: str, weights_from) -> None:
+    """A hub cache as huggingface_hub lays it out: refs/main names the commit, snapshots/<commit> holds it."""
+    import shutil
+
+    folder = root / f"models--{repo.replace('/', '--')}"
+    shutil.copytree(weights_from, folder / "snapshots" / commit)
+    (folder / "refs").mkdir(exist_ok=True)
+    (folder / "refs" / "main").write_text(commit)
+
+
+def test_a_hub_model_is_keyed_and_read_at_the_commit_the_hub_names(tiny_lm_dir, tmp_path, monkeypatch):
+    """A hub name was its own cache key: a model updated on the hub served the old one's scores,
+    adapters and evaluations. Now the key carries the snapshot's commit, and the loader reads that
+    snapshot (offline here: the commit the local cache names)."""
+    import huggingface_hub.constants
+
+    from tuneset.errors import TunesetError
+    from tuneset.models import loading
+    from tuneset.models.embed import embedder_identity
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    loading.hub_snapshot.cache_clear()
+    _hub_cache(tmp_path, "org/tiny", "a" * 40, tiny_lm_dir)
+    first = load_lm("org/tiny", "cpu")
+    assert first.identity == f"hub:org/tiny@{'a' * 40}" == embedder_identity("org/tiny")
+
+    retrained = tmp_path / "retrained"
+    model = load_lm(str(tiny_lm_dir), "cpu")
+    with torch.no_grad():
+        model.model.lm_head.weight.mul_(2)
+    model.model.save_pretrained(retrained)
+    model.tokenizer.save_pretrained(retrained)
+    _hub_cache(tmp_path, "org/tiny", "b" * 40, retrained)  # the hub moved on
+    loading.hub_snapshot.cache_clear()  # a new process
+    second = load_lm("org/tiny", "cpu")
+    assert second.identity == f"hub:org/tiny@{'b' * 40}"
+    torch.testing.assert_close(second.model.lm_head.weight, 2 * first.model.lm_head.weight)
+
+    with pytest.raises(TunesetError, match=r"cannot load model 'org/absent': no such local path, and no hub copy .*Valid: 'smollm2'"):
+        load_lm("org/absent", "cpu")

