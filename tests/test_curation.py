@@ -34,6 +34,9 @@ def _reasons(audit: pl.DataFrame) -> dict[str, tuple[str, str]]:
 def test_normalise_ignores_case_space_and_punctuation():
     assert normalise("  What's the\tCAPITAL of  France?! ") == "what s the capital of france"
     assert normalise("ﬁne") == "fine"
+    # A soft hyphen or zero-width space inside a word hid a copy of an evaluation row; lower() left ß.
+    assert normalise("The capi\u200btal of Fran\u00adce") == normalise("the capital of france") == "the capital of france"
+    assert normalise("STRASSE") == normalise("Straße")
 
 
 def test_duplicates_name_the_first_row():
@@ -217,6 +220,16 @@ def test_near_duplicates_name_the_row_they_copy():
     assert _reasons(audit)["b"][0] == "kept"
 
 
+def test_exact_and_near_dedup_together_keep_one_copy():
+    """Exact dedup keeps the first copy in input order, SemDeDup the first in id order: where they
+    disagreed, each dropped the copy the other kept, and no copy of the row was left."""
+    rows = _rows(("a", "s", "What is 2+2?", "4"), ("b", "s", "what is 2 + 2", "4"), ("c", "s", "Name a colour", "red"))
+    scores = pl.DataFrame({"id": ["a", "b", "c"], "semdedup.duplicate_of": ["b", "", ""], "semdedup.max_similarity": [1.0, 0.1, 0.1]})
+    curated, audit = curate_rows(rows, OFF.model_copy(update={"dedup": True, "near_dedup": 0.95}), {}, scores)
+    assert curated["id"].to_list() == ["a", "c"]
+    assert _reasons(audit)["b"] == ("dropped", "duplicate of a")
+
+
 def _rw(ids, given, proposed, p_new) -> pl.DataFrame:
     """The `rewrite` selector's columns: given confidence, the model's answer ('' none), its confidence, gain."""
     return pl.DataFrame({"id": ids, "rewrite": given, "rewrite.proposed": proposed, "rewrite.proposed_confidence": p_new,
@@ -232,6 +245,11 @@ def test_rewrite_takes_a_proposal_only_when_its_confidence_gains_the_margin():
     assert _reasons(audit) == {"a": ("corrected", "rewritten: model answer confidence 0.90 vs given 0.10"),
                                "b": ("kept", "passed all checks"), "c": ("kept", "passed all checks")}
     assert curated["response"].to_list() == ["good", "meh", "fine"]
+    # The same answer spelled otherwise is no correction: it inflated the count and touched clean rows.
+    rows = _rows(("a", "s", "q", "positive"), ("b", "s", "q2", "Great, thanks"))
+    curated, audit = curate_rows(rows, OFF.model_copy(update={"rewrite": RewriteConfig(margin=0.2)}), {},
+                                 _rw(["a", "b"], [0.1, 0.1], ["Positive", "great thanks!"], [0.9, 0.9]))
+    assert set(audit["action"]) == {"kept"} and curated["response"].to_list() == ["positive", "Great, thanks"]
 
 
 def test_filters_do_not_judge_corrected_rows():
@@ -276,6 +294,18 @@ def test_a_template_shared_by_many_evaluation_rows_is_not_contamination():
     assert hits["c"].startswith("s/e2 (shares the 4-gram")  # 'text number 2 here' is e2's alone
 
 
+def test_a_leak_the_pool_repeats_is_still_a_leak():
+    """Copies of a leaked evaluation passage under other wrappers pushed its n-grams over the
+    template count: one copy was caught, two or three were not."""
+    evals = _eval(t=[("e1", "Story: the quick brown fox jumps over the lazy dog near the river bank")])
+    for k in (1, 2, 3, 6):
+        rows = _rows(*[(f"p{j}", "s", f"Variant {j}: the quick brown fox jumps over the lazy dog near the river bank", "r")
+                       for j in range(k)], ("x", "s", "Note: the quick brown fox is a common test phrase in typing", "r"))
+        hits = contaminated(rows, evals, ngram=5)
+        assert set(hits) == {f"p{j}" for j in range(k)}, k
+        assert hits["p0"] == "t/e1 (holds 9 of its 10 own 5-grams)"
+
+
 def test_demo_decontamination_finds_the_planted_leaks_and_only_them():
     from tuneset.data.io import load_rows
     from tuneset.demo import DEMO_DIR
@@ -289,11 +319,12 @@ def test_demo_decontamination_finds_the_planted_leaks_and_only_them():
     assert set(contaminated(pool, evals)) == planted and len(planted) == 4  # exact match: precision 1, recall 1
     # 8-grams: the demo's reviews are built from stock phrases, so unrelated rows share 8 words
     # with an evaluation row. Setting templates aside keeps recall at 1 and cuts the false leaks
-    # from 112 to 38 (every sentiment row shared the prompt template before).
+    # from 112 to 40 (every sentiment row shared the prompt template before). Two of the 40 hold
+    # 4 of an evaluation row's 6 own 8-grams: one word from a copy of it.
     with_templates = set(contaminated(pool, evals, ngram=8))
     without = set(contaminated(pool, evals, ngram=8, template_rows=10**9))
     assert planted <= with_templates and planted <= without
-    assert (len(with_templates), len(without)) == (42, 116)
+    assert (len(with_templates), len(without)) == (44, 116)
 
 
 def test_a_rewrite_lands_in_the_rows_answer_space_or_not_at_all():

@@ -18,6 +18,7 @@ from tuneset.curation.dedup import contaminated, exact_duplicates
 from tuneset.curation.judge import REWRITE, applied_filters, gate
 from tuneset.curation.steps import CurationInput, CurationStep, Decisions, need, register_step, resolve_steps
 from tuneset.data.labels import label_sets, same_format, to_answer_space
+from tuneset.data.text import normalise
 from tuneset.errors import TunesetError
 from tuneset.recipe import CurateConfig
 
@@ -104,7 +105,9 @@ class NearDedup(CurationStep):
 
     def run(self, data: CurationInput, decisions: Decisions) -> None:
         for i, of, sim in data.table.select("id", *self.columns(data.cfg)).iter_rows():
-            if of and sim > data.cfg.near_dedup:  # scores made at another threshold still obey this one
+            # A row whose original an earlier step dropped (exact dedup keeps the first copy in
+            # input order, SemDeDup the first in id order) is the copy that stays, not a duplicate.
+            if of and sim > data.cfg.near_dedup and of not in decisions.drops:
                 decisions.drop(i, f"near-duplicate of {of} (cosine {sim:.3f})")
 
 
@@ -154,7 +157,7 @@ class Rewrite(CurationStep):
                 continue
             src, resp, ch = given[i]
             answer = in_answer_space(new, resp, ch, labels.get(src))
-            if answer is not None and answer != resp:
+            if answer is not None and normalise(answer) != normalise(resp):  # "Positive" for "positive" is no fix
                 decisions.fix(i, answer, f"rewritten: model answer confidence {p_new:.2f} vs given {old:.2f}")
 
 

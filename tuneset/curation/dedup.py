@@ -33,37 +33,61 @@ def contaminated(rows: pl.DataFrame, eval_rows: dict[str, pl.DataFrame], ngram: 
     An n-gram found in `template_rows` or more rows, evaluation and candidate rows together (and
     in 1% of them, when many), is phrasing, not a leak: a prompt template ("is the sentiment
     of this product review positive or negative") or a stock phrase. Matching on those dropped every
-    training row that asks the same question; a copied evaluation row is still caught by its
-    instruction or by the n-grams only it has."""
+    training row that asks the same question. A copied evaluation row is still caught: by its
+    instruction, by the n-grams only it has, or, however many times the pool repeats it, by
+    holding at least `COPY_SHARE` of the evaluation row's own n-grams (those touching no word its
+    task's rows repeat, as their template). Such copies never count towards a template."""
     exact: dict[str, str] = {}
     grams: dict[tuple[str, ...], str] = {}
     in_eval: dict[tuple[str, ...], int] = {}
-    n_eval = 0
+    evals: dict[str, str] = {}
     for task, frame in eval_rows.items():
         for i, ins in frame.select("id", "instruction").iter_rows():
-            n_eval += 1
-            norm = normalise(ins)
-            exact.setdefault(norm, f"{task}/{i}")
+            norm, where = normalise(ins), f"{task}/{i}"
+            exact.setdefault(norm, where)
+            evals[where] = norm
             for g in _ngrams(norm, ngram) if ngram else ():
-                grams.setdefault(g, f"{task}/{i}")
+                grams.setdefault(g, where)
                 in_eval[g] = in_eval.get(g, 0) + 1
     cand = [(i, normalise(ins)) for i, ins in rows.select("id", "instruction").iter_rows()]
-    in_pool: dict[tuple[str, ...], int] = {}
-    for _, norm in cand if ngram else ():
-        for g in _ngrams(norm, ngram) & grams.keys():
-            in_pool[g] = in_pool.get(g, 0) + 1
-    limit = max(template_rows, 0.01 * (n_eval + len(cand)))
-    templates = {g for g, k in in_eval.items() if k + in_pool.get(g, 0) >= limit}
+    limit = max(template_rows, 0.01 * (len(evals) + len(cand)))
+    repeated = {g for g, k in in_eval.items() if k >= limit}  # the evaluation rows' own template
+    # Each evaluation row's own n-grams: those touching no word of its task's template.
+    own = {where: set(_content_ngrams(norm.split(), ngram, repeated)) for where, norm in evals.items()} if ngram else {}
     hits: dict[str, str] = {}
+    in_pool: dict[tuple[str, ...], int] = {}
     for i, norm in cand:
         if norm in exact:
             hits[i] = f"{exact[norm]} (same instruction)"
         elif ngram:
-            for g in _content_ngrams(norm.split(), ngram, templates):
-                if g in grams:
-                    hits[i] = f"{grams[g]} (shares the {ngram}-gram '{' '.join(g)}')"
-                    break
+            shared = _ngrams(norm, ngram) & grams.keys()
+            copy = _copied_row(shared, own, grams)
+            if copy:
+                hits[i] = copy
+            for g in () if copy else shared:
+                in_pool[g] = in_pool.get(g, 0) + 1
+    templates = {g for g, k in in_eval.items() if k + in_pool.get(g, 0) >= limit}
+    for i, norm in cand if ngram else ():
+        for g in () if i in hits else _content_ngrams(norm.split(), ngram, templates):
+            if g in grams:
+                hits[i] = f"{grams[g]} (shares the {ngram}-gram '{' '.join(g)}')"
+                break
     return hits
+
+
+COPY_SHARE = 0.5  # of an evaluation row's own n-grams a candidate holds to be its copy
+
+
+def _copied_row(shared: set[tuple[str, ...]], own: dict[str, set[tuple[str, ...]]],
+                grams: dict[tuple[str, ...], str]) -> str | None:
+    """The evaluation row whose own n-grams (its task's template set aside) a candidate mostly
+    holds, with how many: a copy of it under any wrapper, however often the pool repeats it."""
+    for where in sorted({grams[g] for g in shared}):
+        mine = own[where]
+        k = len(shared & mine)
+        if mine and k >= COPY_SHARE * len(mine):
+            return f"{where} (holds {k} of its {len(mine)} own {len(next(iter(mine)))}-grams)"
+    return None
 
 
 def _content_ngrams(words: list[str], n: int, templates: set[tuple[str, ...]]):

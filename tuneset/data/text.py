@@ -12,8 +12,10 @@ _ARTICLE_WORDS = frozenset({"a", "an", "the"})
 
 
 def normalise(text: str) -> str:
-    """Case-, whitespace- and punctuation-insensitive form used for matching rows."""
-    text = unicodedata.normalize("NFKC", text).lower()
+    """Case-, whitespace- and punctuation-insensitive form used for matching rows. Invisible
+    format characters (a soft hyphen or zero-width space inside a word, common in web text) are
+    removed, not read as a space; case folds fully ("STRASSE" matches "Straße")."""
+    text = "".join(ch for ch in unicodedata.normalize("NFKC", text) if unicodedata.category(ch) != "Cf").casefold()
     return _WS.sub(" ", _PUNCT.sub(" ", text)).strip()
 
 

@@ -168,7 +168,9 @@ class LabelQualitySelector(Selector):
     Params = LabelQualityParams
     uses = frozenset({"embedder", "lm", "seed"})
     row_local = False  # the class model is fitted on the whole group
-    revision = 3  # refit without the first fit's issues; score = P(given label right) (2); folds by row id (3)
+    # refit without the first fit's issues; score = P(given label right) (2); folds by row id (3);
+    # labels compared casefolded, invisible characters removed (4)
+    revision = 4
 
     def prepare(self, rows: pl.DataFrame) -> None:
         """Nothing row-local: which rows form a label group, their template-stripped text and
