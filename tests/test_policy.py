@@ -202,6 +202,36 @@ def test_dict_quota_of_zero_selects_nothing_from_that_group():
     assert picked == {"b": ["r06"]}
 
 
+def test_dict_quotas_hold_the_budget():
+    """Explicit quotas ignored the budget: budget 2 with quotas {a: 3, b: 3} selected 6 rows."""
+    out, picked = _quota_run(2, {"a": 3, "b": 3})
+    assert out["selected"].sum() == 2 and picked == {"a": ["r00"], "b": ["r06"]}
+    _, picked = _quota_run(10, {"a": 3, "b": 1})  # within the budget: as asked
+    assert picked == {"a": ["r00", "r01", "r02"], "b": ["r06"]}
+
+
+def test_a_quota_group_the_threshold_empties_is_not_unknown():
+    """A group named in quotas whose rows all fall below the threshold was "unknown"."""
+    out = apply_policy(_scores(q=QVALS), PolicyConfig(weights={"q": 1}, threshold=0.95, quota_by="source",
+                                                      quotas={"c": 1, "a": 1}), {}, pl.Series(GROUPS))
+    assert out.filter("selected")["id"].to_list() == ["r00"]  # only a's best clears the threshold
+
+
+def test_percent_budgets_round_half_to_even_exactly():
+    assert [budget_count(b, n) for b, n in (("64.4%", 125), ("64.6%", 250), ("50%", 3), ("50%", 5))] == [80, 162, 2, 2]
+
+
+def test_max_similarity_one_never_rejects_an_identical_copy():
+    from tuneset.selection.policy import DiversityGate
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        x = rng.normal(size=(1, 384)).astype(np.float32)
+        x /= np.linalg.norm(x)
+        gate = DiversityGate(np.vstack([x, x]), 1.0, ["a", "b"])
+        assert gate(0) and gate(1)
+
+
 def test_quota_errors():
     s = _scores(q=QVALS)
     with pytest.raises(TunesetError, match="quota_by='source' needs that column"):

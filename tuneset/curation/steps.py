@@ -103,6 +103,9 @@ def _on(cls: type[CurationStep], cfg: CurateConfig) -> bool:
 def resolve_steps(cfg: CurateConfig) -> list[CurationStep]:
     """The steps these settings run, in order. With `cfg.steps`, it must list exactly the built-in
     steps their settings turn on (so no setting is silently ignored), plus any others."""
+    if cfg.decontaminate_ngram is not None and not cfg.decontaminate:
+        raise TunesetError("curate.decontaminate_ngram: refines decontamination, which curate.decontaminate turns "
+                           "off; turn it on or drop decontaminate_ngram")
     if cfg.steps is None:
         return [get_step(n)(NoParams()) for n in DEFAULT_ORDER if _on(get_step(n), cfg)]
     out: list[CurationStep] = []

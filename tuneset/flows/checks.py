@@ -97,5 +97,5 @@ def _policy(policy: PolicyConfig, where: str, recipe: Recipe | None = None) -> N
         unknown = sorted(set(policy.targets) - set(tasks))
         if unknown:
             raise TunesetError(f"{where}.targets: {UnknownNameError('task', unknown[0], tasks)}")
-    if policy.quotas != "proportional" and isinstance(policy.quotas, dict) and policy.quota_by is None:
-        raise TunesetError(f"{where}: quotas per group need quota_by (the column that names the groups)")
+    if policy.quotas != "proportional" and policy.quota_by is None:  # else they would be read as no quotas at all
+        raise TunesetError(f"{where}: quotas {policy.quotas!r} need quota_by (the field that names the groups, e.g. source)")
