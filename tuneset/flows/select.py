@@ -22,8 +22,9 @@ from tuneset.selectors.base import row_text
 
 log = logging.getLogger("tuneset.select")
 # Bumped when the same policy on the same scores picks other rows: 2, a component column reads in
-# its selector's direction.
-POLICY_REVISION = 2
+# its selector's direction; 3, explicit quotas hold the budget, percents round exactly, and
+# max_similarity has a float32 slack.
+POLICY_REVISION = 3
 
 
 @dataclass(frozen=True)
