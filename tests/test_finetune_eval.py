@@ -44,6 +44,21 @@ def test_training_lowers_the_loss_and_saves_a_loadable_model(method, lr, tiny_lm
         assert not torch.allclose(base.model(ids).logits, tuned.model(ids).logits)
 
 
+def test_full_fine_tuning_in_bf16_keeps_fp32_master_weights(tiny_lm_dir, tmp_path, monkeypatch):
+    """On a GPU the model loads in bf16, and AdamW on bf16 weights rounded small steps away: at
+    the full-method lr no norm weight (1.0) ever moved. Forced here on the CPU, as on a GPU."""
+    from tuneset.models import loading
+
+    monkeypatch.setattr(loading, "_dtype", lambda device: torch.bfloat16)
+    cfg = FinetuneConfig(method="full", epochs=1, batch_size=4, warmup_ratio=0.0)  # lr 4e-4, the method's default
+    train(_rows(), cfg, str(tiny_lm_dir), tmp_path / "run", max_length=64, device="cpu")
+    monkeypatch.undo()
+    before, after = (dict(load_lm(str(d), "cpu").model.named_parameters()) for d in (tiny_lm_dir, tmp_path / "run" / "model"))
+    norms = [n for n in before if "norm" in n]
+    assert norms and all(not torch.equal(before[n], after[n]) for n in norms)
+    assert all(p.dtype == torch.float32 for p in after.values())
+
+
 def test_same_seed_same_model(tiny_lm_dir, tmp_path):
     ArtifactStore(tmp_path / "store")
     cfg = FinetuneConfig(lr=1e-3, epochs=1, batch_size=4)
@@ -77,15 +92,22 @@ def test_a_batch_in_pieces_gives_the_update_of_the_whole_batch(tiny_lm_dir, tmp_
         torch.testing.assert_close(piece_w[k], whole_w[k], rtol=1e-4, atol=1e-6)
 
 
-def test_the_micro_batch_cap_is_honoured_but_keys_no_cache():
-    """The cap changes how an update is computed, not what it is: a fine-tune cached under one cap
-    serves another (no retraining of every cached run when the default changed)."""
+def test_a_set_micro_batch_cap_keys_the_fine_tune_and_survives_a_sweep():
+    """With LoRA dropout the masks are drawn per piece, so a cap moves the trained weights (half
+    the update's norm, measured): a fine-tune cached under one cap served another. Unset, the cap
+    resolves per device and keys stay as they were. Sweep points dropped the user's cap."""
     from tuneset.data.fingerprint import fingerprint
+    from tuneset.recipe import SweepConfig
 
     capped = FinetuneConfig(micro_batch_tokens=64)
     assert capped.micro_batch_tokens == 64 and capped.model_copy(update={"seed": 3}).micro_batch_tokens == 64
-    assert fingerprint(capped) == fingerprint(FinetuneConfig())
+    assert fingerprint(FinetuneConfig()) == fingerprint(*FinetuneConfig().key_parts())  # unset: the key of old
+    assert fingerprint(*capped.key_parts()) != fingerprint(*FinetuneConfig().key_parts())
+    assert fingerprint(*capped.key_parts()) != fingerprint(*FinetuneConfig(micro_batch_tokens=128).key_parts())
     assert fingerprint(FinetuneConfig(lr=2e-3)) != fingerprint(FinetuneConfig())
+    points = SweepConfig(grid={"lr": [1e-3, 2e-3]}).points(capped)
+    assert [p.micro_batch_tokens for p in points] == [64, 64]
+    assert SweepConfig(grid={"micro_batch_tokens": [32]}).points(capped)[0].micro_batch_tokens == 32
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +265,11 @@ def test_long_work_logs_step_total_rate_and_eta(tiny_lm_dir, tmp_path, caplog, l
     p = ProgressLog("work", 4, "rows", every=3600)
     p.update(1)
     assert p.line().startswith("work: 1/4 rows (25%), ") and "rows/s" in p.line() and "ETA " in p.line()
+    # Resumed at 500 of 1000: the rate counts this run's work only, so the ETA is not ~0.
+    resumed = ProgressLog("work", 1000, "steps", every=3600, start=500)
+    resumed.t0 -= 10.0
+    resumed.update(510)
+    assert ", 1.00 steps/s, elapsed 0:00:10, ETA 0:08:10" in resumed.line()
     with caplog.at_level(logging.INFO, logger="tuneset.progress"):
         train(_rows(), FinetuneConfig(lr=1e-3, epochs=1, batch_size=4), str(tiny_lm_dir),
               tmp_path / "run", 64, "cpu")

