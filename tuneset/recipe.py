@@ -254,13 +254,19 @@ class FinetuneConfig(_Strict):
     # Padded tokens per forward/backward: a batch over this runs in pieces whose gradients add up
     # to the same update, so memory follows this cap, not batch_size x max_length. Default: 256 on
     # CPU (a 300-row LoRA run peaked at 1.8 GB, not 6.3 GB, for ~10% more time), no cap on a GPU.
-    # Left out of dumps and so of cache keys: it changes how the update is computed, not what it is.
+    # Left out of dumps, so unset it leaves every cache key as it was (it resolves per device,
+    # which the keys hold); set, it enters the key through `key_parts`.
     micro_batch_tokens: int | None = Field(default=None, ge=1, exclude=True)
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
     max_grad_norm: float = Field(default=1.0, gt=0)
     seed: int = 0
     last_layers: int | None = Field(default=None, ge=1)  # LoRA on the last N transformer layers only
+
+    def key_parts(self) -> tuple:
+        """What a fine-tune's cache key reads of these settings. A set `micro_batch_tokens` is
+        part of it: dropout masks are drawn per piece, so another split trains other weights."""
+        return (self,) if self.micro_batch_tokens is None else (self, {"micro_batch_tokens": self.micro_batch_tokens})
 
     @model_validator(mode="after")
     def _method_lr(self) -> FinetuneConfig:
@@ -323,6 +329,7 @@ class SweepConfig(_Strict):
 
         keys = list(self.grid)
         fixed = {k: v for k, v in base.model_dump().items() if k != "lr" or "lr" in base.model_fields_set}
+        fixed["micro_batch_tokens"] = base.micro_batch_tokens  # not in dumps, still the user's memory cap
         return [FinetuneConfig.model_validate({**fixed, **dict(zip(keys, combo))})
                 for combo in itertools.product(*self.grid.values())]
 

@@ -36,5 +36,5 @@ def warmup_task(ctx: RunContext, rows: RowsRef, cfg: WarmupConfig) -> str:
                  res.steps, res.seconds)
 
     meta = {"rows": rows.fingerprint, "n": warmup_rows(rows.n, cfg), "config": cfg.model_dump()}
-    return str(ctx.store.cached("warmup", (model_identity(model.name, device=model.device), trained_content(rows), cfg, model.max_length),
+    return str(ctx.store.cached("warmup", (model_identity(model.name, device=model.device), trained_content(rows), *cfg.key_parts(), model.max_length),
                                 make, meta))
