@@ -171,6 +171,16 @@ def test_prompt_format_resolves_by_the_tokenizer(lm, chat_lm_dir, tmp_path):
     assert format_prompts(chat, ["Q?"], "plain") == (["Q?"], " ")
 
 
+def test_a_response_cut_at_max_length_is_named(tiny_lm_dir, tmp_path, caplog):
+    """Training cut long responses (and their EOS) without a word; evaluation already warned."""
+    import logging
+
+    rows = _rows().with_columns(pl.when(pl.int_range(pl.len()) < 3).then(pl.lit("word " * 60)).otherwise(pl.col("response")).alias("response"))
+    with caplog.at_level(logging.WARNING, logger="tuneset.finetune"):
+        train(rows, FinetuneConfig(epochs=1, batch_size=4), str(tiny_lm_dir), tmp_path / "run", 64, "cpu")
+    assert f"3 of {rows.height} rows are longer than model.max_length 64" in caplog.text
+
+
 def test_chat_format_trains_and_scores_the_response_after_the_assistant_header(chat_lm_dir, tmp_path):
     from tuneset.models.lm import encode, format_prompts
 

@@ -161,6 +161,10 @@ def train(
     prompts, sep = format_prompts(lm.tokenizer, rows[instruction].to_list(), fmt)
     enc: list[Encoded] = encode(lm.tokenizer, prompts, rows[response].to_list(), max_length, add_eos=True, sep=sep)
     lengths = [len(e.ids) for e in enc]
+    cut = sum(1 for e in enc if e.ids[-1] != lm.tokenizer.eos_token_id)  # encode cut the response, its EOS first
+    if cut:
+        log.warning("fine-tune: %d of %d rows are longer than model.max_length %d: their responses are cut and "
+                    "train without an end; raise max_length to train them whole", cut, len(enc), max_length)
     rng = random.Random(cfg.seed)
     per_epoch = math.ceil(len(enc) / cfg.batch_size)
     total_steps = max(1, round(per_epoch * cfg.epochs))
