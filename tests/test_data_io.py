@@ -233,8 +233,8 @@ def test_parquet_refuses_to_change_a_field_of_mixed_types(tmp_path):
             write_rows(tmp_path / "out.parquet", rows)
         assert not (tmp_path / "out.parquet").exists()
         assert load_rows(write_rows(tmp_path / "out.jsonl", rows)).rows.equals(rows)
-    same = load_rows(_jsonl(tmp_path / "ok.jsonl", [{**GOOD[0], "extra": 1.5}, {**GOOD[2], "extra": 2.5}])).rows
-    assert load_rows(write_rows(tmp_path / "ok.parquet", same)).rows.equals(same)
+    same = load_rows(_jsonl(tmp_path / "ok.jsonl", [{**GOOD[0], "extra": 1}, {**GOOD[2], "extra": 2.5}])).rows  # 1 reads as 1.0
+    assert json.loads(load_rows(write_rows(tmp_path / "ok.parquet", same)).rows["metadata"][0]) == {"extra": 1.0}
 
 
 def test_a_saved_dataset_dict_is_named_as_several_splits(tmp_path):
