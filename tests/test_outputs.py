@@ -186,6 +186,30 @@ def test_leaderboard_header_is_sentences_naming_every_arm():
     assert "q_proj/v_proj" in text and "no fine-tune: prompt format plain" in text
     assert "Control" not in text
     assert "Control tasks, evaluated but never aimed at: arc_easy. " in describe({**info, "controls": ["arc_easy"]})
+    # Curation's drops are not the pool's size: both are said.
+    assert describe({**info, "pool_rows": 2000, "curated_rows": 1989}).startswith("The pool has 2,000 rows, 1,989 after curation; ")
+
+
+def test_the_full_pool_trains_as_the_largest_budget_whatever_the_order():
+    from tuneset.flows.compare import full_pool_settings
+    from tuneset.recipe import CompareConfig, FinetuneConfig
+
+    settings = {"40": FinetuneConfig(lr=0.0111), "10": FinetuneConfig(lr=0.0222), "5%": FinetuneConfig(lr=0.0333)}
+    for order in (["40", "10", "5%"], ["10", "5%", "40"]):
+        cmp = CompareConfig(budgets=[int(b) if b.isdigit() else b for b in order])
+        assert full_pool_settings(cmp, settings, 100, FinetuneConfig()).lr == 0.0111  # 40 rows > 10 > 5 of 100
+    assert full_pool_settings(CompareConfig(budgets=[10], full_epochs=1), settings, 100, FinetuneConfig()).epochs == 1
+
+
+def test_the_compute_table_has_a_line_per_budget():
+    """Budgets of one arm were one line: the first budget's rows and fine-tune time, every budget's
+    evaluation time summed."""
+    from tuneset.evaluate.leaderboard import leaderboard_markdown
+
+    runs = [{"strategy": "random", "budget": b, "n_rows": n, "seed": s, "task": t, "train_s": tr, "eval_s": 5.0}
+            for b, n, tr in (("10", 10, 100.0), ("1000", 1000, 9000.0)) for s in (0, 1) for t in ("a", "b")]
+    md = leaderboard_markdown("x", "header", "", runs, {})
+    assert "| random | 10 | 10 | 2 | 100 | 10 |" in md and "| random | 1000 | 1000 | 2 | 9000 | 10 |" in md
 
 
 @pytest.mark.parametrize("width", [80, 60])

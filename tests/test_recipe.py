@@ -326,6 +326,15 @@ def test_compare_rejects_repeated_names_and_a_sweep_over_an_unknown_strategy():
         CompareConfig(seeds=[0, 1, 0])  # the leaderboard would count a second, identical seed
     with pytest.raises(ValueError, match=r"full_seeds must be unique; repeated: \[2\]"):
         CompareConfig(full_seeds=[2, 2])
+    for budgets in (["10%", "10%"], [30, 30.0]):  # each repeat counted as further, identical seeds
+        with pytest.raises(ValueError, match=r"budgets must be unique; repeated: \['(10%|30)'\]"):
+            CompareConfig(budgets=budgets)
+    for name in ("none", "full"):  # the leaderboard read them as the baselines
+        with pytest.raises(ValueError, match=rf"strategy names 'none' and 'full' name the baselines; rename {name}"):
+            CompareConfig(strategies=["random", {"name": name, "weights": {"random": 1}}])
+    for epochs in (0, -1):  # 0 was ignored (falsy), -1 reached the full pool's fine-tune
+        with pytest.raises(ValueError, match="full_epochs"):
+            CompareConfig(full_epochs=epochs)
 
 
 @pytest.mark.parametrize(("grid", "message"), [

@@ -364,7 +364,7 @@ class CompareConfig(_Strict):
     baselines: list[Literal["none", "full"]] = Field(default_factory=lambda: ["none", "full"])
     # The full-pool baseline costs most: its own seeds and epochs (default: as the strategies).
     full_seeds: list[int] | None = None
-    full_epochs: float | None = None
+    full_epochs: float | None = Field(default=None, gt=0)
     curate_first: bool = True
     sweep: SweepConfig | None = None  # choose the fine-tune settings per budget on dev rows first
     # Reference arms: rows chosen outside tuneset (a hand-curated set, a benchmark's oracle), each
@@ -390,9 +390,15 @@ class CompareConfig(_Strict):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"strategy names must be unique; repeated: {dup}")
+        baselines = sorted(set(names) & {"none", "full"})
+        if baselines:  # the leaderboard would read it as that baseline, or merge the two
+            raise ValueError(f"strategy names 'none' and 'full' name the baselines; rename {baselines[0]}")
         clash = sorted(set(self.references) & {*names, "none", "full"})
         if clash:
             raise ValueError(f"reference arm names must differ from strategies and baselines; repeated: {clash}")
+        labels = [str(b) for b in self.budgets]
+        if len(set(labels)) < len(labels):  # each repeat would count as further, identical seeds
+            raise ValueError(f"budgets must be unique; repeated: {sorted({b for b in labels if labels.count(b) > 1})}")
         if self.sweep is not None and self.sweep.strategy not in names:
             raise ValueError(f"sweep.strategy '{self.sweep.strategy}' is not a compare strategy; valid: {names}")
         for field, seeds in (("seeds", self.seeds), ("full_seeds", self.full_seeds or [])):

@@ -166,15 +166,17 @@ def to_markdown(board: pl.DataFrame) -> str:
 def leaderboard_markdown(name: str, header: str, table: str, results: list[dict[str, Any]], timings: dict[str, float]) -> str:
     """leaderboard.md: the run's setup (`header`), the per-task tables (`to_markdown`), the compute
     each arm's runs recorded and this invocation's wall time per stage."""
-    compute = (pl.DataFrame(results).group_by("strategy", "seed", maintain_order=True)
+    # One line per arm and budget: a run is one fine-tune (its seed), evaluated on every task.
+    compute = (pl.DataFrame(results).with_columns(pl.col("budget").cast(pl.String))
+               .group_by("strategy", "budget", "seed", maintain_order=True)
                .agg(pl.col("n_rows").first(), pl.col("train_s").first(), pl.col("eval_s").sum())
-               .group_by("strategy", maintain_order=True)
+               .group_by("strategy", "budget", maintain_order=True)
                .agg(pl.col("n_rows").first(), pl.len().alias("runs"), pl.col("train_s").mean(), pl.col("eval_s").mean()))
-    compute_lines = "\n".join(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.0f} | {r[4]:.0f} |" for r in compute.iter_rows())
+    compute_lines = "\n".join(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.0f} | {r[5]:.0f} |" for r in compute.iter_rows())
     stage_lines = "\n".join(f"| {k} | {v:.0f} |" for k, v in timings.items())
     return (f"# Leaderboard: {name}\n\n{header}\n\n{table}\n"
             f"## Compute per run, as recorded when each artifact was built (s, mean over runs)\n\n"
-            f"| strategy | rows | runs | fine-tune | evaluate (all tasks) |\n|---|---|---|---|---|\n{compute_lines}\n\n"
+            f"| strategy | budget | rows | runs | fine-tune | evaluate (all tasks) |\n|---|---|---|---|---|---|\n{compute_lines}\n\n"
             f"## Time of this invocation per stage (s, summed over arms, which overlap with compare.workers > 1; "
             f"cached work costs ~0)\n\n| stage | seconds |\n|---|---|\n{stage_lines}\n")
 

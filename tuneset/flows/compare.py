@@ -22,7 +22,7 @@ from tuneset.flows.score import score_flow, task_runner
 from tuneset.flows.select import Selection, check_quota_fields, select_rows
 from tuneset.flows.sweep import base_context, sweep_finetune
 from tuneset.flows.train_eval import evaluate_model, finetune_task, train_seconds
-from tuneset.recipe import FinetuneConfig, Recipe, SelectorSpec, Strategy
+from tuneset.recipe import CompareConfig, FinetuneConfig, Recipe, SelectorSpec, Strategy
 from tuneset.selection import budget_count
 from tuneset.selectors import get_selector
 
@@ -139,10 +139,9 @@ def _compare_flow(recipe: Recipe) -> dict[str, str]:
                                 "dev_examples": out["dev_paths"][task_name], "train_s": train_s, "eval_s": eval_s})
             write_leaderboard(ctx, results, timings, info, final=False)
 
-    full_cfg = settings[str(cmp.budgets[-1])] if cmp.budgets else recipe.finetune
-    if cmp.full_epochs:
-        full_cfg = full_cfg.model_copy(update={"epochs": cmp.full_epochs})
-    info = {"pool_rows": rows.n, "controls": recipe.controls, "budgets": {str(b): budget_count(b, rows.n) for b in cmp.budgets},
+    full_cfg = full_pool_settings(cmp, settings, rows.n, recipe.finetune)
+    info = {"pool_rows": pool.rows.n, "curated_rows": rows.n, "controls": recipe.controls,
+            "budgets": {str(b): budget_count(b, rows.n) for b in cmp.budgets},
             "finetune": {**{f"budget {b}": _changed(c, recipe.finetune) for b, c in settings.items()},
                          "full pool": _changed(full_cfg, recipe.finetune),
                          "no fine-tune": {"prompt_format": base_ctx.recipe.finetune.prompt_format}}}
@@ -193,6 +192,14 @@ def chosen_settings(ctx: RunContext, rows_at: dict[str, RowsRef]) -> tuple[dict[
     return settings, base_ctx
 
 
+def full_pool_settings(cmp: CompareConfig, settings: dict[str, FinetuneConfig], n_rows: int,
+                       recipe_cfg: FinetuneConfig) -> FinetuneConfig:
+    """The full pool trains as the largest budget does (its sweep's winner: the nearest in size),
+    whatever order the budgets are listed in; `full_epochs` overrides the epochs."""
+    cfg = settings[str(max(cmp.budgets, key=lambda b: budget_count(b, n_rows)))] if cmp.budgets else recipe_cfg
+    return cfg if cmp.full_epochs is None else cfg.model_copy(update={"epochs": cmp.full_epochs})
+
+
 def _changed(cfg: FinetuneConfig, recipe_cfg: FinetuneConfig) -> dict:
     """The fine-tune settings that differ from the recipe's, or its lr/epochs/format when none do."""
     base = recipe_cfg.model_dump()
@@ -213,7 +220,9 @@ def describe(info: dict) -> str:
         alike.setdefault(words(cfg), []).append(arm)
     arms = "; ".join(f"{' and '.join(names)}: {settings}" for settings, names in alike.items())
     controls = info.get("controls")
-    return (f"The pool has {info['pool_rows']:,} rows" + (f"; {budgets}" if budgets else "") + ". "
+    curated = info.get("curated_rows", info["pool_rows"])
+    pool = f"The pool has {info['pool_rows']:,} rows" + (f", {curated:,} after curation" if curated != info["pool_rows"] else "")
+    return (pool + (f"; {budgets}" if budgets else "") + ". "
             + (f"Control tasks, evaluated but never aimed at: {', '.join(controls)}. " if controls else "")
             + f"Fine-tune settings where they differ from the recipe's (else its lr, epochs and prompt format): {arms}.")
 
