@@ -110,3 +110,75 @@ def test_a_missing_test_file_is_named_when_read_not_at_load(tmp_path):
                                         f"tasks=[{{name: a, metric: exact_match, dev: {_DEV}, test: {tmp_path / 'gone.jsonl'}}}]"]))
     with pytest.raises(TunesetError, match="task 'a': test rows not found: .*gone.jsonl"):
         run_context(r).split(r.task_specs()[0], "test")
+
+
+def test_commands_that_evaluate_check_test_rows_first(tmp_path):
+    """`evaluate`, `pipeline`, `compare` found a missing test file only after the server start (and
+    `pipeline` after scoring, selecting and fine-tuning)."""
+    from tuneset.cli import app
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"pool: {DEMO_DIR / 'pool.jsonl'}\nwork_dir: {tmp_path / 'w'}\nscore: {{selectors: [random]}}\n"
+                      f"tasks: [{{name: a, metric: exact_match, dev: {_DEV}, test: {tmp_path / 'gone.jsonl'}}}]\n")
+    for command in ("evaluate", "pipeline", "compare"):
+        res = runner.invoke(app, [command, str(recipe)])
+        assert res.exit_code == 2 and "task 'a': test rows not found: " in res.output, (command, res.output)
+    res = runner.invoke(app, ["evaluate", str(recipe), "--set", f"tasks=[{{name: a, metric: exact_match, dev: {_DEV}}}]"])
+    assert res.exit_code == 2 and "task 'a' has no test rows, which evaluation reads" in res.output
+    assert not (tmp_path / "w").exists()
+
+
+def test_command_line_mistakes_stop_before_any_work(tmp_path):
+    from tuneset.cli import app
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"pool: {DEMO_DIR / 'pool.jsonl'}\nwork_dir: {tmp_path / 'w'}\nscore: {{selectors: [random]}}\n")
+    # --selector/--target make a recipe from a pool: beside a recipe they were silently ignored.
+    res = runner.invoke(app, ["select", str(recipe), "--selector", "bogus"])
+    assert res.exit_code == 2 and "--selector and --target select from a pool;" in res.output
+    # A cron Prefect cannot read failed only after the server had started.
+    res = runner.invoke(app, ["serve", str(recipe), "--cron", "not a cron"])
+    assert res.exit_code == 2 and "--cron: " in res.output and "Invalid cron string" in res.output
+    for argv in (["finetune", str(recipe), "--rows", str(tmp_path / "nope.jsonl")],  # wrote a lock, then failed
+                 ["evaluate", str(recipe), "--model-dir", str(tmp_path / "nowhere")]):  # tried the hub
+        assert runner.invoke(app, argv).exit_code == 2
+    # A recipe that is not UTF-8 was a traceback.
+    latin = tmp_path / "latin1.yaml"
+    latin.write_bytes(b"name: t\n# caf\xe9\npool: p.jsonl\n")
+    res = runner.invoke(app, ["score", str(latin)])
+    assert res.exit_code == 2 and "latin1.yaml: line 2: byte 0xe9 is not UTF-8" in " ".join(res.output.split())
+    assert not (tmp_path / "w").exists()
+
+
+def test_paths_from_flags_are_read_as_typed(tmp_path):
+    """A path holding ` #` or `: ` was pasted into YAML bare: the rest read as a comment or a mapping."""
+    from pathlib import Path
+
+    from tuneset.cli import one_off_recipe
+    from tuneset.recipe import load_recipe
+
+    for name in ("a #b", "c: d"):
+        pool = tmp_path / name / "pool.jsonl"
+        tasks = tmp_path / name / "tasks.json"
+        tasks.parent.mkdir()
+        tasks.write_text((DEMO_DIR / "tasks.json").read_text())
+        r = load_recipe(None, one_off_recipe(pool, ["random"], [tasks], "10%"))
+        assert Path(r.pool) == pool.resolve() and r.task_specs()[0].dev.parent.parent.parent == tasks.parent.resolve()
+
+
+def test_finetune_and_score_default_to_the_recipes_seed(tmp_path, monkeypatch):
+    """`tuneset finetune --set finetune.seed=5` trained at seed 0: the option's default won."""
+    from contextlib import nullcontext
+
+    import tuneset.flows.api
+    import tuneset.flows.train_eval
+    from tuneset.cli import app
+
+    seen = []
+    monkeypatch.setattr(tuneset.flows.api, "prefect_api", nullcontext)
+    monkeypatch.setattr(tuneset.flows.train_eval, "finetune_flow", lambda r, rows, seed: seen.append(seed) or "m")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"pool: {DEMO_DIR / 'pool.jsonl'}\nwork_dir: {tmp_path / 'w'}\nscore: {{selectors: [random]}}\n")
+    for extra, want in (([], 0), (["--set", "finetune.seed=5"], 5), (["--set", "finetune.seed=5", "--seed", "2"], 2)):
+        assert runner.invoke(app, ["finetune", str(recipe), "--rows", str(_DEV), *extra]).exit_code == 0
+        assert seen[-1] == want

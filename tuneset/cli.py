@@ -34,12 +34,13 @@ RecipeArg = Annotated[Path, typer.Argument(help="YAML recipe", exists=True, dir_
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override a recipe field: key.path=value")]
 
 
-def _recipe(path: Path | None, overrides: list[str] | None, selects: bool = False, **fields) -> Recipe:
+def _recipe(path: Path | None, overrides: list[str] | None, selects: bool = False, evaluates: bool = False,
+            **fields) -> Recipe:
     """The recipe with overrides, checked against everything it names before any work starts."""
     from tuneset.flows.checks import check_recipe
 
     extra = [f"{k}={v}" for k, v in fields.items() if v is not None]
-    return check_recipe(load_recipe(path, [*extra, *(overrides or [])]), str(path or "recipe"), selects)
+    return check_recipe(load_recipe(path, [*extra, *(overrides or [])]), str(path or "recipe"), selects, evaluates)
 
 
 _signals: list[int] = []  # signals `_interrupt` turned into KeyboardInterrupt
@@ -198,12 +199,16 @@ def _shown(value) -> str:
     return f"{type(value).__name__}(...)" if isinstance(value, BaseModel) else str(value)
 
 
+SeedOpt = Annotated[Optional[int], typer.Option(help="seed of seeded selectors and the fine-tune; default: finetune.seed, "
+                                                    "as select and pipeline use")]
+
+
 @app.command()
-def score(recipe: RecipeArg, set_: SetOpt = None, seed: int = 0) -> None:
+def score(recipe: RecipeArg, set_: SetOpt = None, seed: SeedOpt = None) -> None:
     """Score every pool row with the recipe's selectors (cached, resumable by shard)."""
     from tuneset.flows.score import score_flow
 
-    ref = _run("score", lambda r: score_flow(r, seed=seed), lambda: _recipe(recipe, set_))
+    ref = _run("score", lambda r: score_flow(r, seed=r.finetune.seed if seed is None else seed), lambda: _recipe(recipe, set_))
     console.print(f"scores: {ref.path}")
 
 
@@ -232,6 +237,9 @@ def select(source: Annotated[Path, typer.Argument(help="a YAML recipe, or a pool
         if out.suffix not in ROW_FORMATS:  # before curating and scoring, not after
             raise TunesetError(f"--out {out}: cannot tell the format from '{out.suffix or 'no extension'}'; valid: {', '.join(ROW_FORMATS)}")
         if source.suffix in (".yaml", ".yml"):
+            if selector or target:  # they make a recipe from a pool; a recipe names its own
+                raise TunesetError(f"--selector and --target select from a pool; {source} is a recipe: set "
+                                   "score.selectors, select.weights and tasks in it, or with --set")
             return _recipe(source, set_, selects=True, **{"select.budget": budget})
         return _recipe(None, [*one_off_recipe(source, selector or ["random"], target or [], budget or "10%"), *(set_ or [])],
                        selects=True)
@@ -248,31 +256,42 @@ def one_off_recipe(pool: Path, selectors: list[str], targets: list[Path], budget
 
     tasks: str
     if len(targets) == 1 and targets[0].suffix == ".json":
-        tasks = str(targets[0].resolve())
+        tasks = _yaml_path(targets[0])
     else:
         tasks = json.dumps([{"name": t.parent.name if t.stem == "dev" else t.stem, "metric": "exact_match",
                              "dev": str(t.resolve())} for t in targets])
-    return [f"pool={pool.resolve()}", f"tasks={tasks}", f"score.selectors={json.dumps(selectors)}",
+    return [f"pool={_yaml_path(pool)}", f"tasks={tasks}", f"score.selectors={json.dumps(selectors)}",
             f"select.weights={json.dumps({s: 1 for s in selectors})}", f"select.budget={budget}"]
 
 
+def _yaml_path(path: Path) -> str:
+    """A path as a `--set` value: JSON text, which YAML reads back exactly (a ` #` or `: ` in a
+    bare path would start a comment or a mapping)."""
+    import json
+
+    return json.dumps(str(path.resolve()))
+
+
 @app.command()
-def finetune(recipe: RecipeArg, rows: Annotated[Path, typer.Option(help="training rows (any supported format)")],
-             set_: SetOpt = None, seed: int = 0) -> None:
+def finetune(recipe: RecipeArg, rows: Annotated[Path, typer.Option(help="training rows (any supported format)", exists=True)],
+             set_: SetOpt = None, seed: SeedOpt = None) -> None:
     """Fine-tune the recipe's model on a row file (LoRA or full)."""
     from tuneset.flows.train_eval import finetune_flow
 
-    model = _run("finetune", lambda r: finetune_flow(r, str(rows), seed), lambda: _recipe(recipe, set_))
+    model = _run("finetune", lambda r: finetune_flow(r, str(rows), r.finetune.seed if seed is None else seed),
+                 lambda: _recipe(recipe, set_))
     console.print(f"model: {model}")
 
 
 @app.command()
-def evaluate(recipe: RecipeArg, model_dir: Annotated[Optional[Path], typer.Option(help="a fine-tuned folder; default: the base model")] = None,
+def evaluate(recipe: RecipeArg, model_dir: Annotated[Optional[Path], typer.Option(help="a fine-tuned folder; default: the base model",
+                                                                             exists=True, file_okay=False)] = None,
              set_: SetOpt = None) -> None:
     """Evaluate the base model or a fine-tuned folder on the recipe's tasks."""
     from tuneset.flows.train_eval import evaluate_flow
 
-    _run("evaluate", lambda r: evaluate_flow(r, str(model_dir) if model_dir else None), lambda: _recipe(recipe, set_))
+    _run("evaluate", lambda r: evaluate_flow(r, str(model_dir) if model_dir else None),
+         lambda: _recipe(recipe, set_, evaluates=True))
 
 
 @app.command()
@@ -280,7 +299,7 @@ def pipeline(recipe: RecipeArg, set_: SetOpt = None) -> None:
     """Curate -> score -> select -> fine-tune -> evaluate."""
     from tuneset.flows.pipeline import pipeline_flow
 
-    _run("pipeline", pipeline_flow, lambda: _recipe(recipe, set_, selects=True))
+    _run("pipeline", pipeline_flow, lambda: _recipe(recipe, set_, selects=True, evaluates=True))
 
 
 @app.command()
@@ -306,7 +325,7 @@ def compare(recipe: RecipeArg, set_: SetOpt = None) -> None:
     """Strategies x budgets x seeds with baselines; writes leaderboard CSV, Markdown and PNG."""
     from tuneset.flows.compare import compare_flow
 
-    out = _run("compare", compare_flow, lambda: _recipe(recipe, set_))
+    out = _run("compare", compare_flow, lambda: _recipe(recipe, set_, evaluates=True))
     console.print(out)
 
 
@@ -331,8 +350,18 @@ def serve(recipe: RecipeArg, cron: Annotated[str, typer.Option(help="cron expres
     """Serve the recipe's pipeline on a cron schedule (stop with SIGTERM)."""
     from tuneset.flows.serve import serve as serve_recipe
 
+    def load() -> Recipe:
+        from prefect.client.schemas.schedules import CronSchedule
+
+        try:  # before the recipe's server starts, not after
+            CronSchedule(cron=cron)
+        except ValueError as e:  # pydantic's ValidationError: its first error's message says it
+            msg = e.errors()[0]["msg"] if hasattr(e, "errors") else str(e)
+            raise TunesetError(f"--cron: {msg}; e.g. '0 3 * * *' (03:00 daily)") from None
+        return _recipe(recipe, set_, selects=True, evaluates=True)
+
     # The recipe is checked now, not at the first scheduled run; serve starts its own server.
-    _run("serve", lambda r: serve_recipe(str(recipe), cron, set_), lambda: _recipe(recipe, set_, selects=True),
+    _run("serve", lambda r: serve_recipe(str(recipe), cron, set_), load,
          sigterm_as_interrupt=False)  # Prefect's runner handles SIGTERM itself
 
 
@@ -343,7 +372,8 @@ def demo(work_dir: Annotated[Path, typer.Option(help="where caches and results g
     from tuneset.demo import demo_recipe_file
     from tuneset.flows.compare import compare_flow
 
-    out = _run("demo", compare_flow, lambda: _recipe(demo_recipe_file(), [f"work_dir={work_dir.resolve()}", *(set_ or [])]))
+    out = _run("demo", compare_flow, lambda: _recipe(demo_recipe_file(), [f"work_dir={_yaml_path(work_dir)}", *(set_ or [])],
+                                                     evaluates=True))
     console.print(out)
 
 
@@ -359,14 +389,14 @@ def bench(shared: Annotated[Path, typer.Option(help="folder holding bench/")] = 
         console.print(f"[yellow]skipped:[/] no benchmark at {bench_dir} (expects bench/pool_small.jsonl and bench/tasks.json)")
         raise typer.Exit(0)
     recipe = Path(__file__).parent.parent / "recipes" / "bench.yaml"
-    overrides = [f"pool={(bench_dir / ('pool.jsonl' if full_pool else 'pool_small.jsonl')).resolve()}",
-                 f"tasks={(bench_dir / 'tasks.json').resolve()}", *(set_ or [])]
+    overrides = [f"pool={_yaml_path(bench_dir / ('pool.jsonl' if full_pool else 'pool_small.jsonl'))}",
+                 f"tasks={_yaml_path(bench_dir / 'tasks.json')}", *(set_ or [])]
 
     def load() -> Recipe:
         if not recipe.is_file():  # an installed (not editable) copy has no recipes/: never bench on defaults
             raise TunesetError(f"{recipe}: the bench recipe ships with the source tree, not the installed package; "
                                "run from a checkout (git clone, then pip install -e .)")
-        return _recipe(recipe, overrides)
+        return _recipe(recipe, overrides, evaluates=True)
 
     console.print(_run("bench", compare_flow, load))
 

@@ -198,7 +198,7 @@ class PolicyConfig(_Strict):
             return v
         what = "a budget is a row count (300) or a percent ('10%')"
         if isinstance(v, numbers.Integral | float) and not isinstance(v, bool) and float(v).is_integer():
-            v = int(v)  # 300.0 (YAML 3e2), numpy.int64
+            v = int(v)  # 300.0 (YAML 3.0e+2; PyYAML reads a bare 3e2 as text), numpy.int64
         if isinstance(v, bool) or not isinstance(v, int | str):
             raise ValueError(f"{what}, not {v!r}" + (f"; for a share of the pool write '{v * 100:g}%'" if isinstance(v, float) and 0 < v < 1 else ""))
         if isinstance(v, str):
@@ -498,11 +498,19 @@ class TaskFileEntry(_Strict):
     n_test: int | None = None
 
 
+def _not_utf8(path: Path, e: UnicodeDecodeError) -> str:
+    """Where a text file stops being UTF-8: its line, and the byte."""
+    line = path.read_bytes()[:e.start].count(b"\n") + 1
+    return f"line {line}: byte 0x{e.object[e.start]:02x} is not UTF-8; re-save the file as UTF-8"
+
+
 def load_tasks_file(path: Path, names: list[str] | None = None) -> list[TaskSpec]:
     """Tasks in the bench's tasks.json format: an object of task name -> `TaskFileEntry`."""
     path = Path(path)
     try:
         spec = json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM from a Windows editor is no error
+    except UnicodeDecodeError as e:
+        raise TunesetError(f"{path}: {_not_utf8(path, e)}") from None
     except (OSError, json.JSONDecodeError) as e:
         raise TunesetError(f"{path}: cannot read tasks file: {e}") from None
     if not isinstance(spec, dict):
@@ -630,7 +638,9 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         path = Path(path)
         try:
-            loaded = load_yaml(path.read_text()) or {}
+            loaded = load_yaml(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as e:
+            raise TunesetError(f"{path}: {_not_utf8(path, e)}") from None
         except OSError as e:
             raise TunesetError(f"{path}: cannot read recipe: {e}") from None
         except yaml.YAMLError as e:

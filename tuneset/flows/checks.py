@@ -15,9 +15,10 @@ from tuneset.recipe import CurateConfig, PolicyConfig, Recipe, Strategy
 from tuneset.selectors import make_selector, selector_names
 
 
-def check_recipe(recipe: Recipe, where: str = "recipe", selects: bool = False) -> Recipe:
+def check_recipe(recipe: Recipe, where: str = "recipe", selects: bool = False, evaluates: bool = False) -> Recipe:
     """Raise a TunesetError naming the first field that cannot work; return the recipe. With
-    `selects` (select, pipeline, serve), `select.weights` may only name selectors the recipe scores."""
+    `selects` (select, pipeline, serve), `select.weights` may only name selectors the recipe scores;
+    with `evaluates` (evaluate, pipeline, serve, compare), every task needs its test rows."""
     if not recipe.score.selectors:
         raise TunesetError(f"{where}: score.selectors: name at least one selector, e.g. [random]; valid: "
                            + ", ".join(selector_names()))
@@ -57,6 +58,11 @@ def check_recipe(recipe: Recipe, where: str = "recipe", selects: bool = False) -
     for t in recipe.task_specs():
         if not Path(t.dev).is_file():
             raise TunesetError(f"{where}: task '{t.name}': dev rows not found: {t.dev}")
+        # Scoring and selecting read dev rows only: a test file matters where a command evaluates.
+        if evaluates and t.test is None:
+            raise TunesetError(f"{where}: task '{t.name}' has no test rows, which evaluation reads; give its `test` file")
+        if evaluates and not Path(t.test).is_file():
+            raise TunesetError(f"{where}: task '{t.name}': test rows not found: {t.test}")
     curations = [("curate", recipe.curate)] + [(f"compare.strategies ({st.name}).curate", st.curate)
                                                for st in recipe.compare.strategies if st.curate is not None]
     for name, cfg in curations:

@@ -25,8 +25,9 @@ def history_dir(ctx: RunContext) -> Path:
 
 
 def past_runs(ctx: RunContext) -> list[dict[str, Any]]:
-    """Every finished run's report, oldest first."""
-    return [json.loads(p.read_text()) for p in sorted(history_dir(ctx).glob("*/report.json"))]
+    """Every finished run's report, oldest first (reading creates nothing: `tuneset runs` on a
+    recipe that never ran leaves its work dir as it was)."""
+    return [json.loads(p.read_text()) for p in sorted((ctx.root / "history").glob("*/report.json"))]
 
 
 def was_finetuned(report: dict[str, Any]) -> bool:

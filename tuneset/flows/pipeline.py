@@ -72,4 +72,4 @@ def _finetune_and_evaluate(ctx: RunContext, sel: Selection) -> dict:
 def scheduled_pipeline(recipe_path: str, overrides: list[str] | None = None) -> dict:
     """Entry point for `serve`: re-reads the recipe file at every run, so edits take effect; an edit
     that cannot work fails that run in one line before any work, as `tuneset pipeline` would."""
-    return pipeline_flow(check_recipe(load_recipe(recipe_path, overrides or []), recipe_path, selects=True))
+    return pipeline_flow(check_recipe(load_recipe(recipe_path, overrides or []), recipe_path, selects=True, evaluates=True))

@@ -93,7 +93,7 @@ def select_flow(recipe: Recipe, out: str | None = None) -> Selection:
     check_quota_fields(pool, {"select": recipe.select})
     curated = curate_flow(recipe, pool)
     rows = curated.rows
-    sel = select_rows(ctx, rows, score_flow(recipe, curated.pool.rows), recipe.select)
+    sel = select_rows(ctx, rows, score_flow(recipe, curated.pool.rows, seed=recipe.finetune.seed), recipe.select)
     if out:
         write_rows(out, sel.rows.read())
         write_parquet(pl.read_parquet(sel.table), decisions_path(Path(out)))
