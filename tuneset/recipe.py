@@ -214,15 +214,19 @@ class PolicyConfig(_Strict):
             raise ValueError("a count budget is at least 1")
         return v
 
-    @field_validator("quotas")
+    @field_validator("quotas", mode="before")
     @classmethod
     def _quotas(cls, v):
-        if isinstance(v, dict):
-            for q in v.values():
-                if isinstance(q, int) and q == 0:
-                    continue
-                PolicyConfig._budget(q)
-        return v
+        """Before pydantic's union, whose first complaint about {a: 0.5} was "should be 'proportional'"."""
+        if not isinstance(v, dict):
+            return v
+        out = {}
+        for g, q in v.items():
+            try:
+                out[g] = 0 if isinstance(q, int) and not isinstance(q, bool) and q == 0 else PolicyConfig._budget(q)
+            except ValueError as e:
+                raise ValueError(f"group '{g}': {e}") from None
+        return out
 
     @field_validator("band")
     @classmethod
