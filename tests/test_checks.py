@@ -36,6 +36,7 @@ MISTAKES = [
     ("curate.filters=[{column: confidance.p_end, min: 0.1}]", "curate.filters[0].column: unknown selector 'confidance'"),
     ("select.quotas={a: 3}", "select: quotas {'a': 3} need quota_by"),
     ("select.quotas=equal", "select: quotas 'equal' need quota_by"),  # was a plain top-k without a word
+    ("compare.strategies=[{name: random, budget: 300}]", "budget: compare.budgets sets every strategy's budget; drop budget 300"),
     ("select.quotas={a: 0.5}", "select.quotas: group 'a': a budget is a row count (300) or a percent ('10%'), not 0.5; for a share"),
     ("curate={decontaminate: false, decontaminate_ngram: 8}", "curate.decontaminate_ngram: refines decontamination"),
     ("pool=missing.jsonl", "missing.jsonl: no such file or folder"),

@@ -311,7 +311,7 @@ def test_a_strategy_carries_every_policy_field_and_its_own_curation():
     assert (p.weights, p.budget, p.targets, p.threshold, p.band, p.max_similarity) == (
         {"got": 1}, 300, "equal", 0.2, (0.1, 0.9), 0.9)
     assert st.curate.relabel.min_prob == 0.7 and st.columns() == ["got"]
-    with pytest.raises(ValueError, match="Input should be None"):
+    with pytest.raises(ValueError, match="compare.budgets sets every strategy's budget"):
         Strategy(name="x", budget=10)  # the compare's budgets set it
 
 

@@ -353,6 +353,13 @@ class Strategy(PolicyConfig):
     budget: None = None  # set by compare.budgets
     curate: CurateConfig | None = None  # default: the compare's own rows (compare.curate_first)
 
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _budget(cls, v: Any) -> None:  # replaces PolicyConfig's: a strategy takes no budget of its own
+        if v is not None:
+            raise ValueError(f"compare.budgets sets every strategy's budget; drop budget {v!r} here, or add it to compare.budgets")
+        return v
+
     def policy(self, budget: Budget) -> PolicyConfig:
         fields = self.model_dump(exclude={"name", "curate", "budget", "weights"})
         return PolicyConfig(**fields, weights=self.weights or {self.name: 1.0}, budget=budget)
