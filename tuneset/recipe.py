@@ -463,7 +463,7 @@ class Recipe(_Strict):
             known = {t.name for t in self.tasks}
             missing = set(self.task_names) - known
             if missing:
-                raise ValueError(f"unknown task(s) {sorted(missing)}; valid: {sorted(known)}")
+                raise ValueError(f"task_names: unknown task(s) {sorted(missing)}; valid: {sorted(known)}")
             self.tasks = [t for t in self.tasks if t.name in self.task_names]
         names = [t.name for t in self.tasks]
         repeated = sorted({n for n in names if names.count(n) > 1})
