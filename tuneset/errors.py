@@ -38,13 +38,13 @@ def error_text(model: type[BaseModel], err: Any, at: tuple[str, ...] = ()) -> st
     if err["type"] == "extra_forbidden":  # the last part is the user's own key, whatever it looks like
         loc, key = loc[:-1], loc[-1:]
     loc = tuple(p for p in loc if not _union_tag(p)) + tuple(key)
-    where = ".".join(str(p) for p in (*at, *loc)) or "recipe"
+    where = ".".join(str(p) for p in (*at, *loc))
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         parent = _model_at(model, loc[:-1])
         if parent is not None:
             msg += f"; valid: {', '.join(parent.model_fields) or 'none'}"
-    return f"{where}: {msg}"
+    return f"{where}: {msg}" if where else msg  # a check across fields names its fields itself
 
 
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
