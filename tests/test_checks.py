@@ -138,9 +138,6 @@ def test_command_line_mistakes_stop_before_any_work(tmp_path):
     # --selector/--target make a recipe from a pool: beside a recipe they were silently ignored.
     res = runner.invoke(app, ["select", str(recipe), "--selector", "bogus"])
     assert res.exit_code == 2 and "--selector and --target select from a pool;" in res.output
-    # A cron Prefect cannot read failed only after the server had started.
-    res = runner.invoke(app, ["serve", str(recipe), "--cron", "not a cron"])
-    assert res.exit_code == 2 and "--cron: " in res.output and "Invalid cron string" in res.output
     for argv in (["finetune", str(recipe), "--rows", str(tmp_path / "nope.jsonl")],  # wrote a lock, then failed
                  ["evaluate", str(recipe), "--model-dir", str(tmp_path / "nowhere")]):  # tried the hub
         assert runner.invoke(app, argv).exit_code == 2

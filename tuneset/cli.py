@@ -351,13 +351,9 @@ def serve(recipe: RecipeArg, cron: Annotated[str, typer.Option(help="cron expres
     from tuneset.flows.serve import serve as serve_recipe
 
     def load() -> Recipe:
-        from prefect.client.schemas.schedules import CronSchedule
+        from tuneset.flows.serve import cron_schedule
 
-        try:  # before the recipe's server starts, not after
-            CronSchedule(cron=cron)
-        except ValueError as e:  # pydantic's ValidationError: its first error's message says it
-            msg = e.errors()[0]["msg"] if hasattr(e, "errors") else str(e)
-            raise TunesetError(f"--cron: {msg}; e.g. '0 3 * * *' (03:00 daily)") from None
+        cron_schedule(cron)  # before the recipe's server starts, not after
         return _recipe(recipe, set_, selects=True, evaluates=True)
 
     # The recipe is checked now, not at the first scheduled run; serve starts its own server.

@@ -15,13 +15,18 @@ from tuneset.flows.pipeline import scheduled_pipeline
 log = logging.getLogger("tuneset.serve")
 
 
-def serve(recipe_path: str, cron: str, overrides: list[str] | None = None) -> None:
+def cron_schedule(cron: str):
+    """The schedule `cron` stands for, or a one-line error naming it (checked before any server starts)."""
     from prefect.schedules import Cron
 
     try:
-        schedule = Cron(cron)
+        return Cron(cron)
     except ValueError as e:
-        raise TunesetError(f"bad cron expression '{cron}': {e}") from None
+        raise TunesetError(f"bad cron expression '{cron}': {e}; e.g. '0 3 * * *' (03:00 daily)") from None
+
+
+def serve(recipe_path: str, cron: str, overrides: list[str] | None = None) -> None:
+    schedule = cron_schedule(cron)
     with prefect_api():
         scheduled_pipeline.serve(
             name=Path(recipe_path).stem,
