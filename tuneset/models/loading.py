@@ -153,18 +153,21 @@ def materialize(name: str, what: str = "model") -> Path:
     return store.cached("model", (model_identity(name),), convert, {"name": name, "identity": model_identity(name)}) / "weights"
 
 
-@lru_cache(maxsize=16)
 def prompt_format_of(name: str, fmt: str) -> str:
     """`fmt` with `auto` resolved by `name`'s tokenizer (its chat template, or plain text): what the
     fine-tune and evaluation caches key on, so `auto` and the format it stands for share one
     fine-tune instead of training the same weights twice."""
-    if fmt != "auto":
-        return fmt
+    return fmt if fmt != "auto" else _resolved_format(name, model_identity(name))
+
+
+@lru_cache(maxsize=16)
+def _resolved_format(name: str, identity: str) -> str:
+    """Per content of the model's files: a chat template added to a folder in place is read again."""
     from transformers import AutoTokenizer
 
     from tuneset.models.lm import resolve_format
 
-    return resolve_format(AutoTokenizer.from_pretrained(str(materialize(name))), fmt)
+    return resolve_format(AutoTokenizer.from_pretrained(str(materialize(name))), "auto")
 
 
 def load_lm(name: str, device: str = "auto", adapter: str | None = None) -> LoadedLM:

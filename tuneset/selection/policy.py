@@ -41,7 +41,8 @@ def combined_score(scores: pl.DataFrame, weights: dict[str, float], directions: 
     if not weights:
         raise TunesetError("policy weights are empty; name at least one score column")
     total = np.zeros(scores.height)
-    for key, w in weights.items():
+    ordered = sorted(weights.items())  # as the selection's key reads them: their order must not move a float
+    for key, w in ordered:
         col, flip = (key[1:], True) if key.startswith("-") else (key, False)
         if col not in scores.columns:
             raise UnknownNameError("score column", col, [c for c in scores.columns if c != "id"])
@@ -49,7 +50,7 @@ def combined_score(scores: pl.DataFrame, weights: dict[str, float], directions: 
         higher = directions.get(col, directions.get(col.split(".")[0], True)) != flip
         r = rank_normalise(scores[col].to_numpy())
         total += w * (r if higher else 1.0 - r + 1.0 / scores.height)
-    return total / sum(abs(w) for w in weights.values())
+    return total / sum(abs(w) for _, w in ordered)
 
 
 def _tiebreak(ids: list[str]) -> np.ndarray:

@@ -5,6 +5,7 @@ declaring `embedder` would keep its key when the embedder changed, and reuse sta
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -52,10 +53,17 @@ class ScoringContext:
     warmup: str | None = None  # warm-up run folder (checkpoints/epoch-<k>/), for selectors that use "warmup"
     adapter: str | None = None  # a LoRA adapter merged into `model` before scoring
 
-    @property
+    @cached_property
     def warmup_identity(self) -> str | None:
-        """The warm-up folder's store key: it hashes the rows, config and model it was trained from."""
-        return None if self.warmup is None else Path(self.warmup).name
+        """A warm-up the store built is named by its key, which hashes the rows, config and model it
+        was trained from; any other folder by its files' contents (two warm-ups in folders named
+        `run` were one, and the second was served the first's gradients)."""
+        if self.warmup is None:
+            return None
+        folder = Path(self.warmup)
+        if folder.parent.name == "warmup" and re.fullmatch(r"[0-9a-f]{24}", folder.name):  # store/warmup/<key>
+            return folder.name
+        return model_identity(str(folder))
 
     @cached_property
     def model_identity(self) -> str:
