@@ -176,11 +176,21 @@ def test_the_lm_loss_pass_logs_one_count_over_all_its_cached_parts(ctx, rows, mo
 
 def test_scoring_with_a_fine_tuned_adapter_is_a_different_model(ctx, rows, tiny_warmup):
     """CLEAR's next round scores with the model fine-tuned on the last round's rows."""
+    from tuneset.selectors.context import UndeclaredInput
+
     tuned = ScoringContext(store=ctx.store, model=ctx.model, device="cpu", max_length=64, adapter=str(tiny_warmup / "adapter"))
     assert tuned.model_identity.startswith(ctx.model_identity + "+")
     base, after = ctx.response_losses(rows)["nll_sum"].to_numpy(), tuned.response_losses(rows)["nll_sum"].to_numpy()
     assert after.mean() < base.mean()  # the warm-up trained on demo rows: they became likelier
     assert make_selector("perplexity").fit(tuned).fingerprint() != make_selector("perplexity").fit(ctx).fingerprint()
+    # LESS reads the base model under its own warm-up's adapters: the adapter re-keyed hours of
+    # gradients that came out bit for bit the same.
+    less_base, less_tuned = (make_selector("less").fit(ScoringContext(
+        store=ctx.store, model=ctx.model, device="cpu", max_length=64, adapter=a, warmup=str(tiny_warmup),
+        targets={"t": rows.head(3)})) for a in (None, tuned.adapter))
+    assert less_base.fingerprint() == less_tuned.fingerprint()
+    with pytest.raises(UndeclaredInput, match="reads ctx.model_identity but does not declare 'lm' in uses"):
+        less_tuned.ctx.model_identity  # noqa: B018 - the declared view refuses what the key leaves out
     missing = ScoringContext(store=ctx.store, model=ctx.model, device="cpu", adapter=str(tiny_warmup / "no-adapter"))
     with pytest.raises(TunesetError, match=r"cannot load adapter '.*no-adapter' \(model.adapter\).*adapter_config.json"):
         missing.lm()
@@ -257,7 +267,7 @@ def test_uses_is_a_closed_set_checked_at_registration():
         def _score(self, frame):
             return frame.select("id", score=pl.lit(0.0))
 
-    with pytest.raises(ValueError, match=r"unknown uses \['embeddings'\]; valid: lm, embedder, targets, seed, warmup"):
+    with pytest.raises(ValueError, match=r"unknown uses \['embeddings'\]; valid: lm, base_lm, embedder, targets, seed, warmup"):
         register(Odd)
 
 

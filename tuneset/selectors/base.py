@@ -84,6 +84,8 @@ class Selector(ABC):
             "seed": ctx.seed if "seed" in self.uses else None,
             "warmup": ctx.warmup_identity if "warmup" in self.uses else None,
         }
+        if "base_lm" in self.uses:  # only where declared: every other selector's key stays as it was
+            deps["base_lm"], deps["max_length"] = ctx.base_identity, ctx.max_length
         revision = [self.revision] if self.revision != 1 else []
         return fingerprint(self.name, self.params.model_dump(mode="json"), deps, __version__, *revision)
 

@@ -27,6 +27,8 @@ ROW_CHUNK = 1024  # rows per stored part of per-row LM losses
 # The inputs a selector may declare, and the context members each one opens.
 USES: dict[str, frozenset[str]] = {
     "lm": frozenset({"model", "adapter", "model_identity", "lm", "response_losses", "lm_features"}),
+    # The base model alone, without `adapter`: LESS, whose own warm-up adapters sit on the base.
+    "base_lm": frozenset({"model", "base_identity"}),
     "embedder": frozenset({"embedder", "embedder_identity", "embeddings", "missing_embeddings"}),
     "targets": frozenset({"targets", "targets_fingerprint"}),
     "seed": frozenset({"seed"}),
@@ -68,6 +70,10 @@ class ScoringContext:
     @cached_property
     def model_identity(self) -> str:
         return model_identity(self.model, self.adapter, self.device)
+
+    @cached_property
+    def base_identity(self) -> str:
+        return model_identity(self.model, None, self.device)
 
     @cached_property
     def embedder_identity(self) -> str:
@@ -145,9 +151,9 @@ class DeclaredView:
     def __getattr__(self, name: str):
         if name.startswith("_"):  # copy/pickle probe dunders before __init__ ran: no recursion
             raise AttributeError(name)
-        for use, members in USES.items():
-            if name in members and use not in self._uses:
-                raise UndeclaredInput(f"selector '{self._selector}' reads ctx.{name} but does not declare "
-                                      f"'{use}' in uses ({', '.join(sorted(self._uses)) or 'nothing'}); add it, so it "
-                                      "enters the cache key")
+        owners = [use for use, members in USES.items() if name in members]
+        if owners and not set(owners) & self._uses:
+            raise UndeclaredInput(f"selector '{self._selector}' reads ctx.{name} but does not declare "
+                                  f"'{' or '.join(owners)}' in uses ({', '.join(sorted(self._uses)) or 'nothing'}); "
+                                  "add it, so it enters the cache key")
         return getattr(self._ctx, name)

@@ -104,7 +104,7 @@ class GradientStore:
         reordered or grown table (same warm-up) and a new target task pay for their new rows only."""
         ctx, p = self.ctx, self.p
         kind = "candidates" if adam else "targets"
-        meta = {"model": ctx.model_identity, "warmup": ctx.warmup_identity, "checkpoints": [f.name for f in folders],
+        meta = {"model": ctx.base_identity, "warmup": ctx.warmup_identity, "checkpoints": [f.name for f in folders],
                 "adam": adam, "variant": self.variant, "dim": p.dim, "seed": p.seed, "max_length": ctx.max_length}
         cache = ctx.store.rows("grads", tuple(meta.values()), meta)
 
@@ -187,7 +187,9 @@ class LessSelector(Selector):
 
     name = "less"
     Params = LessParams
-    uses = frozenset({"lm", "targets", "warmup"})
+    # The base model and the warm-up's adapters on it: `model.adapter` (CLEAR's next round) is not
+    # read, so it must not key, and so recompute, hours of gradients.
+    uses = frozenset({"base_lm", "targets", "warmup"})
 
     def warmup_config(self) -> WarmupConfig:
         return self.params.warmup
