@@ -15,6 +15,7 @@ audit.parquet (not committed: it holds pool text); rerun benchmarks/curation.py 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -55,6 +56,7 @@ def merged_sources(folder: Path) -> list[str]:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     os.chdir(ROOT)  # merged headers name their folders relative to the repo
     snapshot = {p: p.read_bytes() for p in RESULTS.glob("*/*") if p.name in LEADERBOARD + MERGED}
     for folder in sorted(p.parent for p in RESULTS.glob("*/examples.parquet")):

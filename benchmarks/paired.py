@@ -14,7 +14,7 @@ reading of that bar.
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +40,12 @@ def arm_examples(folder: Path, spec: str) -> tuple[pl.DataFrame, str]:
 
 
 def main() -> None:
-    if len(sys.argv) != 5:
-        sys.exit(f"usage: python benchmarks/paired.py EXPORT_FOLDER ARM_A ARM_B TASK\n\n{__doc__}")
-    folder, a, b, task = Path(sys.argv[1]), *sys.argv[2:5]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, what in (("export", "an export folder (examples.parquet)"), ("arm_a", "an arm, or EXPORT:arm"),
+                       ("arm_b", "the arm it is compared with"), ("task", "the task")):
+        parser.add_argument(name, help=what)
+    args = parser.parse_args()
+    folder, a, b, task = Path(args.export), args.arm_a, args.arm_b, args.task
     (ex_a, s_a), (ex_b, s_b) = arm_examples(folder, a), arm_examples(folder, b)
     # Only the seeds both arms finished (a bench in progress has more seeds of some arms); "-" is
     # the seedless no-fine-tune arm, paired with any seed.

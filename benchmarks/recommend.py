@@ -16,7 +16,7 @@ Test scores are printed beside the choice and never used. Writes `<export>/recom
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import polars as pl
@@ -52,4 +52,6 @@ def recommend(export: Path) -> str:
 
 
 if __name__ == "__main__":
-    print(recommend(Path(sys.argv[1])))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("export", type=Path, help="an export folder (examples.parquet), e.g. benchmarks/results/bench_seeds")
+    print(recommend(parser.parse_args().export))
