@@ -1,22 +1,28 @@
 """Length-sorted vs arrival-order batching for per-example losses, in one run on one machine.
 
-    python benchmarks/batching.py --pool ../shared/bench/pool_small.jsonl --rows 256
+    python benchmarks/batching.py --rows 192 --repeats 3
 
-Reports real/padded token ratio and forward throughput (real tokens/s) of each, and their ratio.
-The same rows, model and token budget are used for both; modes alternate to even out noise.
+Reports real/padded token ratio and forward seconds of each over `--repeats` runs (min and
+median; the modes alternate, so a burst of load lands on both), and the speed-up as the ratio of
+their medians and of their mins. The same rows (the first `--rows` of pool_small), model and token
+budget are used for both. Writes results/batching.json with the command and machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from bench_args import ROOT, interleaved, parse_bench_args
 
 from tuneset.data import load_rows
+from tuneset.data.io import write_json
 from tuneset.models.lm import encode, length_batches, pad_batch, token_nll
 from tuneset.models.loading import load_lm
 
@@ -47,32 +53,33 @@ def run(model, enc, batches, pad_id) -> tuple[float, int, int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--pool", default="../shared/bench/pool_small.jsonl")
-    ap.add_argument("--rows", type=int, default=256)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=192)
     ap.add_argument("--max-tokens", type=int, default=4096)
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--store", default=".tuneset/store")
-    args = ap.parse_args()
-    if not Path(args.pool).exists():
-        print(f"skipped: {args.pool} not found")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "batching.json"))
+    args, bench = parse_bench_args(ap)
+    if bench is None:
         return
-    rows = load_rows(args.pool).rows.head(args.rows)
+    rows = load_rows(bench / "pool_small.jsonl").rows.head(args.rows)
     lm = load_lm("smollm2", "cpu")
     enc = encode(lm.tokenizer, rows["instruction"].to_list(), rows["response"].to_list(), 256)
     lengths = [len(e.ids) for e in enc]
     plans = {"arrival order": arrival_batches(lengths, args.max_tokens), "length-sorted": length_batches(lengths, args.max_tokens)}
-    res: dict[str, list[tuple[float, int, int]]] = {k: [] for k in plans}
-    for _ in range(args.repeats):
-        for name, batches in plans.items():
-            res[name].append(run(lm.model, enc, batches, lm.tokenizer.pad_token_id))
-    summary = {}
-    for name, runs in res.items():
-        secs = float(np.median([r[0] for r in runs]))
-        real, padded = runs[0][1], runs[0][2]
-        summary[name] = {"seconds": secs, "real_tokens": real, "padded_tokens": padded,
-                         "real_share": real / padded, "real_tokens_per_s": real / secs}
-    summary["speedup"] = summary["length-sorted"]["real_tokens_per_s"] / summary["arrival order"]["real_tokens_per_s"]
+    times, last = interleaved({name: (lambda b=b: run(lm.model, enc, b, lm.tokenizer.pad_token_id)) for name, b in plans.items()},
+                              args.repeats)
+    summary: dict = {"command": "python benchmarks/batching.py " + " ".join(sys.argv[1:]),
+                     "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                                f"torch {torch.__version__}, {torch.get_num_threads()} threads, SmolLM2-135M fp32"}
+    for name, secs in times.items():
+        _, real, padded = last[name]
+        summary[name] = {"seconds": [round(s, 2) for s in secs], "min_s": round(min(secs), 2),
+                         "median_s": round(float(np.median(secs)), 2), "real_tokens": real, "padded_tokens": padded,
+                         "real_share": round(real / padded, 3), "real_tokens_per_s_median": round(real / float(np.median(secs)), 1)}
+    a, s = summary["arrival order"], summary["length-sorted"]
+    summary["speedup_median"] = round(a["median_s"] / s["median_s"], 2)
+    summary["speedup_min"] = round(a["min_s"] / s["min_s"], 2)
+    write_json(args.out, summary)
     print(json.dumps(summary, indent=1))
 
 
