@@ -11,8 +11,9 @@ compacted into one part (what `get` does past `MAX_PARTS` parts). Lookups, per l
 - `all`: every key (a pool-wide selector's full read).
 `baseline` is the previous read: a lazy scan of every part, semi-joined with the wanted keys (every
 value decoded). `get` reads every key column and decodes only the row groups that hold a wanted
-key. The two alternate, `--repeats` times; min and median seconds, and whether they return the
-same values. Writes benchmarks/results/row_cache.json (`--out`).
+key. `get_default_engine` is `get` with its queries on polars' default engine, which the store
+used until it pinned the in-memory one (the default one hung now and then across threads). They
+alternate, `--repeats` times; min and median seconds, and whether they return the same values. Writes benchmarks/results/row_cache.json (`--out`).
 """
 
 from __future__ import annotations
@@ -54,6 +55,19 @@ def build(cache: RowCache, n: int, dim: int, rng: np.random.Generator) -> tuple[
     return pool, dev
 
 
+def default_engine(get, keys: list[str]) -> pl.DataFrame:
+    """`get` with its lazy queries on polars' default engine, as before `tuneset.data.io.collect`
+    pinned them to the in-memory one (the default one hung now and then across threads)."""
+    import tuneset.store
+
+    pinned = tuneset.store.collect
+    tuneset.store.collect = lambda frame: frame.collect()
+    try:
+        return get(keys)
+    finally:
+        tuneset.store.collect = pinned
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=300_000)
@@ -74,14 +88,15 @@ def main() -> None:
             n_files = len(list(cache.parts.glob("*.parquet")))
             size = sum(f.stat().st_size for f in cache.parts.glob("*.parquet"))
             for name, keys in lookups.items():
-                times: dict[str, list[float]] = {"baseline": [], "get": []}
+                times: dict[str, list[float]] = {"baseline": [], "get": [], "get_default_engine": []}
                 outs = {}
                 for _ in range(args.repeats):
-                    for how, fn in (("baseline", lambda k: baseline_get(cache, k)), ("get", cache.get)):
+                    for how, fn in (("baseline", lambda k: baseline_get(cache, k)), ("get", cache.get),
+                                    ("get_default_engine", lambda k: default_engine(cache.get, k))):
                         t0 = time.perf_counter()
                         outs[how] = fn(keys)
                         times[how].append(time.perf_counter() - t0)
-                same = outs["baseline"].equals(outs["get"])
+                same = outs["baseline"].equals(outs["get"]) and outs["get"].equals(outs["get_default_engine"])
                 row = {"files": n_files, "mib": round(size / 2**20), "keys": len(keys), "same_values": same,
                        **{f"{h}_s_{s}": round(f(t), 4) for h, t in times.items()
                           for s, f in (("min", min), ("median", statistics.median))}}
@@ -90,12 +105,13 @@ def main() -> None:
                 results[f"{layout}/{name}"] = row
                 print(f"{layout}/{name}: {row}", flush=True)
         shutil.rmtree(cache.folder, ignore_errors=True)
-    table = ["| layout / lookup | keys | baseline s (min / median) | get s (min / median) | speed-up (min / median) | same values |",
-             "|---|---|---|---|---|---|"]
+    table = ["| layout / lookup | keys | baseline s (min / median) | get s (min / median) | speed-up (min / median) "
+             "| get on polars' default engine s (min / median) | same values |", "|---|---|---|---|---|---|---|"]
     for k, r in results.items():
         table.append(f"| {k} | {r['keys']:,} | {r['baseline_s_min']:.3f} / {r['baseline_s_median']:.3f} | "
                      f"{r['get_s_min']:.3f} / {r['get_s_median']:.3f} | {r['speedup_min']:.1f}x / "
-                     f"{r['speedup_median']:.1f}x | {r['same_values']} |")
+                     f"{r['speedup_median']:.1f}x | {r['get_default_engine_s_min']:.3f} / "
+                     f"{r['get_default_engine_s_median']:.3f} | {r['same_values']} |")
     out = {"rows": args.rows, "dim": args.dim, "repeats": args.repeats,
            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
            "results": results, "table": table}

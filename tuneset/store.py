@@ -19,7 +19,7 @@ import polars as pl
 from filelock import FileLock, Timeout
 
 from tuneset.data.fingerprint import fingerprint
-from tuneset.data.io import atomic_path, write_parquet
+from tuneset.data.io import atomic_path, collect, write_parquet
 from tuneset.progress import ProgressLog
 
 log = logging.getLogger("tuneset.store")
@@ -140,7 +140,7 @@ class RowCache:
     def known(self) -> set[str]:
         with self._lock:
             files = self._files()
-            return set(pl.scan_parquet(files).select(KEY).collect()[KEY].to_list()) if files else set()
+            return set(collect(pl.scan_parquet(files).select(KEY))[KEY].to_list()) if files else set()
 
     def missing(self, keys: Sequence[str]) -> list[int]:
         """Index of the first occurrence of every key not stored yet."""
@@ -208,13 +208,13 @@ def _rows_with_keys(files: list[Path], keys: set[str]) -> pl.DataFrame | None:
     footers = [pq.ParquetFile(f) for f in files]
 
     def scan() -> pl.DataFrame:
-        return pl.scan_parquet(files).join(want, on=KEY, how="semi").unique(KEY, keep="first", maintain_order=True).collect()
+        return collect(pl.scan_parquet(files).join(want, on=KEY, how="semi").unique(KEY, keep="first", maintain_order=True))
 
     if 2 * len(keys) >= sum(pf.metadata.num_rows for pf in footers):  # most rows wanted: no key pass
         return scan()
-    hits = (pl.scan_parquet(files, include_file_paths="_file").select(KEY, "_file")
-            .with_columns(pl.int_range(pl.len()).over("_file").alias("_pos"))
-            .join(want, on=KEY, how="semi").unique(KEY, keep="first", maintain_order=True).collect())
+    hits = collect(pl.scan_parquet(files, include_file_paths="_file").select(KEY, "_file")
+                   .with_columns(pl.int_range(pl.len()).over("_file").alias("_pos"))
+                   .join(want, on=KEY, how="semi").unique(KEY, keep="first", maintain_order=True))
     by_name = {str(f): pf for f, pf in zip(files, footers)}
     plans, hit_groups = [], 0
     for name, pos in hits.group_by("_file", maintain_order=True).agg("_pos").iter_rows():

@@ -589,6 +589,14 @@ def _as_stored(value: Any) -> str:
     return json.dumps(widen(value), sort_keys=True)
 
 
+def collect(frame: pl.LazyFrame) -> pl.DataFrame:
+    """A lazy query's result on polars' in-memory engine. Its default engine for scans now and then
+    parks every one of its threads when queries run from several threads at once (as in
+    pola-rs/polars#27969); it hung this project's test suite mid shard read. The cost is small:
+    0.6x-1.2x of the default's time on the per-row cache's lookups (benchmarks/row_cache.py)."""
+    return frame.collect(engine="in-memory")
+
+
 @functools.cache
 def _umask() -> int:
     """The process's umask (read once: os.umask can only be read by setting it)."""

@@ -12,7 +12,7 @@ import polars as pl
 from filelock import FileLock
 
 from tuneset.data.fingerprint import dataset_fingerprint
-from tuneset.data.io import load_rows, write_json, write_jsonl, write_parquet
+from tuneset.data.io import collect, load_rows, write_json, write_jsonl, write_parquet
 from tuneset.flows.context import RunContext, run_context
 from tuneset.store import ArtifactStore, held
 
@@ -35,7 +35,7 @@ def read_rows(path: str, offset: int = 0, length: int | None = None) -> pl.DataF
     """Rows `offset`..`offset + length` of a rows table. The slice is pushed into the parquet scan,
     so a shard task decodes its own rows, not the pool: 1,024 rows of a 1M-row table 19x faster
     than reading it whole (benchmarks/shard_reads.py)."""
-    return pl.scan_parquet(path).slice(offset, length).collect()
+    return collect(pl.scan_parquet(path).slice(offset, length))
 
 
 def save_rows(store: ArtifactStore, rows: pl.DataFrame) -> RowsRef:
