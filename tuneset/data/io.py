@@ -593,7 +593,7 @@ def collect(frame: pl.LazyFrame) -> pl.DataFrame:
     """A lazy query's result on polars' in-memory engine. Its default engine for scans now and then
     parks every one of its threads when queries run from several threads at once (as in
     pola-rs/polars#27969); it hung this project's test suite mid shard read. The cost is small:
-    0.6x-1.2x of the default's time on the per-row cache's lookups (benchmarks/row_cache.py)."""
+    0.8x-1.6x of the default's time on the per-row cache's lookups (benchmarks/row_cache.py)."""
     return frame.collect(engine="in-memory")
 
 
