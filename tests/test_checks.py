@@ -114,17 +114,22 @@ def test_a_missing_test_file_is_named_when_read_not_at_load(tmp_path):
         run_context(r).split(r.task_specs()[0], "test")
 
 
-def test_commands_that_evaluate_check_test_rows_first(tmp_path):
+def test_commands_that_read_test_rows_check_them_first(tmp_path):
     """`evaluate`, `pipeline`, `compare` found a missing test file only after the server start (and
-    `pipeline` after scoring, selecting and fine-tuning)."""
+    `pipeline` after scoring, selecting and fine-tuning); `curate` and `select` read it as
+    curation's evaluation rows. `score` reads dev rows alone, so it still runs."""
     from tuneset.cli import app
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"pool: {DEMO_DIR / 'pool.jsonl'}\nwork_dir: {tmp_path / 'w'}\nscore: {{selectors: [random]}}\n"
                       f"tasks: [{{name: a, metric: exact_match, dev: {_DEV}, test: {tmp_path / 'gone.jsonl'}}}]\n")
-    for command in ("evaluate", "pipeline", "compare"):
+    for command in ("evaluate", "pipeline", "compare", "curate", "select"):
         res = runner.invoke(app, [command, str(recipe)])
         assert res.exit_code == 2 and "task 'a': test rows not found: " in res.output, (command, res.output)
+    from tuneset.flows.checks import check_recipe
+    from tuneset.recipe import load_recipe
+
+    check_recipe(load_recipe(recipe))  # as `score` checks it
     res = runner.invoke(app, ["evaluate", str(recipe), "--set", f"tasks=[{{name: a, metric: exact_match, dev: {_DEV}}}]"])
     assert res.exit_code == 2 and "task 'a' has no test rows, which evaluation reads" in res.output
     assert not (tmp_path / "w").exists()

@@ -228,6 +228,12 @@ def test_exact_and_near_dedup_together_keep_one_copy():
     curated, audit = curate_rows(rows, OFF.model_copy(update={"dedup": True, "near_dedup": 0.95}), {}, scores)
     assert curated["id"].to_list() == ["a", "c"]
     assert _reasons(audit)["b"] == ("dropped", "duplicate of a")
+    # A third row, a near copy of SemDeDup's original: judged against the copy exact dedup kept.
+    rows = _rows(("b", "s", "What is 2+2?", "4"), ("a", "s", "what is 2 + 2", "4"), ("c", "s", "What is two plus two?", "4"))
+    scores = pl.DataFrame({"id": ["a", "b", "c"], "semdedup.duplicate_of": ["", "a", "a"], "semdedup.max_similarity": [0.0, 1.0, 0.97]})
+    curated, audit = curate_rows(rows, OFF.model_copy(update={"dedup": True, "near_dedup": 0.95}), {}, scores)
+    assert curated["id"].to_list() == ["b"]
+    assert _reasons(audit)["c"] == ("dropped", "near-duplicate of b (cosine 0.970, a copy of a)")
 
 
 def _rw(ids, given, proposed, p_new) -> pl.DataFrame:
@@ -304,6 +310,11 @@ def test_a_leak_the_pool_repeats_is_still_a_leak():
         hits = contaminated(rows, evals, ngram=5)
         assert set(hits) == {f"p{j}" for j in range(k)}, k
         assert hits["p0"] == "t/e1 (holds 9 of its 10 own 5-grams)"
+    # A stock phrase 30 pool rows share is phrasing, even where it is half of a short evaluation row.
+    evals = _eval(t=[("e1", "Summarise: thanks for reading and please subscribe to our newsletter. Mars has two moons")])
+    rows = _rows(*[(f"p{j}", "s", f"Article {j} on topic {j}. thanks for reading and please subscribe to our newsletter", "r")
+                   for j in range(30)])
+    assert contaminated(rows, evals, ngram=5) == {}
 
 
 def test_demo_decontamination_finds_the_planted_leaks_and_only_them():

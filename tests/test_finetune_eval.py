@@ -280,7 +280,7 @@ def test_a_fine_tune_killed_between_the_resume_saves_renames_resumes_from_the_ne
     assert not any((out / name).exists() for name in ("resume", "resume.tmp", "resume.old"))
 
 
-def test_long_work_logs_step_total_rate_and_eta(tiny_lm_dir, tmp_path, caplog, lm, demo_dir):
+def test_long_work_logs_step_total_rate_and_eta(tiny_lm_dir, tmp_path, caplog, lm, demo_dir, monkeypatch):
     import logging
 
     from tuneset.progress import ProgressLog
@@ -289,10 +289,15 @@ def test_long_work_logs_step_total_rate_and_eta(tiny_lm_dir, tmp_path, caplog, l
     p.update(1)
     assert p.line().startswith("work: 1/4 rows (25%), ") and "rows/s" in p.line() and "ETA " in p.line()
     # Resumed at 500 of 1000: the rate counts this run's work only, so the ETA is not ~0.
+    import time
+
+    monkeypatch.setattr(time, "perf_counter", lambda: 100.0)  # a still clock: 10 steps in exactly 10 s
     resumed = ProgressLog("work", 1000, "steps", every=3600, start=500)
-    resumed.t0 -= 10.0
+    monkeypatch.setattr(time, "perf_counter", lambda: 110.0)
     resumed.update(510)
-    assert ", 1.00 steps/s, elapsed 0:00:10, ETA 0:08:10" in resumed.line()
+    line = resumed.line()
+    monkeypatch.undo()
+    assert ", 1.00 steps/s, elapsed 0:00:10, ETA 0:08:10" in line
     with caplog.at_level(logging.INFO, logger="tuneset.progress"):
         train(_rows(), FinetuneConfig(lr=1e-3, epochs=1, batch_size=4), str(tiny_lm_dir),
               tmp_path / "run", 64, "cpu")

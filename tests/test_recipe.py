@@ -439,3 +439,13 @@ def test_a_control_task_is_evaluated_but_never_aimed_at(tmp_path):
         load_recipe(None, [*base, "controls=[nope]"])
     with pytest.raises(TunesetError, match="controls name every task"):
         load_recipe(None, [*base, "controls=[sentiment, capitals]"])
+
+
+def test_a_tasks_file_that_is_not_utf8_names_its_line(tmp_path):
+    """After a BOM (which a tasks file may carry), the line count starts where the decoder's does."""
+    from tuneset.recipe import load_tasks_file
+
+    p = tmp_path / "tasks.json"
+    p.write_bytes(b'\xef\xbb\xbf{\n"a":\n{"metric": "caf\xe9"}}')
+    with pytest.raises(TunesetError, match=r"tasks.json: line 3: byte 0xe9 is not UTF-8"):
+        load_tasks_file(p)

@@ -35,12 +35,12 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="overri
 
 
 def _recipe(path: Path | None, overrides: list[str] | None, selects: bool = False, evaluates: bool = False,
-            **fields) -> Recipe:
+            curates: bool = False, **fields) -> Recipe:
     """The recipe with overrides, checked against everything it names before any work starts."""
     from tuneset.flows.checks import check_recipe
 
     extra = [f"{k}={v}" for k, v in fields.items() if v is not None]
-    return check_recipe(load_recipe(path, [*extra, *(overrides or [])]), str(path or "recipe"), selects, evaluates)
+    return check_recipe(load_recipe(path, [*extra, *(overrides or [])]), str(path or "recipe"), selects, evaluates, curates)
 
 
 _signals: list[int] = []  # signals `_interrupt` turned into KeyboardInterrupt
@@ -217,7 +217,7 @@ def curate(recipe: RecipeArg, set_: SetOpt = None) -> None:
     """Dedup, decontaminate and filter; writes curated.jsonl, audit and report."""
     from tuneset.flows.curate import curate_flow
 
-    res = _run("curate", curate_flow, lambda: _recipe(recipe, set_))
+    res = _run("curate", curate_flow, lambda: _recipe(recipe, set_, curates=True))
     console.print(f"counts: {res.counts}\naudit: {res.audit}\nreport: {res.report}")
 
 

@@ -468,7 +468,7 @@ class Recipe(_Strict):
         names = [t.name for t in self.tasks]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:  # tasks are keyed by name everywhere: a second one would silently replace the first
-            raise ValueError(f"task names repeat: {', '.join(repeated)}; give each task its own name")
+            raise ValueError(f"tasks: task names repeat: {', '.join(repeated)}; give each task its own name")
         unknown = sorted(set(self.controls) - set(names))
         if unknown:
             raise ValueError(f"controls: unknown task '{unknown[0]}'; valid: {sorted(names)}")
@@ -509,9 +509,10 @@ class TaskFileEntry(_Strict):
     n_test: int | None = None
 
 
-def _not_utf8(path: Path, e: UnicodeDecodeError) -> str:
-    """Where a text file stops being UTF-8: its line, and the byte."""
-    line = path.read_bytes()[:e.start].count(b"\n") + 1
+def _not_utf8(e: UnicodeDecodeError) -> str:
+    """Where a text file stops being UTF-8: its line, and the byte. `e.object` is what was decoded
+    (read_text decodes the file in one go), after any BOM, as `e.start` counts."""
+    line = e.object[:e.start].count(b"\n") + 1
     return f"line {line}: byte 0x{e.object[e.start]:02x} is not UTF-8; re-save the file as UTF-8"
 
 
@@ -521,7 +522,7 @@ def load_tasks_file(path: Path, names: list[str] | None = None) -> list[TaskSpec
     try:
         spec = json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM from a Windows editor is no error
     except UnicodeDecodeError as e:
-        raise TunesetError(f"{path}: {_not_utf8(path, e)}") from None
+        raise TunesetError(f"{path}: {_not_utf8(e)}") from None
     except (OSError, json.JSONDecodeError) as e:
         raise TunesetError(f"{path}: cannot read tasks file: {e}") from None
     if not isinstance(spec, dict):
@@ -651,7 +652,7 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             loaded = load_yaml(path.read_text(encoding="utf-8")) or {}
         except UnicodeDecodeError as e:
-            raise TunesetError(f"{path}: {_not_utf8(path, e)}") from None
+            raise TunesetError(f"{path}: {_not_utf8(e)}") from None
         except OSError as e:
             raise TunesetError(f"{path}: cannot read recipe: {e}") from None
         except yaml.YAMLError as e:

@@ -87,6 +87,7 @@ class Dedup(CurationStep):
     def run(self, data: CurationInput, decisions: Decisions) -> None:
         for i, first in exact_duplicates(data.rows).items():
             decisions.drop(i, f"duplicate of {first}")
+            decisions.copy_kept[i] = first
 
 
 @register_step
@@ -105,10 +106,16 @@ class NearDedup(CurationStep):
 
     def run(self, data: CurationInput, decisions: Decisions) -> None:
         for i, of, sim in data.table.select("id", *self.columns(data.cfg)).iter_rows():
-            # A row whose original an earlier step dropped (exact dedup keeps the first copy in
-            # input order, SemDeDup the first in id order) is the copy that stays, not a duplicate.
-            if of and sim > data.cfg.near_dedup and of not in decisions.drops:
-                decisions.drop(i, f"near-duplicate of {of} (cosine {sim:.3f})")
+            if not of or sim <= data.cfg.near_dedup:  # scores made at another threshold still obey this one
+                continue
+            # Exact dedup keeps the first copy in input order, SemDeDup the first in id order: where
+            # exact dedup dropped this row's original, the copy it kept stands in for it, and the
+            # row that is that copy stays. An original another step dropped leaves the row alone.
+            kept = decisions.copy_kept.get(of, of)
+            if kept == i or kept in decisions.drops:
+                continue
+            via = f", a copy of {of}" if kept != of else ""
+            decisions.drop(i, f"near-duplicate of {kept} (cosine {sim:.3f}{via})")
 
 
 @register_step

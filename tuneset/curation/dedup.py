@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import polars as pl
 
 from tuneset.data.text import normalise
@@ -34,9 +36,10 @@ def contaminated(rows: pl.DataFrame, eval_rows: dict[str, pl.DataFrame], ngram: 
     in 1% of them, when many), is phrasing, not a leak: a prompt template ("is the sentiment
     of this product review positive or negative") or a stock phrase. Matching on those dropped every
     training row that asks the same question. A copied evaluation row is still caught: by its
-    instruction, by the n-grams only it has, or, however many times the pool repeats it, by
+    instruction, by the n-grams only it has, or, repeated by up to PHRASE_ROWS - 1 pool rows, by
     holding at least `COPY_SHARE` of the evaluation row's own n-grams (those touching no word its
-    task's rows repeat, as their template). Such copies never count towards a template."""
+    task's rows repeat, as their template, nor a phrase PHRASE_ROWS pool rows share). Such copies
+    never count towards a template."""
     exact: dict[str, str] = {}
     grams: dict[tuple[str, ...], str] = {}
     in_eval: dict[tuple[str, ...], int] = {}
@@ -50,22 +53,17 @@ def contaminated(rows: pl.DataFrame, eval_rows: dict[str, pl.DataFrame], ngram: 
                 grams.setdefault(g, where)
                 in_eval[g] = in_eval.get(g, 0) + 1
     cand = [(i, normalise(ins)) for i, ins in rows.select("id", "instruction").iter_rows()]
+    hits = {i: f"{exact[norm]} (same instruction)" for i, norm in cand if norm in exact}
     limit = max(template_rows, 0.01 * (len(evals) + len(cand)))
-    repeated = {g for g, k in in_eval.items() if k >= limit}  # the evaluation rows' own template
-    # Each evaluation row's own n-grams: those touching no word of its task's template.
-    own = {where: set(_content_ngrams(norm.split(), ngram, repeated)) for where, norm in evals.items()} if ngram else {}
-    hits: dict[str, str] = {}
-    in_pool: dict[tuple[str, ...], int] = {}
-    for i, norm in cand:
-        if norm in exact:
-            hits[i] = f"{exact[norm]} (same instruction)"
-        elif ngram:
-            shared = _ngrams(norm, ngram) & grams.keys()
-            copy = _copied_row(shared, own, grams)
-            if copy:
-                hits[i] = copy
-            for g in () if copy else shared:
-                in_pool[g] = in_pool.get(g, 0) + 1
+    shared = {i: _ngrams(norm, ngram) & grams.keys() for i, norm in cand if i not in hits} if ngram else {}
+    in_all = Counter(g for s in shared.values() for g in s)
+    # Phrasing however the rows hold it: the evaluation rows' own template, and a stock phrase
+    # PHRASE_ROWS candidate rows share. Each evaluation row's own n-grams touch neither.
+    phrasing = {g for g, k in in_eval.items() if k >= limit} | {g for g, k in in_all.items() if k >= max(PHRASE_ROWS, limit)}
+    own = {where: set(_content_ngrams(norm.split(), ngram, phrasing)) for where, norm in evals.items()} if ngram else {}
+    copies = {i: c for i, s in shared.items() if (c := _copied_row(s, own, grams))}
+    hits.update(copies)
+    in_pool = Counter(g for i, s in shared.items() if i not in copies for g in s)
     templates = {g for g, k in in_eval.items() if k + in_pool.get(g, 0) >= limit}
     for i, norm in cand if ngram else ():
         for g in () if i in hits else _content_ngrams(norm.split(), ngram, templates):
@@ -76,6 +74,7 @@ def contaminated(rows: pl.DataFrame, eval_rows: dict[str, pl.DataFrame], ngram: 
 
 
 COPY_SHARE = 0.5  # of an evaluation row's own n-grams a candidate holds to be its copy
+PHRASE_ROWS = 10  # candidate rows sharing an n-gram that make it a stock phrase, not a leak copied that often
 
 
 def _copied_row(shared: set[tuple[str, ...]], own: dict[str, set[tuple[str, ...]]],

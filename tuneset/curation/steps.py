@@ -45,6 +45,7 @@ class Decisions:
 
     drops: dict[str, str] = field(default_factory=dict)
     fixes: dict[str, tuple[str, str]] = field(default_factory=dict)
+    copy_kept: dict[str, str] = field(default_factory=dict)  # exact dedup: a dropped copy -> the copy it kept
 
     def decided(self, i: str) -> bool:
         return i in self.drops or i in self.fixes

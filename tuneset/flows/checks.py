@@ -15,10 +15,12 @@ from tuneset.recipe import CurateConfig, PolicyConfig, Recipe, Strategy
 from tuneset.selectors import make_selector, selector_names
 
 
-def check_recipe(recipe: Recipe, where: str = "recipe", selects: bool = False, evaluates: bool = False) -> Recipe:
+def check_recipe(recipe: Recipe, where: str = "recipe", selects: bool = False, evaluates: bool = False,
+                 curates: bool = False) -> Recipe:
     """Raise a TunesetError naming the first field that cannot work; return the recipe. With
     `selects` (select, pipeline, serve), `select.weights` may only name selectors the recipe scores;
-    with `evaluates` (evaluate, pipeline, serve, compare), every task needs its test rows."""
+    with `evaluates` (evaluate, pipeline, serve, compare), every task needs its test rows; a command
+    that curates (`curates`, or `selects`) reads the test rows it names (curation's evaluation rows)."""
     if not recipe.score.selectors:
         raise TunesetError(f"{where}: score.selectors: name at least one selector, e.g. [random]; valid: "
                            + ", ".join(selector_names()))
@@ -55,13 +57,14 @@ def check_recipe(recipe: Recipe, where: str = "recipe", selects: bool = False, e
         raise TunesetError(f"{where}: pool: {e}{hint}") from None
     if recipe.work_dir.exists() and not recipe.work_dir.is_dir():
         raise TunesetError(f"{where}: work_dir: {recipe.work_dir} is a file; name a folder")
+    # Scoring reads dev rows only: test rows matter where a command evaluates or curates.
+    reads_test = evaluates or curates or selects
     for t in recipe.task_specs():
         if not Path(t.dev).is_file():
             raise TunesetError(f"{where}: task '{t.name}': dev rows not found: {t.dev}")
-        # Scoring and selecting read dev rows only: a test file matters where a command evaluates.
         if evaluates and t.test is None:
             raise TunesetError(f"{where}: task '{t.name}' has no test rows, which evaluation reads; give its `test` file")
-        if evaluates and not Path(t.test).is_file():
+        if reads_test and t.test is not None and not Path(t.test).is_file():
             raise TunesetError(f"{where}: task '{t.name}': test rows not found: {t.test}")
     curations = [("curate", recipe.curate)] + [(f"compare.strategies ({st.name}).curate", st.curate)
                                                for st in recipe.compare.strategies if st.curate is not None]

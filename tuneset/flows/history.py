@@ -21,13 +21,14 @@ SHOWN = 20  # rows of each selection diff listed in the Markdown report (all are
 
 
 def history_dir(ctx: RunContext) -> Path:
-    return ctx.run_dir("history")
+    """Where the recipe's runs are recorded; created by the first run (`run_folder`), not by reading."""
+    return ctx.root / "history"
 
 
 def past_runs(ctx: RunContext) -> list[dict[str, Any]]:
     """Every finished run's report, oldest first (reading creates nothing: `tuneset runs` on a
     recipe that never ran leaves its work dir as it was)."""
-    return [json.loads(p.read_text()) for p in sorted((ctx.root / "history").glob("*/report.json"))]
+    return [json.loads(p.read_text()) for p in sorted(history_dir(ctx).glob("*/report.json"))]
 
 
 def was_finetuned(report: dict[str, Any]) -> bool:

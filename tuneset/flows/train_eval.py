@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import polars as pl
+import torch
 from prefect import task
 from prefect.cache_policies import NONE
 
@@ -20,7 +21,7 @@ from tuneset.finetune import TRAINED_FIELDS, train
 from tuneset.flows.common import RowsRef, recipe_flow, save_rows, write_json
 from tuneset.flows.context import RunContext, run_context
 from tuneset.models.lm import resolve_format
-from tuneset.models.loading import load_lm, model_identity, precision_tag, prompt_format_of
+from tuneset.models.loading import compute_dtype, load_lm, model_identity, prompt_format_of
 from tuneset.recipe import FinetuneConfig, Recipe, TaskSpec
 
 log = logging.getLogger("tuneset.train_eval")
@@ -40,7 +41,7 @@ def finetune_task(ctx: RunContext, rows: RowsRef, seed: int, cfg: FinetuneConfig
                  rows.n, seed, res.steps, res.seconds, res.rows_per_s, res.final_loss)
 
     parts = (model_identity(model.name, device=model.device), trained_content(rows), *cfg.key_parts(), model.max_length)
-    if cfg.method == "full" and precision_tag(model.device):  # trained with fp32 master weights since stop 35
+    if cfg.method == "full" and compute_dtype(model.device) != torch.float32:  # fp32 master weights since stop 35
         parts += ("fp32 master weights",)
     return str(ctx.store.cached("finetune", parts, make, {"rows": rows.fingerprint, "n": rows.n, "config": cfg.model_dump()}))
 

@@ -121,6 +121,11 @@ def precision_tag(device: str) -> str:
     return "" if d.type == "cpu" else f"@{d.type}:{str(_dtype(d)).removeprefix('torch.')}"
 
 
+def compute_dtype(device: str) -> torch.dtype:
+    """What a model on `device` computes in: fp32 on a CPU (and MPS), bf16 on a CUDA GPU."""
+    return _dtype(resolve_device(device))
+
+
 def _dtype(device: torch.device) -> torch.dtype:
     # bf16 on these CPUs is ~8x slower than fp32; on a GPU it halves memory for free.
     return torch.bfloat16 if device.type == "cuda" else torch.float32

@@ -75,6 +75,7 @@ class ConfidenceSelector(Selector):
     judges = True
     Params = ConfidenceParams
     uses = frozenset({"lm", "embedder"})  # sampling is seeded per row id: reproducible without a global seed
+    revision = 2  # token F1 on casefolded words, invisible characters removed (data.text.normalise)
 
     def _score(self, rows: pl.DataFrame) -> pl.DataFrame:
         comps = list(dict.fromkeys(self.params.components))

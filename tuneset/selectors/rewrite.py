@@ -32,6 +32,7 @@ class RewriteSelector(Selector):
     judges = True
     Params = RewriteParams
     uses = ConfidenceSelector.uses
+    revision = ConfidenceSelector.revision  # scored by its measure: re-keyed with it
 
     def _score(self, rows: pl.DataFrame) -> pl.DataFrame:
         measure = ConfidenceSelector(self.params.confidence).fit(self.ctx)
