@@ -526,6 +526,9 @@ def test_cache_keys_follow_content_not_paths_or_settings_that_do_not_matter(tiny
     assert identity(copy) == identity(tiny_embedder_dir) != str(copy)
     monkeypatch.setenv("HOME", str(tmp_path))
     assert identity("~/emb") == identity(copy)  # a ~ path is the folder it names, as the loader reads it
+    # A GPU's batched vectors and a CPU's one-a-forward ones are kept apart; the CPU key is as before.
+    on_gpu = ScoringContext(store=run_context(recipe).store, embedder=str(copy), device="cuda").embedder_identity
+    assert on_gpu == identity(copy) + "@cuda" and "@" not in identity(copy)
     from tuneset.models.loading import model_identity
 
     assert model_identity(recipe.model.name, "") == model_identity(recipe.model.name)  # '' is no adapter

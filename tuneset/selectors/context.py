@@ -77,7 +77,11 @@ class ScoringContext:
 
     @cached_property
     def embedder_identity(self) -> str:
-        return embedder_identity(self.embedder)
+        """The embedder, and off a CPU the device it embeds on: a GPU embeds in batches, whose
+        vectors differ in the last bits from a CPU's one text a forward, so neither serves the other
+        (as the LM caches' precision tag keeps losses apart). On a CPU the key is as it always was."""
+        device = resolve_device(self.device).type
+        return embedder_identity(self.embedder) + ("" if device == "cpu" else f"@{device}")
 
     @cached_property
     def targets_fingerprint(self) -> str:
