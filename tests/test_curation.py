@@ -331,7 +331,7 @@ def test_demo_decontamination_finds_the_planted_leaks_and_only_them():
     # 8-grams: the demo's reviews are built from stock phrases, so unrelated rows share 8 words
     # with an evaluation row. Setting templates aside keeps recall at 1 and cuts the false leaks
     # from 112 to 40 (every sentiment row shared the prompt template before). Two of the 40 hold
-    # 4 of an evaluation row's 6 own 8-grams: one word from a copy of it.
+    # 4 of a short test review's 6 own 8-grams: its two stock sentences, which 2 pool rows repeat.
     with_templates = set(contaminated(pool, evals, ngram=8))
     without = set(contaminated(pool, evals, ngram=8, template_rows=10**9))
     assert planted <= with_templates and planted <= without
