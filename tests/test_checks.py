@@ -49,6 +49,8 @@ MISTAKES = [
     ("pool=''", "pool: name the pool: a file, a folder, a glob"),
     ("select.budgt=5", "select.budgt: Extra inputs are not permitted; valid: weights, budget, threshold"),
     ("model.devce=cpu", "model.devce: Extra inputs are not permitted; valid: name, adapter, embedder, device"),
+    # The misspelt key, not the "Field required" it leaves beside it.
+    (f"tasks=[{{name: a, metrc: exact_match, dev: {_DEV}}}]", "tasks.0.metrc: Extra inputs are not permitted; valid: name, metric"),
     ("select.budget=0.5", "select.budget: a budget is a row count (300) or a percent ('10%'), not 0.5; for a share of the pool write '50%'"),
     ("select.budget=abc%", "not 'abc%'"),
     ("compare.budgets=[300, abc]", "compare.budgets: a budget is a row count (300) or a percent ('10%'), not 'abc'"),

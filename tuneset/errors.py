@@ -31,6 +31,12 @@ class UnknownNameError(TunesetError, KeyError):
         return self.args[0]
 
 
+def telling_error(errors: list[Any]) -> Any:
+    """The pydantic error to show: a misspelt key first (`metrc` explains the `metric` that is
+    "Field required" beside it), else the first."""
+    return next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+
+
 def error_text(model: type[BaseModel], err: Any, at: tuple[str, ...] = ()) -> str:
     """One pydantic error as `field.path: message`, the path under `at`; an unknown key lists the
     valid ones."""

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tuneset.errors import TunesetError, error_text
+from tuneset.errors import TunesetError, error_text, telling_error
 
 
 def named_list(v: Any) -> Any:
@@ -540,7 +540,7 @@ def load_tasks_file(path: Path, names: list[str] | None = None) -> list[TaskSpec
             out.append(TaskSpec(name=n, metric=t.metric, dev=path.parent / (t.dev or f"targets/{n}/dev.jsonl"), test=test,
                                 choices=t.choices if isinstance(t.choices, list) else None))
         except ValidationError as e:
-            err = e.errors()[0]
+            err = telling_error(e.errors())
             if err["type"] == "model_type":
                 raise TunesetError(f"{path}: task '{n}': a task's spec is an object with at least 'metric', "
                                    f"not {spec[n]!r}") from None
@@ -669,4 +669,4 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         return Recipe.model_validate(data)
     except ValidationError as e:
-        raise TunesetError(f"{path or 'recipe'}: {error_text(Recipe, e.errors()[0])}") from None
+        raise TunesetError(f"{path or 'recipe'}: {error_text(Recipe, telling_error(e.errors()))}") from None

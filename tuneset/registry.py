@@ -9,7 +9,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from tuneset.errors import TunesetError, UnknownNameError, error_text
+from tuneset.errors import TunesetError, UnknownNameError, error_text, telling_error
 
 T = TypeVar("T")
 
@@ -30,7 +30,7 @@ def validate_params(owner: str, model: type[BaseModel], params: dict[str, Any] |
     try:
         return model.model_validate(params or {})
     except ValidationError as e:
-        raise TunesetError(f"{owner}: {error_text(model, e.errors()[0], at=('params',))}") from None
+        raise TunesetError(f"{owner}: {error_text(model, telling_error(e.errors()), at=('params',))}") from None
 
 
 class Registry(Generic[T]):
