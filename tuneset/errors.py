@@ -31,6 +31,12 @@ class UnknownNameError(TunesetError, KeyError):
         return self.args[0]
 
 
+def first_line(e: BaseException) -> str:
+    """An exception's first line, cut at 200 characters: a third-party error as one line of ours."""
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else "no detail"
+
+
 def telling_error(errors: list[Any]) -> Any:
     """The pydantic error to show: a misspelt key first (`metrc` explains the `metric` that is
     "Field required" beside it), else the first."""

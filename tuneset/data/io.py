@@ -28,7 +28,7 @@ import polars as pl
 from pydantic import ValidationError
 
 from tuneset.data.schema import ROW_COLUMNS, Example, rows_frame
-from tuneset.errors import DataError, TunesetError
+from tuneset.errors import DataError, TunesetError, first_line
 
 FORMATS = ("jsonl", "parquet", "csv", "hf")
 log = logging.getLogger("tuneset.data")
@@ -136,7 +136,7 @@ def _iter_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataError]
     try:
         frame = pl.read_parquet(path)
     except Exception as e:  # polars raises several kinds for garbage, truncation, bad metadata
-        raise TunesetError(f"{path}: not a readable Parquet file ({type(e).__name__}: {_first_line(e)})") from None
+        raise TunesetError(f"{path}: not a readable Parquet file ({type(e).__name__}: {first_line(e)})") from None
     yield from enumerate(frame.to_dicts(), start=1)
 
 
@@ -146,15 +146,10 @@ def _iter_hf(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
     try:
         data = load_from_disk(str(path))
     except Exception as e:  # datasets raises many kinds for a damaged folder
-        raise TunesetError(f"{path}: not a readable saved Hugging Face dataset ({type(e).__name__}: {_first_line(e)})") from None
+        raise TunesetError(f"{path}: not a readable saved Hugging Face dataset ({type(e).__name__}: {first_line(e)})") from None
     if not hasattr(data, "features"):  # a DatasetDict: which split is the pool is the user's call
         raise TunesetError(f"{path}: holds several splits ({', '.join(data)}); name one split's folder")
     yield from enumerate(data, start=1)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:200] if text else "no detail"
 
 
 def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
@@ -176,10 +171,10 @@ def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
                 line, start = start, reader.line_num + 1
                 if not cells:  # a blank line, as in JSONL; `,,,` is a row, and an error below
                     continue
-                bad = next((k for k, c in enumerate(cells) if _BYTE_ESCAPE.search(c)), None)
+                bad = next(((k, m) for k, c in enumerate(cells) if (m := _BYTE_ESCAPE.search(c))), None)
                 if bad is not None:
-                    byte = ord(_BYTE_ESCAPE.search(cells[bad]).group()) - 0xDC00
-                    yield line, DataError(str(path), line, header[bad] if bad < len(header) else f"<cell {bad + 1}>",
+                    k, byte = bad[0], ord(bad[1].group()) - 0xDC00
+                    yield line, DataError(str(path), line, header[k] if k < len(header) else f"<cell {k + 1}>",
                                           f"invalid UTF-8 (byte 0x{byte:02x}); re-save the file as UTF-8")
                     continue
                 if not any(c.strip() for c in cells):

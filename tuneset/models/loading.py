@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import transformers  # noqa: F401  (eager: its lazy imports race when shard threads load models)
 
-from tuneset.errors import TunesetError
+from tuneset.errors import TunesetError, first_line
 from tuneset.runtime import cache_dir
 from tuneset.store import ArtifactStore
 
@@ -84,7 +84,7 @@ def hub_snapshot(name: str, what: str = "model") -> Path:
         offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
         where = " (model.adapter)" if what == "adapter" else ""
         raise TunesetError(f"cannot load {what} '{name}'{where}: no such local path, and no hub copy of it here{offline} "
-                           f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else 'no detail'}). "
+                           f"({type(e).__name__}: {first_line(e)}). "
                            f"Valid: {ADAPTER_VALID if what == 'adapter' else MODEL_VALID}") from None
 
 
