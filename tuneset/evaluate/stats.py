@@ -47,8 +47,9 @@ def seed_aware_diff(a: np.ndarray, b: np.ndarray, alpha: float = 0.05) -> SeedAw
     var = sum(v for v, _ in parts)
     se = float(np.sqrt(var))
     df = var**2 / sum(v**2 / k for v, k in parts if v > 0 and k > 0) if var > 0 else np.inf
-    half = float(student_t.ppf(1 - alpha / 2, df)) * se
-    mdd = float(student_t.ppf(1 - alpha / 2, df) + student_t.ppf(0.8, df)) * se
+    q = float(student_t.ppf(1 - alpha / 2, df))
+    half = q * se
+    mdd = (q + float(student_t.ppf(0.8, df))) * se
     return SeedAwareDiff(float(d.mean()), float(d.mean()) - half, float(d.mean()) + half, se, mdd,
                          a.shape[0] > 1 and b.shape[0] > 1)
 
