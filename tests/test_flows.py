@@ -591,6 +591,24 @@ def test_evaluation_is_keyed_by_the_weights_content_not_the_folder_name(tiny_rec
     assert tuned.keys() == base.keys()
 
 
+def test_evaluation_is_keyed_by_the_batch_size_that_produced_it(tiny_recipe):
+    """Padded batches move a row's logits with its batch mates, so another `max_batch_tokens` is
+    evaluated afresh rather than served answers generated in other batches."""
+    from tuneset.flows.common import run_context
+    from tuneset.flows.train_eval import evaluate_flow
+
+    def entries(recipe) -> int:
+        return len([e for e in (run_context(recipe).store.root / "eval").iterdir() if e.is_dir()])
+
+    first = tiny_recipe("model.max_batch_tokens=4096")
+    evaluate_flow(first, None)
+    n = entries(first)
+    evaluate_flow(first, None)
+    assert entries(first) == n
+    evaluate_flow(tiny_recipe("model.max_batch_tokens=64"), None)
+    assert entries(first) == 2 * n
+
+
 def test_a_served_recipe_completes_its_scheduled_run(tiny_recipe, tmp_path):
     """`tuneset serve` runs the pipeline in Prefect's served subprocess, which loads the flow from its
     entrypoint afresh: the run must complete there, not only in this process."""

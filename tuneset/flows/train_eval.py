@@ -104,8 +104,10 @@ def evaluate_model(ctx: RunContext, model_dir: str | None, split: str = "test") 
             log.info("%s on %s %s: %.3f (%d rows, %.0fs)", t.metric, t.name, split, res["score"].mean(), rows.height, secs)
 
         # The rows' fingerprint already holds max_test_rows' cut: a bigger cut redoes no dev evaluation.
+        # max_batch_tokens is a key part because padded batches move a row's logits with its batch
+        # mates, enough to flip a greedy token now and then: a cached answer is the one a rerun gives.
         parts = (identity, fmt, *metric_key(t.metric), t.choices, dataset_fingerprint(rows),
-                 recipe.evaluate.max_new_tokens, recipe.model.max_length)
+                 recipe.evaluate.max_new_tokens, recipe.model.max_length, recipe.model.max_batch_tokens)
         meta = {"task": t.name, "split": split, "model_dir": model_dir, "prompt_format": fmt}
         out[t.name] = str(ctx.store.cached("eval", parts, make, meta) / "examples.parquet")
     return out
