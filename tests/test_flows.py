@@ -1,5 +1,6 @@
 """Flows end to end on tiny models, inside a throwaway Prefect server (no server needed by users)."""
 
+import importlib
 import json
 import re
 from pathlib import Path
@@ -251,12 +252,36 @@ def test_compare_reads_each_task_file_once(tiny_recipe, monkeypatch):
         return real(path, *a, **k)
 
     monkeypatch.setattr(context, "_ROWS", {})  # rows other tests read in this process do not count
+    monkeypatch.setattr(importlib.import_module("tuneset.data.fingerprint"), "RACY_SECONDS", 0)  # the fixture wrote the files just now
     monkeypatch.setattr(context, "load_rows", counting)
     recipe = tiny_recipe("compare.strategies=[random, embedding_knn]", "compare.budgets=['25%']", "compare.seeds=[0, 1]",
                          "compare.baselines=[none]")
     compare_flow(recipe)
     files = {str(Path(getattr(t, s)).resolve()) for t in recipe.task_specs() for s in ("dev", "test")}
     assert dict(reads) == dict.fromkeys(files, 1)
+
+
+@pytest.mark.parametrize("settled", [False, True])
+def test_task_rows_never_serves_a_same_size_rewrite_whose_mtime_was_put_back(tmp_path, monkeypatch, settled):
+    """A rewrite of the same size with its mtime carried over (cp -p, rsync -t) is read again: a
+    settled file's memo key holds its ctime and inode, and a file changed within the last
+    RACY_SECONDS is not memoised at all, since a rewrite within one timestamp tick keeps every field."""
+    import os
+    import time
+
+    from tuneset.flows import context
+
+    monkeypatch.setattr(context, "_ROWS", {})
+    if settled:
+        monkeypatch.setattr(importlib.import_module("tuneset.data.fingerprint"), "RACY_SECONDS", 0)
+    path = tmp_path / "task.jsonl"
+    path.write_text('{"instruction": "q", "response": "yes"}\n')
+    mtime = path.stat().st_mtime_ns
+    assert context.task_rows(path)["response"].to_list() == ["yes"]
+    time.sleep(0.05)  # past a coarse clock's tick, so a settled file's ctime moves
+    path.write_text('{"instruction": "q", "response": "yep"}\n')
+    os.utime(path, ns=(mtime, mtime))
+    assert context.task_rows(path)["response"].to_list() == ["yep"]
 
 
 def test_pipeline_runs_every_stage(tiny_recipe):

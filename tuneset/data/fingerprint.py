@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +14,20 @@ import polars as pl
 from tuneset import __version__
 
 _CONTENT = ["id", "source", "instruction", "response", "choices"]
+
+RACY_SECONDS = 2.0  # a file changed this recently may change again within its timestamp's tick
+
+
+def file_stamp(path: str | os.PathLike) -> tuple | None:
+    """What stands for a file's content in a per-process memo: its resolved path, device, inode,
+    size, mtime and ctime (a rename, copy or write changes ctime even where mtime is carried over).
+    None for a file changed in the last RACY_SECONDS, as git does for racily clean entries: a
+    rewrite of the same size within one timestamp tick would keep every field, so such a file is
+    read afresh rather than served from a memo."""
+    st = os.stat(path)
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_SECONDS * 1e9:
+        return None
+    return (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def fingerprint(*parts: Any) -> str:

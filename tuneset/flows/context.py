@@ -15,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
+from tuneset.data.fingerprint import file_stamp
 from tuneset.data.io import load_rows, pool_files
 from tuneset.errors import TunesetError
 from tuneset.models.loading import resolve_device
@@ -22,18 +23,20 @@ from tuneset.recipe import Recipe, SelectorSpec, TaskSpec
 from tuneset.selectors import ScoringContext, make_selector
 from tuneset.store import ArtifactStore
 
-_ROWS: dict[tuple[tuple[str, int, int], ...], pl.DataFrame] = {}
+_ROWS: dict[tuple[tuple, ...], pl.DataFrame] = {}
 _ROWS_LOCK = threading.Lock()
 
 
 def task_rows(path: str | Path) -> pl.DataFrame:
     """A task file's validated rows, read once per process while its files are unchanged (keyed by
-    each file's resolved path, mtime and size, so an edited file is read again)."""
-    key = tuple((str(f.resolve()), (st := f.stat()).st_mtime_ns, st.st_size) for f in pool_files(path))
+    each file's `file_stamp`; a file changed moments ago is read afresh every time)."""
+    stamps = tuple(file_stamp(f) for f in pool_files(path))
+    if None in stamps:
+        return load_rows(path).rows
     with _ROWS_LOCK:
-        if key not in _ROWS:
-            _ROWS[key] = load_rows(path).rows
-        return _ROWS[key].clone()
+        if stamps not in _ROWS:
+            _ROWS[stamps] = load_rows(path).rows
+        return _ROWS[stamps].clone()
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import transformers  # noqa: F401  (eager: its lazy imports race when shard threads load models)
 
+from tuneset.data.fingerprint import file_stamp
 from tuneset.errors import TunesetError, first_line
 from tuneset.runtime import cache_dir
 from tuneset.store import ArtifactStore
@@ -96,16 +97,20 @@ def _weights_identity(name: str, what: str = "model") -> str:
         files = sorted(f for f in (p.rglob("*") if p.is_dir() else [p]) if f.is_file())
         h = hashlib.sha256()
         for f in files:
-            st = f.stat()
             rel = f.relative_to(p) if p.is_dir() else f.name
-            h.update(f"{rel}:{_content_hash(str(f.resolve()), st.st_size, st.st_mtime_ns)}".encode())
+            stamp = file_stamp(f)
+            h.update(f"{rel}:{_memo_hash(stamp) if stamp else _file_hash(str(f))}".encode())
         return f"local:{h.hexdigest()[:16]}"  # content only: the same weights anywhere are one model
     return f"hub:{name}@{hub_snapshot(name, what).name}"  # the snapshot folder is named by its commit
 
 
 @lru_cache(maxsize=4096)
-def _content_hash(path: str, size: int, mtime_ns: int) -> str:
-    """sha256 of a file; remembered per (path, size, mtime) so a process hashes each file once."""
+def _memo_hash(stamp: tuple) -> str:
+    """A file's sha256, remembered per `file_stamp` so a process hashes each settled file once."""
+    return _file_hash(stamp[0])
+
+
+def _file_hash(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
