@@ -148,6 +148,9 @@ def test_malformed_overrides(recipe_file, override, message):
     ("curate.decontaminate_ngram=2", "curate.decontaminate_ngram", "greater than or equal to 4"),
     ("score.runner=spark", "score.runner", "'local', 'dask' or 'ray'"),
     ("finetune.method=qlora", "finetune.method", "'lora' or 'full'"),
+    # a union: the member that got furthest into the value speaks, else every member that failed at once
+    ("select.targets={sentiment: lots}", "select.targets.sentiment", "Input should be a valid number"),
+    ("select.targets=banana", "select.targets", "Input should be 'equal' or 'dev_size', or a valid dictionary"),
 ])
 def test_validation_errors_name_file_and_field(recipe_file, override, where, message):
     with pytest.raises(TunesetError) as e:

@@ -39,8 +39,31 @@ def first_line(e: BaseException) -> str:
 
 def telling_error(errors: list[Any]) -> Any:
     """The pydantic error to show: a misspelt key first (`metrc` explains the `metric` that is
-    "Field required" beside it), else the first."""
-    return next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    "Field required" beside it), else the first field's. Where that field is a union, the member
+    that got furthest into the value is the one the user meant (`{a: x}` is a mapping with a bad
+    number, not a misspelt 'equal'); members that failed at once are named together."""
+    if (typo := next((e for e in errors if e["type"] == "extra_forbidden"), None)) is not None:
+        return typo
+    field = _field_of(errors[0]["loc"])
+    tried = [e for e in errors if _field_of(e["loc"]) == field and len(e["loc"]) > len(field)]
+    if len(tried) < 2:
+        return errors[0]
+    deepest = max(len(e["loc"]) for e in tried)
+    best = [e for e in tried if len(e["loc"]) == deepest]
+    if len(best) == 1:
+        return best[0]
+    msgs = list(dict.fromkeys(e["msg"] for e in best))
+    rest = [m.removeprefix("Input should be ") if m.startswith("Input should be ") else m[:1].lower() + m[1:]
+            for m in msgs[1:]]
+    return {**best[0], "msg": ", or ".join([msgs[0], *rest])}
+
+
+def _field_of(loc: tuple) -> tuple:
+    """A location up to its first union member: the field whose union was tried."""
+    for i, part in enumerate(loc):
+        if _union_tag(part):
+            return tuple(loc[:i])
+    return tuple(loc)
 
 
 def error_text(model: type[BaseModel], err: Any, at: tuple[str, ...] = ()) -> str:
