@@ -78,7 +78,7 @@ def peak_rss_mib() -> float:
 def speed_child(args) -> None:
     """One path on an empty store: candidate features of the first N rows under every checkpoint."""
     from tuneset.flows.context import run_context
-    from tuneset.selectors.less import GradientStore, checkpoints
+    from tuneset.selectors.less import GradientStore, checkpoints, warmup_format
 
     extra = [ALL_LAYERS] if args.all_layers else []
     rec, rows, params, warm = prepared(args, *extra)
@@ -91,7 +91,7 @@ def speed_child(args) -> None:
         ctx.store = ArtifactStore(tmp)
         ctx.store.root.joinpath("models").symlink_to(model_store.root / "models")  # the converted model only
         update = {"path": "fast", "projection": "gaussian"} if args.path == "fast_gaussian" else {"path": args.path}
-        store = GradientStore(ctx, params.model_copy(update=update))
+        store = GradientStore(ctx, params.model_copy(update=update), warmup_format(warm))
         reset_peak_rss()
         base = peak_rss_mib()
         t = time.perf_counter()

@@ -22,7 +22,7 @@ from tuneset.models.grads import (
     load_trainable,
     lora_factors,
 )
-from tuneset.models.lm import encode, pad_batch, token_nll
+from tuneset.models.lm import encode, pad_batch, token_nll, training_pairs
 from tuneset.models.loading import load_lm
 from tuneset.recipe import FinetuneConfig
 from tuneset.selectors import ScoringContext, make_selector
@@ -163,8 +163,8 @@ def test_less_scores_are_lr_weighted_cosines_and_explained(tmp_path, tiny_lm_dir
     for wc, folder in zip(w, checkpoints(warmup)):
         lm = load_lm(str(tiny_lm_dir), "cpu")
         model = load_trainable(lm.model, folder / "adapter")
-        enc_c = encode(lm.tokenizer, rows["instruction"].to_list(), rows["response"].to_list(), 64)
-        enc_d = encode(lm.tokenizer, dev["instruction"].to_list(), dev["response"].to_list(), 64)
+        enc_c = training_pairs(lm.tokenizer, rows["instruction"].to_list(), rows["response"].to_list(), "plain", 64)
+        enc_d = training_pairs(lm.tokenizer, dev["instruction"].to_list(), dev["response"].to_list(), "plain", 64)
         c = exact_features(model, enc_c, lm.tokenizer.pad_token_id, adam_transform(folder, [n for n, _ in lora_factors(model)]))
         d = exact_features(model, enc_d, lm.tokenizer.pad_token_id)
         exact += wc * (c @ d.T).mean(1)
@@ -289,6 +289,32 @@ def test_batch_size_follows_the_device_and_leaves_scores_unchanged(tmp_path, tin
     np.testing.assert_allclose(a["score"], b["score"], atol=2e-3)
     # A GPU draws another Gaussian matrix (and computes in bf16): its features never share CPU keys.
     ctx = _ctx(tmp_path / "a", tiny_lm_dir, demo_dir, warmup)
-    assert GradientStore(ctx, LessParams()).variant == "fast+gaussian"
+    assert GradientStore(ctx, LessParams(), "plain").variant == "fast+gaussian"
     ctx.device = "cuda"
-    assert GradientStore(ctx, LessParams()).variant == "fast+gaussian@cuda"
+    assert GradientStore(ctx, LessParams(), "plain").variant == "fast+gaussian@cuda"
+
+
+def test_gradients_are_taken_on_the_sequences_the_warm_up_trained_on(tmp_path, chat_lm_dir, demo_dir, pool, monkeypatch):
+    """An Instruct model's warm-up trains on chat-formatted prompts with the end token: LESS applies
+    that warm-up's Adam state, so its gradients must be of those same sequences, not plain text."""
+    from tuneset.finetune.sft import train
+    from tuneset.recipe import WarmupConfig
+    from tuneset.selectors import less as less_mod
+
+    warm = tmp_path / "warm"
+    train(pool.head(8), WarmupConfig(epochs=1, batch_size=4, lr=1e-2, warmup_ratio=0.0), str(chat_lm_dir), warm,
+          max_length=64, device="cpu", checkpoint_epochs=True)
+    seen: list[list[int]] = []
+    real = less_mod.fast_chunk
+
+    def spy(model, enc, *a, **k):
+        seen.extend(e.ids for e in enc)
+        return real(model, enc, *a, **k)
+
+    monkeypatch.setattr(less_mod, "fast_chunk", spy)
+    rows = pool.head(6)
+    make_selector("less", {"dim": 64}).fit(_ctx(tmp_path, chat_lm_dir, demo_dir, warm, tasks=("sentiment",))).score(rows)
+    tok = load_lm(str(chat_lm_dir), "cpu").tokenizer
+    trained = training_pairs(tok, rows["instruction"].to_list(), rows["response"].to_list(), "chat", 64)
+    assert all(e.ids in seen for e in trained)
+    assert any(e.ids[-1] == tok.eos_token_id for e in trained)  # rows that fit end as trained

@@ -24,12 +24,11 @@ import torch
 
 from tuneset.models.lm import (
     Encoded,
-    encode,
-    format_prompts,
     length_batches,
     pad_batch,
     resolve_format,
     response_token_nll,
+    training_pairs,
 )
 from tuneset.models.loading import load_lm
 from tuneset.progress import ProgressLog
@@ -158,8 +157,7 @@ def train(
     model.train()
     fmt = resolve_format(lm.tokenizer, cfg.prompt_format)
     instruction, response = TRAINED_FIELDS
-    prompts, sep = format_prompts(lm.tokenizer, rows[instruction].to_list(), fmt)
-    enc: list[Encoded] = encode(lm.tokenizer, prompts, rows[response].to_list(), max_length, add_eos=True, sep=sep)
+    enc: list[Encoded] = training_pairs(lm.tokenizer, rows[instruction].to_list(), rows[response].to_list(), fmt, max_length)
     lengths = [len(e.ids) for e in enc]
     cut = sum(1 for e in enc if e.ids[-1] != lm.tokenizer.eos_token_id)  # encode cut the response, its EOS first
     if cut:

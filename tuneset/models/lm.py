@@ -79,6 +79,15 @@ def encode(
     return out
 
 
+def training_pairs(tokenizer, instructions: Sequence[str], responses: Sequence[str], fmt: str,
+                   max_length: int) -> list[Encoded]:
+    """The sequences a fine-tune trains on: prompts in format `fmt`, each response closed by the end
+    token. LESS takes its gradients on these same sequences, so that the warm-up's Adam state it
+    applies belongs to them."""
+    prompts, sep = format_prompts(tokenizer, instructions, fmt)
+    return encode(tokenizer, prompts, responses, max_length, add_eos=True, sep=sep)
+
+
 # Rows per forward of the per-row loss pass, by device. On a CPU one: a row's losses then do not
 # depend on its batch mates (batched, SmolLM2's summed NLL moved by up to 7.6e-6 with the company a
 # row kept), so a grown pool rescored from scratch equals its cached scores bit for bit. It computes

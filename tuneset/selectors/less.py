@@ -15,6 +15,7 @@ own dev gradients, and a reordered or grown table under the same warm-up only it
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Literal
@@ -36,7 +37,7 @@ from tuneset.models.grads import (
     lora_factors,
     reference_chunk,
 )
-from tuneset.models.lm import encode
+from tuneset.models.lm import training_pairs
 from tuneset.models.loading import load_lm, resolve_device
 from tuneset.progress import ProgressLog
 from tuneset.recipe import WarmupConfig
@@ -70,6 +71,11 @@ class LessParams(BaseModel):
         return self.batch_tokens or (512 if resolve_device(device).type == "cpu" else 8192)
 
 
+def warmup_format(warmup: str | Path) -> str:
+    """The prompt format the warm-up trained with ('chat' or 'plain'), as its train.json records it."""
+    return json.loads((Path(warmup) / "train.json").read_text())["prompt_format"]
+
+
 def checkpoints(warmup: str | Path) -> list[Path]:
     folders = sorted((Path(warmup) / "checkpoints").glob("epoch-*"), key=lambda p: int(p.name.split("-")[1]))
     if not folders:
@@ -80,8 +86,8 @@ def checkpoints(warmup: str | Path) -> list[Path]:
 class GradientStore:
     """Projected gradient features of rows under each warm-up checkpoint, cached per row."""
 
-    def __init__(self, ctx: ScoringContext, params: LessParams):
-        self.ctx, self.p = ctx, params
+    def __init__(self, ctx: ScoringContext, params: LessParams, fmt: str):
+        self.ctx, self.p, self.fmt = ctx, params, fmt
         # Compute time by kind ("candidates", "targets") and rows computed: cache hits add nothing.
         self.seconds = {"candidates": 0.0, "targets": 0.0}
         self.computed = {"candidates": 0, "targets": 0}
@@ -105,7 +111,8 @@ class GradientStore:
         ctx, p = self.ctx, self.p
         kind = "candidates" if adam else "targets"
         meta = {"model": ctx.base_identity, "warmup": ctx.warmup_identity, "checkpoints": [f.name for f in folders],
-                "adam": adam, "variant": self.variant, "dim": p.dim, "seed": p.seed, "max_length": ctx.max_length}
+                "adam": adam, "variant": self.variant, "dim": p.dim, "seed": p.seed, "max_length": ctx.max_length,
+                "trained_sequences": self.fmt}
         cache = ctx.store.rows("grads", tuple(meta.values()), meta)
 
         def make(idx: list[int], progress: ProgressLog | None) -> pl.DataFrame:
@@ -153,7 +160,10 @@ class GradientStore:
         return out
 
     def _encode(self, lm, chunk: pl.DataFrame):
-        return encode(lm.tokenizer, chunk["instruction"].to_list(), chunk["response"].to_list(), self.ctx.max_length)
+        """The warm-up's own training sequences (its prompt format, the end token): LESS's gradients
+        are those of the loss the warm-up's Adam state was built on."""
+        return training_pairs(lm.tokenizer, chunk["instruction"].to_list(), chunk["response"].to_list(), self.fmt,
+                              self.ctx.max_length)
 
 
 def feature_frame(feats: list[np.ndarray]) -> pl.DataFrame:
@@ -190,6 +200,7 @@ class LessSelector(Selector):
     # The base model and the warm-up's adapters on it: `model.adapter` (CLEAR's next round) is not
     # read, so it must not key, and so recompute, hours of gradients.
     uses = frozenset({"base_lm", "targets", "warmup"})
+    revision = 2  # gradients on the warm-up's training sequences (prompt format, end token), not plain text
 
     def warmup_config(self) -> WarmupConfig:
         return self.params.warmup
@@ -200,7 +211,7 @@ class LessSelector(Selector):
             raise TunesetError("selector 'less' reads warm-up checkpoints: score it through the score flow "
                                "(`tuneset score` / `compare`), which trains the warm-up first")
         self.folders = checkpoints(ctx.warmup)
-        self.store = GradientStore(self.ctx, self.params)  # the declared view: an undeclared read fails
+        self.store = GradientStore(self.ctx, self.params, warmup_format(ctx.warmup))  # the declared view: an undeclared read fails
         self.targets()
         return self
 
