@@ -151,6 +151,8 @@ def test_malformed_overrides(recipe_file, override, message):
     # a union: the member that got furthest into the value speaks, else every member that failed at once
     ("select.targets={sentiment: lots}", "select.targets.sentiment", "Input should be a valid number"),
     ("select.targets=banana", "select.targets", "Input should be 'equal' or 'dev_size', or a valid dictionary"),
+    ("score.selectors=[{name: random, params: {seed: 1}}, {name: random, params: {seed: 2}}]", "score.selectors",
+     "selector names repeat: random"),
 ])
 def test_validation_errors_name_file_and_field(recipe_file, override, where, message):
     with pytest.raises(TunesetError) as e:

@@ -86,6 +86,17 @@ class ScoreConfig(_Strict):
     def _names(cls, v: Any) -> Any:
         return named_list(v)
 
+    @field_validator("selectors")
+    @classmethod
+    def _once(cls, v: list[SelectorSpec]) -> list[SelectorSpec]:
+        """A score table has one column per selector name: a second spec of a name would be scored,
+        then replaced by the first in one stage and by the last in another."""
+        names = [s.name for s in v]
+        if repeated := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"selector names repeat: {', '.join(repeated)}; give each selector once, with the "
+                             "params you want")
+        return v
+
     def spec(self, name: str) -> SelectorSpec:
         """This recipe's spec for selector `name` (with its params), or its defaults."""
         return next((s for s in self.selectors if s.name == name), SelectorSpec(name=name))
