@@ -171,6 +171,30 @@ def test_each_pipeline_run_reports_what_changed_and_retrains_only_beyond_the_thr
     assert last["finetuned"].startswith("Fine-tuned on 10 rows")
 
 
+def test_a_moved_work_dir_diffs_against_its_own_history(tiny_recipe, demo_dir, tmp_path):
+    """Run reports name the store's files relative to the store: after the work dir is moved, the
+    next run reads the last run's files where they are now, not where they were."""
+    import shutil
+
+    from tuneset.flows.context import run_context
+    from tuneset.flows.history import past_runs
+    from tuneset.flows.pipeline import pipeline_flow
+
+    lines = (demo_dir / "pool.jsonl").read_text().splitlines()[:30]
+    recipe = tiny_recipe("score.selectors=[length]", "select.weights={length: 1}", "select.budget=10",
+                         "schedule.retrain_min_change=0.5", "task_names=[sentiment]")
+    _write_pool(recipe, lines)
+    pipeline_flow(recipe)
+    moved = tmp_path / "moved"
+    shutil.move(recipe.work_dir, moved)
+    recipe = recipe.model_copy(update={"work_dir": moved})
+    _write_pool(recipe, lines + _long_rows(4))
+    pipeline_flow(recipe)
+    runs = past_runs(run_context(recipe))
+    assert [r["new_rows"] for r in runs] == [30, 4] and runs[1]["entered"] == 4
+    assert all(Path(r["folder"]).is_relative_to(moved) and Path(r["scores"]).is_relative_to(moved) for r in runs)
+
+
 def test_a_pipeline_killed_while_recording_its_run_is_redone_not_diffed_against(tiny_recipe, demo_dir, monkeypatch):
     """A kill after the fine-tune, while the run's report is published: the rerun is that run
     again (one history entry, fine-tuned, reusing the cached model), not a second run that finds

@@ -25,10 +25,22 @@ def history_dir(ctx: RunContext) -> Path:
     return ctx.root / "history"
 
 
+STORE_PATHS = ("scores", "selection_table", "model_dir")  # recorded relative to the store root
+
+
 def past_runs(ctx: RunContext) -> list[dict[str, Any]]:
-    """Every finished run's report, oldest first (reading creates nothing: `tuneset runs` on a
-    recipe that never ran leaves its work dir as it was)."""
-    return [json.loads(p.read_text()) for p in sorted(history_dir(ctx).glob("*/report.json"))]
+    """Every finished run's report, oldest first, its paths resolved where the work dir and store
+    are now: a moved or copied work dir diffs against its own files (reading creates nothing:
+    `tuneset runs` on a recipe that never ran leaves its work dir as it was)."""
+    out = []
+    for p in sorted(history_dir(ctx).glob("*/report.json")):
+        report = json.loads(p.read_text())
+        report["folder"] = str(p.parent)
+        for k in STORE_PATHS:
+            if report.get(k) is not None and not Path(report[k]).is_absolute():
+                report[k] = str(ctx.store.root / report[k])
+        out.append(report)
+    return out
 
 
 def was_finetuned(report: dict[str, Any]) -> bool:
@@ -132,8 +144,11 @@ def record_run(ctx: RunContext, folder: Path, report: dict[str, Any], diff: pl.D
     it is redone by the rerun rather than diffed against."""
     # The audit is rewritten by the next run: the pool's ids travel with the run's own folder.
     pl.DataFrame({"id": report.pop("pool_ids")}, schema={"id": pl.String}).write_parquet(folder / "pool_ids.parquet")
-    report["folder"] = str(folder)
     markdown = render(ctx.recipe.name, report, diff)
+    root = ctx.store.root.resolve()
+    for k in STORE_PATHS:
+        if report.get(k) is not None and Path(report[k]).resolve().is_relative_to(root):
+            report[k] = str(Path(report[k]).resolve().relative_to(root))
     diff.write_parquet(folder / "selection_diff.parquet")
     (folder / "report.md").write_text(markdown)
     try:
