@@ -240,6 +240,57 @@ def test_a_killed_fine_tune_resumes_to_the_uninterrupted_result(method, tiny_lm_
     assert not (tmp_path / "killed" / "resume").exists()
 
 
+@pytest.mark.parametrize("stop_at", [3, 6])
+def test_a_stopped_fine_tune_keeps_every_finished_step(tiny_lm_dir, tmp_path, monkeypatch, stop_at):
+    """SIGTERM or Ctrl-C sets progress.STOP: the fine-tune saves the step it finished before it
+    stops, so the rerun trains only the steps left (none after the last) to the same weights,
+    however long ago the last timed save was."""
+    from tuneset.progress import STOP, Stopped
+
+    cfg = FinetuneConfig(lr=5e-3, epochs=3, batch_size=4, seed=3)  # 6 steps
+    whole = train(_rows(), cfg, str(tiny_lm_dir), tmp_path / "whole", 64, "cpu")
+    real_clip, steps, fired = torch.nn.utils.clip_grad_norm_, [], []
+
+    def counted(*a, **k):
+        steps.append(1)
+        if len(steps) == stop_at and not fired:
+            fired.append(STOP.set())  # the signal handler's doing, mid-step
+        return real_clip(*a, **k)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", counted)
+    try:
+        with pytest.raises(Stopped):
+            train(_rows(), cfg, str(tiny_lm_dir), tmp_path / "stopped", 64, "cpu", resume_every_s=10**9)
+    finally:
+        STOP.clear()
+    assert json.loads((tmp_path / "stopped" / "resume" / "state.json").read_text())["step"] == stop_at
+    steps.clear()
+    resumed = train(_rows(), cfg, str(tiny_lm_dir), tmp_path / "stopped", 64, "cpu", resume_every_s=10**9)
+    assert len(steps) == 6 - stop_at and resumed.final_loss == whole.final_loss
+
+
+def test_a_kill_while_the_resume_state_is_written_never_locks_the_fine_tune(tiny_lm_dir, tmp_path, monkeypatch):
+    """state.json marks a resume state whole, so it appears whole or not at all: a kill in the
+    middle of writing it leaves no half file for every rerun to fail on."""
+    import pathlib
+
+    cfg = FinetuneConfig(lr=5e-3, epochs=3, batch_size=4, seed=3)
+    whole = train(_rows(), cfg, str(tiny_lm_dir), tmp_path / "whole", 64, "cpu")
+    real_write = pathlib.Path.write_text
+
+    def dies_half_way(self, text, *a, **k):
+        if "state.json" in self.name:
+            real_write(self, text[: len(text) // 2], *a, **k)
+            raise KeyboardInterrupt("killed while writing")
+        return real_write(self, text, *a, **k)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        train(_rows(), cfg, str(tiny_lm_dir), tmp_path / "killed", 64, "cpu", resume_every_s=0)
+    monkeypatch.setattr(pathlib.Path, "write_text", real_write)
+    assert train(_rows(), cfg, str(tiny_lm_dir), tmp_path / "killed", 64, "cpu").final_loss == whole.final_loss
+
+
 @pytest.mark.parametrize("kill_at", [1, 3])
 def test_a_fine_tune_killed_between_the_resume_saves_renames_resumes_from_the_new_state(tiny_lm_dir, tmp_path, monkeypatch,
                                                                                         kill_at):

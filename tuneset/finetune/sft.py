@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from tuneset.data.io import atomic_path
 from tuneset.models.lm import (
     Encoded,
     length_batches,
@@ -31,7 +32,7 @@ from tuneset.models.lm import (
     training_pairs,
 )
 from tuneset.models.loading import load_lm
-from tuneset.progress import ProgressLog
+from tuneset.progress import STOP, ProgressLog
 from tuneset.recipe import FinetuneConfig
 
 log = logging.getLogger("tuneset.finetune")
@@ -204,14 +205,16 @@ def train(
         opt.zero_grad(set_to_none=True)
         state.losses.append(loss)
         state.step = step
-        progress.update(step, f"loss {np.mean(state.losses[-10:]):.3f}")
         if checkpoint_epochs and (step % per_epoch == 0 or step == total_steps):
             epoch = math.ceil(step / per_epoch)
             save_checkpoint(model, opt, out_dir / "checkpoints" / f"epoch-{epoch}", epoch, state.lrs[-per_epoch:])
-        if step < total_steps and time.perf_counter() - last_save >= resume_every_s:
+        # A stop request (SIGTERM, Ctrl-C) saves this step's state first: the rerun goes on from here,
+        # not from the last timed save, and after the last step it only writes the result.
+        if STOP.is_set() or (step < total_steps and time.perf_counter() - last_save >= resume_every_s):
             state.seconds = time.perf_counter() - t0
             save_resume(resume, model, opt, sched, state)
             last_save = time.perf_counter()
+        progress.update(step, f"loss {np.mean(state.losses[-10:]):.3f}")  # raises Stopped on a stop request
     seconds = time.perf_counter() - t0
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.method == "lora":
@@ -248,7 +251,8 @@ def save_resume(folder: Path, model: torch.nn.Module, opt, sched, state: TrainSt
     trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
     torch.save({"weights": trainable, "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []}, tmp / "tensors.pt")
-    (tmp / "state.json").write_text(json.dumps(asdict(state)))  # last: a folder with it is whole
+    with atomic_path(tmp / "state.json") as part:  # last, and whole or absent: a folder with it is whole
+        part.write_text(json.dumps(asdict(state)))
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
         folder.rename(old)
