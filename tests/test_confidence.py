@@ -122,3 +122,17 @@ def test_fit_group_refits_without_the_rows_its_first_fit_flags():
     rows = np.arange(200)
     # without the flips in training, the model is surer that a flipped label is wrong
     assert fit.probs[rows, y][flipped].mean() < fit.first[rows, y][flipped].mean()
+
+
+def test_a_label_written_two_ways_equally_often_is_spelt_the_same_in_every_process():
+    """The spelling a class is written back as (and scored by the LM as) must not follow the
+    process's hash seed: sets of strings iterate in PYTHONHASHSEED's order."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from tuneset.selectors.label_quality import label_classes; "
+            "print(label_classes(['Positive', 'positive', 'Negative', 'negative', 'no'] * 3)[1])")
+    seen = {subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": str(h)},
+                           capture_output=True, text=True, check=True).stdout for h in range(6)}
+    assert seen == {"['Negative', 'no', 'Positive']\n"}

@@ -80,6 +80,17 @@ def test_a_per_task_selector_names_its_one_target_task_too(name, tmp_path, tiny_
     assert picked["selected"].sum() == 5
 
 
+def test_dsir_resampling_is_not_the_random_baselines_draw(ctx, rows):
+    """DSIR's Gumbel noise comes from its own stream: at the random baseline's seed it must not be a
+    monotone function of random's scores, or the two arms would agree by construction."""
+    from scipy.stats import spearmanr
+
+    dsir = make_selector("dsir").fit(ctx).score(rows)
+    noise = (dsir["score"] - dsir["log_weight"]).to_numpy()
+    rand = make_selector("random").fit(ctx).score(rows).join(dsir.select("id"), on="id", how="right")
+    assert abs(spearmanr(noise, rand["score"].to_numpy()).statistic) < 0.5
+
+
 MAP_REDUCE = [n for n in selector_names() if issubclass(get_selector(n), MapReduceSelector)]
 
 

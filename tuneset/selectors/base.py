@@ -28,10 +28,13 @@ class ScoreError(TunesetError):
     """A selector broke the contract (missing ids, NaN...): a bug in the selector, named."""
 
 
-def row_uniforms(ids: list[str] | pl.Series, seed: int) -> np.ndarray:
-    """A uniform draw in [0, 1) per row from a hash of (seed, id): a selector's randomness that
-    follows the row, not its position, so a reordered or resharded pool scores the same."""
-    return np.array([int.from_bytes(hashlib.sha256(f"{seed}:{i}".encode()).digest()[:8], "big") / 2**64 for i in ids])
+def row_uniforms(ids: list[str] | pl.Series, seed: int, stream: str = "") -> np.ndarray:
+    """A uniform draw in [0, 1) per row from a hash of (stream, seed, id): a selector's randomness
+    that follows the row, not its position, so a reordered or resharded pool scores the same. A
+    selector other than `random` names its own `stream`, so its draws at a seed are not the random
+    baseline's draws at that seed."""
+    return np.array([int.from_bytes(hashlib.sha256(f"{stream}{seed}:{i}".encode()).digest()[:8], "big") / 2**64
+                     for i in ids])
 
 
 def id_order(ids: list[str] | pl.Series, seed: int) -> np.ndarray:

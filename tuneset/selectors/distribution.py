@@ -233,7 +233,9 @@ class DsirSelector(MapReduceSelector):
     name = "dsir"
     Params = DsirParams
     uses = frozenset({"targets", "seed"})
-    revision = 3  # bucket frequencies in float64 (2); resampling noise drawn per row id, not position (3)
+    # bucket frequencies in float64 (2); resampling noise drawn per row id, not position (3), from its
+    # own stream, not the random baseline's draws (4)
+    revision = 4
 
     def partial(self, rows: pl.DataFrame) -> dict[str, np.ndarray]:
         return {"raw": bucket_totals(row_text(rows), self.params.buckets)}
@@ -249,5 +251,5 @@ class DsirSelector(MapReduceSelector):
     def finish_scores(self, scores: pl.DataFrame) -> pl.DataFrame:
         logw = scores["log_weight"].to_numpy()
         if self.params.resample:  # Gumbel noise per row id: the same rows whatever the pool's order
-            logw = logw - np.log(-np.log(np.maximum(row_uniforms(scores["id"], self.ctx.seed), 1e-300)))
+            logw = logw - np.log(-np.log(np.maximum(row_uniforms(scores["id"], self.ctx.seed, "dsir:"), 1e-300)))
         return scores.insert_column(1, pl.Series("score", logw))

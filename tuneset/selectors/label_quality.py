@@ -160,6 +160,16 @@ def fit_group(x: np.ndarray, y: np.ndarray, n_classes: int, folds: int, C: float
     return GroupFit(first, flagged, probs)
 
 
+def label_classes(responses: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Each row's class index (labels compared by `normalise`) and each class as written back: its
+    most common spelling, ties to the first in sorted order, so every process picks the same one
+    (a set's order follows PYTHONHASHSEED, and the spelling is what the LM scores)."""
+    norm = [normalise(s) for s in responses]
+    classes = sorted(set(norm))
+    y = np.array([classes.index(v) for v in norm])
+    return y, [max(sorted({s for s, v in zip(responses, norm) if v == c}), key=responses.count) for c in classes]
+
+
 @register
 class LabelQualitySelector(Selector):
     """Confident-learning label quality (cleanlab) of closed-label rows; low = likely mislabelled."""
@@ -169,8 +179,9 @@ class LabelQualitySelector(Selector):
     uses = frozenset({"embedder", "lm", "seed"})
     row_local = False  # the class model is fitted on the whole group
     # refit without the first fit's issues; score = P(given label right) (2); folds by row id (3);
-    # labels compared casefolded, invisible characters removed (4)
-    revision = 4
+    # labels compared casefolded, invisible characters removed (4); folds from its own random stream, a
+    # tie between two spellings of a label broken the same way in every process (5)
+    revision = 5
 
     def prepare(self, rows: pl.DataFrame) -> None:
         """Nothing row-local: which rows form a label group, their template-stripped text and
@@ -191,7 +202,7 @@ class LabelQualitySelector(Selector):
         progress = ProgressLog("label_quality: fit label groups", sum(map(len, groups.values())), "rows")
         for name, idx in groups.items():
             x, y, labels = self.group_inputs([instructions[i] for i in idx], [suggested[i] for i in idx])
-            order = row_uniforms([ids[i] for i in idx], self.ctx.seed)
+            order = row_uniforms([ids[i] for i in idx], self.ctx.seed, "label_quality:")
             fit = fit_group(x, y, len(labels), self.params.folds, self.params.C, order)
             probs = fit.probs
             score[idx] = prob_label_right(probs, y, fit.noise_rate)
@@ -211,12 +222,9 @@ class LabelQualitySelector(Selector):
     def group_inputs(self, texts: list[str], responses: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """One label group's standardised features, each row's class index, and each class as
         written back (its most common original spelling)."""
-        norm = [normalise(s) for s in responses]
-        classes = sorted(set(norm))
-        y = np.array([classes.index(v) for v in norm])
-        labels = [max({s for s, v in zip(responses, norm) if v == c}, key=responses.count) for c in classes]
+        y, labels = label_classes(responses)
         parts = [self.ctx.embeddings(strip_template(texts)), self.ctx.lm_features(texts)]
-        if len(classes) <= self.params.lm_max_classes:
+        if len(labels) <= self.params.lm_max_classes:
             parts.append(self._label_logprobs(texts, labels))
         return standardized(parts), y, labels
 
