@@ -238,6 +238,8 @@ def test_datastore_is_keyed_by_checkpoint_projection_and_dim(tmp_path, tiny_lm_d
     assert len(list((tmp_path / "grads").iterdir())) == 2 * n
     assert not np.allclose(a["score"], b["score"])
     assert make_selector("less").fit(ctx).fingerprint() != make_selector("less", {"dim": 128}).fit(ctx).fingerprint()
+    make_selector("less", {"dim": 128, "batch_tokens": 64}).fit(ctx).score(rows)  # batch mates move fp16 features
+    assert len(list((tmp_path / "grads").iterdir())) == 3 * n
 
 
 def test_shared_frozen_layers_and_swapped_checkpoints_give_each_checkpoints_gradients(tiny_lm_dir, tmp_path, pool):

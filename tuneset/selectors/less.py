@@ -112,7 +112,9 @@ class GradientStore:
         kind = "candidates" if adam else "targets"
         meta = {"model": ctx.base_identity, "warmup": ctx.warmup_identity, "checkpoints": [f.name for f in folders],
                 "adam": adam, "variant": self.variant, "dim": p.dim, "seed": p.seed, "max_length": ctx.max_length,
-                "trained_sequences": self.fmt}
+                "trained_sequences": self.fmt,
+                # padded batches move a row's fp16 features by a step with its batch mates: one size a key
+                "batch_tokens": p.tokens_per_batch(ctx.device) if p.path == "fast" else None}
         cache = ctx.store.rows("grads", tuple(meta.values()), meta)
 
         def make(idx: list[int], progress: ProgressLog | None) -> pl.DataFrame:
