@@ -148,12 +148,23 @@ def test_exact_match_and_target_loss(lm, demo_dir):
 def test_gold_answers_longer_than_the_generation_budget_are_named(lm, demo_dir, caplog):
     test = demo_dir / "targets/capitals/test.jsonl"
     rows = load_rows(test).rows.head(4)
-    longest = max(len(lm.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in rows["response"])
+    # counted as trained and generated: after plain text's separating space, which changes the tokens
+    longest = max(len(lm.tokenizer(" " + r, add_special_tokens=False)["input_ids"]) for r in rows["response"])
     task = TaskSpec(name="c", metric="exact_match", dev=test, test=test)
     evaluate_task(lm, task, rows, 64, max_new_tokens=longest)
     assert "cannot be generated whole" not in caplog.text
     evaluate_task(lm, task, rows, 64, max_new_tokens=longest - 1)
     assert f"longer than evaluate.max_new_tokens={longest - 1} tokens (the longest {longest})" in caplog.text
+
+
+def test_generation_keeps_a_prompt_token_when_the_answer_budget_fills_the_window(lm):
+    """max_new_tokens at or past max_length (a selector's own budget, not the recipe's checked one)
+    keeps the prompt's last token rather than slicing the prompt to nothing and crashing."""
+    from tuneset.models.lm import generate_greedy
+
+    out = generate_greedy(lm.model, lm.tokenizer, ["What is the capital of France? Answer:"], max_new_tokens=40,
+                          max_length=8)
+    assert len(out) == 1 and isinstance(out[0], str)
 
 
 def test_prompt_format_resolves_by_the_tokenizer(lm, chat_lm_dir, tmp_path):

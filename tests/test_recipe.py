@@ -153,12 +153,19 @@ def test_malformed_overrides(recipe_file, override, message):
     ("select.targets=banana", "select.targets", "Input should be 'equal' or 'dev_size', or a valid dictionary"),
     ("score.selectors=[{name: random, params: {seed: 1}}, {name: random, params: {seed: 2}}]", "score.selectors",
      "selector names repeat: random"),
+    ("evaluate.max_test_rows=0", "evaluate.max_test_rows", "greater than or equal to 1"),
+    ("evaluate.max_new_tokens=0", "evaluate.max_new_tokens", "greater than or equal to 1"),
 ])
 def test_validation_errors_name_file_and_field(recipe_file, override, where, message):
     with pytest.raises(TunesetError) as e:
         load_recipe(recipe_file, [override])
     assert str(e.value).startswith(f"{recipe_file}: {where}: ")
     assert message in str(e.value)
+
+
+def test_an_answer_budget_that_leaves_no_room_for_the_prompt_is_an_error(recipe_file):
+    with pytest.raises(TunesetError, match=r"evaluate.max_new_tokens \(300\) must be below model.max_length \(256\)"):
+        load_recipe(recipe_file, ["model.max_length=256", "evaluate.max_new_tokens=300"])
 
 
 def test_missing_pool_is_named(tmp_path):

@@ -57,6 +57,8 @@ def test_seed_aware_diff_str():
     ("(A).", "a"),
     ("\uff30\uff41\uff52\uff49\uff53", "paris"),  # full-width
     ("cafe\u0301", "caf\u00e9"),  # decomposed accent, composed
+    ("-7", "-7"), ("\u22127.", "-7"), ("3.14", "3.14"), ("It is 3.", "it is 3"), ("1,000", "1000"),
+    ("x-7", "x 7"), ("1,2", "1 2"),
 ])
 def test_normalise_answer(text, norm):
     assert normalise_answer(text) == norm
@@ -71,6 +73,8 @@ def test_normalise_answer(text, norm):
     ("Paris\nThe capital of France is Paris.", "Paris", True),  # cut to the gold's one line
     ("step 1\nanswer 42\nmore talk", "step 1\nanswer 42", True),  # a two-line gold is compared whole
     ("step 1", "step 1\nanswer 42", False),
+    ("7", "-7", False), ("-7", "7", False), ("3 14", "3.14", False), ("1000", "1,000", True),
+    ("", "?", False), ("?", "?", True),  # a gold that normalises to nothing is compared as written
 ])
 def test_exact_match_compares_as_many_lines_as_the_gold_has(prediction, gold, match):
     assert answers_match(prediction, gold) is match

@@ -350,8 +350,8 @@ class SweepConfig(_Strict):
 
 
 class EvaluateConfig(_Strict):
-    max_test_rows: int | None = None  # first N test rows per task (same rows for every strategy)
-    max_new_tokens: int = 16
+    max_test_rows: int | None = Field(default=None, ge=1)  # first N test rows per task (same rows for every strategy)
+    max_new_tokens: int = Field(default=16, ge=1)
 
 
 class Strategy(PolicyConfig):
@@ -494,6 +494,13 @@ class Recipe(_Strict):
         if self.compare.workers > 1 and self.score.runner == "local":
             raise ValueError("compare.workers > 1 runs arms in parallel worker processes: set score.runner to dask "
                              "or ray (the local runner's threads share one random number generator)")
+        return self
+
+    @model_validator(mode="after")
+    def _answer_fits(self) -> Recipe:
+        if self.evaluate.max_new_tokens >= self.model.max_length:
+            raise ValueError(f"evaluate.max_new_tokens ({self.evaluate.max_new_tokens}) must be below model.max_length "
+                             f"({self.model.max_length}): the prompt and the answer share that window")
         return self
 
     def task_specs(self) -> list[TaskSpec]:

@@ -19,11 +19,19 @@ def normalise(text: str) -> str:
     return _WS.sub(" ", _PUNCT.sub(" ", text)).strip()
 
 
+# In an answer, punctuation is a space (SQuAD), except what makes a number another number: a minus
+# sign before a digit and a decimal point between digits. A thousands comma is dropped outright.
+_ANSWER_PUNCT = re.compile(r"(?<![\w.])-(?=\d)|(?<=\d)\.(?=\d)|([^\w\s])")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+
+
 def normalise_answer(text: str) -> str:
     """An answer as exact match compares it (SQuAD-style): lower-case, NFKC, no punctuation or
-    articles, single spaces. An answer made only of articles keeps them: "A", a multiple-choice
-    letter, would otherwise normalise to "" and match an empty answer."""
-    words = _PUNCT.sub(" ", unicodedata.normalize("NFKC", text).lower()).split()
+    articles, single spaces; but "-7" is not "7" nor "3.14" "3 14" ("1,000" is "1000"). An answer
+    made only of articles keeps them: "A", a multiple-choice letter, would otherwise normalise to
+    "" and match an empty answer."""
+    text = _THOUSANDS.sub("", unicodedata.normalize("NFKC", text).replace("\u2212", "-").lower())
+    words = _ANSWER_PUNCT.sub(lambda m: " " if m.group(1) else m.group(0), text).split()
     return " ".join([w for w in words if w not in _ARTICLE_WORDS] or words)
 
 
@@ -31,4 +39,7 @@ def answers_match(prediction: str, gold: str) -> bool:
     """Exact match of a generated answer: the generation runs on past its answer, so it is cut to
     as many lines as the gold answer has before both are normalised."""
     lines = max(1, len(gold.strip().splitlines()))
-    return normalise_answer("\n".join(prediction.strip().splitlines()[:lines])) == normalise_answer(gold)
+    cut = "\n".join(prediction.strip().splitlines()[:lines])
+    if not normalise_answer(gold):  # a gold of punctuation alone ("?") is compared as written, not as ""
+        return cut.strip() == gold.strip()
+    return normalise_answer(cut) == normalise_answer(gold)

@@ -52,7 +52,9 @@ class EvalInput:
         """Greedy answers of at most `max_new_tokens`; a gold answer longer than that cannot be
         generated whole, which is said, not silently scored 0."""
         tok = self.lm.tokenizer
-        lengths = [len(ids) for ids in tok(self.rows["response"].to_list(), add_special_tokens=False)["input_ids"]]
+        # as trained: the format's separator before the answer (plain text's space changes its tokens)
+        lengths = [len(ids) for ids in tok([self.sep + r for r in self.rows["response"].to_list()],
+                                           add_special_tokens=False)["input_ids"]]
         if (over := sum(n > self.max_new_tokens for n in lengths)):
             log.warning("evaluate %s: %d of %d gold answers are longer than evaluate.max_new_tokens=%d tokens (the "
                         "longest %d) and cannot be generated whole; raise it", self.task.name, over,
@@ -157,7 +159,8 @@ def choice_accuracy(x: EvalInput) -> Scored:
 
 
 # 2: an article-only answer ("A") is kept, NFKC, the generation cut to the gold's line count
-@register_metric("exact_match", higher_is_better=True, revision=2, bounds=(0.0, 1.0))
+# 3: a minus sign and a decimal point survive normalisation; a gold of punctuation alone compares as written
+@register_metric("exact_match", higher_is_better=True, revision=3, bounds=(0.0, 1.0))
 def exact_match(x: EvalInput) -> Scored:
     """1 when the greedy answer equals the gold one after answer normalisation (`answers_match`)."""
     loss, preds = x.gold_loss(), x.generate()

@@ -373,7 +373,7 @@ def generate(
 
     device = next(model.parameters()).device
     enc = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-    enc = [e[-(max_length - max_new_tokens):] for e in enc]
+    enc = [e[-max(1, max_length - max_new_tokens):] for e in enc]  # room for the answer, one prompt token at least
     seeds = list(seeds) if seeds is not None else list(range(len(prompts)))
     jobs = [(i, j) for i in range(len(prompts)) for j in range(num_samples if temperature is not None else 1)]
     out: list[list[str]] = [[] for _ in prompts]
