@@ -22,6 +22,7 @@ for policies; filters should read the component columns, whose meaning is plain.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from typing import Literal
 
@@ -35,6 +36,8 @@ from tuneset.models.lm import generate, next_token_logprobs
 from tuneset.selectors.base import Selector, register
 
 Component = Literal["likelihood", "relevance", "reflection", "consistency"]
+
+log = logging.getLogger("tuneset.confidence")
 
 REFLECTION_TEMPLATE = "{instruction}\nProposed answer: {response}\nIs the proposed answer correct? Answer Yes or No.\nAnswer:"
 
@@ -75,7 +78,9 @@ class ConfidenceSelector(Selector):
     judges = True
     Params = ConfidenceParams
     uses = frozenset({"lm", "embedder"})  # sampling is seeded per row id: reproducible without a global seed
-    revision = 2  # token F1 on casefolded words, invisible characters removed (data.text.normalise)
+    # token F1 on casefolded words, invisible characters removed (data.text.normalise) (2); a response cut
+    # at max_length neither reads a content token as its end nor compares unequal token counts (3)
+    revision = 3
 
     def _score(self, rows: pl.DataFrame) -> pl.DataFrame:
         comps = list(dict.fromkeys(self.params.components))
@@ -89,11 +94,21 @@ class ConfidenceSelector(Selector):
     def _likelihood(self, rows: pl.DataFrame) -> dict[str, np.ndarray]:
         cond = self.ctx.response_losses(rows, conditioned=True, add_eos=True)
         free = self.ctx.response_losses(rows, conditioned=False)
-        body = cond["nll_sum"].to_numpy() - cond["nll_last"].to_numpy()  # response tokens, EOS excluded
-        n = np.maximum(cond["n_tokens"].to_numpy() - 1, 1)
-        pmi = free["nll_sum"].to_numpy() - body  # log p(r | x) - log p(r), summed over tokens
+        c_sum, c_n, c_last = (cond[c].to_numpy() for c in ("nll_sum", "n_tokens", "nll_last"))
+        f_sum, f_n = free["nll_sum"].to_numpy(), np.maximum(free["n_tokens"].to_numpy(), 1)
+        # A response longer than max_length is cut, its end token first: the conditioned pass then
+        # ends on a content token and scores fewer response tokens than the response-alone pass.
+        whole = c_n == f_n + 1
+        if (cut := int((~whole).sum())):
+            log.warning("confidence: %d of %d responses are cut at model.max_length %d: their p_end is not measured "
+                        "(1.0) and their p_relevant compares per-token losses", cut, len(whole), self.ctx.max_length)
+        body = np.where(whole, c_sum - c_last, c_sum)  # response tokens, the end token excluded
+        n = np.maximum(np.where(whole, c_n - 1, c_n), 1)
+        # log p(r | x) - log p(r) over the conditioned pass's response tokens: summed where both passes
+        # saw the whole response (per-token means times n are then the sums), per-token means otherwise
+        pmi = (f_sum / f_n - body / n) * n
         p_relevant = sigmoid(pmi)
-        p_end = np.exp(-cond["nll_last"].to_numpy())
+        p_end = np.where(whole, np.exp(-c_last), 1.0)
         return {
             "likelihood": np.sqrt(p_relevant * p_end),
             "p_relevant": p_relevant,
