@@ -135,6 +135,11 @@ def test_fingerprint_tracks_what_the_selector_reads(ctx):
     assert make_selector("embedding_knn").fit(ctx).fingerprint() != fp_knn
     assert make_selector("length").fit(ctx).fingerprint() == fp_len
     assert make_selector("embedding_knn", {"k": 2}).fit(ctx).fingerprint() != knn.fingerprint()
+    # Generating in padded batches (confidence, rewrite) keys by the batch size; a one-row-a-forward loss does not.
+    conf, ppl = make_selector("confidence").fit(ctx).fingerprint(), make_selector("perplexity").fit(ctx).fingerprint()
+    ctx.max_batch_tokens = 64
+    assert make_selector("confidence").fit(ctx).fingerprint() != conf
+    assert make_selector("perplexity").fit(ctx).fingerprint() == ppl
 
 
 def test_a_new_revision_of_a_selector_does_not_reuse_older_scores(ctx):

@@ -89,6 +89,8 @@ class Selector(ABC):
         }
         if "base_lm" in self.uses:  # only where declared: every other selector's key stays as it was
             deps["base_lm"], deps["max_length"] = ctx.base_identity, ctx.max_length
+        if "batches" in self.uses:
+            deps["max_batch_tokens"] = ctx.max_batch_tokens
         revision = [self.revision] if self.revision != 1 else []
         return fingerprint(self.name, self.params.model_dump(mode="json"), deps, __version__, *revision)
 

@@ -77,7 +77,8 @@ class ConfidenceSelector(Selector):
     name = "confidence"
     judges = True
     Params = ConfidenceParams
-    uses = frozenset({"lm", "embedder"})  # sampling is seeded per row id: reproducible without a global seed
+    # sampling is seeded per row id: reproducible without a global seed
+    uses = frozenset({"lm", "embedder", "batches"})
     # token F1 on casefolded words, invisible characters removed (data.text.normalise) (2); a response cut
     # at max_length neither reads a content token as its end nor compares unequal token counts (3)
     revision = 3

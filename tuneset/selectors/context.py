@@ -33,6 +33,9 @@ USES: dict[str, frozenset[str]] = {
     "targets": frozenset({"targets", "targets_fingerprint"}),
     "seed": frozenset({"seed"}),
     "warmup": frozenset({"warmup", "warmup_identity"}),
+    # Tokens per padded batch, for a selector that generates or reads next-token probabilities in
+    # batches: a row's logits move with its batch mates, so its scores are keyed by the size.
+    "batches": frozenset({"max_batch_tokens"}),
 }
 
 
