@@ -120,6 +120,27 @@ def test_a_build_whose_upload_was_cut_short_is_uploaded_again_not_rebuilt(s3_url
         DONE, "meta.json", "weights.parquet"]  # the local-only marker is not uploaded
 
 
+def test_two_machines_building_one_key_at_once_both_use_the_first_published_build(s3_url, tmp_path, monkeypatch):
+    """Each machine's lock is its own: when both build a key, the one that finishes second takes
+    the published build instead of overwriting it, so no reader sees a mix of the two."""
+    import s3fs
+
+    monkeypatch.setenv("TUNESET_CACHE", str(tmp_path / "a"))
+    a = ArtifactStore(s3_url)
+    monkeypatch.setenv("TUNESET_CACHE", str(tmp_path / "b"))
+    b = ArtifactStore(s3_url)
+
+    def b_builds_meanwhile(d):  # a's build, during which b builds and publishes the same key
+        write_parquet(pl.DataFrame({"v": [1]}), d / "w.parquet")
+        b.cached("finetune", ("z",), lambda e: write_parquet(pl.DataFrame({"v": [2]}), e / "w.parquet"))
+
+    got = a.cached("finetune", ("z",), b_builds_meanwhile)
+    key = a.key("finetune", "z")
+    with s3fs.S3FileSystem().open(f"tuneset/store/finetune/{key}/w.parquet", "rb") as f:
+        assert pl.read_parquet(f)["v"].to_list() == [2]
+    assert pl.read_parquet(got / "w.parquet")["v"].to_list() == [2]
+
+
 @pytest.fixture(scope="module")
 def prefect_harness():
     from prefect.logging.configuration import setup_logging

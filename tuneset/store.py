@@ -62,10 +62,14 @@ class ArtifactStore:
         return d
 
     def finish(self, kind: str, key: str) -> Path:
+        """Marks the built folder complete; with a URL store, publishes it first, unless another
+        machine (whose lock is its own) published the key while this one built: the first
+        published build is the one every machine uses, never a mix of two builds' files."""
         d = self.dir(kind, key)
         if self.remote is not None:
             (d / BUILT).touch()
-            self.remote.publish(d, f"{kind}/{key}")
+            if not self.remote.fetch(f"{kind}/{key}", d):
+                self.remote.publish(d, f"{kind}/{key}")
         (d / DONE).touch()
         return d
 
