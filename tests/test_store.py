@@ -274,3 +274,25 @@ def test_reports_and_figures_are_written_atomically(tmp_path):
     mask = os.umask(0o022)
     os.umask(mask)
     assert {p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {0o666 & ~mask}  # as open() makes them, not 0600
+
+
+def test_a_finished_artifact_is_on_the_disk_before_its_completion_marker(tmp_path, monkeypatch):
+    """A power loss must not leave a folder marked complete whose files never reached the disk:
+    every file `make` wrote (however it wrote it) is fsynced before the marker is made."""
+    synced: list[tuple[str, bool]] = []
+    real = os.fsync
+
+    def recording(fd):
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), any(tmp_path.rglob(DONE))))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    store = ArtifactStore(tmp_path)
+
+    def make(d):
+        (d / "sub").mkdir()
+        (d / "sub" / "weights.bin").write_bytes(b"w" * 100)  # a plain write, as a library's save does
+
+    d = store.cached("finetune", ("k",), make)
+    before_marker = {p for p, marked in synced if not marked}
+    assert {str(d / "sub" / "weights.bin"), str(d / "sub"), str(d / "meta.json"), str(d)} <= before_marker

@@ -19,7 +19,7 @@ import polars as pl
 from filelock import FileLock, Timeout
 
 from tuneset.data.fingerprint import fingerprint
-from tuneset.data.io import atomic_path, collect, write_parquet
+from tuneset.data.io import atomic_path, collect, fsync, write_parquet
 from tuneset.progress import ProgressLog
 
 log = logging.getLogger("tuneset.store")
@@ -66,11 +66,16 @@ class ArtifactStore:
         machine (whose lock is its own) published the key while this one built: the first
         published build is the one every machine uses, never a mix of two builds' files."""
         d = self.dir(kind, key)
+        for f in sorted(d.rglob("*"), key=lambda p: -len(p.parts)):  # files, then their folders
+            if not f.is_symlink():
+                fsync(f)  # what `make` wrote is on the disk before the marker that says it is whole
+        fsync(d)
         if self.remote is not None:
             (d / BUILT).touch()
             if not self.remote.fetch(f"{kind}/{key}", d):
                 self.remote.publish(d, f"{kind}/{key}")
         (d / DONE).touch()
+        fsync(d)
         return d
 
     def cached(self, kind: str, parts: tuple[Any, ...], make: Callable[[Path], None], meta: dict[str, Any] | None = None) -> Path:

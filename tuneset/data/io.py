@@ -601,6 +601,15 @@ def _umask() -> int:
     return mask
 
 
+def fsync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') writes to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class atomic_path:
     """Context manager yielding a temp path beside `path`, renamed over it only on success."""
 
@@ -618,6 +627,8 @@ class atomic_path:
         if exc_type is None:
             # mkstemp makes the file owner-only; a plain open() would have honoured the umask.
             os.chmod(self.tmp, 0o666 & ~_umask())
+            fsync(self.tmp)  # the bytes reach the disk before the name does: a power loss leaves old or new
             os.replace(self.tmp, self.path)
+            fsync(self.path.parent)
         else:
             self.tmp.unlink(missing_ok=True)
