@@ -167,6 +167,25 @@ def test_generation_keeps_a_prompt_token_when_the_answer_budget_fills_the_window
     assert len(out) == 1 and isinstance(out[0], str)
 
 
+def test_generation_stops_at_the_end_tokens_the_models_generation_config_names(lm):
+    """An Instruct model may end its turn with a token other than the tokenizer's end token (its
+    generation config lists both): an answer stops there instead of running on into the next turn."""
+    from tuneset.models.lm import generate_greedy
+
+    prompt = "What is the capital of France? Answer:"
+    ids = lm.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        first = int(lm.model(ids).logits[0, -1].argmax())
+    config = lm.model.generation_config
+    kept = config.eos_token_id
+    try:
+        config.eos_token_id = [lm.tokenizer.eos_token_id, first]  # the answer's first token ends the turn
+        out = generate_greedy(lm.model, lm.tokenizer, [prompt], max_new_tokens=8, max_length=64)
+    finally:
+        config.eos_token_id = kept
+    assert out == [lm.tokenizer.decode([first], skip_special_tokens=True)]
+
+
 def test_prompt_format_resolves_by_the_tokenizer(lm, chat_lm_dir, tmp_path):
     from tuneset.models.lm import format_prompts, resolve_format
 

@@ -353,6 +353,14 @@ class _RowGumbel:
         return scores.float() / self.temperature + gumbel
 
 
+def stop_tokens(model: torch.nn.Module, tokenizer) -> list[int]:
+    """The tokens that end an answer: the tokenizer's end token and every one the model's
+    generation config names (an Instruct model's end of turn can differ from its end of text)."""
+    config = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    extra = [config] if isinstance(config, int) else list(config or [])
+    return sorted({t for t in [tokenizer.eos_token_id, *extra] if t is not None})
+
+
 @torch.inference_mode()
 def generate(
     model: torch.nn.Module,
@@ -379,6 +387,7 @@ def generate(
     out: list[list[str]] = [[] for _ in prompts]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     progress = ProgressLog(what, len(jobs), "generations") if what else None
+    stop = stop_tokens(model, tokenizer)
     for batch in length_batches([len(enc[i]) + max_new_tokens for i, _ in jobs], max_tokens):
         width = max(len(enc[jobs[b][0]]) for b in batch)
         ids = torch.full((len(batch), width), pad, dtype=torch.long)
@@ -392,7 +401,7 @@ def generate(
             procs = LogitsProcessorList([_RowGumbel([seeds[jobs[b][0]] * 1009 + jobs[b][1] for b in batch], temperature)])
         gen = model.generate(
             input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-            do_sample=False, logits_processor=procs, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
+            do_sample=False, logits_processor=procs, pad_token_id=pad, eos_token_id=stop,
         )
         texts = tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
         for row, b in enumerate(batch):
