@@ -141,6 +141,28 @@ def test_two_machines_building_one_key_at_once_both_use_the_first_published_buil
     assert pl.read_parquet(got / "w.parquet")["v"].to_list() == [2]
 
 
+def test_a_cached_row_part_whose_upload_was_cut_short_reaches_the_other_machines(s3_url, tmp_path, monkeypatch):
+    """The part is on this machine's disk, so no later run computes (or sends) those rows again:
+    the next read sends it, and another machine then reuses the rows instead of computing them."""
+    from tuneset.store import Remote
+
+    monkeypatch.setenv("TUNESET_CACHE", str(tmp_path / "a"))
+    a = ArtifactStore(s3_url)
+    monkeypatch.setenv("TUNESET_CACHE", str(tmp_path / "b"))
+    b = ArtifactStore(s3_url)
+    put = Remote.put
+
+    def killed(*args):
+        raise KeyboardInterrupt("killed mid-upload")
+
+    monkeypatch.setattr(Remote, "put", killed)
+    with pytest.raises(KeyboardInterrupt):
+        a.rows("emb", ("cut",)).fetch(["t1"], lambda idx, _: pl.DataFrame({"x": [1.0]}), chunk=1)
+    monkeypatch.setattr(Remote, "put", put)
+    assert a.rows("emb", ("cut",)).missing(["t1"]) == []  # here, on the disk
+    assert b.rows("emb", ("cut",)).missing(["t1"]) == []  # and now there too
+
+
 @pytest.fixture(scope="module")
 def prefect_harness():
     from prefect.logging.configuration import setup_logging

@@ -142,8 +142,8 @@ class RowCache:
         self.parts = folder / "parts"
 
     def _files(self) -> list[Path]:
-        if self.remote is not None:  # parts other machines added since
-            self.remote.sync_down(self.parts)
+        if self.remote is not None:  # parts other machines added since, and ours an upload missed
+            self.remote.sync(self.parts)
         return sorted(self.parts.glob("*.parquet")) if self.parts.exists() else []
 
     def known(self) -> set[str]:
@@ -287,16 +287,19 @@ class Remote:
         (local / DONE).touch()
         return True
 
-    def sync_down(self, local: Path) -> None:
-        """Files of this remote folder that `local` lacks (immutable parts: names never change)."""
-        if not self.fs.exists(self.path):
-            return
+    def sync(self, local: Path) -> None:
+        """Immutable parts (names never change) both ways: the remote's that `local` lacks come
+        down, and `local`'s that the remote lacks go up: a part whose upload a kill cut short is
+        found on the disk by every later run, which would otherwise never compute, so never send, it."""
+        remote = {src.rsplit("/", 1)[-1]: src for src in self.fs.find(self.path)} if self.fs.exists(self.path) else {}
         local.mkdir(parents=True, exist_ok=True)
-        for src in self.fs.find(self.path):
-            dest = local / src.rsplit("/", 1)[-1]
-            if not dest.exists():
-                with atomic_path(dest) as tmp:
+        for name, src in remote.items():
+            if not (local / name).exists():
+                with atomic_path(local / name) as tmp:
                     self.fs.get_file(src, str(tmp))
+        for f in sorted(local.glob("*.parquet")):
+            if f.name not in remote:
+                self.put(f, f.name)
 
 
 def write_npy(array, path: Path) -> Path:
