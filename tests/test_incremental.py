@@ -171,6 +171,25 @@ def test_each_pipeline_run_reports_what_changed_and_retrains_only_beyond_the_thr
     assert last["finetuned"].startswith("Fine-tuned on 10 rows")
 
 
+def test_small_changes_add_up_to_a_retrain(tiny_recipe, demo_dir):
+    """The threshold measures the selection against the last run that fine-tuned: 3 new rows of 10
+    twice is 60% new since the model in use, though each run moved only 30%."""
+    from tuneset.flows.context import run_context
+    from tuneset.flows.history import past_runs
+    from tuneset.flows.pipeline import pipeline_flow
+
+    lines = (demo_dir / "pool.jsonl").read_text().splitlines()[:30]
+    recipe = tiny_recipe("score.selectors=[length]", "select.weights={length: 1}", "select.budget=10",
+                         "schedule.retrain_min_change=0.5", "task_names=[sentiment]")
+    for extra in (0, 3, 6):
+        _write_pool(recipe, lines + _long_rows(extra))
+        pipeline_flow(recipe)
+    runs = past_runs(run_context(recipe))
+    assert [r["change"] for r in runs] == [1.0, 0.3, 0.3]
+    assert [r["change_since_finetune"] for r in runs] == [1.0, 0.3, 0.6]
+    assert ["model_dir" in r for r in runs] == [True, False, True]
+
+
 def test_a_moved_work_dir_diffs_against_its_own_history(tiny_recipe, demo_dir, tmp_path):
     """Run reports name the store's files relative to the store: after the work dir is moved, the
     next run reads the last run's files where they are now, not where they were."""

@@ -431,7 +431,7 @@ class CompareConfig(_Strict):
 
 class ScheduleConfig(_Strict):
     # A pipeline run fine-tunes and evaluates only when at least this share of its selection is
-    # new since the last run (0: always); scoring and the run report happen on every run.
+    # new since the last run that fine-tuned (0: always); scoring and the run report happen on every run.
     retrain_min_change: float = Field(default=0.0, ge=0.0, le=1.0)
 
 

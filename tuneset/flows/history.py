@@ -75,6 +75,15 @@ def run_report(prev: dict[str, Any] | None, audit: str, scores: str, selection: 
     return report, diff
 
 
+def new_share(before: dict[str, Any] | None, selection: str) -> float:
+    """The share of today's selection that `before`'s selection did not hold (1.0 without one)."""
+    if before is None:
+        return 1.0
+    now = pl.read_parquet(selection).filter("selected")["id"]
+    was = pl.read_parquet(before["selection_table"]).filter("selected")["id"]
+    return float((~now.is_in(was.implode())).sum() / max(now.len(), 1))
+
+
 def score_drift(before: pl.DataFrame, now: pl.DataFrame, directions: dict[str, bool]) -> dict[str, dict[str, float]]:
     """Per selector: mean score before and now (over each run's rows), and the mean absolute change
     of rows scored in both (non-zero when a model, a parameter or a pool-wide step moved them)."""

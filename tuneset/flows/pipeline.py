@@ -11,7 +11,7 @@ from tuneset.flows.checks import check_recipe
 from tuneset.flows.common import load_pool, recipe_flow, write_json
 from tuneset.flows.context import RunContext, run_context
 from tuneset.flows.curate import curate_flow
-from tuneset.flows.history import past_runs, record_run, run_folder, run_report
+from tuneset.flows.history import new_share, past_runs, record_run, run_folder, run_report, was_finetuned
 from tuneset.flows.score import score_flow
 from tuneset.flows.select import Selection, check_quota_fields, select_rows
 from tuneset.flows.sweep import base_context
@@ -32,14 +32,19 @@ def pipeline_flow(recipe: Recipe) -> dict:
     sel = select_rows(ctx, curated.rows, scores, recipe.select)
     out = ctx.run_dir("pipeline")
     write_rows(out / "selected.jsonl", sel.rows.read())
-    prev = (past_runs(ctx) or [None])[-1]
+    runs = past_runs(ctx)
+    prev = (runs or [None])[-1]
     report, diff = run_report(prev, curated.audit, scores.path, sel.table, curated.counts, scores.directions)
+    # Measured against the model in use, the last run that fine-tuned: against the run before, a
+    # selection drifting a little each run would never add up to a retrain.
+    trained = next((r for r in reversed(runs) if was_finetuned(r)), None)
+    report["change_since_finetune"] = new_share(trained, sel.table)
     summary = {"curation": curated.counts, "selected": sel.rows.n, "selection_table": sel.table,
-               "change": report["change"]}
+               "change": report["change"], "change_since_finetune": report["change_since_finetune"]}
     threshold = recipe.schedule.retrain_min_change
-    if prev is not None and report["change"] < threshold:
-        report["finetuned"] = (f"Not fine-tuned: {report['change']:.1%} of the selection is new, below "
-                               f"schedule.retrain_min_change {threshold:.1%}.")
+    if trained is not None and report["change_since_finetune"] < threshold:
+        report["finetuned"] = (f"Not fine-tuned: {report['change_since_finetune']:.1%} of the selection is new since "
+                               f"the last fine-tuned run, below schedule.retrain_min_change {threshold:.1%}.")
     else:
         summary |= _finetune_and_evaluate(ctx, sel)
         report["finetuned"] = f"Fine-tuned on {sel.rows.n} rows: {summary['model_dir']}."
