@@ -92,6 +92,28 @@ def test_curate_quarantines_bad_rows_and_accounts_for_every_row(tiny_recipe, tmp
     assert audit.filter(pl.col("id").str.starts_with("copy-"))["reason"][0].startswith("duplicate of ")
 
 
+def test_a_curation_killed_while_writing_its_files_leaves_the_last_set_whole(tiny_recipe, tmp_path, monkeypatch):
+    """curated.jsonl, the audit, its CSV, the plot and the report change together: a kill after the
+    first of them leaves the previous run's five, not new rows beside an old audit."""
+    import tuneset.flows.curate as curate_mod
+    from tuneset.flows.curate import curate_flow
+
+    recipe = tiny_recipe()
+    first = curate_flow(recipe)
+    folder = Path(first.audit).parent
+    before = {f.name: f.read_bytes() for f in folder.iterdir()}
+    lines = (tmp_path / "pool.jsonl").read_text().splitlines()
+    (tmp_path / "pool.jsonl").write_text("\n".join(lines[:40]) + "\n")
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(curate_mod, "write_csv", killed)  # after curated.jsonl and the audit are written
+    with pytest.raises(KeyboardInterrupt):
+        curate_flow(recipe)
+    assert {f.name: f.read_bytes() for f in folder.iterdir()} == before
+
+
 def test_the_judge_gate_measures_the_judge_on_known_answers_and_holds_back_a_weak_one(tiny_recipe, monkeypatch):
     """A random tiny model cannot separate the dev rows' answers from spoiled ones perfectly: at a
     bar of 1.0 its confidence filter and rewrites are skipped, the report says why, and the plot

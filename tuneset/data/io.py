@@ -6,6 +6,7 @@ a quarantined record carrying the same facts, so the accounting still sees every
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import decimal
@@ -17,6 +18,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -599,6 +601,25 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+@contextlib.contextmanager
+def atomic_folder(path: Path) -> Iterator[Path]:
+    """A fresh folder beside `path` to write a set of files into, put in `path`'s place only when
+    all are written: a kill midway leaves the previous set whole, never new files beside old ones
+    (nor an old file the new set no longer has)."""
+    path = Path(path)
+    new, old = path.with_name(path.name + ".new"), path.with_name(path.name + ".old")
+    shutil.rmtree(new, ignore_errors=True)
+    new.mkdir(parents=True)
+    yield new
+    fsync(new)
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        path.rename(old)
+    new.rename(path)
+    fsync(path.parent)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def fsync(path: Path) -> None:

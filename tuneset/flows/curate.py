@@ -12,7 +12,7 @@ from tuneset.curation import check_accounting, curate_rows
 from tuneset.curation.judge import REWRITE, applied_filters, gate_lines, gate_notes, judge_report
 from tuneset.curation.report import plot_scores, render_report
 from tuneset.curation.steps import step_selector_params, step_selectors
-from tuneset.data.io import write_csv, write_parquet, write_rows, write_text
+from tuneset.data.io import atomic_folder, write_csv, write_parquet, write_rows, write_text
 from tuneset.data.labels import known_answer_pairs, load_judge_rows
 from tuneset.flows.common import Pool, RowsRef, load_pool, recipe_flow, save_rows
 from tuneset.flows.context import RunContext, run_context
@@ -90,17 +90,16 @@ def curate_flow(recipe: Recipe, pool: Pool | None = None) -> CurateResult:
         log.warning("judge gate: %s", note)
     kept, audit = curate_rows(rows.read(), recipe.curate, eval_rows(ctx), scores, pool.quarantined, judge)
     counts = check_accounting(audit, n_read)
-    out = ctx.run_dir("curate")
-    write_rows(out / "curated.jsonl", kept)
-    write_parquet(audit, out / "audit.parquet")
-    write_csv(audit.select(pl.exclude("choices")), out / "audit.csv")
-    plot = out / "scores.png"
-    has_plot = plot_scores(audit, [c for c in (scores.columns if scores is not None else []) if c in step_selectors(recipe.curate)], plot,
-                           applied_filters(recipe.curate, judge))
-    report = out / "report.md"
-    gate_text = "".join(f"- {line}\n" for line in gate_lines(recipe.curate, judge))
-    write_text(report, render_report(recipe.name, n_read, counts, audit, plot.name if has_plot else None, pool.n_resent)
-                      + (f"\n## Judge gate\n\n{gate_text}" if judge else ""))
-    print(f"curated {n_read} rows: {counts}; audit {out / 'audit.parquet'}")
-    return CurateResult(save_rows(ctx.store, kept), pool, str(out / "audit.parquet"), str(report), counts)
+    final = ctx.run_dir("curate")
+    with atomic_folder(final) as out:  # the five files change together, or not at all
+        write_rows(out / "curated.jsonl", kept)
+        write_parquet(audit, out / "audit.parquet")
+        write_csv(audit.select(pl.exclude("choices")), out / "audit.csv")
+        columns = [c for c in (scores.columns if scores is not None else []) if c in step_selectors(recipe.curate)]
+        has_plot = plot_scores(audit, columns, out / "scores.png", applied_filters(recipe.curate, judge))
+        gate_text = "".join(f"- {line}\n" for line in gate_lines(recipe.curate, judge))
+        write_text(out / "report.md", render_report(recipe.name, n_read, counts, audit, "scores.png" if has_plot else None,
+                                                    pool.n_resent) + (f"\n## Judge gate\n\n{gate_text}" if judge else ""))
+    print(f"curated {n_read} rows: {counts}; audit {final / 'audit.parquet'}")
+    return CurateResult(save_rows(ctx.store, kept), pool, str(final / "audit.parquet"), str(final / "report.md"), counts)
 
