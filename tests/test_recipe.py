@@ -163,6 +163,12 @@ def test_validation_errors_name_file_and_field(recipe_file, override, where, mes
     assert message in str(e.value)
 
 
+def test_two_rows_errors_in_one_list_are_not_offered_as_alternatives(recipe_file):
+    with pytest.raises(TunesetError) as e:
+        load_recipe(recipe_file, ["tasks=[{name: a, metric: 5, dev: x.jsonl}, {name: b, dev: x.jsonl}]"])
+    assert str(e.value) == f"{recipe_file}: tasks.0.metric: Input should be a valid string"
+
+
 def test_an_answer_budget_that_leaves_no_room_for_the_prompt_is_an_error(recipe_file):
     with pytest.raises(TunesetError, match=r"evaluate.max_new_tokens \(300\) must be below model.max_length \(256\)"):
         load_recipe(recipe_file, ["model.max_length=256", "evaluate.max_new_tokens=300"])

@@ -50,8 +50,11 @@ def telling_error(errors: list[Any]) -> Any:
         return errors[0]
     deepest = max(len(e["loc"]) for e in tried)
     best = [e for e in tried if len(e["loc"]) == deepest]
-    if len(best) == 1:
+    members = {e["loc"][len(field)] for e in best}
+    if len(members) == 1:  # one member's errors (two rows of one list) are not alternatives: the first
         return best[0]
+    first_per_member = {e["loc"][len(field)]: e for e in reversed(best)}
+    best = [e for e in best if first_per_member[e["loc"][len(field)]] is e]
     msgs = list(dict.fromkeys(e["msg"] for e in best))
     rest = [m.removeprefix("Input should be ") if m.startswith("Input should be ") else m[:1].lower() + m[1:]
             for m in msgs[1:]]
