@@ -132,6 +132,7 @@ def test_two_machines_building_one_key_at_once_both_use_the_first_published_buil
 
     def b_builds_meanwhile(d):  # a's build, during which b builds and publishes the same key
         write_parquet(pl.DataFrame({"v": [1]}), d / "w.parquet")
+        write_parquet(pl.DataFrame({"v": [1]}), d / "shard-1.parquet")  # a file b's build does not have
         b.cached("finetune", ("z",), lambda e: write_parquet(pl.DataFrame({"v": [2]}), e / "w.parquet"))
 
     got = a.cached("finetune", ("z",), b_builds_meanwhile)
@@ -139,6 +140,7 @@ def test_two_machines_building_one_key_at_once_both_use_the_first_published_buil
     with s3fs.S3FileSystem().open(f"tuneset/store/finetune/{key}/w.parquet", "rb") as f:
         assert pl.read_parquet(f)["v"].to_list() == [2]
     assert pl.read_parquet(got / "w.parquet")["v"].to_list() == [2]
+    assert sorted(p.name for p in got.glob("*.parquet")) == ["w.parquet"]  # b's build alone, none of a's beside it
 
 
 def test_a_cached_row_part_whose_upload_was_cut_short_reaches_the_other_machines(s3_url, tmp_path, monkeypatch):

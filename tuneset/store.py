@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,7 +73,12 @@ class ArtifactStore:
         fsync(d)
         if self.remote is not None:
             (d / BUILT).touch()
-            if not self.remote.fetch(f"{kind}/{key}", d):
+            if self.remote.published(f"{kind}/{key}"):  # lost the race: its files only, none of ours beside them
+                for f in d.iterdir():
+                    if f.name != BUILT:
+                        shutil.rmtree(f) if f.is_dir() else f.unlink()
+                self.remote.fetch(f"{kind}/{key}", d)
+            else:
                 self.remote.publish(d, f"{kind}/{key}")
         (d / DONE).touch()
         fsync(d)
@@ -275,9 +281,12 @@ class Remote:
             self.fs.put_file(str(f), f"{self.path}/{rel}/{f.relative_to(local).as_posix()}")
         self.fs.pipe_file(f"{self.path}/{rel}/{DONE}", b"")
 
+    def published(self, rel: str) -> bool:
+        return self.fs.exists(f"{self.path}/{rel}/{DONE}")
+
     def fetch(self, rel: str, local: Path) -> bool:
         """Download the finished artifact `rel` into `local` (marker last); False if not finished."""
-        if not self.fs.exists(f"{self.path}/{rel}/{DONE}"):
+        if not self.published(rel):
             return False
         for src in self.fs.find(f"{self.path}/{rel}"):
             name = src[len(self.path) + len(rel) + 2:]
