@@ -58,7 +58,7 @@ def test_seed_aware_diff_str():
     ("\uff30\uff41\uff52\uff49\uff53", "paris"),  # full-width
     ("cafe\u0301", "caf\u00e9"),  # decomposed accent, composed
     ("-7", "-7"), ("\u22127.", "-7"), ("3.14", "3.14"), ("It is 3.", "it is 3"), ("1,000", "1000"),
-    ("x-7", "x 7"), ("1,2", "1 2"),
+    ("x-7", "x 7"), ("1,2", "1 2"), (".5", ".5"), ("-.5", "-.5"), ("\u2212.5", "-.5"),
 ])
 def test_normalise_answer(text, norm):
     assert normalise_answer(text) == norm

@@ -21,7 +21,7 @@ def normalise(text: str) -> str:
 
 # In an answer, punctuation is a space (SQuAD), except what makes a number another number: a minus
 # sign before a digit and a decimal point between digits. A thousands comma is dropped outright.
-_ANSWER_PUNCT = re.compile(r"(?<![\w.])-(?=\d)|(?<=\d)\.(?=\d)|([^\w\s])")
+_ANSWER_PUNCT = re.compile(r"(?<![\w.])-(?=\.?\d)|(?<=\d)\.(?=\d)|(?<![\w.])\.(?=\d)|([^\w\s])")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 
 
