@@ -306,6 +306,22 @@ def test_task_rows_never_serves_a_same_size_rewrite_whose_mtime_was_put_back(tmp
     assert context.task_rows(path)["response"].to_list() == ["yep"]
 
 
+def test_a_settled_file_with_a_future_mtime_is_memoised(tmp_path, monkeypatch):
+    """An archive's or a skewed clock's mtime in the future must not keep a file out of the memo
+    for hours (local weights hashed on every call): the racy window reads ctime, which utime cannot set."""
+    import os
+    import time
+
+    fp = importlib.import_module("tuneset.data.fingerprint")
+    monkeypatch.setattr(fp, "RACY_SECONDS", 1)
+    f = tmp_path / "weights.bin"
+    f.write_bytes(b"w")
+    later = time.time_ns() + 3600 * 10**9
+    os.utime(f, ns=(later, later))
+    time.sleep(1.1)
+    assert fp.file_stamp(f) is not None
+
+
 def test_pipeline_runs_every_stage(tiny_recipe):
     from tuneset.flows.common import run_context
     from tuneset.flows.pipeline import pipeline_flow

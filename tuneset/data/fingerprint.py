@@ -21,11 +21,13 @@ RACY_SECONDS = 2.0  # a file changed this recently may change again within its t
 def file_stamp(path: str | os.PathLike) -> tuple | None:
     """What stands for a file's content in a per-process memo: its resolved path, device, inode,
     size, mtime and ctime (a rename, copy or write changes ctime even where mtime is carried over).
-    None for a file changed in the last RACY_SECONDS, as git does for racily clean entries: a
+    None for a file changed (ctime) in the last RACY_SECONDS, as git does for racily clean entries: a
     rewrite of the same size within one timestamp tick would keep every field, so such a file is
     read afresh rather than served from a memo."""
     st = os.stat(path)
-    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_SECONDS * 1e9:
+    # ctime alone: every write sets it and utime cannot, so a future mtime (an archive's, a skewed
+    # clock's) does not keep a settled file out of the memo
+    if time.time_ns() - st.st_ctime_ns < RACY_SECONDS * 1e9:
         return None
     return (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
