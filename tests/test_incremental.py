@@ -214,6 +214,24 @@ def test_a_moved_work_dir_diffs_against_its_own_history(tiny_recipe, demo_dir, t
     assert all(Path(r["folder"]).is_relative_to(moved) and Path(r["scores"]).is_relative_to(moved) for r in runs)
 
 
+def test_a_recipe_whose_store_moved_elsewhere_still_reads_its_last_runs_files(tiny_recipe, demo_dir, tmp_path):
+    """Reports record the store's files relative to the store and where they were: a recipe given
+    another `store:` diffs its next run against the files the old store still holds."""
+    from tuneset.flows.context import run_context
+    from tuneset.flows.history import past_runs
+    from tuneset.flows.pipeline import pipeline_flow
+
+    lines = (demo_dir / "pool.jsonl").read_text().splitlines()[:30]
+    recipe = tiny_recipe("score.selectors=[length]", "select.weights={length: 1}", "select.budget=10",
+                         "task_names=[sentiment]")
+    _write_pool(recipe, lines)
+    pipeline_flow(recipe)
+    recipe = recipe.model_copy(update={"store": str(tmp_path / "other-store")})
+    _write_pool(recipe, lines + _long_rows(4))
+    pipeline_flow(recipe)
+    assert [r["entered"] for r in past_runs(run_context(recipe))] == [10, 4]
+
+
 def test_a_pipeline_killed_while_recording_its_run_is_redone_not_diffed_against(tiny_recipe, demo_dir, monkeypatch):
     """A kill after the fine-tune, while the run's report is published: the rerun is that run
     again (one history entry, fine-tuned, reusing the cached model), not a second run that finds

@@ -36,9 +36,10 @@ def past_runs(ctx: RunContext) -> list[dict[str, Any]]:
     for p in sorted(history_dir(ctx).glob("*/report.json")):
         report = json.loads(p.read_text())
         report["folder"] = str(p.parent)
-        for k in STORE_PATHS:
+        for k in STORE_PATHS:  # where the store is now, else where it was (the recipe's `store:` changed)
             if report.get(k) is not None and not Path(report[k]).is_absolute():
-                report[k] = str(ctx.store.root / report[k])
+                here = ctx.store.root / report[k]
+                report[k] = str(here if here.exists() or not report.get(f"{k}_at") else report[f"{k}_at"])
         out.append(report)
     return out
 
@@ -157,6 +158,7 @@ def record_run(ctx: RunContext, folder: Path, report: dict[str, Any], diff: pl.D
     root = ctx.store.root.resolve()
     for k in STORE_PATHS:
         if report.get(k) is not None and Path(report[k]).resolve().is_relative_to(root):
+            report[f"{k}_at"] = str(Path(report[k]).resolve())  # read there if the recipe's `store:` changes
             report[k] = str(Path(report[k]).resolve().relative_to(root))
     diff.write_parquet(folder / "selection_diff.parquet")
     (folder / "report.md").write_text(markdown)

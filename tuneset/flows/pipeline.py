@@ -22,7 +22,7 @@ from tuneset.recipe import Recipe, load_recipe
 @recipe_flow("tuneset-pipeline")
 def pipeline_flow(recipe: Recipe) -> dict:
     """One run: curate, score and select; then fine-tune and evaluate unless the selection moved
-    less than `schedule.retrain_min_change` since the last run. Every run leaves a report of what
+    less than `schedule.retrain_min_change` since the last run that fine-tuned. Every run leaves a report of what
     changed (`tuneset runs`); runs of one recipe never overlap."""
     ctx = run_context(recipe)
     pool = load_pool(ctx)
