@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from tuneset.data.io import atomic_path
+from tuneset.data.io import atomic_path, fsync
 from tuneset.models.lm import (
     Encoded,
     length_batches,
@@ -251,12 +251,14 @@ def save_resume(folder: Path, model: torch.nn.Module, opt, sched, state: TrainSt
     trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
     torch.save({"weights": trainable, "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []}, tmp / "tensors.pt")
+    fsync(tmp / "tensors.pt")  # on the disk before the file that says the folder is whole
     with atomic_path(tmp / "state.json") as part:  # last, and whole or absent: a folder with it is whole
         part.write_text(json.dumps(asdict(state)))
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
         folder.rename(old)
     tmp.rename(folder)
+    fsync(folder.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 
