@@ -50,6 +50,7 @@ def test_a_response_cut_at_max_length_is_not_read_as_finished_or_as_relevant(ctx
     assert cond["n_tokens"][0] < free["n_tokens"][0] + 1  # row 0 is cut; the others are whole
     assert (cond["n_tokens"][1:] == free["n_tokens"][1:] + 1).all()
     assert out["p_end"][0] == 1.0 and "1 of 3 responses are cut at model.max_length 64" in caplog.text
+    assert out["likelihood"][0] == out["p_relevant"][0]  # the one part measured, not lifted by an unseen end
     per_token = free["nll_sum"][0] / free["n_tokens"][0] - cond["nll_sum"][0] / cond["n_tokens"][0]
     assert out["pmi_per_token"][0] == pytest.approx(per_token)
     whole_pmi = free["nll_sum"][1:] - (cond["nll_sum"][1:] - cond["nll_last"][1:])  # the whole rows: sums, as before

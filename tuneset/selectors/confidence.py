@@ -102,16 +102,19 @@ class ConfidenceSelector(Selector):
         whole = c_n == f_n + 1
         if (cut := int((~whole).sum())):
             log.warning("confidence: %d of %d responses are cut at model.max_length %d: their p_end is not measured "
-                        "(1.0) and their p_relevant compares per-token losses", cut, len(whole), self.ctx.max_length)
+                        "(1.0; likelihood is p_relevant alone) and p_relevant compares per-token losses", cut, len(whole),
+                        self.ctx.max_length)
         body = np.where(whole, c_sum - c_last, c_sum)  # response tokens, the end token excluded
         n = np.maximum(np.where(whole, c_n - 1, c_n), 1)
         # log p(r | x) - log p(r) over the conditioned pass's response tokens: summed where both passes
         # saw the whole response (per-token means times n are then the sums), per-token means otherwise
         pmi = (f_sum / f_n - body / n) * n
         p_relevant = sigmoid(pmi)
-        p_end = np.where(whole, np.exp(-c_last), 1.0)
+        p_end = np.where(whole, np.exp(-c_last), 1.0)  # 1.0 where not measured: a filter on it keeps the row
         return {
-            "likelihood": np.sqrt(p_relevant * p_end),
+            # the geometric mean of what was measured: p_relevant alone for a cut response, so an unseen
+            # end neither lifts it above rows whose end was read nor drags it below
+            "likelihood": np.where(whole, np.sqrt(p_relevant * p_end), p_relevant),
             "p_relevant": p_relevant,
             "p_end": p_end,
             "pmi_per_token": pmi / n,
