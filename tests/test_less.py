@@ -163,8 +163,8 @@ def test_less_scores_are_lr_weighted_cosines_and_explained(tmp_path, tiny_lm_dir
     for wc, folder in zip(w, checkpoints(warmup)):
         lm = load_lm(str(tiny_lm_dir), "cpu")
         model = load_trainable(lm.model, folder / "adapter")
-        enc_c = training_pairs(lm.tokenizer, rows["instruction"].to_list(), rows["response"].to_list(), "plain", 64)
-        enc_d = training_pairs(lm.tokenizer, dev["instruction"].to_list(), dev["response"].to_list(), "plain", 64)
+        enc_c = encode(lm.tokenizer, rows["instruction"].to_list(), rows["response"].to_list(), 64)
+        enc_d = encode(lm.tokenizer, dev["instruction"].to_list(), dev["response"].to_list(), 64)
         c = exact_features(model, enc_c, lm.tokenizer.pad_token_id, adam_transform(folder, [n for n, _ in lora_factors(model)]))
         d = exact_features(model, enc_d, lm.tokenizer.pad_token_id)
         exact += wc * (c @ d.T).mean(1)
@@ -291,14 +291,14 @@ def test_batch_size_follows_the_device_and_leaves_scores_unchanged(tmp_path, tin
     np.testing.assert_allclose(a["score"], b["score"], atol=2e-3)
     # A GPU draws another Gaussian matrix (and computes in bf16): its features never share CPU keys.
     ctx = _ctx(tmp_path / "a", tiny_lm_dir, demo_dir, warmup)
-    assert GradientStore(ctx, LessParams(), "plain").variant == "fast+gaussian"
+    assert GradientStore(ctx, LessParams()).variant == "fast+gaussian"
     ctx.device = "cuda"
-    assert GradientStore(ctx, LessParams(), "plain").variant == "fast+gaussian@cuda"
+    assert GradientStore(ctx, LessParams()).variant == "fast+gaussian@cuda"
 
 
-def test_gradients_are_taken_on_the_sequences_the_warm_up_trained_on(tmp_path, chat_lm_dir, demo_dir, pool, monkeypatch):
-    """An Instruct model's warm-up trains on chat-formatted prompts with the end token: LESS applies
-    that warm-up's Adam state, so its gradients must be of those same sequences, not plain text."""
+def test_trained_sequences_are_the_ones_the_warm_up_trained_on(tmp_path, chat_lm_dir, demo_dir, pool, monkeypatch):
+    """`sequences: trained` takes gradients on what an Instruct model's warm-up trained on (its chat
+    format, the end token), as the paper does; the default takes them on plain text."""
     from tuneset.finetune.sft import train
     from tuneset.recipe import WarmupConfig
     from tuneset.selectors import less as less_mod
@@ -315,8 +315,13 @@ def test_gradients_are_taken_on_the_sequences_the_warm_up_trained_on(tmp_path, c
 
     monkeypatch.setattr(less_mod, "fast_chunk", spy)
     rows = pool.head(6)
-    make_selector("less", {"dim": 64}).fit(_ctx(tmp_path, chat_lm_dir, demo_dir, warm, tasks=("sentiment",))).score(rows)
+    make_selector("less", {"dim": 64, "sequences": "trained"}).fit(
+        _ctx(tmp_path, chat_lm_dir, demo_dir, warm, tasks=("sentiment",))).score(rows)
     tok = load_lm(str(chat_lm_dir), "cpu").tokenizer
     trained = training_pairs(tok, rows["instruction"].to_list(), rows["response"].to_list(), "chat", 64)
     assert all(e.ids in seen for e in trained)
     assert any(e.ids[-1] == tok.eos_token_id for e in trained)  # rows that fit end as trained
+    seen.clear()
+    make_selector("less", {"dim": 64}).fit(_ctx(tmp_path / "plain", chat_lm_dir, demo_dir, warm, tasks=("sentiment",))).score(rows)
+    plain = encode(tok, rows["instruction"].to_list(), rows["response"].to_list(), 64)
+    assert all(e.ids in seen for e in plain) and not any(e.ids in seen for e in trained)
