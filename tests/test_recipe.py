@@ -64,6 +64,23 @@ def test_a_relative_path_in_an_override_resolves_against_cwd_and_the_files_again
     assert load_recipe(hub, ["model.adapter=org/adapter"]).model.adapter == str(tmp_path / "org" / "adapter")
 
 
+def test_model_and_embedder_folders_beside_the_recipe_resolve_against_it(recipe_file, tmp_path, monkeypatch):
+    """A recipe runs the same from anywhere: `model.name: lm` beside it is that folder, wherever the
+    command runs; a name with no such folder there stays a hub name or alias."""
+    for d in ("lm", "emb"):
+        (recipe_file.parent / d).mkdir()
+    r = recipe_file.parent / "local.yaml"
+    r.write_text("pool: data/pool.jsonl\nmodel: {name: lm, embedder: emb}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    m = load_recipe(r).model
+    assert (m.name, m.embedder) == (str(recipe_file.parent / "lm"), str(recipe_file.parent / "emb"))
+    r.write_text("pool: data/pool.jsonl\nmodel: {name: HuggingFaceTB/SmolLM2-135M, embedder: minilm}\n")
+    m = load_recipe(r).model
+    assert (m.name, m.embedder) == ("HuggingFaceTB/SmolLM2-135M", "minilm")
+
+
 def test_defaults_fill_everything_but_pool(recipe_file):
     r = load_recipe(recipe_file)
     assert r.model.name == "smollm2" and r.model.max_length == 256

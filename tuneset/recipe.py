@@ -627,8 +627,9 @@ def _set_at(data: dict[str, Any], path: list[str], value: Any, text: str) -> dic
 
 def resolve_paths(data: dict[str, Any], root: Path) -> None:
     """Every relative path a recipe names resolves against `root`: pool, tasks (a file, or each
-    task's dev/test), work_dir, model.adapter, curate.judge_rows (the recipe's and each compare
-    strategy's) and compare.references."""
+    task's dev/test), work_dir, model.name/embedder/adapter where such a folder exists there (else
+    they are hub names or aliases), curate.judge_rows (the recipe's and each compare strategy's)
+    and compare.references."""
 
     def fix(node: dict, key: str) -> None:
         v = node.get(key)
@@ -646,10 +647,11 @@ def resolve_paths(data: dict[str, Any], root: Path) -> None:
             if isinstance(t, dict):
                 fix(t, "dev")
                 fix(t, "test")
-    if isinstance(data.get("model"), dict) and data["model"].get("adapter"):
-        adapter = data["model"]["adapter"]
-        if isinstance(adapter, str) and (root / adapter).exists() and not Path(adapter).is_absolute():
-            fix(data["model"], "adapter")  # else a hub name
+    if isinstance(data.get("model"), dict):
+        for key in ("name", "embedder", "adapter"):  # a folder beside the recipe, else a hub name or alias
+            v = data["model"].get(key)
+            if isinstance(v, str) and v and not Path(v).is_absolute() and (root / v).exists():
+                fix(data["model"], key)
     compare = data.get("compare") if isinstance(data.get("compare"), dict) else {}
     for st in compare.get("strategies") or []:
         if isinstance(st, dict) and isinstance(st.get("curate"), dict):
