@@ -46,6 +46,8 @@ MISTAKES = [
     ("compare.strategies=[{name: own, weights: {random: 1}, curate: {judge_rows: gold.jsonl}}]", "compare.strategies (own).curate.judge_rows: "),
     ("finetune.lr=-1", "finetune.lr: Input should be greater than 0"),
     ("model.device=gpu", "model.device: unknown device 'gpu'; valid: auto, cpu, cuda"),
+    (f"model.embedder={DEMO_DIR}", "model.embedder: " + str(DEMO_DIR) + " is not a sentence-transformers, model2vec or "
+                                   "tuneset ONNX folder"),
     ("pool=''", "pool: name the pool: a file, a folder, a glob"),
     ("select.budgt=5", "select.budgt: Extra inputs are not permitted; valid: weights, budget, threshold"),
     ("model.devce=cpu", "model.devce: Extra inputs are not permitted; valid: name, adapter, embedder, device"),

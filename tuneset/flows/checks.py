@@ -11,6 +11,7 @@ from tuneset.curation.steps import resolve_steps
 from tuneset.data.io import pool_files
 from tuneset.errors import TunesetError, UnknownNameError
 from tuneset.evaluate.metrics import metric_names
+from tuneset.models.embed import folder_problem
 from tuneset.recipe import CurateConfig, PolicyConfig, Recipe, Strategy
 from tuneset.selectors import make_selector, selector_names
 
@@ -55,6 +56,9 @@ def check_recipe(recipe: Recipe, where: str = "recipe", selects: bool = False, e
         hint = (" (a relative path resolves against the recipe's folder in the recipe, against the current "
                 "directory in --set)") if where.endswith((".yaml", ".yml")) else ""
         raise TunesetError(f"{where}: pool: {e}{hint}") from None
+    embedder = Path(recipe.model.embedder).expanduser()
+    if embedder.is_dir() and (problem := folder_problem(embedder)) is not None:
+        raise TunesetError(f"{where}: model.embedder: {problem}")
     if recipe.work_dir.exists() and not recipe.work_dir.is_dir():
         raise TunesetError(f"{where}: work_dir: {recipe.work_dir} is a file; name a folder")
     # Scoring reads dev rows only: test rows matter where a command evaluates or curates.

@@ -328,6 +328,17 @@ class OnnxEmbedder:
         return out
 
 
+def folder_problem(path: Path) -> str | None:
+    """Why a local folder is not an embedder tuneset can load (None if it is one): checked with the
+    recipe, before any work, and naming a subfolder that is one (a model saved one level down)."""
+    if not path.is_dir() or any((path / f).exists() for f in ("tuneset_onnx.json", "modules.json", "config.json")):
+        return None
+    inner = sorted(str(p.parent) for p in path.glob("*/modules.json"))
+    hint = f"; found one at {inner[0]}" if inner else ""
+    return (f"{path} is not a sentence-transformers, model2vec or tuneset ONNX folder (no modules.json or "
+            f"config.json){hint}")
+
+
 def _folder_kind(path: Path) -> str:
     if (path / "tuneset_onnx.json").exists():
         return "onnx"
@@ -359,6 +370,8 @@ def _load(name: str, device: str) -> Embedder:
     path = build_tier(name) if name in TIERS else materialize(name)  # a hub name: the snapshot its identity names
     if not path.is_dir():
         raise UnknownNameError("embedder", name, valid_embedders())
+    if (problem := folder_problem(path)) is not None:
+        raise TunesetError(f"embedder '{name}': {problem}")
     kind = _folder_kind(path)
     if kind == "onnx":
         return OnnxEmbedder(str(path))
