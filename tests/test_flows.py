@@ -803,12 +803,23 @@ def test_a_selection_with_no_candidates_or_an_unknown_output_says_so_in_one_line
     from tuneset.cli import app
 
     dev = demo_dir / "targets" / "capitals" / "dev.jsonl"
-    base = ["select", str(dev), "--target", str(demo_dir / "tasks.json"), "--budget", "2", "--set", f"work_dir={tmp_path / 'w'}"]
+    base = ["select", str(dev), "--selector", "random", "--target", str(demo_dir / "tasks.json"), "--budget", "2",
+            "--set", f"work_dir={tmp_path / 'w'}"]
     res = runner.invoke(app, [*base, "--out", str(tmp_path / "o.txt")])
     assert res.exit_code == 2 and "--out" in res.output and "valid: .jsonl, .parquet, .csv" in res.output
     assert not (tmp_path / "w").exists()
     res = runner.invoke(app, [*base, "--out", str(tmp_path / "o.jsonl")])
     assert res.exit_code == 2 and "no candidate rows to select from: curation kept none" in res.output, res.output
+
+
+def test_a_one_off_selection_names_what_it_ranks_by(tmp_path, demo_dir):
+    """A pool without --selector is not quietly ranked at random: the command asks, naming the choices."""
+    from tuneset.cli import app
+
+    res = runner.invoke(app, ["select", str(demo_dir / "pool.jsonl"), "--target", str(demo_dir / "tasks.json"),
+                              "--set", f"work_dir={tmp_path / 'w'}"])
+    assert res.exit_code == 2 and "--selector: name what to rank the pool by" in res.output and "random" in res.output
+    assert not (tmp_path / "w").exists()
 
 
 def test_unknown_output_format_is_named(tmp_path):

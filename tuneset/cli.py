@@ -226,12 +226,13 @@ def select(source: Annotated[Path, typer.Argument(help="a YAML recipe, or a pool
            out: Annotated[Path, typer.Option(help="selected rows: .jsonl, .parquet or .csv")] = Path("selected.jsonl"),
            selector: Annotated[Optional[list[str]], typer.Option(help="selector to rank by (repeat to combine, equal weights)")] = None,
            target: Annotated[Optional[list[Path]], typer.Option(help="a tasks.json, or a task's dev rows file (repeat)")] = None,
-           budget: Annotated[Optional[str], typer.Option(help="rows (300) or a percent (10%)")] = None,
+           budget: Annotated[Optional[str], typer.Option(help="rows (300) or a percent; default 10% of the pool")] = None,
            set_: SetOpt = None) -> None:
     """Curate, score and select; writes the chosen rows and, beside them, every candidate's scores,
     rank, decision and reason. With a pool instead of a recipe: `--selector got --target tasks.json`."""
     from tuneset.data.io import ROW_FORMATS
     from tuneset.flows.select import decisions_path, select_flow
+    from tuneset.selectors import selector_names
 
     def load():
         if out.suffix not in ROW_FORMATS:  # before curating and scoring, not after
@@ -241,7 +242,11 @@ def select(source: Annotated[Path, typer.Argument(help="a YAML recipe, or a pool
                 raise TunesetError(f"--selector and --target select from a pool; {source} is a recipe: set "
                                    "score.selectors, select.weights and tasks in it, or with --set")
             return _recipe(source, set_, selects=True, **{"select.budget": budget})
-        return _recipe(None, [*one_off_recipe(source, selector or ["random"], target or [], budget or "10%"), *(set_ or [])],
+        if not selector:  # ranking by nothing in particular should be asked for, not fallen into
+            raise TunesetError("--selector: name what to rank the pool by (repeat to combine), e.g. --selector got "
+                               "--target tasks.json, or --selector random for a random draw; valid: "
+                               + ", ".join(selector_names()))
+        return _recipe(None, [*one_off_recipe(source, selector, target or [], budget or "10%"), *(set_ or [])],
                        selects=True)
 
     sel = _run("select", lambda r: select_flow(r, str(out)), load)
