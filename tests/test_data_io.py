@@ -109,7 +109,8 @@ def test_quarantine_completes_and_accounts_for_every_row(tmp_path):
     assert recs[4]["reason"] == "repeats the id of line 1"
     assert [r["id"] for r in recs] == [None, "x2", "x3", None, "a"]
     assert json.loads(recs[2]["raw"]) == {"id": "x3", "instruction": "q", "response": 3}
-    assert recs[0]["raw"] is None
+    assert recs[0]["raw"] == '{"id": "x1", "instruction": '  # a line that never parsed: its text as read
+    assert recs[3]["raw"] == '{"id": "x4", "instruction": "q", "response": "\\xc3("}'  # the bad byte escaped
 
 
 def test_quarantine_file_written_even_when_nothing_is_bad(tmp_path):

@@ -15,8 +15,9 @@ class TunesetError(Exception):
 class DataError(TunesetError):
     """A row of an input file is malformed; the message names file, line and field."""
 
-    def __init__(self, file: str, line: int, field: str, reason: str):
+    def __init__(self, file: str, line: int, field: str, reason: str, raw: str | None = None):
         self.file, self.line, self.field, self.reason = file, line, field, reason
+        self.raw = raw  # the line as read, where it never became a record (broken JSON): for the quarantine file
         super().__init__(f"{file}:{line}: field '{field}': {reason}")
 
 

@@ -106,15 +106,16 @@ def parse_json_line(path: Path, line_no: int, text: str) -> dict[str, Any] | Dat
     try:
         rec = json.loads(text, parse_constant=_no_constants, object_pairs_hook=_no_repeated_keys)
     except json.JSONDecodeError as e:
-        return DataError(str(path), line_no, "<line>", f"broken JSON: {e.msg} (column {e.colno})")
+        return DataError(str(path), line_no, "<line>", f"broken JSON: {e.msg} (column {e.colno})", raw=text.rstrip("\r\n"))
     except _RowFault as e:
-        return DataError(str(path), line_no, "<line>", str(e))
+        return DataError(str(path), line_no, "<line>", str(e), raw=text.rstrip("\r\n"))
     except RecursionError:
         return DataError(str(path), line_no, "<line>", f"JSON nested deeper than Python can parse (limit {MAX_DEPTH})")
     except ValueError as e:  # e.g. an integer of more than 4300 digits
-        return DataError(str(path), line_no, "<line>", f"unreadable JSON value: {e}")
+        return DataError(str(path), line_no, "<line>", f"unreadable JSON value: {e}", raw=text.rstrip("\r\n"))
     if not isinstance(rec, dict):
-        return DataError(str(path), line_no, "<line>", f"expected a JSON object, got {type(rec).__name__}")
+        return DataError(str(path), line_no, "<line>", f"expected a JSON object, got {type(rec).__name__}",
+                         raw=text.rstrip("\r\n"))
     return rec
 
 
@@ -127,7 +128,8 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                yield line_no, DataError(str(path), line_no, "<line>", f"invalid UTF-8 at byte {e.start}")
+                yield line_no, DataError(str(path), line_no, "<line>", f"invalid UTF-8 at byte {e.start}",
+                                         raw=raw.decode("utf-8", "backslashreplace").rstrip("\r\n"))
                 continue
             if not text.strip():
                 continue
@@ -461,11 +463,11 @@ def load_rows(path: str | Path, quarantine: str | Path | None = None, columns: d
 
 
 def quarantine_record(e: DataError, raw: dict[str, Any] | None) -> dict[str, Any]:
-    """What the quarantine file says of a bad row. The raw row is ASCII-escaped JSON text and
-    the id is kept only when it is plain text, so a row holding a lone surrogate or a 100-deep
-    id can be written down too."""
+    """What the quarantine file says of a bad row. The raw row is ASCII-escaped JSON text (a line
+    that never parsed, its text as read) and the id is kept only when it is plain text, so a row
+    holding a lone surrogate or a 100-deep id can be written down too."""
     try:
-        text = json.dumps(raw, default=str) if raw is not None else None
+        text = json.dumps(raw, default=str) if raw is not None else e.raw  # a line that never parsed: as read
         rid = raw.get("id") if raw else None
         rid = rid if rid is None or isinstance(rid, str) else json.dumps(rid, default=str)[:200]
     except (RecursionError, ValueError):
