@@ -248,6 +248,16 @@ def test_compare_arms_on_two_dask_workers_give_the_sequential_leaderboard(tiny_r
         tiny_recipe(*picks, "compare.workers=2")
 
 
+def test_a_compare_budget_that_takes_every_candidate_is_an_error(tiny_recipe):
+    """Every strategy would train on the same rows: an empty comparison is refused, not warned about."""
+    from tuneset.errors import TunesetError
+    from tuneset.flows.compare import compare_flow
+
+    recipe = tiny_recipe("compare.strategies=[random, length]", "compare.budgets=[10, 5000]", "compare.seeds=[0]")
+    with pytest.raises(TunesetError, match=r"compare.budgets: 5000 takes all \d+ candidate rows of strategy 'random'"):
+        compare_flow(recipe)
+
+
 def test_compare_reuses_finished_runs(tiny_recipe, monkeypatch):
     from tuneset.finetune import sft
     from tuneset.flows import compare as compare_mod

@@ -14,6 +14,7 @@ from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
 
 from tuneset.data.io import load_rows, write_csv, write_text
+from tuneset.errors import TunesetError
 from tuneset.evaluate.leaderboard import FULL, NONE, build_leaderboard, leaderboard_markdown, plot, to_markdown
 from tuneset.flows.common import Pool, RowsRef, load_pool, recipe_flow, save_rows, timed, write_json
 from tuneset.flows.context import RunContext, run_context
@@ -94,6 +95,11 @@ def _compare_flow(recipe: Recipe) -> dict[str, str]:
         check_quota_fields(pool, {f"compare.strategies ({st.name})": st for st in cmp.strategies})
         rows = curate_flow(recipe, pool).rows if cmp.curate_first else pool.rows
         own_rows = {st.name: strategy_rows(ctx, st, pool, rows) for st in cmp.strategies}
+    for st in cmp.strategies:  # an arm that trains on every candidate compares nothing
+        if (over := next((b for b in cmp.budgets if budget_count(b, own_rows[st.name].n) >= own_rows[st.name].n), None)):
+            raise TunesetError(f"compare.budgets: {over} takes all {own_rows[st.name].n:,} candidate rows of strategy "
+                               f"'{st.name}' (after curation): every strategy would train on the same rows; give a "
+                               "smaller budget (the `full` baseline trains on the whole pool)")
     specs = needed_selectors(ctx)
     # Seeded selectors (random, DSIR's resampling, ...) are rescored per seed; the rest once.
     seeded = [s for s in specs if "seed" in get_selector(s.name).uses]
