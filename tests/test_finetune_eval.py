@@ -145,7 +145,11 @@ def test_exact_match_and_target_loss(lm, demo_dir):
     assert tl["prediction"].null_count() == 4  # no answer, which is not an empty answer
 
 
-def test_gold_answers_longer_than_the_generation_budget_are_named(lm, demo_dir, caplog):
+def test_gold_answers_longer_than_the_generation_budget_are_named(lm, demo_dir, caplog, monkeypatch):
+    """Named once per task and budget in a process: a compare evaluates the task per arm and seed."""
+    from tuneset.evaluate import metrics
+
+    monkeypatch.setattr(metrics, "_SAID", set())
     test = demo_dir / "targets/capitals/test.jsonl"
     rows = load_rows(test).rows.head(4)
     # counted as trained and generated: after plain text's separating space, which changes the tokens
@@ -155,6 +159,8 @@ def test_gold_answers_longer_than_the_generation_budget_are_named(lm, demo_dir, 
     assert "cannot be generated whole" not in caplog.text
     evaluate_task(lm, task, rows, 64, max_new_tokens=longest - 1)
     assert f"longer than evaluate.max_new_tokens={longest - 1} tokens (the longest {longest})" in caplog.text
+    evaluate_task(lm, task, rows, 64, max_new_tokens=longest - 1)
+    assert caplog.text.count("cannot be generated whole") == 1
 
 
 def test_generation_keeps_a_prompt_token_when_the_answer_budget_fills_the_window(lm):

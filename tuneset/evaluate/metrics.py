@@ -27,6 +27,9 @@ from tuneset.registry import Registry
 log = logging.getLogger("tuneset.evaluate")
 
 
+_SAID: set[tuple[str, int, int]] = set()  # (task, max_new_tokens, rows) warned about in this process
+
+
 @dataclass(frozen=True)
 class EvalInput:
     """What a metric reads: the model, the task, its rows and their prompts in the fine-tune's format."""
@@ -55,7 +58,9 @@ class EvalInput:
         # as trained: the format's separator before the answer (plain text's space changes its tokens)
         lengths = [len(ids) for ids in tok([self.sep + r for r in self.rows["response"].to_list()],
                                            add_special_tokens=False)["input_ids"]]
-        if (over := sum(n > self.max_new_tokens for n in lengths)):
+        said = (self.task.name, self.max_new_tokens, len(lengths))
+        if (over := sum(n > self.max_new_tokens for n in lengths)) and said not in _SAID:  # once, not per arm and seed
+            _SAID.add(said)
             log.warning("evaluate %s: %d of %d gold answers are longer than evaluate.max_new_tokens=%d tokens (the "
                         "longest %d) and cannot be generated whole; raise it", self.task.name, over,
                         len(lengths), self.max_new_tokens, max(lengths))
