@@ -190,3 +190,12 @@ def test_finetune_and_score_default_to_the_recipes_seed(tmp_path, monkeypatch):
     for extra, want in (([], 0), (["--set", "finetune.seed=5"], 5), (["--set", "finetune.seed=5", "--seed", "2"], 2)):
         assert runner.invoke(app, ["finetune", str(recipe), "--rows", str(_DEV), *extra]).exit_code == 0
         assert seen[-1] == want
+
+
+def test_a_targeted_selector_without_target_tasks_is_named_before_any_work(tmp_path):
+    from tuneset.cli import app
+
+    res = runner.invoke(app, ["select", str(DEMO_DIR / "pool.jsonl"), "--selector", "embedding_knn",
+                              "--set", f"work_dir={tmp_path / 'w'}", "--out", str(tmp_path / "o.jsonl")])
+    assert res.exit_code == 2 and "(embedding_knn) reads the target tasks' dev rows" in res.output
+    assert "--target tasks.json" in res.output and not (tmp_path / "w").exists()

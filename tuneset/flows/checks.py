@@ -13,7 +13,7 @@ from tuneset.errors import TunesetError, UnknownNameError
 from tuneset.evaluate.metrics import metric_names
 from tuneset.models.embed import folder_problem
 from tuneset.recipe import CurateConfig, PolicyConfig, Recipe, Strategy
-from tuneset.selectors import make_selector, selector_names
+from tuneset.selectors import get_selector, make_selector, selector_names
 
 
 def check_recipe(recipe: Recipe, where: str = "recipe", selects: bool = False, evaluates: bool = False,
@@ -31,6 +31,9 @@ def check_recipe(recipe: Recipe, where: str = "recipe", selects: bool = False, e
             make_selector(spec.name, spec.params)
         except TunesetError as e:
             raise TunesetError(f"{where}: score.selectors[{i}] ({spec.name}): {e}") from None
+        if "targets" in get_selector(spec.name).uses and not recipe.target_specs():
+            raise TunesetError(f"{where}: score.selectors[{i}] ({spec.name}) reads the target tasks' dev rows: give the "
+                               "recipe tasks that are not controls (a one-off select: --target tasks.json)")
     for t in recipe.task_specs():
         if t.metric not in metric_names():
             raise TunesetError(f"{where}: task '{t.name}': metric: {UnknownNameError('metric', t.metric, metric_names())}")
