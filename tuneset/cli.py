@@ -209,7 +209,7 @@ def score(recipe: RecipeArg, set_: SetOpt = None, seed: SeedOpt = None) -> None:
     from tuneset.flows.score import score_flow
 
     ref = _run("score", lambda r: score_flow(r, seed=r.finetune.seed if seed is None else seed), lambda: _recipe(recipe, set_))
-    console.print(f"scores: {ref.path}")
+    console.print(f"scores: {Path(ref.path).resolve()}")
 
 
 @app.command()
@@ -331,7 +331,7 @@ def compare(recipe: RecipeArg, set_: SetOpt = None) -> None:
     from tuneset.flows.compare import compare_flow
 
     out = _run("compare", compare_flow, lambda: _recipe(recipe, set_, evaluates=True))
-    console.print(out)
+    console.print("\n".join(f"{k}: {Path(v).resolve()}" for k, v in out.items()))
 
 
 @app.command()
@@ -347,7 +347,7 @@ def sweep(recipe: RecipeArg, set_: SetOpt = None) -> None:
                                f"strategy whose selection it trains on: {names}>, grid: {{lr: [2e-4, 5e-4]}}}}")
         return r
 
-    console.print(_run("sweep", compare_flow, load))
+    console.print("\n".join(f"{k}: {Path(v).resolve()}" for k, v in _run("sweep", compare_flow, load).items()))
 
 
 @app.command()
