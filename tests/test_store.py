@@ -20,7 +20,11 @@ def test_key_is_stable_and_sensitive_to_every_part(tmp_path):
     assert k != store.key("fp1", {"shard_size": 8}, "model-b")
 
 
-def test_cached_runs_make_once_then_reuses(tmp_path):
+def test_cached_runs_make_once_then_reuses(tmp_path, caplog):
+    """A reuse is said (INFO), so a rerun shows the work it did not redo."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="tuneset.store")
     store = ArtifactStore(tmp_path)
     calls = []
 
@@ -32,6 +36,7 @@ def test_cached_runs_make_once_then_reuses(tmp_path):
     second = store.cached("scores", ("rows-fp", 8), make, {"from": "rows"})
     assert first == second == tmp_path / "scores" / store.key("scores", "rows-fp", 8)
     assert calls == [first]
+    assert f"reused scores/{first.name} (built before)" in caplog.text
     assert (first / "out.txt").read_text() == "built"
     assert (first / DONE).exists()
     assert json.loads((first / "meta.json").read_text()) == {"from": "rows"}

@@ -93,8 +93,8 @@ class ArtifactStore:
         left in the folder (finished shards)."""
         key = self.key(kind, *parts)
         d = self.dir(kind, key)
-        if self.is_complete(kind, key):
-            log.debug("reuse %s/%s", kind, key)
+        if self.is_complete(kind, key):  # said, so a rerun shows what it did not redo
+            log.info("reused %s/%s (built before)", kind, key)
             return d
         with held(self.lock(kind, key), f"another process building {kind}/{key}"):
             if self.is_complete(kind, key):
