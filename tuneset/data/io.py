@@ -605,13 +605,18 @@ def _umask() -> int:
     return mask
 
 
+def folder_siblings(path: Path) -> tuple[Path, Path]:
+    """`atomic_folder`'s folders beside `path`: the new set being written, the last one moved aside."""
+    return path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
+
+
 @contextlib.contextmanager
 def atomic_folder(path: Path) -> Iterator[Path]:
     """A fresh folder beside `path` to write a set of files into, put in `path`'s place only when
     all are written: a kill midway leaves the previous set whole, never new files beside old ones
     (nor an old file the new set no longer has)."""
     path = Path(path)
-    new, old = path.with_name(path.name + ".new"), path.with_name(path.name + ".old")
+    new, old = folder_siblings(path)
     shutil.rmtree(new, ignore_errors=True)
     new.mkdir(parents=True)
     yield new

@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from tuneset.data.io import atomic_path, fsync
+from tuneset.data.io import atomic_folder, atomic_path, folder_siblings, fsync
 from tuneset.models.lm import (
     Encoded,
     length_batches,
@@ -225,7 +225,7 @@ def train(
     result = TrainResult(steps=total_steps, rows=len(enc), epochs=cfg.epochs, final_loss=float(np.mean(state.losses[-10:])),
                          seconds=seconds, real_tokens=state.real, padded_tokens=state.padded, prompt_format=fmt)
     (out_dir / "train.json").write_text(json.dumps({**asdict(result), "losses": state.losses}, indent=1))
-    for d in (resume, *_siblings(resume)):
+    for d in (resume, *folder_siblings(resume)):
         shutil.rmtree(d, ignore_errors=True)
     return result
 
@@ -245,33 +245,20 @@ class TrainState:
 def save_resume(folder: Path, model: torch.nn.Module, opt, sched, state: TrainState) -> None:
     """Trainable weights, optimizer and schedule state, the RNG and `state`, written to a fresh
     folder that replaces the last one whole, so a kill mid-write keeps the previous checkpoint."""
-    tmp, old = _siblings(folder)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
-    torch.save({"weights": trainable, "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []}, tmp / "tensors.pt")
-    fsync(tmp / "tensors.pt")  # on the disk before the file that says the folder is whole
-    with atomic_path(tmp / "state.json") as part:  # last, and whole or absent: a folder with it is whole
-        part.write_text(json.dumps(asdict(state)))
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    fsync(folder.parent)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _siblings(folder: Path) -> tuple[Path, Path]:
-    """`save_resume`'s folders beside `folder`: the new state being written, the last one moved aside."""
-    return folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
+    with atomic_folder(folder) as tmp:
+        torch.save({"weights": trainable, "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []}, tmp / "tensors.pt")
+        fsync(tmp / "tensors.pt")  # on the disk before the file that says the folder is whole
+        with atomic_path(tmp / "state.json") as part:  # last, and whole or absent: a folder with it is whole
+            part.write_text(json.dumps(asdict(state)))
 
 
 def resume_folder(folder: Path) -> Path | None:
     """The newest whole resume state, moved into `folder`: a whole `.tmp` (its state.json is
     written last) is newer than `folder` when a kill fell between `save_resume`'s two renames, or
     before the first one. Moved at once, so the next save cannot delete the state resumed from."""
-    tmp, old = _siblings(folder)
+    tmp, old = folder_siblings(folder)
     if not (folder / "state.json").exists() and (tmp / "state.json").exists():
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
