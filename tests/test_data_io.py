@@ -399,3 +399,9 @@ def test_multi_turn_chat_keeps_the_earlier_turns_in_the_instruction(tmp_path):
 def test_bad_shapes_are_named(tmp_path, rec, columns, field, message):
     with pytest.raises(DataError, match=rf"p.jsonl:1: field '{field}': {message}"):
         load_rows(_jsonl(tmp_path / "p.jsonl", [rec]), columns=columns)
+
+
+def test_a_misspelt_field_is_named_beside_the_missing_one(tmp_path):
+    src = _jsonl(tmp_path / "p.jsonl", [{"id": "a", "instruction": "q", "respone": "r"}])
+    with pytest.raises(DataError, match=r":1: field 'response': field required; the row has 'respone': misspelt\?"):
+        load_rows(src)

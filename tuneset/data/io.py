@@ -10,6 +10,7 @@ import contextlib
 import csv
 import datetime
 import decimal
+import difflib
 import functools
 import glob
 import hashlib
@@ -308,6 +309,8 @@ def validate_record(path: Path, line: int, rec: dict[str, Any]) -> Example:
         loc = ".".join(str(p) for p in err["loc"]) or "<row>"
         msg = err["msg"][:1].lower() + err["msg"][1:]
         if err["type"] == "missing" and loc in ("instruction", "response"):  # a shape we do not read
+            if near := difflib.get_close_matches(loc, [k for k in rec if isinstance(k, str)], n=1, cutoff=0.75):
+                msg += f"; the row has '{near[0]}': misspelt?"
             msg += f"; rows may be {SHAPES}, or name their columns with the recipe's `columns`"
         raise DataError(str(path), line, loc, msg) from None
 
