@@ -228,3 +228,13 @@ def test_selectors_listing_fits_the_terminal_and_shows_whole_descriptions(width)
     for name in selector_names():
         doc = " ".join(inspect.cleandoc(get_selector(name).__doc__ or "").split())
         assert doc and doc in flat, name
+
+
+def test_commands_print_their_outputs_as_name_and_absolute_path(tmp_path, monkeypatch, capsys):
+    """compare, sweep, demo and bench print one `name: path` line per output, not a Python dict."""
+    from tuneset.cli import _print_paths
+
+    monkeypatch.chdir(tmp_path)
+    _print_paths({"markdown": "runs/x/leaderboard.md", "csv": "runs/x/leaderboard.csv"})
+    assert capsys.readouterr().out.splitlines() == [f"markdown: {tmp_path / 'runs/x/leaderboard.md'}",
+                                                    f"csv: {tmp_path / 'runs/x/leaderboard.csv'}"]

@@ -330,8 +330,7 @@ def compare(recipe: RecipeArg, set_: SetOpt = None) -> None:
     """Strategies x budgets x seeds with baselines; writes leaderboard CSV, Markdown and PNG."""
     from tuneset.flows.compare import compare_flow
 
-    out = _run("compare", compare_flow, lambda: _recipe(recipe, set_, evaluates=True))
-    console.print("\n".join(f"{k}: {Path(v).resolve()}" for k, v in out.items()))
+    _print_paths(_run("compare", compare_flow, lambda: _recipe(recipe, set_, evaluates=True)))
 
 
 @app.command()
@@ -347,7 +346,7 @@ def sweep(recipe: RecipeArg, set_: SetOpt = None) -> None:
                                f"strategy whose selection it trains on: {names}>, grid: {{lr: [2e-4, 5e-4]}}}}")
         return r
 
-    console.print("\n".join(f"{k}: {Path(v).resolve()}" for k, v in _run("sweep", compare_flow, load).items()))
+    _print_paths(_run("sweep", compare_flow, load))
 
 
 @app.command()
@@ -366,6 +365,11 @@ def serve(recipe: RecipeArg, cron: Annotated[str, typer.Option(help="cron expres
          sigterm_as_interrupt=False)  # Prefect's runner handles SIGTERM itself
 
 
+def _print_paths(out: dict[str, str]) -> None:
+    """A flow's outputs as `name: absolute path` lines, as every command prints them."""
+    console.print("\n".join(f"{k}: {Path(v).resolve()}" for k, v in out.items()))
+
+
 @app.command()
 def demo(work_dir: Annotated[Path, typer.Option(help="where caches and results go")] = Path(".tuneset"),
          set_: SetOpt = None) -> None:
@@ -373,9 +377,8 @@ def demo(work_dir: Annotated[Path, typer.Option(help="where caches and results g
     from tuneset.demo import demo_recipe_file
     from tuneset.flows.compare import compare_flow
 
-    out = _run("demo", compare_flow, lambda: _recipe(demo_recipe_file(), [f"work_dir={_yaml_path(work_dir)}", *(set_ or [])],
-                                                     evaluates=True))
-    console.print(out)
+    _print_paths(_run("demo", compare_flow, lambda: _recipe(demo_recipe_file(), [f"work_dir={_yaml_path(work_dir)}",
+                                                                                   *(set_ or [])], evaluates=True)))
 
 
 @app.command()
@@ -399,7 +402,7 @@ def bench(shared: Annotated[Path, typer.Option(help="folder holding bench/")] = 
                                "run from a checkout (git clone, then pip install -e .)")
         return _recipe(recipe, overrides, evaluates=True)
 
-    console.print(_run("bench", compare_flow, load))
+    _print_paths(_run("bench", compare_flow, load))
 
 
 if __name__ == "__main__":
