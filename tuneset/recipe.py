@@ -29,6 +29,11 @@ def named_list(v: Any) -> Any:
     return [{"name": s} if isinstance(s, str) else s for s in v] if isinstance(v, list) else v
 
 
+def repeats(items: list[Any]) -> list[Any]:
+    """The items listed more than once, sorted: what a uniqueness check names."""
+    return sorted({x for x in items if items.count(x) > 1})
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -91,9 +96,8 @@ class ScoreConfig(_Strict):
     def _once(cls, v: list[SelectorSpec]) -> list[SelectorSpec]:
         """A score table has one column per selector name: a second spec of a name would be scored,
         then replaced by the first in one stage and by the last in another."""
-        names = [s.name for s in v]
-        if repeated := sorted({n for n in names if names.count(n) > 1}):
-            raise ValueError(f"selector names repeat: {', '.join(repeated)}; give each selector once, with the "
+        if names := repeats([s.name for s in v]):
+            raise ValueError(f"selector names repeat: {', '.join(names)}; give each selector once, with the "
                              "params you want")
         return v
 
@@ -409,8 +413,7 @@ class CompareConfig(_Strict):
     @model_validator(mode="after")
     def _unique(self) -> CompareConfig:
         names = [s.name for s in self.strategies]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
+        if dup := repeats(names):
             raise ValueError(f"strategy names must be unique; repeated: {dup}")
         baselines = sorted(set(names) & {"none", "full"})
         if baselines:  # the leaderboard would read it as that baseline, or merge the two
@@ -418,14 +421,13 @@ class CompareConfig(_Strict):
         clash = sorted(set(self.references) & {*names, "none", "full"})
         if clash:
             raise ValueError(f"reference arm names must differ from strategies and baselines; repeated: {clash}")
-        labels = [str(b) for b in self.budgets]
-        if len(set(labels)) < len(labels):  # each repeat would count as further, identical seeds
-            raise ValueError(f"budgets must be unique; repeated: {sorted({b for b in labels if labels.count(b) > 1})}")
+        if dup := repeats([str(b) for b in self.budgets]):  # each repeat would count as further, identical seeds
+            raise ValueError(f"budgets must be unique; repeated: {dup}")
         if self.sweep is not None and self.sweep.strategy not in names:
             raise ValueError(f"sweep.strategy '{self.sweep.strategy}' is not a compare strategy; valid: {names}")
         for field, seeds in (("seeds", self.seeds), ("full_seeds", self.full_seeds or [])):
-            if len(set(seeds)) < len(seeds):  # a repeat would count as a second, identical seed
-                raise ValueError(f"{field} must be unique; repeated: {sorted({x for x in seeds if seeds.count(x) > 1})}")
+            if dup := repeats(seeds):  # a repeat would count as a second, identical seed
+                raise ValueError(f"{field} must be unique; repeated: {dup}")
         return self
 
 
@@ -477,8 +479,7 @@ class Recipe(_Strict):
                 raise ValueError(f"task_names: unknown task(s) {sorted(missing)}; valid: {sorted(known)}")
             self.tasks = [t for t in self.tasks if t.name in self.task_names]
         names = [t.name for t in self.tasks]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:  # tasks are keyed by name everywhere: a second one would silently replace the first
+        if repeated := repeats(names):  # tasks are keyed by name everywhere: a second one would silently replace the first
             raise ValueError(f"tasks: task names repeat: {', '.join(repeated)}; give each task its own name")
         unknown = sorted(set(self.controls) - set(names))
         if unknown:
