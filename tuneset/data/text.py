@@ -40,6 +40,6 @@ def answers_match(prediction: str, gold: str) -> bool:
     as many lines as the gold answer has before both are normalised."""
     lines = max(1, len(gold.strip().splitlines()))
     cut = "\n".join(prediction.strip().splitlines()[:lines])
-    if not normalise_answer(gold):  # a gold of punctuation alone ("?") is compared as written, not as ""
+    if not (want := normalise_answer(gold)):  # a gold of punctuation alone ("?") is compared as written, not as ""
         return cut.strip() == gold.strip()
-    return normalise_answer(cut) == normalise_answer(gold)
+    return normalise_answer(cut) == want

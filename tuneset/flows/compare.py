@@ -96,8 +96,9 @@ def _compare_flow(recipe: Recipe) -> dict[str, str]:
         rows = curate_flow(recipe, pool).rows if cmp.curate_first else pool.rows
         own_rows = {st.name: strategy_rows(ctx, st, pool, rows) for st in cmp.strategies}
     for st in cmp.strategies:  # an arm that trains on every candidate compares nothing
-        if (over := next((b for b in cmp.budgets if budget_count(b, own_rows[st.name].n) >= own_rows[st.name].n), None)):
-            raise TunesetError(f"compare.budgets: {over} takes all {own_rows[st.name].n:,} candidate rows of strategy "
+        n = own_rows[st.name].n
+        if (over := next((b for b in cmp.budgets if budget_count(b, n) >= n), None)):
+            raise TunesetError(f"compare.budgets: {over} takes all {n:,} candidate rows of strategy "
                                f"'{st.name}' (after curation): every strategy would train on the same rows; give a "
                                "smaller budget (the `full` baseline trains on the whole pool)")
     specs = needed_selectors(ctx)

@@ -157,9 +157,9 @@ def record_run(ctx: RunContext, folder: Path, report: dict[str, Any], diff: pl.D
     markdown = render(ctx.recipe.name, report, diff)
     root = ctx.store.root.resolve()
     for k in STORE_PATHS:
-        if report.get(k) is not None and Path(report[k]).resolve().is_relative_to(root):
-            report[f"{k}_at"] = str(Path(report[k]).resolve())  # read there if the recipe's `store:` changes
-            report[k] = str(Path(report[k]).resolve().relative_to(root))
+        if report.get(k) is not None and (at := Path(report[k]).resolve()).is_relative_to(root):
+            report[f"{k}_at"] = str(at)  # read there if the recipe's `store:` changes
+            report[k] = str(at.relative_to(root))
     diff.write_parquet(folder / "selection_diff.parquet")
     (folder / "report.md").write_text(markdown)
     try:
