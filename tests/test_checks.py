@@ -199,3 +199,23 @@ def test_a_targeted_selector_without_target_tasks_is_named_before_any_work(tmp_p
                               "--set", f"work_dir={tmp_path / 'w'}", "--out", str(tmp_path / "o.jsonl")])
     assert res.exit_code == 2 and "(embedding_knn) reads the target tasks' dev rows" in res.output
     assert "--target tasks.json" in res.output and not (tmp_path / "w").exists()
+
+
+def test_a_dev_answer_outside_the_tasks_choices_is_named_before_any_work(tmp_path):
+    """A task with fixed choices took any dev answer; a typo there ('Pos' for 'pos') was a label no
+    evaluation can ever give, read silently by every targeted selector."""
+    import json
+
+    from tuneset.cli import app
+
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text("\n".join(json.dumps({"instruction": f"q{i}", "response": a})
+                             for i, a in enumerate(["pos", "neg", "Pos", "maybe"])) + "\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"pool: {DEMO_DIR / 'pool.jsonl'}\nwork_dir: {tmp_path / 'w'}\nscore: {{selectors: [random]}}\n"
+                      f"tasks: [{{name: yn, metric: choice_accuracy, dev: {dev}, choices: [pos, neg]}}]\n")
+    res = runner.invoke(app, ["score", str(recipe)])
+    assert res.exit_code == 2, res.output
+    out = " ".join(res.output.split())
+    assert "task 'yn': 2 bad rows:" in out and "dev.jsonl:3: field 'response': 'Pos' is not one of the task's choices" in out
+    assert "dev.jsonl:4: field 'response': 'maybe'" in out and not (tmp_path / "w").exists()

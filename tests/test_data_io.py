@@ -405,3 +405,35 @@ def test_a_misspelt_field_is_named_beside_the_missing_one(tmp_path):
     src = _jsonl(tmp_path / "p.jsonl", [{"id": "a", "instruction": "q", "respone": "r"}])
     with pytest.raises(DataError, match=r":1: field 'response': field required; the row has 'respone': misspelt\?"):
         load_rows(src)
+
+
+def test_a_file_with_several_bad_rows_names_them_all_in_one_error(tmp_path):
+    """Fixing a task file took one run per bad row; now one error lists every bad row it read."""
+    from tuneset.data.io import MAX_NAMED
+    from tuneset.errors import BadRows
+
+    lines = [GOOD[0], {"id": "b", "instruction": "q"}, {"id": "c", "instruction": "q", "response": ""}, GOOD[1]]
+    p = _jsonl(tmp_path / "p.jsonl", lines)
+    with pytest.raises(BadRows) as e:
+        load_rows(p)
+    assert [(x.line, x.field) for x in e.value.errors] == [(2, "response"), (3, "response")]
+    assert (e.value.line, e.value.field) == (2, "response")  # a DataError of its first row
+    text = str(e.value)
+    assert text.startswith("2 bad rows:\n") and "p.jsonl:2: field 'response'" in text and "p.jsonl:3: " in text
+
+    many = _jsonl(tmp_path / "many.jsonl", [{"id": f"r{i}", "instruction": "q"} for i in range(MAX_NAMED + 5)])
+    with pytest.raises(BadRows, match=rf"the first {MAX_NAMED} bad rows \(reading stopped there\)") as e:
+        load_rows(many)
+    assert len(e.value.errors) == MAX_NAMED
+    exactly = _jsonl(tmp_path / "exactly.jsonl", [{"id": f"r{i}", "instruction": "q"} for i in range(MAX_NAMED)])
+    with pytest.raises(BadRows, match=rf"^{MAX_NAMED} bad rows:") as e:  # nothing was left unread
+        load_rows(exactly)
+
+
+def test_a_tasks_fixed_answers_are_checked_row_by_row(tmp_path):
+    rows = [{"id": "a", "instruction": "q", "response": "yes"}, {"id": "b", "instruction": "q", "response": "Yes"}]
+    p = _jsonl(tmp_path / "dev.jsonl", rows)
+    with pytest.raises(DataError, match=r"dev.jsonl:2: field 'response': 'Yes' is not one of the task's choices \('yes', 'no'\)"):
+        load_rows(p, answers=["yes", "no"])
+    assert load_rows(p, answers=["yes", "no", "Yes"]).rows.height == 2
+    assert load_rows(p).rows.height == 2  # a task without fixed choices reads any answer

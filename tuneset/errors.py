@@ -21,6 +21,18 @@ class DataError(TunesetError):
         super().__init__(f"{file}:{line}: field '{field}': {reason}")
 
 
+class BadRows(DataError):
+    """Several bad rows of one read, named together, so fixing a file takes one run rather than
+    one run per row. A DataError of its first row, so code that handles one bad row handles it."""
+
+    def __init__(self, errors: list[DataError], stopped: bool):
+        first = errors[0]
+        super().__init__(first.file, first.line, first.field, first.reason, first.raw)
+        self.errors = errors
+        head = f"the first {len(errors)} bad rows (reading stopped there)" if stopped else f"{len(errors)} bad rows"
+        self.args = (f"{head}:\n" + "\n".join(f"  {e}" for e in errors),)
+
+
 class UnknownNameError(TunesetError, KeyError):
     """A name (selector, metric, policy...) is not registered; lists the valid ones."""
 

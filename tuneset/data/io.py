@@ -31,7 +31,7 @@ import polars as pl
 from pydantic import ValidationError
 
 from tuneset.data.schema import ROW_COLUMNS, Example, rows_frame
-from tuneset.errors import DataError, TunesetError, first_line
+from tuneset.errors import BadRows, DataError, TunesetError, first_line
 
 FORMATS = ("jsonl", "parquet", "csv", "hf")
 log = logging.getLogger("tuneset.data")
@@ -411,9 +411,10 @@ def detect_format_or_none(path: Path) -> str | None:
 
 
 def parse_row(file: Path, line: int, rec: dict[str, Any] | DataError, columns: dict[str, str] | None,
-              auto: dict[str, int]) -> Example:
+              auto: dict[str, int], answers: list[str] | None = None) -> Example:
     """One read record as a validated row: any shape `to_row_shape` knows, an id from its content
-    where it has none (`auto` counts them per file). Raises the row's DataError."""
+    where it has none (`auto` counts them per file), its response one of `answers` where given.
+    Raises the row's DataError."""
     if isinstance(rec, DataError):
         raise rec
     rec = to_row_shape(file, line, rec, columns)
@@ -422,26 +423,41 @@ def parse_row(file: Path, line: int, rec: dict[str, Any] | DataError, columns: d
             del rec[optional]
     if "id" not in rec:
         rec["id"] = content_id(rec, auto)
-    return validate_record(file, line, rec)
+    ex = validate_record(file, line, rec)
+    if answers is not None and ex.response not in answers:
+        shown = ex.response if len(ex.response) <= 60 else ex.response[:60] + "..."
+        raise DataError(str(file), line, "response", f"{shown!r} is not one of the task's choices "
+                                                     f"({', '.join(map(repr, answers))})")
+    return ex
 
 
-def load_rows(path: str | Path, quarantine: str | Path | None = None, columns: dict[str, str] | None = None) -> LoadResult:
+MAX_NAMED = 20  # bad rows one error names before reading stops: enough to show a pattern
+
+
+def load_rows(path: str | Path, quarantine: str | Path | None = None, columns: dict[str, str] | None = None,
+              answers: list[str] | None = None) -> LoadResult:
     """Read and validate every row (any shape `to_row_shape` knows) of every file `pool_files`
-    names. Without `quarantine` the first bad row raises DataError; with it, bad rows (and ids
-    repeated with other content) are written there with file, line, field and reason.
+    names; with `answers` (a task's fixed choices) each row's response must be one of them. Without
+    `quarantine` the bad rows raise one DataError that names them all, up to MAX_NAMED, so a file
+    is fixed in one pass; with it, bad rows (and ids repeated with other content) are written there
+    with file, line, field and reason.
 
     Rows are identified by content: a row that repeats an earlier file's row exactly (a re-sent
     file) is read once and counted in `n_resent`, so it adds nothing."""
     good: list[Example] = []
     bad: list[dict[str, Any]] = []
+    errors: list[DataError] = []
     seen: dict[str, tuple[Path, int, Example]] = {}
     n = resent = 0
+    stopped = False  # a row was left unread because MAX_NAMED bad rows came first
     for file in pool_files(path):
         auto: dict[str, int] = {}  # per file: a re-sent file's id-less rows get the same ids again
         for line, rec in iter_records(file):
+            if stopped := len(errors) == MAX_NAMED:
+                break
             n += 1
             try:
-                ex = parse_row(file, line, rec, columns, auto)
+                ex = parse_row(file, line, rec, columns, auto, answers)
                 if ex.id in seen:
                     first_path, first_line, first = seen[ex.id]
                     if first_path != file and first == ex:
@@ -453,8 +469,13 @@ def load_rows(path: str | Path, quarantine: str | Path | None = None, columns: d
                 good.append(ex)
             except DataError as e:
                 if quarantine is None:
-                    raise
-                bad.append(quarantine_record(e, rec if isinstance(rec, dict) else None))
+                    errors.append(e)
+                else:
+                    bad.append(quarantine_record(e, rec if isinstance(rec, dict) else None))
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise BadRows(errors, stopped)
     if quarantine is not None:
         write_jsonl(quarantine, bad)
     if not good:

@@ -11,6 +11,7 @@ from tuneset.curation.steps import resolve_steps
 from tuneset.data.io import pool_files
 from tuneset.errors import TunesetError, UnknownNameError
 from tuneset.evaluate.metrics import metric_names
+from tuneset.flows.context import task_rows
 from tuneset.models.embed import folder_problem
 from tuneset.recipe import CurateConfig, PolicyConfig, Recipe, Strategy
 from tuneset.selectors import get_selector, make_selector, selector_names
@@ -73,6 +74,12 @@ def check_recipe(recipe: Recipe, where: str = "recipe", selects: bool = False, e
             raise TunesetError(f"{where}: task '{t.name}' has no test rows, which evaluation reads; give its `test` file")
         if reads_test and t.test is not None and not Path(t.test).is_file():
             raise TunesetError(f"{where}: task '{t.name}': test rows not found: {t.test}")
+        for path in (t.dev, t.test if reads_test else None):
+            if path is not None:  # read now, into the per-process cache the run reads them from
+                try:
+                    task_rows(path, t.choices)
+                except TunesetError as e:
+                    raise TunesetError(f"{where}: task '{t.name}': {e}") from None
     curations = [("curate", recipe.curate)] + [(f"compare.strategies ({st.name}).curate", st.curate)
                                                for st in recipe.compare.strategies if st.curate is not None]
     for name, cfg in curations:

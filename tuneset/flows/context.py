@@ -23,20 +23,22 @@ from tuneset.recipe import Recipe, SelectorSpec, TaskSpec
 from tuneset.selectors import ScoringContext, make_selector
 from tuneset.store import ArtifactStore
 
-_ROWS: dict[tuple[tuple, ...], pl.DataFrame] = {}
+_ROWS: dict[tuple, pl.DataFrame] = {}
 _ROWS_LOCK = threading.Lock()
 
 
-def task_rows(path: str | Path) -> pl.DataFrame:
-    """A task file's validated rows, read once per process while its files are unchanged (keyed by
-    each file's `file_stamp`; a file changed moments ago is read afresh every time)."""
+def task_rows(path: str | Path, answers: list[str] | None = None) -> pl.DataFrame:
+    """A task file's validated rows, each answer one of `answers` where the task fixes them; read
+    once per process while its files are unchanged (keyed by each file's `file_stamp`; a file
+    changed moments ago is read afresh every time)."""
     stamps = tuple(file_stamp(f) for f in pool_files(path))
     if None in stamps:
-        return load_rows(path).rows
+        return load_rows(path, answers=answers).rows
+    key = (stamps, tuple(answers) if answers is not None else None)
     with _ROWS_LOCK:
-        if stamps not in _ROWS:
-            _ROWS[stamps] = load_rows(path).rows
-        return _ROWS[stamps].clone()
+        if key not in _ROWS:
+            _ROWS[key] = load_rows(path, answers=answers).rows
+        return _ROWS[key].clone()
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ class RunContext:
             raise TunesetError(f"task '{task.name}' has no {split} rows; evaluation needs a test file (tasks: ... test: path)")
         if not Path(path).exists():  # checked here, not at load: scoring and selecting need only dev rows
             raise TunesetError(f"task '{task.name}': {split} rows not found: {path} (evaluation and decontamination read them)")
-        return task_rows(path)
+        return task_rows(path, task.choices)
 
     def targets(self) -> dict[str, pl.DataFrame]:
         """The dev rows of every task but the controls: what target-aware selectors and policies aim at."""
