@@ -31,7 +31,7 @@ from tuneset.models.lm import (
     response_token_nll,
     training_pairs,
 )
-from tuneset.models.loading import load_lm
+from tuneset.models.loading import TRAIN_RECORD, load_lm
 from tuneset.progress import STOP, ProgressLog
 from tuneset.recipe import FinetuneConfig
 
@@ -224,7 +224,7 @@ def train(
         lm.tokenizer.save_pretrained(out_dir / "model")
     result = TrainResult(steps=total_steps, rows=len(enc), epochs=cfg.epochs, final_loss=float(np.mean(state.losses[-10:])),
                          seconds=seconds, real_tokens=state.real, padded_tokens=state.padded, prompt_format=fmt)
-    (out_dir / "train.json").write_text(json.dumps({**asdict(result), "losses": state.losses}, indent=1))
+    (out_dir / TRAIN_RECORD).write_text(json.dumps({**asdict(result), "losses": state.losses}, indent=1))
     for d in (resume, *folder_siblings(resume)):
         shutil.rmtree(d, ignore_errors=True)
     return result

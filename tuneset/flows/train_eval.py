@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from tuneset.finetune import TRAINED_FIELDS, train
 from tuneset.flows.common import RowsRef, recipe_flow, save_rows, write_json
 from tuneset.flows.context import RunContext, run_context
 from tuneset.models.lm import resolve_format
-from tuneset.models.loading import compute_dtype, load_lm, model_identity, prompt_format_of
+from tuneset.models.loading import compute_dtype, load_lm, model_identity, prompt_format_of, train_record
 from tuneset.recipe import FinetuneConfig, Recipe, TaskSpec
 
 log = logging.getLogger("tuneset.train_eval")
@@ -61,10 +60,8 @@ def _task_rows(ctx: RunContext, t: TaskSpec, split: str) -> pl.DataFrame:
 
 def trained_format(ctx: RunContext, model_dir: str | None) -> str:
     """The prompt format a fine-tuned folder was trained with (its train.json), else the recipe's."""
-    if model_dir is not None:
-        meta = Path(model_dir) / "train.json"
-        if meta.exists():
-            return json.loads(meta.read_text()).get("prompt_format", "plain")
+    if model_dir is not None and (record := train_record(model_dir)) is not None:
+        return record.get("prompt_format", "plain")
     return prompt_format_of(ctx.recipe.model.name, ctx.recipe.finetune.prompt_format)
 
 
@@ -124,7 +121,7 @@ def _load(ctx: RunContext, model_dir: str | None):
 
 
 def train_seconds(model_dir: str) -> float:
-    return json.loads((Path(model_dir) / "train.json").read_text())["seconds"]
+    return train_record(model_dir)["seconds"]
 
 
 @recipe_flow("tuneset-finetune")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -25,6 +26,17 @@ log = logging.getLogger("tuneset.models")
 SMOLLM2 = "smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ALIASES = (SMOLLM2,)
+
+
+TRAIN_RECORD = "train.json"  # what a fine-tune writes of itself into its folder (finetune.sft)
+
+
+def train_record(folder: str | Path) -> dict | None:
+    """A fine-tuned folder's own record (prompt format, seconds, losses), or None for a folder no
+    fine-tune wrote. One reader: a warm-up scored by LESS and a model evaluated by the flows
+    must agree on the format they were trained with."""
+    path = Path(folder) / TRAIN_RECORD
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 @dataclass

@@ -15,7 +15,6 @@ own dev gradients, and a reordered or grown table under the same warm-up only it
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Literal
@@ -38,7 +37,7 @@ from tuneset.models.grads import (
     reference_chunk,
 )
 from tuneset.models.lm import encode, training_pairs
-from tuneset.models.loading import load_lm, resolve_device
+from tuneset.models.loading import TRAIN_RECORD, load_lm, resolve_device, train_record
 from tuneset.progress import ProgressLog
 from tuneset.recipe import WarmupConfig
 from tuneset.selectors.base import Selector, register
@@ -78,8 +77,11 @@ class LessParams(BaseModel):
 
 
 def warmup_format(warmup: str | Path) -> str:
-    """The prompt format the warm-up trained with ('chat' or 'plain'), as its train.json records it."""
-    return json.loads((Path(warmup) / "train.json").read_text())["prompt_format"]
+    """The prompt format the warm-up trained with ('chat' or 'plain'), as it recorded it."""
+    record = train_record(warmup)
+    if record is None:
+        raise TunesetError(f"{warmup}: not a warm-up folder (no {TRAIN_RECORD})")
+    return record["prompt_format"]
 
 
 def checkpoints(warmup: str | Path) -> list[Path]:
