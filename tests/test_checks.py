@@ -219,3 +219,16 @@ def test_a_dev_answer_outside_the_tasks_choices_is_named_before_any_work(tmp_pat
     out = " ".join(res.output.split())
     assert "task 'yn': 2 bad rows:" in out and "dev.jsonl:3: field 'response': 'Pos' is not one of the task's choices" in out
     assert "dev.jsonl:4: field 'response': 'maybe'" in out and not (tmp_path / "w").exists()
+
+
+def test_one_off_selections_of_other_pools_or_selectors_get_their_own_run(tmp_path):
+    """Every one-off select shared `runs/recipe/`: its lock, its quarantine and its reports."""
+    from tuneset.cli import one_off_recipe
+    from tuneset.recipe import load_recipe
+
+    def name(pool, selectors):
+        return load_recipe(None, one_off_recipe(tmp_path / pool, selectors, [], "10%")).name
+
+    assert name("pool.jsonl", ["got", "less"]) == "select-pool-got+less"
+    assert name("pool.jsonl", ["got"]) != name("pool.jsonl", ["less"]) != name("other.jsonl", ["less"])
+    assert name("my pool #2.jsonl", ["random"]) == "select-my-pool-2-random"  # a safe folder name

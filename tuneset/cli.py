@@ -256,8 +256,12 @@ def select(source: Annotated[Path, typer.Argument(help="a YAML recipe, or a pool
 
 def one_off_recipe(pool: Path, selectors: list[str], targets: list[Path], budget: str) -> list[str]:
     """Overrides that make a recipe from command-line flags: the named selectors, equally
-    weighted, with the targets as tasks (a tasks.json, or dev files named after their folder)."""
+    weighted, with the targets as tasks (a tasks.json, or dev files named after their folder).
+    The run is named after the pool and the selectors (`runs/select-pool-got/`), so one-off
+    selections of other pools or by other selectors neither wait on one run lock nor replace
+    each other's run files."""
     import json
+    import re
 
     tasks: str
     if len(targets) == 1 and targets[0].suffix == ".json":
@@ -265,7 +269,8 @@ def one_off_recipe(pool: Path, selectors: list[str], targets: list[Path], budget
     else:
         tasks = json.dumps([{"name": t.parent.name if t.stem == "dev" else t.stem, "metric": "exact_match",
                              "dev": str(t.resolve())} for t in targets])
-    return [f"pool={_yaml_path(pool)}", f"tasks={tasks}", f"score.selectors={json.dumps(selectors)}",
+    name = re.sub(r"[^A-Za-z0-9._+-]+", "-", f"select-{pool.stem}-{'+'.join(selectors)}")[:128]
+    return [f"name={json.dumps(name)}", f"pool={_yaml_path(pool)}", f"tasks={tasks}", f"score.selectors={json.dumps(selectors)}",
             f"select.weights={json.dumps({s: 1 for s in selectors})}", f"select.budget={budget}"]
 
 
