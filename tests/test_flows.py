@@ -268,6 +268,23 @@ def test_compare_reuses_finished_runs(tiny_recipe, monkeypatch):
     compare_mod.compare_flow(recipe)
 
 
+def test_a_compare_of_other_settings_keeps_the_last_board(tiny_recipe):
+    """A second compare of one recipe name replaced the first one's leaderboard; now a board the
+    same recipe wrote is rewritten in place (a rerun, a resume) and another's is kept."""
+    from tuneset.flows.compare import compare_flow
+
+    first = tiny_recipe("compare.strategies=[length]", "compare.seeds=[0]", "compare.baselines=[none]")
+    out = Path(compare_flow(first)["csv"]).parent
+    compare_flow(first)
+    past = out.parent / "compare-history"
+    assert not past.exists() and json.loads((out / "recipe.json").read_text())["compare"]["seeds"] == [0]
+    compare_flow(tiny_recipe("compare.strategies=[length]", "compare.seeds=[]", "compare.baselines=[none]"))
+    [kept] = list(past.iterdir())
+    assert kept.name.startswith("00000-") and "length" in set(pl.read_csv(kept / "leaderboard.csv")["strategy"])
+    assert "length" not in set(pl.read_csv(out / "leaderboard.csv")["strategy"])  # the new board: none alone
+    assert json.loads((out / "recipe.json").read_text())["compare"]["seeds"] == []
+
+
 def test_compare_reads_each_task_file_once(tiny_recipe, monkeypatch):
     """Curation, every selector shard, selection and every evaluation read the tasks' rows through
     the run context: one read per file per process, however many stages and seeds need them."""

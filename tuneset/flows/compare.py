@@ -234,9 +234,26 @@ def describe(info: dict) -> str:
             + f"Fine-tune settings where they differ from the recipe's (else its lr, epochs and prompt format): {arms}.")
 
 
+def board_dir(ctx: RunContext) -> Path:
+    """The compare's folder, with the recipe it ran (`recipe.json`). A board another recipe wrote
+    (other strategies, seeds, settings) moves to `compare-history/<n>-<time>/` first rather than
+    being overwritten; the same recipe run again, or resumed, goes on in the same folder."""
+    out = ctx.root / "compare"
+    mine, theirs = json.loads(json.dumps(ctx.recipe.model_dump(mode="json"), default=str)), out / "recipe.json"
+    if theirs.exists() and json.loads(theirs.read_text()) == mine:
+        return out
+    if out.exists() and any(out.iterdir()):
+        past = ctx.run_dir("compare-history")
+        when = time.strftime("%Y%m%dT%H%M%S", time.gmtime(max(f.stat().st_mtime for f in out.iterdir())))
+        out.rename(past / f"{len(list(past.iterdir())):05d}-{when}")
+        log.info("the last compare of recipe '%s' ran other settings: its board is kept in %s", ctx.recipe.name, past)
+    write_json(ctx.run_dir("compare") / "recipe.json", mine)
+    return out
+
+
 def write_leaderboard(ctx: RunContext, results: list[dict], timings: dict[str, float], info: dict, final: bool = True) -> dict[str, str]:
     """Write CSV, Markdown and PNG; also called after every run so a killed compare leaves a board."""
-    out = ctx.run_dir("compare")
+    out = board_dir(ctx)
     board = build_leaderboard(results)
     write_csv(board, out / "leaderboard.csv")
     write_csv(pl.DataFrame(results), out / "runs.csv")
