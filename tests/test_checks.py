@@ -232,3 +232,25 @@ def test_one_off_selections_of_other_pools_or_selectors_get_their_own_run(tmp_pa
     assert name("pool.jsonl", ["got", "less"]) == "select-pool-got+less"
     assert name("pool.jsonl", ["got"]) != name("pool.jsonl", ["less"]) != name("other.jsonl", ["less"])
     assert name("my pool #2.jsonl", ["random"]) == "select-my-pool-2-random"  # a safe folder name
+
+
+def test_rows_a_choice_metric_cannot_score_are_named_before_any_work(tmp_path):
+    """choice_accuracy on rows without choices failed at evaluation, after the fine-tunes, naming
+    the test file and a row index for a dev row."""
+    import json
+
+    from tuneset.cli import app
+
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text(json.dumps({"id": "d1", "instruction": "q", "response": "a", "choices": ["a", "b"]}) + "\n"
+                   + json.dumps({"id": "d2", "instruction": "q", "response": "a"}) + "\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"pool: {DEMO_DIR / 'pool.jsonl'}\nwork_dir: {tmp_path / 'w'}\nscore: {{selectors: [random]}}\n"
+                      f"tasks: [{{name: mc, metric: choice_accuracy, dev: {dev}}}]\n")
+    res = runner.invoke(app, ["score", str(recipe)])
+    out = " ".join(res.output.split())
+    assert res.exit_code == 2 and "task 'mc': choice_accuracy scores answer options, which 1 of the rows of" in out, out
+    assert "(first: id 'd2')" in out and not (tmp_path / "w").exists()
+    ok = runner.invoke(app, ["score", str(recipe), "--set", "tasks=[{name: mc, metric: exact_match, dev: " + str(dev) + "}]",
+                             "--set", "score.selectors=[length]"])
+    assert ok.exit_code == 0, ok.output  # exact match reads no choices

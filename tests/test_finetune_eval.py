@@ -393,3 +393,23 @@ def test_long_work_logs_step_total_rate_and_eta(tiny_lm_dir, tmp_path, caplog, l
     lines = [r.getMessage() for r in caplog.records if r.name == "tuneset.progress"]
     assert any(ln.startswith("fine-tune 8 rows (plain, lr 0.001, 1 epochs): 2/2 steps (100%)") for ln in lines)
     assert any(ln.startswith("evaluate capitals: generate: 5/5 generations") for ln in lines)
+
+
+def test_choice_rows_passed_in_directly_are_checked_by_id():
+    """Rows that did not come through a task file have no file line to name: their id is named."""
+    import polars as pl
+
+    from tuneset.data.schema import ROW_SCHEMA
+    from tuneset.errors import TunesetError
+    from tuneset.evaluate.metrics import _choices
+    from tuneset.recipe import TaskSpec
+
+    task = TaskSpec(name="mc", metric="choice_accuracy", dev="dev.jsonl")
+    rows = pl.DataFrame({"id": ["a", "b"], "source": ["s", "s"], "instruction": ["q", "q"], "response": ["x", "y"],
+                         "choices": [["x", "y"], None], "metadata": [None, None]}, schema=ROW_SCHEMA)
+    with pytest.raises(TunesetError, match="task 'mc' \\(choice_accuracy\\): 1 of its rows have no choices \\(first: id 'b'\\)"):
+        _choices(task, rows)
+    fixed = task.model_copy(update={"choices": ["x", "z"]})
+    with pytest.raises(TunesetError, match="row 'b': its answer 'y' is not one of its choices"):
+        _choices(fixed, rows)
+    assert _choices(fixed, rows[:1]) == [["x", "z"]]

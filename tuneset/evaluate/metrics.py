@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from tuneset.data.text import answers_match
-from tuneset.errors import DataError, TunesetError
+from tuneset.errors import TunesetError
 from tuneset.models.lm import encode, format_prompts, generate_greedy, response_nll, shared_prompt_nll
 from tuneset.models.loading import LoadedLM
 from tuneset.progress import ProgressLog
@@ -88,6 +88,9 @@ class Metric:
     # The range every per-row score lies in, where it has one (accuracy: 0 to 1): a difference
     # between two arms' means cannot leave +-(hi - lo), so its interval is cut there.
     bounds: tuple[float, float] | None = None
+    # It scores a row's answer options, the task's `choices` or else the row's own: every row read
+    # for it must have them, which the recipe check sees before any work.
+    needs_choices: bool = False
 
 
 def _check_metric(metric: Metric) -> None:
@@ -111,10 +114,17 @@ def metric_key(name: str) -> tuple[str] | tuple[str, int]:
     return (m.name,) if m.revision == 1 else (m.name, m.revision)
 
 
-def register_metric(name: str, *, higher_is_better: bool, revision: int = 1,
-                    bounds: tuple[float, float] | None = None) -> Callable[[MetricFn], MetricFn]:
+def register_metric(name: str, *, higher_is_better: bool, revision: int = 1, bounds: tuple[float, float] | None = None,
+                    needs_choices: bool = False) -> Callable[[MetricFn], MetricFn]:
     """Register `fn(EvalInput) -> Scored` as metric `name`; its direction must be stated."""
-    return lambda fn: METRICS.add(Metric(name, fn, higher_is_better, revision, bounds)).fn
+    return lambda fn: METRICS.add(Metric(name, fn, higher_is_better, revision, bounds, needs_choices)).fn
+
+
+def rows_without_choices(task: TaskSpec, rows: pl.DataFrame) -> list[str]:
+    """The ids of rows a metric that needs choices cannot score: none where the task fixes them."""
+    if task.choices or not get_metric(task.metric).needs_choices:
+        return []
+    return rows.filter(pl.col("choices").is_null() | (pl.col("choices").list.len() == 0))["id"].to_list()
 
 
 def evaluate_task(lm: LoadedLM, task: TaskSpec, rows: pl.DataFrame, max_length: int = 256,
@@ -135,16 +145,20 @@ def evaluate_task(lm: LoadedLM, task: TaskSpec, rows: pl.DataFrame, max_length: 
 
 
 def _choices(task: TaskSpec, rows: pl.DataFrame) -> list[list[str]]:
+    """Each row's options. Rows read through the flows were checked at load (an answer among its
+    choices) and by the recipe check (`rows_without_choices`); rows passed in directly are checked
+    here, by id, as no file line is known."""
+    if missing := rows_without_choices(task, rows):
+        raise TunesetError(f"task '{task.name}' ({task.metric}): {len(missing)} of its rows have no choices (first: id "
+                           f"'{missing[0]}'); give each row its `choices`, or the task its `choices`")
     out = [task.choices] * rows.height if task.choices else rows["choices"].to_list()
-    for line, (c, r) in enumerate(zip(out, rows["response"].to_list()), start=1):
-        if not c:
-            raise DataError(str(task.test), line, "choices", f"task '{task.name}' uses choice_accuracy but the row has no choices")
+    for c, r, i in zip(out, rows["response"].to_list(), rows["id"].to_list()):
         if r not in c:
-            raise DataError(str(task.test), line, "response", "is not one of the row's choices")
+            raise TunesetError(f"task '{task.name}': row '{i}': its answer {r!r} is not one of its choices")
     return out
 
 
-@register_metric("choice_accuracy", higher_is_better=True, bounds=(0.0, 1.0))
+@register_metric("choice_accuracy", higher_is_better=True, bounds=(0.0, 1.0), needs_choices=True)
 def choice_accuracy(x: EvalInput) -> Scored:
     """1 when the choice with the highest summed log-likelihood is the gold one (a tie goes to the
     choice listed first); the gold response is one of the choices, so its loss comes from the same

@@ -10,7 +10,7 @@ from pathlib import Path
 from tuneset.curation.steps import resolve_steps
 from tuneset.data.io import pool_files
 from tuneset.errors import TunesetError, UnknownNameError
-from tuneset.evaluate.metrics import metric_names
+from tuneset.evaluate.metrics import metric_names, rows_without_choices
 from tuneset.flows.context import task_rows
 from tuneset.models.embed import folder_problem
 from tuneset.recipe import CurateConfig, PolicyConfig, Recipe, Strategy
@@ -75,11 +75,16 @@ def check_recipe(recipe: Recipe, where: str = "recipe", selects: bool = False, e
         if reads_test and t.test is not None and not Path(t.test).is_file():
             raise TunesetError(f"{where}: task '{t.name}': test rows not found: {t.test}")
         for path in (t.dev, t.test if reads_test else None):
-            if path is not None:  # read now, into the per-process cache the run reads them from
-                try:
-                    task_rows(path, t.choices)
-                except TunesetError as e:
-                    raise TunesetError(f"{where}: task '{t.name}': {e}") from None
+            if path is None:
+                continue
+            try:  # read now, into the per-process cache the run reads them from
+                rows = task_rows(path, t.choices)
+            except TunesetError as e:
+                raise TunesetError(f"{where}: task '{t.name}': {e}") from None
+            if missing := rows_without_choices(t, rows):
+                raise TunesetError(f"{where}: task '{t.name}': {t.metric} scores answer options, which "
+                                   f"{len(missing)} of the rows of {path} lack (first: id '{missing[0]}'); give each row `choices`, or the "
+                                   "task `choices`")
     curations = [("curate", recipe.curate)] + [(f"compare.strategies ({st.name}).curate", st.curate)
                                                for st in recipe.compare.strategies if st.curate is not None]
     for name, cfg in curations:
