@@ -325,3 +325,22 @@ def test_trained_sequences_are_the_ones_the_warm_up_trained_on(tmp_path, chat_lm
     make_selector("less", {"dim": 64}).fit(_ctx(tmp_path / "plain", chat_lm_dir, demo_dir, warm, tasks=("sentiment",))).score(rows)
     plain = encode(tok, rows["instruction"].to_list(), rows["response"].to_list(), 64)
     assert all(e.ids in seen for e in plain) and not any(e.ids in seen for e in trained)
+
+
+def test_the_gradient_datastore_reports_progress_batch_by_batch(tmp_path, tiny_lm_dir, demo_dir, warmup, pool, monkeypatch):
+    """A 256-row chunk took minutes on the bench with no log line until it ended (and could not be
+    stopped inside it): progress now advances after every batch."""
+    from tuneset.progress import ProgressLog
+
+    seen: list[tuple[str, int]] = []
+    real = ProgressLog.update
+
+    def spy(self, done, extra=""):
+        seen.append((self.what, done))
+        return real(self, done, extra)
+
+    monkeypatch.setattr(ProgressLog, "update", spy)
+    rows = pool.head(16)
+    make_selector("less", {"dim": 64, "batch_tokens": 64}).fit(_ctx(tmp_path, tiny_lm_dir, demo_dir, warmup)).score(rows)
+    done = [d for what, d in seen if what.startswith("less gradients (candidates")]
+    assert len(done) > 2 and done == sorted(done) and done[-1] == 16  # one chunk, many batches

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -330,8 +330,10 @@ def reference_features(model: torch.nn.Module, encoded: Sequence[Encoded], pad_i
 
 
 def fast_chunk(model: torch.nn.Module, encoded: Sequence[Encoded], pad_id: int, project,
-               states: Sequence[CheckpointState], max_tokens: int = 512) -> list[np.ndarray]:
-    """Per checkpoint, the (n, k) float16 features of one chunk of rows by the fast path.
+               states: Sequence[CheckpointState], max_tokens: int = 512,
+               advance: Callable[[int], None] | None = None) -> list[np.ndarray]:
+    """Per checkpoint, the (n, k) float16 features of one chunk of rows by the fast path;
+    `advance(rows)` after each batch, so a chunk of minutes logs progress (and can be stopped).
 
     CountSketch is cheap and applied per batch. A dense projection regenerates its matrix on every
     call, so it is applied once per chunk to the gathered full gradients instead."""
@@ -342,6 +344,8 @@ def fast_chunk(model: torch.nn.Module, encoded: Sequence[Encoded], pad_id: int, 
             if feats[c] is None:
                 feats[c] = np.zeros((len(encoded), f.shape[1]), dtype=np.float16 if per_batch else np.float32)
             feats[c][idx] = f.numpy()
+        if advance is not None:
+            advance(len(idx))
     if per_batch:
         return feats
     device = next(model.parameters()).device

@@ -16,6 +16,7 @@ own dev gradients, and a reordered or grown table under the same warm-up only it
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -128,11 +129,18 @@ class GradientStore:
         def make(idx: list[int], progress: ProgressLog | None) -> pl.DataFrame:
             t0 = time.perf_counter()
             chunk = rows[idx]
-            feats = (self._fast if p.path == "fast" else self._reference)(chunk, folders, adam)
+
+            def advance(n: int) -> None:
+                if progress is not None:
+                    progress.update(progress.done + n, f"{len(folders)} checkpoints")
+
+            if p.path == "fast":
+                feats = self._fast(chunk, folders, adam, advance)
+            else:
+                feats = self._reference(chunk, folders, adam)
+                advance(chunk.height)
             self.seconds[kind] += time.perf_counter() - t0
             self.computed[kind] += chunk.height * len(folders)
-            if progress is not None:
-                progress.update(progress.done + chunk.height, f"{len(folders)} checkpoints")
             return feature_frame(feats)
 
         table = cache.fetch(row_keys(rows, ["instruction", "response"]), make, GRAD_CHUNK,
@@ -147,7 +155,8 @@ class GradientStore:
         project = (CountSketch if sketch else GaussianProjector)(sum(mod.weight.numel() for _, mod in factors), self.p.dim, self.p.seed)
         return lm, model, [n for n, _ in factors], project
 
-    def _fast(self, chunk: pl.DataFrame, folders: list[Path], adam: bool) -> list[np.ndarray]:
+    def _fast(self, chunk: pl.DataFrame, folders: list[Path], adam: bool,
+              advance: Callable[[int], None] | None = None) -> list[np.ndarray]:
         """One model; each checkpoint's LoRA weights swapped in per batch, frozen layers run once."""
         from peft.utils import load_peft_weights
 
@@ -158,7 +167,7 @@ class GradientStore:
             self._states[adam] = [CheckpointState(load_peft_weights(str(f / "adapter"), device="cpu"),
                                                   adam_transform(f, names) if adam else None) for f in folders]
         return fast_chunk(model, self._encode(lm, chunk), lm.tokenizer.pad_token_id, project, self._states[adam],
-                          self.p.tokens_per_batch(self.ctx.device))
+                          self.p.tokens_per_batch(self.ctx.device), advance)
 
     def _reference(self, chunk: pl.DataFrame, folders: list[Path], adam: bool) -> list[np.ndarray]:
         """LESS's order: checkpoint by checkpoint, row by row."""
