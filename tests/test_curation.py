@@ -220,6 +220,23 @@ def test_near_duplicates_name_the_row_they_copy():
     assert _reasons(audit)["b"][0] == "kept"
 
 
+def test_a_near_duplicate_stays_when_a_later_step_drops_its_original():
+    """near_dedup dropped b as a copy of a, then a filter dropped a: neither was left, though b
+    passes the filter. A copy now leaves only where its original is kept at the end."""
+    from tuneset.recipe import FilterRule
+
+    rows = _rows(("a", "s", "q1", "r1"), ("b", "s", "q1 ", "r1 and more"), ("c", "s", "q2", "r2"), ("d", "s", "q2 ", "r2!"))
+    scores = pl.DataFrame({"id": ["a", "b", "c", "d"], "semdedup.duplicate_of": ["", "a", "", "c"],
+                           "semdedup.max_similarity": [0.1, 0.97, 0.1, 0.98], "length": [2.0, 10.0, 10.0, 1.0]})
+    cfg = OFF.model_copy(update={"near_dedup": 0.95, "filters": [FilterRule(column="length", min=5)]})
+    curated, audit = curate_rows(rows, cfg, {}, scores)
+    got = _reasons(audit)
+    assert got["a"] == ("dropped", "length=2 below min 5.0") and got["b"] == ("kept", "passed all checks")
+    # Where the original stays, the copy leaves for that first reason, whatever a later step said of it.
+    assert got["d"] == ("dropped", "near-duplicate of c (cosine 0.980)")
+    assert curated["id"].to_list() == ["b", "c"]
+
+
 def test_exact_and_near_dedup_together_keep_one_copy():
     """Exact dedup keeps the first copy in input order, SemDeDup the first in id order: where they
     disagreed, each dropped the copy the other kept, and no copy of the row was left."""

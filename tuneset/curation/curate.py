@@ -42,6 +42,7 @@ def curate_rows(
     data, decisions = CurationInput(rows, eval_rows, table, cfg, judge or {}), Decisions()
     for step in steps:
         step.run(data, decisions)
+    decisions.settle()
     drops, fixes = decisions.drops, decisions.fixes
     records = []
     for r in rows.iter_rows(named=True):
@@ -110,12 +111,13 @@ class NearDedup(CurationStep):
                 continue
             # Exact dedup keeps the first copy in input order, SemDeDup the first in id order: where
             # exact dedup dropped this row's original, the copy it kept stands in for it, and the
-            # row that is that copy stays. An original another step dropped leaves the row alone.
+            # row that is that copy stays. An original another step drops, before or after this
+            # one, leaves the row to be judged on its own (`Decisions.drop_copy`).
             kept = decisions.copy_kept.get(of, of)
             if kept == i or kept in decisions.drops:
                 continue
             via = f", a copy of {of}" if kept != of else ""
-            decisions.drop(i, f"near-duplicate of {kept} (cosine {sim:.3f}{via})")
+            decisions.drop_copy(i, kept, f"near-duplicate of {kept} (cosine {sim:.3f}{via})")
 
 
 @register_step

@@ -46,6 +46,7 @@ class Decisions:
     drops: dict[str, str] = field(default_factory=dict)
     fixes: dict[str, tuple[str, str]] = field(default_factory=dict)
     copy_kept: dict[str, str] = field(default_factory=dict)  # exact dedup: a dropped copy -> the copy it kept
+    copies: dict[str, tuple[str, str]] = field(default_factory=dict)  # near-duplicate -> (the row it copies, reason)
 
     def decided(self, i: str) -> bool:
         return i in self.drops or i in self.fixes
@@ -53,6 +54,21 @@ class Decisions:
     def drop(self, i: str, reason: str) -> None:
         if not self.decided(i):
             self.drops[i] = reason
+
+    def drop_copy(self, i: str, original: str, reason: str) -> None:
+        """Drop `i` as a copy of `original`, if `original` is still kept after every step (`settle`).
+        Until then the later steps judge `i` like any row: were a filter to drop the original, a
+        copy dropped at once would leave neither."""
+        if not self.decided(i):
+            self.copies[i] = (original, reason)
+
+    def settle(self) -> None:
+        """Copies whose original stayed leave, for that first reason; the rest keep what the later
+        steps decided of them."""
+        for i, (original, reason) in self.copies.items():
+            if original not in self.drops:
+                self.fixes.pop(i, None)
+                self.drops[i] = reason
 
     def fix(self, i: str, response: str, reason: str) -> None:
         if not self.decided(i):
