@@ -414,8 +414,8 @@ def test_full_fine_tuning_takes_its_own_default_lr(recipe_file):
     ("finetune.lr=-1", "finetune.lr: Input should be greater than 0"),
     ("finetune.epochs=0", "finetune.epochs: Input should be greater than 0"),
     ("finetune.batch_size=0", "finetune.batch_size: Input should be greater than or equal to 1"),
-    ("select.weights={got: .nan}", "weights are finite and non-zero"),
-    ("select.weights={got: 0}", "weights are finite and non-zero"),
+    ("select.weights={got: .nan}", "weights are finite and positive"),
+    ("select.weights={got: 0}", "weights are finite and positive"),
     ("select.targets={}", "targets shares are finite"),
 ])
 def test_impossible_settings_fail_at_load(recipe_file, override, message):

@@ -176,7 +176,7 @@ class PolicyConfig(_Strict):
     weights: dict[str, float] = Field(default_factory=lambda: {"random": 1.0})
     budget: Budget | None = "10%"
     threshold: float | None = None  # keep rows whose combined score (0..1) is at least this
-    band: tuple[float, float] | None = None  # keep rows whose combined quantile lies in [lo, hi]
+    band: tuple[float, float] | None = None  # keep rows whose combined quantile lies in (lo, hi]
     quota_by: str | None = None  # e.g. "source": per-group quotas
     quotas: Literal["proportional", "equal"] | dict[str, Budget] = "proportional"
     # Quality first, then diverse (DEITA): walking rows best-first, skip any whose embedding
@@ -200,9 +200,10 @@ class PolicyConfig(_Strict):
         if v is not None:
             if not v:
                 raise ValueError("weights name at least one score column, e.g. {got: 1}")
-            bad = {k: w for k, w in v.items() if not math.isfinite(w) or w == 0}
+            bad = {k: w for k, w in v.items() if not math.isfinite(w) or w <= 0}
             if bad:
-                raise ValueError(f"weights are finite and non-zero; got {bad}")
+                raise ValueError(f"weights are finite and positive; got {bad} (to prefer a column's low values, "
+                                 "put '-' before it: {'-perplexity': 1})")
         return v
 
     @field_validator("budget", mode="before")

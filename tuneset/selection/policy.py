@@ -30,10 +30,13 @@ def budget_count(budget: Budget | None, n: int) -> int:
     return min(n, budget)
 
 
-def rank_normalise(values: np.ndarray) -> np.ndarray:
-    """Average-rank percentile in (0, 1]; ties share a rank so equal scores weigh equally."""
+def rank_normalise(values: np.ndarray, descending: bool = False) -> np.ndarray:
+    """Average-rank percentile in (0, 1], the highest value 1 (the lowest with `descending`); ties
+    share a rank so equal scores weigh equally. Exact: ranked, not flipped as 1 - r + 1/n, and
+    divided in numpy (polars' division came to 0.30000000000000004 for 3/10); a hair off cost a
+    row at a threshold or a band's edge."""
     s = pl.Series(values)
-    return (s.rank("average") / len(s)).to_numpy()
+    return s.rank("average", descending=descending).to_numpy() / len(s)
 
 
 def combined_score(scores: pl.DataFrame, weights: dict[str, float], directions: dict[str, bool]) -> np.ndarray:
@@ -42,15 +45,21 @@ def combined_score(scores: pl.DataFrame, weights: dict[str, float], directions: 
         raise TunesetError("policy weights are empty; name at least one score column")
     total = np.zeros(scores.height)
     ordered = sorted(weights.items())  # as the selection's key reads them: their order must not move a float
+    numeric = [c for c, t in scores.schema.items() if c != "id" and (t.is_numeric() or t == pl.Boolean)]
     for key, w in ordered:
         col, flip = (key[1:], True) if key.startswith("-") else (key, False)
         if col not in scores.columns:
-            raise UnknownNameError("score column", col, [c for c in scores.columns if c != "id"])
+            raise UnknownNameError("score column", col, numeric)
+        if col not in numeric:  # text ranks alphabetically: a selection by the letters of a label
+            raise TunesetError(f"weights: '{col}' holds {scores.schema[col]}, not numbers; valid: {', '.join(numeric)}")
+        values = scores[col].cast(pl.Float64).fill_null(np.nan).to_numpy()
+        if not np.isfinite(values).all():  # polars ranks NaN above every number: it would be picked first
+            raise TunesetError(f"weights: '{col}' has a missing or non-finite value for row "
+                               f"'{scores['id'][int(np.argmin(np.isfinite(values)))]}'")
         # A component (`perplexity.nll`) reads in its selector's direction, as the selector's own score.
         higher = directions.get(col, directions.get(col.split(".")[0], True)) != flip
-        r = rank_normalise(scores[col].to_numpy())
-        total += w * (r if higher else 1.0 - r + 1.0 / scores.height)
-    return total / sum(abs(w) for _, w in ordered)
+        total += w * rank_normalise(values, descending=not higher)
+    return total / sum(w for _, w in ordered)
 
 
 def _tiebreak(ids: list[str]) -> np.ndarray:
@@ -114,10 +123,10 @@ def apply_policy(
         eligible &= ~below
         reason[below] = f"combined score below threshold {policy.threshold}"
     if policy.band is not None:
-        q = rank_normalise(comb)
+        q = rank_normalise(comb)  # in (0, 1]: a band (lo, hi] holds (hi - lo) of the rows, and two bands meet without overlap
         lo, hi = policy.band
-        out = (q < lo) | (q > hi)
-        reason[out & eligible] = f"outside quantile band [{lo}, {hi}]"
+        out = (q <= lo) | (q > hi)
+        reason[out & eligible] = f"outside quantile band ({lo}, {hi}]"
         eligible &= ~out
     k = budget_count(policy.budget, n)
     if isinstance(policy.budget, int) and policy.budget > n:
@@ -128,7 +137,8 @@ def apply_policy(
             raise TunesetError("policy max_similarity needs one embedding per candidate row")
         gate = DiversityGate(embeddings, policy.max_similarity, ids)
     accept = gate or (lambda i: True)
-    task_of: dict[int, str] = {}
+    task_of: dict[int, tuple[str, int]] = {}  # a row picked for a target task: that task, and the row's rank for it
+    quota = None
     if policy.targets is not None:
         if policy.quota_by is not None:
             raise TunesetError("policy targets and quota_by both split the budget; use one")
@@ -143,17 +153,17 @@ def apply_policy(
     else:
         if groups is None:
             raise TunesetError(f"policy quota_by='{policy.quota_by}' needs that column in the rows")
-        chosen = _with_quotas(order, eligible, groups.to_list(), policy, k, accept)
+        chosen, quota = _with_quotas(order, eligible, groups.to_list(), policy, k, accept)
     selected = np.zeros(n, dtype=bool)
     selected[chosen] = True
     if isinstance(policy.quotas, dict) and policy.quota_by:
-        budget_txt = f"quotas by {policy.quota_by} {policy.quotas}"
+        budget_txt = f"quotas by {policy.quota_by} {quota}"  # as applied: scaled down where they outgrew the budget
     else:
         budget_txt = f"budget {k}" + (f" with quotas by {policy.quota_by}" if policy.quota_by else "")
     if policy.targets is not None:
         budget_txt = f"budget {k} split over targets ({policy.targets})"
-    reason[selected] = [f"selected (rank {rank[i]}, {budget_txt}" + (f", for {task_of[i]}" if i in task_of else "") + ")"
-                        for i in np.flatnonzero(selected)]
+    reason[selected] = [f"selected (rank {task_of[i][1]} for {task_of[i][0]}, {budget_txt})" if i in task_of
+                        else f"selected (rank {rank[i]}, {budget_txt})" for i in np.flatnonzero(selected)]
     for col in _nearest_columns(scores, policy):  # similarity selectors say which dev row a pick resembles
         near = scores[col].to_list()
         for i in np.flatnonzero(selected):
@@ -185,10 +195,11 @@ def per_task_weights(columns: list[str], weights: dict[str, float]) -> dict[str,
 
 
 def _by_targets(scores: pl.DataFrame, policy: PolicyConfig, directions: dict[str, bool], eligible: np.ndarray,
-                k: int, accept, dev_sizes: dict[str, int]) -> tuple[list[int], dict[int, str]]:
+                k: int, accept, dev_sizes: dict[str, int]) -> tuple[list[int], dict[int, tuple[str, int]]]:
     """Split `k` across target tasks and fill each share best-first by the task's own ranking. The
     task furthest below its share picks next, so a row two tasks want is taken once, by the first;
-    a task that runs out of eligible rows leaves its share to the others."""
+    a task that runs out of eligible rows leaves its share to the others. Returns the picks and,
+    per pick, its task and its rank in that task's ranking."""
     weights = per_task_weights(scores.columns, policy.weights)
     if isinstance(policy.targets, dict):
         unknown = set(policy.targets) - set(weights)
@@ -207,17 +218,17 @@ def _by_targets(scores: pl.DataFrame, policy: PolicyConfig, directions: dict[str
     queues = {}
     for t in quota:
         comb = combined_score(scores, weights[t], directions)
-        queues[t] = iter(np.lexsort((_tiebreak(ids), -comb)).tolist())
+        queues[t] = enumerate(np.lexsort((_tiebreak(ids), -comb)).tolist(), start=1)
     chosen: list[int] = []
-    task_of: dict[int, str] = {}
+    task_of: dict[int, tuple[str, int]] = {}
     taken = {t: 0 for t in quota}
     open_tasks = [t for t in quota if quota[t] > 0]
     while open_tasks and len(chosen) < k:
         t = min(open_tasks, key=lambda t: (taken[t] / quota[t], t))
-        for i in queues[t]:
+        for r, i in queues[t]:
             if eligible[i] and i not in task_of and accept(i):
                 chosen.append(i)
-                task_of[i] = t
+                task_of[i] = (t, r)
                 taken[t] += 1
                 break
         else:
@@ -226,10 +237,11 @@ def _by_targets(scores: pl.DataFrame, policy: PolicyConfig, directions: dict[str
 
 
 def _with_quotas(order: np.ndarray, eligible: np.ndarray, groups: list[str], policy: PolicyConfig, k: int,
-                 accept=lambda i: True) -> list[int]:
+                 accept=lambda i: True) -> tuple[list[int], dict[str, int]]:
     """Per-group quotas (proportional, equal, or explicit), best-first inside each group; quota a
     group cannot fill goes to the best remaining rows overall, so the budget is still spent.
-    Explicit quotas that ask for more rows than the budget are scaled down to it: the budget holds."""
+    Explicit quotas that ask for more rows than the budget are scaled down to it: the budget holds.
+    Returns the picks and the quotas applied."""
     names = sorted({groups[i] for i in range(len(groups)) if eligible[i]})
     sizes = {g: sum(1 for i in range(len(groups)) if eligible[i] and groups[i] == g) for g in names}
     if isinstance(policy.quotas, dict):
@@ -259,12 +271,16 @@ def _with_quotas(order: np.ndarray, eligible: np.ndarray, groups: list[str], pol
                 break
             if eligible[i] and i not in picked and accept(i):
                 chosen.append(i)
-    return chosen[:k]
+    return chosen[:k], quota
 
 
 def _largest_remainder(shares: dict[str, float], k: int) -> dict[str, int]:
-    total = sum(shares.values())
-    raw = {g: k * s / total for g, s in shares.items()}
+    """`k` split in proportion to `shares`, the rows left over going to the largest remainders,
+    equal remainders by name. Exact fractions: in floats, 12 * 42/148 and 12 * 5/148 kept equal
+    remainders apart by rounding noise, and the name rule never ran."""
+    exact = {g: Fraction(s) for g, s in shares.items()}
+    total = sum(exact.values())
+    raw = {g: k * s / total for g, s in exact.items()}
     out = {g: math.floor(v) for g, v in raw.items()}
     for g in sorted(raw, key=lambda g: (out[g] - raw[g], g))[: k - sum(out.values())]:
         out[g] += 1
