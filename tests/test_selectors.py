@@ -327,3 +327,25 @@ def test_similarity_selectors_name_the_dev_row_a_candidate_is_nearest_to(name, c
         a, b = emb(row_text(twin))[0], emb(row_text(pl.DataFrame([text])))[0]
         assert float(a @ b) > 0.999
     assert all(s.startswith("capitals/") for s in said[:3]) and all(s.startswith("sentiment/") for s in said[3:])
+
+
+def test_a_model_retrained_in_place_is_a_new_key_for_a_living_context(tmp_path, rows):
+    """The context remembered the first identity it read: after a retrain in place (a notebook's
+    next round), old rows came back with the old weights' losses and new rows were stored under
+    the old weights' key."""
+    import torch
+    from tiny_models import build_tiny_lm
+    from transformers import AutoModelForCausalLM
+
+    folder = build_tiny_lm(tmp_path / "lm")
+    ctx = ScoringContext(store=ArtifactStore(tmp_path / "store"), model=str(folder), device="cpu", max_length=64)
+    before_key, before = ctx.model_identity, ctx.response_losses(rows.head(3))["nll_sum"].to_numpy()
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.5)
+    model.save_pretrained(folder)
+    after = ctx.response_losses(rows.head(3))["nll_sum"].to_numpy()
+    assert ctx.model_identity != before_key and not np.allclose(after, before)
+    fresh = ScoringContext(store=ctx.store, model=str(folder), device="cpu", max_length=64)
+    np.testing.assert_allclose(fresh.response_losses(rows.head(3))["nll_sum"].to_numpy(), after)

@@ -57,8 +57,11 @@ class ScoringContext:
     max_batch_tokens: int = 4096
     warmup: str | None = None  # warm-up run folder (checkpoints/epoch-<k>/), for selectors that use "warmup"
     adapter: str | None = None  # a LoRA adapter merged into `model` before scoring
+    # The identities below are read afresh at each use, not remembered: they are what the caches
+    # key on, and a folder retrained in place while a context lives (a notebook's next round) must
+    # not store its new losses under the old weights' key. `model_identity` memoises file hashes.
 
-    @cached_property
+    @property
     def warmup_identity(self) -> str | None:
         """A warm-up the store built is named by its key, which hashes the rows, config and model it
         was trained from; any other folder by its files' contents (two warm-ups in folders named
@@ -70,15 +73,15 @@ class ScoringContext:
             return folder.name
         return model_identity(str(folder))
 
-    @cached_property
+    @property
     def model_identity(self) -> str:
         return model_identity(self.model, self.adapter, self.device)
 
-    @cached_property
+    @property
     def base_identity(self) -> str:
         return model_identity(self.model, None, self.device)
 
-    @cached_property
+    @property
     def embedder_identity(self) -> str:
         """The embedder, and off a CPU the device it embeds on: a GPU embeds in batches, whose
         vectors differ in the last bits from a CPU's one text a forward, so neither serves the other
