@@ -55,7 +55,7 @@ def main() -> None:
                 s, lo = g["score"].to_numpy(), g["loss"].to_numpy()
                 print(f"| {spec} | {split} | {task[0]} | {', '.join(g['seed'])} | {s.mean():.3f} ± {sd(s)} | "
                       f"{' '.join(f'{x:.3f}' for x in s)} | {lo.mean():.3f} ± {sd(lo)} | "
-                      f"{' '.join(f'{x:.2f}' for x in g['top_share'])} |")
+                      f"{' '.join('n/a' if x is None else f'{x:.2f}' for x in g['top_share'])} |")  # n/a: no answers (target_loss)
 
 
 if __name__ == "__main__":
