@@ -45,7 +45,9 @@ def recommend(export: Path) -> str:
         c_test = mine.filter(pl.col("task") == CONTROL)["score"].mean() - none_control
         lines.append(f"| {r.name} | {r.score:.3f} ({r.rows} rows) | {r.loss:.3f} | {r.control_words()} "
                      f"| {'yes' if r.eligible else 'no'} | {t_test:.3f} | {c_test:+.3f} |")
-    text = (f"Chosen on dev rows: **{ranked[0].name}** (seeds {', '.join(seeds)}; rule: `tuneset/evaluate/choose.py`)\n\n"
+    # Eligible candidates rank first: where the first is not, none kept the control, and none is named.
+    chosen = f"**{ranked[0].name}**" if ranked[0].eligible else "none (no candidate keeps the control within 2 se of no fine-tune)"
+    text = (f"Chosen on dev rows: {chosen} (seeds {', '.join(seeds)}; rule: `tuneset/evaluate/choose.py`)\n\n"
             + "\n".join(lines) + "\n")
     (export / "recommended.md").write_text(text)
     return text
