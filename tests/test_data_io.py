@@ -419,7 +419,8 @@ def test_a_file_with_several_bad_rows_names_them_all_in_one_error(tmp_path):
     assert [(x.line, x.field) for x in e.value.errors] == [(2, "response"), (3, "response")]
     assert (e.value.line, e.value.field) == (2, "response")  # a DataError of its first row
     text = str(e.value)
-    assert text.startswith("2 bad rows:\n") and "p.jsonl:2: field 'response'" in text and "p.jsonl:3: " in text
+    assert text.startswith("2 bad rows: ") and "p.jsonl:2: field 'response'" in text and "; " in text and "p.jsonl:3: " in text
+    assert "\n" not in text
 
     many = _jsonl(tmp_path / "many.jsonl", [{"id": f"r{i}", "instruction": "q"} for i in range(MAX_NAMED + 5)])
     with pytest.raises(BadRows, match=rf"the first {MAX_NAMED} bad rows \(reading stopped there\)") as e:

@@ -30,7 +30,7 @@ class BadRows(DataError):
         super().__init__(first.file, first.line, first.field, first.reason, first.raw)
         self.errors = errors
         head = f"the first {len(errors)} bad rows (reading stopped there)" if stopped else f"{len(errors)} bad rows"
-        self.args = (f"{head}:\n" + "\n".join(f"  {e}" for e in errors),)
+        self.args = (f"{head}: " + "; ".join(map(str, errors)),)  # one line, as every error of ours
 
 
 class UnknownNameError(TunesetError, KeyError):
