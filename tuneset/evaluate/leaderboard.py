@@ -116,7 +116,7 @@ def build_leaderboard(results: list[dict[str, Any]]) -> pl.DataFrame:
                 _same_rows(test[task, strategy, budget], test[ref_key], (task, strategy, budget), ref_key)
                 d = seed_aware_diff(m, _matrix(test[ref_key], ref_key))
                 row[col], row[f"{col}_lo"], row[f"{col}_hi"] = d.mean, max(d.lo, -span), min(d.hi, span)
-                row[f"{col}_mdd"] = min(d.mdd, span)
+                row[f"{col}_mdd"] = d.mdd if d.mdd < span else None  # None: no difference the metric allows is detectable
                 # No fine-tune is deterministic: it has no seed variance to leave out.
                 row[f"{col}_seed_aware"] = d.seed_aware or (ref == NONE and len(runs) > 1)
             else:
@@ -150,7 +150,8 @@ def to_markdown(board: pl.DataFrame) -> str:
                 if r[col] is None:
                     return ""
                 star = "" if r.get(col + "_seed_aware", True) is not False else "*"
-                return f"{r[col]:+.3f} [{r[col + '_lo']:+.3f}, {r[col + '_hi']:+.3f}]{star} (±{r[col + '_mdd']:.3f})"
+                mdd = "none detectable" if r[col + "_mdd"] is None else f"±{r[col + '_mdd']:.3f}"
+                return f"{r[col]:+.3f} [{r[col + '_lo']:+.3f}, {r[col + '_hi']:+.3f}]{star} ({mdd})"
             dev = "" if r.get("dev_mean") is None else f"{r['dev_mean']:.3f}"
             top = "" if r.get("top_answer_share") is None else f"{r['top_answer_share']:.3f} {r['top_answer']}".replace("|", "\\|")
             parts.append(f"| {r['strategy']} | {r['budget']} | {r['rows']} | {r['mean']:.3f} ± {_fmt_sd(r['sd_seeds'])} | "
