@@ -571,7 +571,7 @@ def test_compare_sweeps_settings_on_dev_rows_and_runs_reference_and_composite_ar
     assert not set(sweep_evals) & test_ids and all("-dev-" in i for i in sweep_evals)
 
 
-def test_a_sweep_scores_target_dev_rows_and_holds_controls_to_no_fine_tune(tiny_recipe):
+def test_a_sweep_scores_target_dev_rows_and_holds_controls_to_no_fine_tune(tiny_recipe, monkeypatch, caplog):
     """The control never enters the score: `dev_targets` is the target task's dev mean, and each
     point's control difference is measured against the base model, as the recommend rule does."""
     from tuneset.flows.compare import compare_flow
@@ -587,6 +587,13 @@ def test_a_sweep_scores_target_dev_rows_and_holds_controls_to_no_fine_tune(tiny_
     chosen = json.loads((recipe.work_dir / "runs" / recipe.name / "sweep" / "chosen.json").read_text())
     ranked = table.with_row_index("i").sort(["eligible", "dev_targets", "dev_loss"], descending=[True, True, False])
     assert chosen["budget 10"]["lr"] == pytest.approx(float(ranked["lr"][0]))
+    # Where no point keeps the control, the one taken is said to break it (it was taken silently).
+    from tuneset.evaluate import choose
+
+    monkeypatch.setattr(choose.DevStanding, "eligible", property(lambda self: False))
+    with caplog.at_level("WARNING", logger="tuneset.sweep"):
+        compare_flow(recipe)  # every fine-tune and evaluation cached
+    assert any("no point keeps the control tasks (capitals) within 2 se" in r.getMessage() for r in caplog.records)
 
 
 def test_cache_keys_follow_content_not_paths_or_settings_that_do_not_matter(tiny_recipe, tmp_path, tiny_embedder_dir, monkeypatch):

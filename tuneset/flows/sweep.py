@@ -69,6 +69,10 @@ def sweep_finetune(ctx: RunContext, rows: RowsRef, sweep: SweepConfig, label: st
     dev = pl.concat(frames)
     ranked = rank_on_dev(dev, controls, BASE if controls else None)
     best_name = ranked[0].name
+    if not ranked[0].eligible:  # eligible points rank first: none kept the controls
+        log.warning("sweep %s: no point keeps the control tasks (%s) within 2 se of no fine-tune; %s, the best on the "
+                    "targets, is taken (see the sweep table's control_vs_none)", label, ", ".join(controls),
+                    settings[best_name])
     best = points[list(settings).index(best_name)]
     table = _table(dev, settings, ranked, bool(controls))
     path = write_sweep(ctx, table, label, settings[best_name], rows.n)
