@@ -190,3 +190,23 @@ def test_a_hub_model_is_keyed_and_read_at_the_commit_the_hub_names(tiny_lm_dir, 
 
     with pytest.raises(TunesetError, match=r"cannot load model 'org/absent': no such local path, and no hub copy .*Valid: 'smollm2'"):
         load_lm("org/absent", "cpu")
+
+
+@pytest.mark.parametrize(("arch", "setting"), [("Granite", {"logits_scaling": 8.0}), ("Cohere", {"logit_scale": 0.0625})])
+def test_models_that_rescale_their_logits_score_on_the_logits_they_generate_with(arch, setting):
+    """Granite divides its logits and Cohere multiplies them inside forward(): head(decoder(x))
+    scored and trained them at another temperature than the one they generate at."""
+    import transformers
+
+    from tuneset.models.lm import response_token_nll
+
+    config = getattr(transformers, f"{arch}Config")(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                                    num_attention_heads=4, num_key_value_heads=4, **setting)
+    torch.manual_seed(0)
+    model = getattr(transformers, f"{arch}ForCausalLM")(config).eval()
+    ids = torch.randint(0, 64, (2, 12))
+    mask, labels = torch.ones_like(ids), ids.clone()
+    labels[:, :5] = -100
+    with torch.no_grad():
+        np.testing.assert_allclose(response_token_nll(model, ids, mask, labels).numpy(),
+                                   token_nll(model(input_ids=ids, attention_mask=mask).logits, labels).numpy(), atol=1e-5)

@@ -48,6 +48,7 @@ def format_prompts(tokenizer, prompts: Sequence[str], fmt: str) -> tuple[list[st
 class Encoded:
     ids: list[int]
     n_prompt: int  # the first n_prompt tokens are context; the rest are scored
+    prompt_cut: int = 0  # prompt tokens `encode` cut from the left to fit max_length
 
 
 def encode(
@@ -73,9 +74,10 @@ def encode(
         if not rid:
             rid = [tokenizer.eos_token_id]
         keep = min(len(pid), max(max_length - len(rid), max_length // 2))
+        whole = len(pid)
         pid = pid[len(pid) - keep:] if keep else pid[-1:]
         rid = rid[: max(1, max_length - len(pid))]
-        out.append(Encoded(ids=pid + rid, n_prompt=len(pid)))
+        out.append(Encoded(ids=pid + rid, n_prompt=len(pid), prompt_cut=whole - len(pid)))
     return out
 
 
@@ -138,8 +140,12 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def _decoder_and_head(model: torch.nn.Module):
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if getattr(base.config, "final_logit_softcapping", None):
-        return None  # logits are post-processed in forward(): use the plain path
+    cfg = base.config
+    # Logits post-processed in forward() (Gemma's softcapping, Granite's and Cohere's scaling) are
+    # not head(decoder(x)): such a model takes the plain path.
+    if getattr(cfg, "final_logit_softcapping", None) or any(getattr(cfg, k, 1.0) not in (1.0, None)
+                                                            for k in ("logits_scaling", "logit_scale")):
+        return None
     try:
         decoder, head = base.get_decoder(), base.get_output_embeddings()
     except (AttributeError, NotImplementedError):
