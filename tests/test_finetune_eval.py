@@ -46,14 +46,26 @@ def test_training_lowers_the_loss_and_saves_a_loadable_model(method, lr, tiny_lm
 
 def test_full_fine_tuning_in_bf16_keeps_fp32_master_weights(tiny_lm_dir, tmp_path, monkeypatch):
     """On a GPU the model loads in bf16, and AdamW on bf16 weights rounded small steps away: at
-    the full-method lr no norm weight (1.0) ever moved. Forced here on the CPU, as on a GPU."""
+    the full-method lr no norm weight (1.0) ever moved. Forced here on the CPU, as on a GPU. The
+    master weights start from the stored fp32 ones, not from bf16-rounded ones upcast."""
+    from tuneset.finetune import sft
     from tuneset.models import loading
 
+    started: dict[str, torch.Tensor] = {}
+    real_load = sft.load_lm
+
+    def spy(*a, **k):
+        lm = real_load(*a, **k)
+        started.update({n: p.detach().clone() for n, p in lm.model.named_parameters()})
+        return lm
+
     monkeypatch.setattr(loading, "_dtype", lambda device: torch.bfloat16)
+    monkeypatch.setattr(sft, "load_lm", spy)
     cfg = FinetuneConfig(method="full", epochs=1, batch_size=4, warmup_ratio=0.0)  # lr 4e-4, the method's default
     train(_rows(), cfg, str(tiny_lm_dir), tmp_path / "run", max_length=64, device="cpu")
     monkeypatch.undo()
     before, after = (dict(load_lm(str(d), "cpu").model.named_parameters()) for d in (tiny_lm_dir, tmp_path / "run" / "model"))
+    assert all(torch.equal(started[n], before[n]) for n in before)  # the bf16 round trip moved most of them
     norms = [n for n in before if "norm" in n]
     assert norms and all(not torch.equal(before[n], after[n]) for n in norms)
     assert all(p.dtype == torch.float32 for p in after.values())
@@ -228,6 +240,19 @@ def test_a_response_cut_at_max_length_is_named(tiny_lm_dir, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="tuneset.finetune"):
         train(rows, FinetuneConfig(epochs=1, batch_size=4), str(tiny_lm_dir), tmp_path / "run", 64, "cpu")
     assert f"3 of {rows.height} rows are longer than model.max_length 64" in caplog.text
+
+
+def test_a_prompt_cut_at_max_length_is_named(tiny_lm_dir, tmp_path, caplog):
+    """A long instruction lost its first tokens (a chat template's opening with them) without a
+    word: only a cut response was said."""
+    import logging
+
+    rows = _rows().with_columns(pl.when(pl.int_range(pl.len()) < 2).then(pl.lit("Context: " + "fact " * 80 + "Q?"))
+                                .otherwise(pl.col("instruction")).alias("instruction"))
+    with caplog.at_level(logging.WARNING, logger="tuneset.finetune"):
+        train(rows, FinetuneConfig(epochs=1, batch_size=4), str(tiny_lm_dir), tmp_path / "run", 64, "cpu")
+    assert f"2 of {rows.height} rows' prompts lose their first tokens to fit model.max_length 64" in caplog.text
+    assert "responses are cut" not in caplog.text  # the answers themselves fit
 
 
 def test_chat_format_trains_and_scores_the_response_after_the_assistant_header(chat_lm_dir, tmp_path):

@@ -31,7 +31,7 @@ from tuneset.models.lm import (
     response_token_nll,
     training_pairs,
 )
-from tuneset.models.loading import TRAIN_RECORD, load_lm
+from tuneset.models.loading import TRAIN_RECORD, compute_dtype, load_lm
 from tuneset.progress import STOP, ProgressLog
 from tuneset.recipe import FinetuneConfig
 
@@ -145,14 +145,12 @@ def train(
     schedule, RNG, losses) goes to `out_dir/resume/`; a rerun after a kill continues from there
     and ends with the same weights and losses as a run that was never interrupted."""
     seed_everything(cfg.seed)
-    lm = load_lm(model_name, device)
-    # Full fine-tuning keeps fp32 master weights and computes in the device's dtype (bf16 on a
-    # GPU): AdamW on bf16 weights rounds small steps away, and at 4e-4 no norm weight (1.0, a bf16
-    # step of 0.0078) ever moved. LoRA's adapters are fp32 already (PEFT).
-    low = lm.model.dtype
+    # Full fine-tuning keeps fp32 master weights, read as stored, and computes in the device's dtype
+    # (bf16 on a GPU): AdamW on bf16 weights rounds small steps away, and at 4e-4 no norm weight
+    # (1.0, a bf16 step of 0.0078) ever moved. LoRA's adapters are fp32 already (PEFT).
+    low = compute_dtype(device)
     mixed = cfg.method == "full" and low != torch.float32
-    if mixed:
-        lm.model.float()
+    lm = load_lm(model_name, device, dtype=torch.float32 if mixed else None)
     compute = torch.autocast(lm.device.type, dtype=low) if mixed else contextlib.nullcontext()
     model = wrap_lora(lm.model, cfg) if cfg.method == "lora" else lm.model
     model.train()
@@ -164,6 +162,10 @@ def train(
     if cut:
         log.warning("fine-tune: %d of %d rows are longer than model.max_length %d: their responses are cut and "
                     "train without an end; raise max_length to train them whole", cut, len(enc), max_length)
+    if prompts_cut := sum(1 for e in enc if e.prompt_cut):
+        log.warning("fine-tune: %d of %d rows' prompts lose their first tokens to fit model.max_length %d (in the "
+                    "chat format the template's opening with them); raise max_length to keep them", prompts_cut,
+                    len(enc), max_length)
     rng = random.Random(cfg.seed)
     per_epoch = math.ceil(len(enc) / cfg.batch_size)
     total_steps = max(1, round(per_epoch * cfg.epochs))

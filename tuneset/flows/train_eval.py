@@ -40,8 +40,8 @@ def finetune_task(ctx: RunContext, rows: RowsRef, seed: int, cfg: FinetuneConfig
                  rows.n, seed, res.steps, res.seconds, res.rows_per_s, res.final_loss)
 
     parts = (model_identity(model.name, device=model.device), trained_content(rows), *cfg.key_parts(), model.max_length)
-    if cfg.method == "full" and compute_dtype(model.device) != torch.float32:  # fp32 master weights since stop 35
-        parts += ("fp32 master weights",)
+    if cfg.method == "full" and compute_dtype(model.device) != torch.float32:  # fp32 master weights since stop 35,
+        parts += ("fp32 master weights as stored",)  # read as stored since stop 37, not upcast from bf16
     return str(ctx.store.cached("finetune", parts, make, {"rows": rows.fingerprint, "n": rows.n, "config": cfg.model_dump()}))
 
 

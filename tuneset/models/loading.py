@@ -192,15 +192,17 @@ def _resolved_format(name: str, identity: str) -> str:
     return resolve_format(AutoTokenizer.from_pretrained(str(materialize(name))), "auto")
 
 
-def load_lm(name: str, device: str = "auto", adapter: str | None = None) -> LoadedLM:
-    """Fresh model + tokenizer (callers that train need their own copy; scorers use `cached_lm`)."""
+def load_lm(name: str, device: str = "auto", adapter: str | None = None, dtype: torch.dtype | None = None) -> LoadedLM:
+    """Fresh model + tokenizer (callers that train need their own copy; scorers use `cached_lm`),
+    in the device's compute dtype unless `dtype` says otherwise (full fine-tuning's fp32 master
+    weights are read as stored, not upcast from bf16-rounded ones)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dev = resolve_device(device)
     path = materialize(name)
     try:
         tok = AutoTokenizer.from_pretrained(str(path))
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=_dtype(dev))
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or _dtype(dev))
     except OSError as e:
         raise TunesetError(f"cannot load model '{name}': {e}. Valid: {MODEL_VALID}") from None
     if adapter:
