@@ -210,3 +210,28 @@ def test_models_that_rescale_their_logits_score_on_the_logits_they_generate_with
     with torch.no_grad():
         np.testing.assert_allclose(response_token_nll(model, ids, mask, labels).numpy(),
                                    token_nll(model(input_ids=ids, attention_mask=mask).logits, labels).numpy(), atol=1e-5)
+
+
+def test_a_chat_response_ends_with_the_templates_turn_end_not_always_the_eos(chat_lm_dir, tmp_path):
+    """Gemma closes a turn with <end_of_turn>, not its <eos>: trained to end at the EOS, a model
+    learned to close its turns as no conversation does."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from tuneset.models.lm import response_end, training_pairs
+    from tuneset.models.loading import turn_end
+
+    tok = AutoTokenizer.from_pretrained(chat_lm_dir)
+    assert response_end(tok, "chat") == response_end(tok, "plain") == tok.eos_token_id  # its template ends turns with <eos>
+    assert turn_end(str(chat_lm_dir), "chat") is None  # so its fine-tunes keep their keys
+    gemma_like = tmp_path / "eot"
+    shutil.copytree(chat_lm_dir, gemma_like)
+    tok.add_special_tokens({"additional_special_tokens": ["<eot>"]})
+    tok.chat_template = tok.chat_template.replace("<eos>", "<eot>\n")
+    tok.save_pretrained(gemma_like)
+    tok = AutoTokenizer.from_pretrained(gemma_like)
+    eot = tok.convert_tokens_to_ids("<eot>")
+    assert response_end(tok, "chat") == eot != tok.eos_token_id and response_end(tok, "plain") == tok.eos_token_id
+    assert [e.ids[-1] for e in training_pairs(tok, ["What is 3 plus 4?"], ["7"], "chat", 64)] == [eot]
+    assert turn_end(str(gemma_like), "chat") == eot and turn_end(str(gemma_like), "plain") is None

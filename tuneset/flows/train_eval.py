@@ -20,7 +20,7 @@ from tuneset.finetune import TRAINED_FIELDS, train
 from tuneset.flows.common import RowsRef, recipe_flow, save_rows, write_json
 from tuneset.flows.context import RunContext, run_context
 from tuneset.models.lm import resolve_format
-from tuneset.models.loading import compute_dtype, load_lm, model_identity, prompt_format_of, train_record
+from tuneset.models.loading import compute_dtype, load_lm, model_identity, prompt_format_of, train_record, turn_end
 from tuneset.recipe import FinetuneConfig, Recipe, TaskSpec
 
 log = logging.getLogger("tuneset.train_eval")
@@ -42,6 +42,8 @@ def finetune_task(ctx: RunContext, rows: RowsRef, seed: int, cfg: FinetuneConfig
     parts = (model_identity(model.name, device=model.device), trained_content(rows), *cfg.key_parts(), model.max_length)
     if cfg.method == "full" and compute_dtype(model.device) != torch.float32:  # fp32 master weights since stop 35,
         parts += ("fp32 master weights as stored",)  # read as stored since stop 37, not upcast from bf16
+    if (end := turn_end(model.name, cfg.prompt_format)) is not None:  # trained to end at the EOS before stop 37
+        parts += (f"responses end with token {end}",)
     return str(ctx.store.cached("finetune", parts, make, {"rows": rows.fingerprint, "n": rows.n, "config": cfg.model_dump()}))
 
 

@@ -37,11 +37,33 @@ def resolve_format(tokenizer, fmt: str) -> str:
 def format_prompts(tokenizer, prompts: Sequence[str], fmt: str) -> tuple[list[str], str]:
     """Prompts as the model sees them, and the text between prompt and response: plain text joins
     them with a space; chat puts the instruction in a user turn and the response right after the
-    assistant header, so the turn's end token (the tokenizer's EOS) closes the response."""
+    assistant header, so the turn's end token (`response_end`) closes the response."""
     if resolve_format(tokenizer, fmt) == "plain":
         return list(prompts), " "
     return [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
             for p in prompts], ""
+
+
+_PLACEHOLDER = "tuneset answer placeholder"
+
+
+def response_end(tokenizer, fmt: str) -> int:
+    """The token that closes a trained response. Plain text: the EOS. Chat: the first special
+    token the template puts after an assistant turn's content, which is not always the EOS
+    (Gemma's `<end_of_turn>`, Phi-3's `<|end|>`): trained to end with the EOS, such a model
+    learns to close its turns as no conversation does."""
+    eos = tokenizer.eos_token_id
+    if resolve_format(tokenizer, fmt) == "plain":
+        return eos
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "q"}, {"role": "assistant", "content": _PLACEHOLDER}],
+                                             tokenize=False)
+    except Exception:  # a template that refuses this conversation: the EOS, as before
+        return eos
+    at = text.rfind(_PLACEHOLDER)
+    after = tokenizer(text[at + len(_PLACEHOLDER):], add_special_tokens=False)["input_ids"] if at >= 0 else []
+    special = set(tokenizer.all_special_ids)
+    return next((i for i in after if i in special), eos)
 
 
 @dataclass(frozen=True)
@@ -58,9 +80,11 @@ def encode(
     max_length: int = 512,
     add_eos: bool = False,
     sep: str = " ",
+    end: int | None = None,
 ) -> list[Encoded]:
     """Encode (prompt, response) pairs; a None prompt scores the response alone after a start token.
-    `sep` goes before each response (see `format_prompts`).
+    `sep` goes before each response (see `format_prompts`); `add_eos` closes it with `end` (default
+    the EOS; a chat format's own, `response_end`).
 
     Over-long pairs lose prompt tokens from the left first (the response is what is scored)."""
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
@@ -70,7 +94,7 @@ def encode(
     out = []
     for p, r in zip(prompts, resp_ids):
         pid = next(prompt_ids) if p is not None else [start]
-        rid = r + [tokenizer.eos_token_id] if add_eos else r
+        rid = r + [tokenizer.eos_token_id if end is None else end] if add_eos else r
         if not rid:
             rid = [tokenizer.eos_token_id]
         keep = min(len(pid), max(max_length - len(rid), max_length // 2))
@@ -83,11 +107,11 @@ def encode(
 
 def training_pairs(tokenizer, instructions: Sequence[str], responses: Sequence[str], fmt: str,
                    max_length: int) -> list[Encoded]:
-    """The sequences a fine-tune trains on: prompts in format `fmt`, each response closed by the end
-    token. LESS takes its gradients on these same sequences, so that the warm-up's Adam state it
-    applies belongs to them."""
+    """The sequences a fine-tune trains on: prompts in format `fmt`, each response closed by the
+    format's end token (`response_end`). LESS takes its gradients on these same sequences, so that
+    the warm-up's Adam state it applies belongs to them."""
     prompts, sep = format_prompts(tokenizer, instructions, fmt)
-    return encode(tokenizer, prompts, responses, max_length, add_eos=True, sep=sep)
+    return encode(tokenizer, prompts, responses, max_length, add_eos=True, sep=sep, end=response_end(tokenizer, fmt))
 
 
 # Rows per forward of the per-row loss pass, by device. On a CPU one: a row's losses then do not

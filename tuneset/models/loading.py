@@ -182,6 +182,24 @@ def prompt_format_of(name: str, fmt: str) -> str:
     return fmt if fmt != "auto" else _resolved_format(name, model_identity(name))
 
 
+def turn_end(name: str, fmt: str) -> int | None:
+    """The token a fine-tune in (resolved) format `fmt` closes responses with, where it is not the
+    EOS (`lm.response_end`), else None: a key part of what was trained that leaves the keys of
+    models whose turns end with the EOS, SmolLM2 among them, as they were."""
+    return _turn_end(name, fmt, model_identity(name)) if fmt == "chat" else None
+
+
+@lru_cache(maxsize=16)
+def _turn_end(name: str, fmt: str, identity: str) -> int | None:
+    from transformers import AutoTokenizer
+
+    from tuneset.models.lm import response_end
+
+    tok = AutoTokenizer.from_pretrained(str(materialize(name)))
+    end = response_end(tok, fmt)
+    return None if end == tok.eos_token_id else end
+
+
 @lru_cache(maxsize=16)
 def _resolved_format(name: str, identity: str) -> str:
     """Per content of the model's files: a chat template added to a folder in place is read again."""

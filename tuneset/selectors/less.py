@@ -38,7 +38,7 @@ from tuneset.models.grads import (
     reference_chunk,
 )
 from tuneset.models.lm import encode, training_pairs
-from tuneset.models.loading import TRAIN_RECORD, load_lm, resolve_device, train_record
+from tuneset.models.loading import TRAIN_RECORD, load_lm, resolve_device, train_record, turn_end
 from tuneset.progress import ProgressLog
 from tuneset.recipe import WarmupConfig
 from tuneset.selectors.base import Selector, register
@@ -121,7 +121,8 @@ class GradientStore:
         kind = "candidates" if adam else "targets"
         meta = {"model": ctx.base_identity, "warmup": ctx.warmup_identity, "checkpoints": [f.name for f in folders],
                 "adam": adam, "variant": self.variant, "dim": p.dim, "seed": p.seed, "max_length": ctx.max_length,
-                "sequences": "plain" if p.sequences == "plain" else f"trained:{self.fmt}",
+                "sequences": "plain" if p.sequences == "plain" else f"trained:{self.fmt}" + (
+                    f":end {end}" if (end := turn_end(ctx.model, self.fmt)) is not None else ""),
                 # padded batches move a row's fp16 features by a step with its batch mates: one size a key
                 "batch_tokens": p.tokens_per_batch(ctx.device) if p.path == "fast" else None}
         cache = ctx.store.rows("grads", tuple(meta.values()), meta)
