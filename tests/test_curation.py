@@ -237,6 +237,21 @@ def test_a_near_duplicate_stays_when_a_later_step_drops_its_original():
     assert curated["id"].to_list() == ["b", "c"]
 
 
+def test_a_correction_that_makes_a_row_a_copy_of_a_kept_one_drops_the_later(tmp_path):
+    """Exact dedup runs before relabelling: 'great film' relabelled positive became a copy of the
+    row beside it, and both trained."""
+    from tuneset.recipe import RelabelConfig
+
+    rows = _rows(("a", "s", "great film", "positive"), ("b", "s", "great film", "negative"), ("c", "s", "bad", "negative"))
+    scores = _lq(["a", "b", "c"], [0.0, 1.0, 0.0], ["positive", "positive", "negative"], [0.9, 0.9, 0.9])
+    cfg = OFF.model_copy(update={"dedup": True, "relabel": RelabelConfig(min_prob=0.6)})
+    curated, audit = curate_rows(rows, cfg, {}, scores)
+    assert _reasons(audit)["b"] == ("dropped", "duplicate of a once corrected")
+    assert curated["id"].to_list() == ["a", "c"]
+    _, audit = curate_rows(rows, cfg.model_copy(update={"dedup": False}), {}, scores)  # dedup off: both stay
+    assert _reasons(audit)["b"][0] == "corrected"
+
+
 def test_exact_and_near_dedup_together_keep_one_copy():
     """Exact dedup keeps the first copy in input order, SemDeDup the first in id order: where they
     disagreed, each dropped the copy the other kept, and no copy of the row was left."""

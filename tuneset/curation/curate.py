@@ -43,6 +43,8 @@ def curate_rows(
     for step in steps:
         step.run(data, decisions)
     decisions.settle()
+    if cfg.dedup:
+        _copies_made_by_corrections(rows, decisions)
     drops, fixes = decisions.drops, decisions.fixes
     records = []
     for r in rows.iter_rows(named=True):
@@ -66,6 +68,19 @@ def curate_rows(
         pl.col("id").replace_strict({i: new for i, (new, _) in fixes.items()},
                                     default=pl.col("response"), return_dtype=pl.String).alias("response"))
     return curated, audit
+
+
+def _copies_made_by_corrections(rows: pl.DataFrame, decisions: Decisions) -> None:
+    """Exact dedup runs before corrections: a relabelled or rewritten row can become a copy of a
+    row kept beside it (the same question, now the same answer), and both would train. The later
+    of two such rows in input order leaves, as exact dedup would have dropped it."""
+    kept = rows.filter(~pl.col("id").is_in(list(decisions.drops))).with_columns(
+        pl.col("id").replace_strict({i: new for i, (new, _) in decisions.fixes.items()},
+                                    default=pl.col("response"), return_dtype=pl.String).alias("response"))
+    for i, first in exact_duplicates(kept).items():
+        if i in decisions.fixes or first in decisions.fixes:
+            decisions.fixes.pop(i, None)
+            decisions.drops[i] = f"duplicate of {first} once corrected"
 
 
 @register_step
