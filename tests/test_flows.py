@@ -626,6 +626,11 @@ def test_cache_keys_follow_content_not_paths_or_settings_that_do_not_matter(tiny
     # A GPU's batched vectors and a CPU's one-a-forward ones are kept apart; the CPU key is as before.
     on_gpu = ScoringContext(store=run_context(recipe).store, embedder=str(copy), device="cuda").embedder_identity
     assert on_gpu == identity(copy) + "@cuda" and "@" not in identity(copy)
+    # A model2vec or ONNX embedder runs on the CPU whatever the device: its vectors keep one key.
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "config.json").write_text('{"model_type": "model2vec"}')
+    assert ScoringContext(store=run_context(recipe).store, embedder=str(static), device="cuda").embedder_identity == identity(static)
     from tuneset.models.loading import model_identity
 
     assert model_identity(recipe.model.name, "") == model_identity(recipe.model.name)  # '' is no adapter

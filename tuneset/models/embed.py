@@ -348,6 +348,15 @@ def _folder_kind(path: Path) -> str:
     return "sentence-transformers"
 
 
+def runs_on_device(name: str) -> bool:
+    """Whether embedder `name` runs on the recipe's device: a sentence-transformer does; the ONNX and
+    model2vec tiers and folders run on the CPU whatever the device, so their vectors do not depend on it."""
+    if name in TIERS:
+        return False
+    path = Path(name).expanduser()
+    return not (path.is_dir() and _folder_kind(path) != "sentence-transformers")
+
+
 def load_embedder(name: str = MINILM, device: str = "cpu") -> Embedder:
     """The embedder `name` stands for: `minilm`, a tier (built on first use), or a folder / hub name;
     held per process by its identity, so a folder retrained in place is loaded again."""

@@ -15,7 +15,7 @@ import polars as pl
 
 from tuneset.data.fingerprint import dataset_fingerprint, fingerprint, row_keys, text_keys
 from tuneset.errors import TunesetError
-from tuneset.models.embed import MINILM, embed_texts, embedder_identity
+from tuneset.models.embed import MINILM, embed_texts, embedder_identity, runs_on_device
 from tuneset.models.lm import encode, response_nll, text_features
 from tuneset.models.loading import SMOLLM2, LoadedLM, cached_lm, model_identity, resolve_device
 from tuneset.progress import ProgressLog
@@ -87,7 +87,8 @@ class ScoringContext:
         vectors differ in the last bits from a CPU's one text a forward, so neither serves the other
         (as the LM caches' precision tag keeps losses apart). On a CPU the key is as it always was."""
         device = resolve_device(self.device).type
-        return embedder_identity(self.embedder) + ("" if device == "cpu" else f"@{device}")
+        on_device = device != "cpu" and runs_on_device(self.embedder)  # ONNX and static tiers run on the CPU anyway
+        return embedder_identity(self.embedder) + (f"@{device}" if on_device else "")
 
     @cached_property
     def targets_fingerprint(self) -> str:
