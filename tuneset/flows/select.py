@@ -23,8 +23,9 @@ from tuneset.selectors.base import row_text
 log = logging.getLogger("tuneset.select")
 # Bumped when the same policy on the same scores picks other rows: 2, a component column reads in
 # its selector's direction; 3, explicit quotas hold the budget, percents round exactly,
-# max_similarity has a float32 slack, and weights add in key order.
-POLICY_REVISION = 3
+# max_similarity has a float32 slack, and weights add in key order; 4, exact ranks at a threshold's
+# or band's edge, bands (lo, hi], remainders by exact fractions, reasons quoting a target's own rank.
+POLICY_REVISION = 4
 
 
 @dataclass(frozen=True)
