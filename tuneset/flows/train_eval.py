@@ -21,7 +21,7 @@ from tuneset.flows.common import RowsRef, recipe_flow, save_rows, write_json
 from tuneset.flows.context import RunContext, run_context
 from tuneset.models.lm import resolve_format
 from tuneset.models.loading import compute_dtype, load_lm, model_identity, prompt_format_of, train_record, turn_end
-from tuneset.recipe import FinetuneConfig, Recipe, TaskSpec
+from tuneset.recipe import FinetuneConfig, ModelConfig, Recipe, TaskSpec
 
 log = logging.getLogger("tuneset.train_eval")
 
@@ -39,12 +39,20 @@ def finetune_task(ctx: RunContext, rows: RowsRef, seed: int, cfg: FinetuneConfig
         log.info("fine-tuned on %d rows, seed %d: %d steps in %.0fs (%.2f rows/s), loss %.3f",
                  rows.n, seed, res.steps, res.seconds, res.rows_per_s, res.final_loss)
 
+    return str(ctx.store.cached("finetune", training_key(model, rows, cfg), make,
+                                {"rows": rows.fingerprint, "n": rows.n, "config": cfg.model_dump()}))
+
+
+def training_key(model: ModelConfig, rows: RowsRef, cfg: FinetuneConfig) -> tuple:
+    """What `train` reads, as a fine-tune's or a warm-up's cache key: the base weights, the rows'
+    trained content, the settings and max_length, plus what changed the training of some models
+    only (so the others keep their keys)."""
     parts = (model_identity(model.name, device=model.device), trained_content(rows), *cfg.key_parts(), model.max_length)
     if cfg.method == "full" and compute_dtype(model.device) != torch.float32:  # fp32 master weights since stop 35,
         parts += ("fp32 master weights as stored",)  # read as stored since stop 37, not upcast from bf16
-    if (end := turn_end(model.name, cfg.prompt_format)) is not None:  # trained to end at the EOS before stop 37
-        parts += (f"responses end with token {end}",)
-    return str(ctx.store.cached("finetune", parts, make, {"rows": rows.fingerprint, "n": rows.n, "config": cfg.model_dump()}))
+    if (end := turn_end(model.name, prompt_format_of(model.name, cfg.prompt_format))) is not None:
+        parts += (f"responses end with token {end}",)  # trained to end at the EOS before stop 37
+    return parts
 
 
 @functools.lru_cache(maxsize=64)

@@ -12,8 +12,7 @@ from prefect.cache_policies import NONE
 from tuneset.finetune import train
 from tuneset.flows.common import RowsRef
 from tuneset.flows.context import RunContext
-from tuneset.flows.train_eval import trained_content
-from tuneset.models.loading import model_identity, prompt_format_of, turn_end
+from tuneset.flows.train_eval import training_key
 from tuneset.recipe import WarmupConfig
 
 log = logging.getLogger("tuneset.warmup")
@@ -36,7 +35,4 @@ def warmup_task(ctx: RunContext, rows: RowsRef, cfg: WarmupConfig) -> str:
                  res.steps, res.seconds)
 
     meta = {"rows": rows.fingerprint, "n": warmup_rows(rows.n, cfg), "config": cfg.model_dump()}
-    parts = (model_identity(model.name, device=model.device), trained_content(rows), *cfg.key_parts(), model.max_length)
-    if (end := turn_end(model.name, prompt_format_of(model.name, cfg.prompt_format))) is not None:
-        parts += (f"responses end with token {end}",)  # as finetune_task keys it
-    return str(ctx.store.cached("warmup", parts, make, meta))
+    return str(ctx.store.cached("warmup", training_key(model, rows, cfg), make, meta))
