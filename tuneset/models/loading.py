@@ -179,35 +179,33 @@ def prompt_format_of(name: str, fmt: str) -> str:
     """`fmt` with `auto` resolved by `name`'s tokenizer (its chat template, or plain text): what the
     fine-tune and evaluation caches key on, so `auto` and the format it stands for share one
     fine-tune instead of training the same weights twice."""
-    return fmt if fmt != "auto" else _resolved_format(name, model_identity(name))
+    if fmt != "auto":
+        return fmt
+    from tuneset.models.lm import resolve_format
+
+    return resolve_format(_tokenizer(name, model_identity(name)), "auto")
 
 
 def turn_end(name: str, fmt: str) -> int | None:
     """The token a fine-tune in (resolved) format `fmt` closes responses with, where it is not the
     EOS (`lm.response_end`), else None: a key part of what was trained that leaves the keys of
     models whose turns end with the EOS, SmolLM2 among them, as they were."""
-    return _turn_end(name, fmt, model_identity(name)) if fmt == "chat" else None
-
-
-@lru_cache(maxsize=16)
-def _turn_end(name: str, fmt: str, identity: str) -> int | None:
-    from transformers import AutoTokenizer
-
+    if fmt != "chat":
+        return None
     from tuneset.models.lm import response_end
 
-    tok = AutoTokenizer.from_pretrained(str(materialize(name)))
+    tok = _tokenizer(name, model_identity(name))
     end = response_end(tok, fmt)
     return None if end == tok.eos_token_id else end
 
 
 @lru_cache(maxsize=16)
-def _resolved_format(name: str, identity: str) -> str:
-    """Per content of the model's files: a chat template added to a folder in place is read again."""
+def _tokenizer(name: str, identity: str):
+    """`name`'s tokenizer, per content of the model's files (a chat template added to a folder in
+    place is read again): what the cache keys read of it, loaded once per process."""
     from transformers import AutoTokenizer
 
-    from tuneset.models.lm import resolve_format
-
-    return resolve_format(AutoTokenizer.from_pretrained(str(materialize(name))), "auto")
+    return AutoTokenizer.from_pretrained(str(materialize(name)))
 
 
 def load_lm(name: str, device: str = "auto", adapter: str | None = None, dtype: torch.dtype | None = None) -> LoadedLM:
