@@ -28,7 +28,6 @@ from tuneset.models.lm import (
     length_batches,
     pad_batch,
     resolve_format,
-    response_end,
     response_token_nll,
     training_pairs,
 )
@@ -159,9 +158,7 @@ def train(
     instruction, response = TRAINED_FIELDS
     enc: list[Encoded] = training_pairs(lm.tokenizer, rows[instruction].to_list(), rows[response].to_list(), fmt, max_length)
     lengths = [len(e.ids) for e in enc]
-    end = response_end(lm.tokenizer, fmt)
-    cut = sum(1 for e in enc if e.ids[-1] != end)  # encode cut the response, its end token first
-    if cut:
+    if cut := sum(1 for e in enc if e.response_cut):
         log.warning("fine-tune: %d of %d rows are longer than model.max_length %d: their responses are cut and "
                     "train without an end; raise max_length to train them whole", cut, len(enc), max_length)
     if prompts_cut := sum(1 for e in enc if e.prompt_cut):

@@ -71,6 +71,7 @@ class Encoded:
     ids: list[int]
     n_prompt: int  # the first n_prompt tokens are context; the rest are scored
     prompt_cut: int = 0  # prompt tokens `encode` cut from the left to fit max_length
+    response_cut: int = 0  # response tokens (its end token first) `encode` cut from the right
 
 
 def encode(
@@ -98,10 +99,10 @@ def encode(
         if not rid:
             rid = [tokenizer.eos_token_id]
         keep = min(len(pid), max(max_length - len(rid), max_length // 2))
-        whole = len(pid)
+        whole_p, whole_r = len(pid), len(rid)
         pid = pid[len(pid) - keep:] if keep else pid[-1:]
         rid = rid[: max(1, max_length - len(pid))]
-        out.append(Encoded(ids=pid + rid, n_prompt=len(pid), prompt_cut=whole - len(pid)))
+        out.append(Encoded(ids=pid + rid, n_prompt=len(pid), prompt_cut=whole_p - len(pid), response_cut=whole_r - len(rid)))
     return out
 
 
