@@ -472,6 +472,8 @@ def load_rows(path: str | Path, quarantine: str | Path | None = None, columns: d
                     errors.append(e)
                 else:
                     bad.append(quarantine_record(e, rec if isinstance(rec, dict) else None))
+        if stopped:  # no further file is opened
+            break
     if len(errors) == 1:
         raise errors[0]
     if errors:
